@@ -1,1 +1,5 @@
-fn main(){}
+//! The `outpost` binary: see `outpost --help`.
+
+fn main() -> std::process::ExitCode {
+    outpost_node::cli::main()
+}

@@ -45,6 +45,20 @@ impl fmt::Display for RoutePatternError {
 
 impl std::error::Error for RoutePatternError {}
 
+impl fmt::Display for RoutePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            HostPattern::Any => f.write_str("*")?,
+            HostPattern::Exact(host) => f.write_str(host)?,
+            HostPattern::Subdomains(suffix) => write!(f, "*.{suffix}")?,
+        }
+        match &self.path {
+            PathPattern::Prefix(prefix) => write!(f, "{prefix}/*"),
+            PathPattern::Exact(path) => f.write_str(path),
+        }
+    }
+}
+
 impl RoutePattern {
     /// Parse a pattern such as `shop.example.com/api/*`, `*.example.com` or `/static/*`.
     pub fn parse(pattern: &str) -> Result<Self, RoutePatternError> {
@@ -190,6 +204,20 @@ mod tests {
                 path: PathPattern::Exact("/health".into()),
             }
         );
+    }
+
+    #[test]
+    fn display_is_canonical_and_parses_back() {
+        for (text, shown) in [
+            ("Shop.example.com", "shop.example.com/*"),
+            ("*.example.com/api/*", "*.example.com/api/*"),
+            ("/", "*/*"),
+            ("a.com/health", "a.com/health"),
+        ] {
+            let pattern = parse(text);
+            assert_eq!(pattern.to_string(), shown);
+            assert_eq!(parse(shown), pattern);
+        }
     }
 
     #[test]

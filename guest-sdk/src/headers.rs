@@ -1,0 +1,113 @@
+//! An ordered, case-insensitive header list.
+
+/// HTTP header fields. Names are stored lowercase; a name may repeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(String, Vec<u8>)>,
+}
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first value of `name` as text, if present and valid UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The first value of `name` as raw bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get_bytes(name).is_some()
+    }
+
+    /// Set `name` to `value`, replacing every earlier value.
+    pub fn insert(&mut self, name: impl AsRef<str>, value: impl Into<Vec<u8>>) {
+        let name = name.as_ref();
+        self.remove(name);
+        self.append(name, value);
+    }
+
+    /// Add a value for `name`, keeping earlier ones.
+    pub fn append(&mut self, name: impl AsRef<str>, value: impl Into<Vec<u8>>) {
+        self.entries
+            .push((name.as_ref().to_ascii_lowercase(), value.into()));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn from_entries(entries: Vec<(String, Vec<u8>)>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
+        Headers { entries }
+    }
+
+    pub(crate) fn into_entries(self) -> Vec<(String, Vec<u8>)> {
+        self.entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_insensitive_get_insert_append_remove() {
+        let mut headers = Headers::new();
+        headers.append("X-Tag", "a");
+        headers.append("x-tag", "b");
+        headers.append("Content-Type", "text/plain");
+        assert_eq!(headers.get("x-TAG"), Some("a"));
+        assert_eq!(
+            headers.get_all("X-Tag").collect::<Vec<_>>(),
+            vec![b"a".as_slice(), b"b".as_slice()]
+        );
+        headers.insert("X-TAG", "c");
+        assert_eq!(headers.get_all("x-tag").count(), 1);
+        assert_eq!(headers.get("x-tag"), Some("c"));
+        headers.remove("content-type");
+        assert!(!headers.contains("Content-Type"));
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.iter().next(), Some(("x-tag", b"c".as_slice())));
+    }
+
+    #[test]
+    fn non_utf8_values_are_bytes_only() {
+        let mut headers = Headers::new();
+        headers.insert("x-bin", vec![0xff, 0xfe]);
+        assert_eq!(headers.get("x-bin"), None);
+        assert_eq!(headers.get_bytes("x-bin"), Some([0xff, 0xfe].as_slice()));
+    }
+}

@@ -1,0 +1,373 @@
+//! A node's `node.toml`: listeners, certificates, apps, the instance pool and HTTP limits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{AppSpec, ConfigError, read_toml};
+
+/// The instance pool shared by every app on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Concurrent instances (and so concurrent requests in guests).
+    pub instances: u32,
+    /// The most linear memory one instance may have; an app's `limits.memory_mb` fits under it.
+    pub max_memory_bytes: u64,
+    /// Virtual address space reserved per memory. `None` picks the fastest layout that fits the
+    /// machine's address space (4 GiB lets compiled code skip bounds checks).
+    pub memory_reservation_bytes: Option<u64>,
+    /// Memory kept resident (reset with memset, not madvise) per slot after each request.
+    pub keep_resident_bytes: u64,
+    /// How many slot decommits are batched into one madvise round.
+    pub decommit_batch: usize,
+    /// How long a request waits for a free slot before 503.
+    pub queue_timeout: Duration,
+    /// How many requests may wait for a slot at once; more get 503 at once.
+    pub max_queued: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            instances: 1000,
+            max_memory_bytes: 128 << 20,
+            memory_reservation_bytes: None,
+            keep_resident_bytes: 0,
+            decommit_batch: 64,
+            queue_timeout: Duration::from_millis(1000),
+            max_queued: 1000,
+        }
+    }
+}
+
+/// Limits of the HTTP front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Time for a client to finish the TLS handshake and send a request's headers.
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 << 10,
+            drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// One certificate with the host names it serves (exact or `*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCertSpec {
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A validated `node.toml`.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub https: SocketAddr,
+    /// Plain-HTTP listener that redirects to HTTPS.
+    pub http_redirect: Option<SocketAddr>,
+    pub certs: Vec<TlsCertSpec>,
+    pub apps: Vec<AppSpec>,
+    pub pool: PoolSettings,
+    pub http: HttpSettings,
+    pub source: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    apps: Vec<PathBuf>,
+    listen: ListenFile,
+    tls: TlsFile,
+    #[serde(default)]
+    pool: PoolFile,
+    #[serde(default)]
+    http: HttpFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    https: String,
+    http: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    certs: Vec<CertFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertFile {
+    hosts: Vec<String>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PoolFile {
+    instances: Option<u64>,
+    memory_mb: Option<u64>,
+    memory_reservation_mb: Option<u64>,
+    keep_resident_kb: Option<u64>,
+    decommit_batch: Option<u64>,
+    queue_timeout_ms: Option<u64>,
+    max_queued: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpFile {
+    header_timeout_ms: Option<u64>,
+    max_header_kb: Option<u64>,
+    drain_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
+}
+
+impl NodeConfig {
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let parsed: NodeFile = read_toml(file)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let err = |field: &str, message: String| ConfigError::field(file, field, message);
+
+        let name = match parsed.name {
+            Some(name) if name.trim().is_empty() => return Err(err("name", "cannot be empty".into())),
+            Some(name) => name,
+            None => hostname(),
+        };
+        let data_dir = base.join(parsed.data_dir.unwrap_or_else(|| PathBuf::from("outpost-data")));
+
+        let https = parse_addr(&parsed.listen.https).map_err(|m| err("listen.https", m))?;
+        let http_redirect = parsed
+            .listen
+            .http
+            .as_deref()
+            .map(parse_addr)
+            .transpose()
+            .map_err(|m| err("listen.http", m))?;
+
+        if parsed.tls.certs.is_empty() {
+            return Err(err("tls.certs", "at least one [[tls.certs]] entry is needed".into()));
+        }
+        let certs = parsed
+            .tls
+            .certs
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if c.hosts.is_empty() {
+                    return Err(err(
+                        &format!("tls.certs[{i}].hosts"),
+                        "list the host names this certificate serves".into(),
+                    ));
+                }
+                for (j, host) in c.hosts.iter().enumerate() {
+                    crate::server::tls::validate_cert_host(host)
+                        .map_err(|m| err(&format!("tls.certs[{i}].hosts[{j}]"), m))?;
+                }
+                for (field, path) in [("cert", &c.cert), ("key", &c.key)] {
+                    let path = base.join(path);
+                    if !path.is_file() {
+                        return Err(err(
+                            &format!("tls.certs[{i}].{field}"),
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+                Ok(TlsCertSpec {
+                    hosts: c.hosts,
+                    cert: base.join(c.cert),
+                    key: base.join(c.key),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let pool = pool_settings(&parsed.pool).map_err(|(f, m)| err(&format!("pool.{f}"), m))?;
+        let http = http_settings(&parsed.http).map_err(|(f, m)| err(&format!("http.{f}"), m))?;
+
+        let mut apps = Vec::new();
+        for (i, app_path) in parsed.apps.iter().enumerate() {
+            let app = AppSpec::load(&base.join(app_path))?;
+            if app.limits.memory_bytes > pool.max_memory_bytes {
+                return Err(err(
+                    &format!("apps[{i}]"),
+                    format!(
+                        "app {} asks for limits.memory_mb = {} but pool.memory_mb is {}; raise pool.memory_mb",
+                        app.name,
+                        app.limits.memory_bytes >> 20,
+                        pool.max_memory_bytes >> 20
+                    ),
+                ));
+            }
+            if apps.iter().any(|a: &AppSpec| a.name == app.name) {
+                return Err(err(&format!("apps[{i}]"), format!("two apps are named {:?}", app.name)));
+            }
+            apps.push(app);
+        }
+
+        Ok(NodeConfig {
+            name,
+            data_dir,
+            https,
+            http_redirect,
+            certs,
+            apps,
+            pool,
+            http,
+            source: file.to_path_buf(),
+        })
+    }
+}
+
+type FieldError = (&'static str, String);
+
+fn bounded(value: Option<u64>, field: &'static str, min: u64, max: u64, default: u64) -> Result<u64, FieldError> {
+    match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err((field, format!("is {v}; it must be between {min} and {max}"))),
+    }
+}
+
+pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError> {
+    let d = PoolSettings::default();
+    let ms = |v: Duration| v.as_millis() as u64;
+    Ok(PoolSettings {
+        instances: bounded(file.instances, "instances", 1, 100_000, d.instances.into())? as u32,
+        max_memory_bytes: bounded(file.memory_mb, "memory_mb", 1, 4096, d.max_memory_bytes >> 20)? << 20,
+        memory_reservation_bytes: file
+            .memory_reservation_mb
+            .map(|mb| bounded(Some(mb), "memory_reservation_mb", 1, 8192, 0).map(|mb| mb << 20))
+            .transpose()?,
+        keep_resident_bytes: bounded(file.keep_resident_kb, "keep_resident_kb", 0, 4 << 20, d.keep_resident_bytes >> 10)? << 10,
+        decommit_batch: bounded(file.decommit_batch, "decommit_batch", 1, 10_000, d.decommit_batch as u64)? as usize,
+        queue_timeout: Duration::from_millis(bounded(file.queue_timeout_ms, "queue_timeout_ms", 0, 60_000, ms(d.queue_timeout))?),
+        max_queued: bounded(file.max_queued, "max_queued", 0, 1_000_000, d.max_queued as u64)? as usize,
+    })
+}
+
+pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError> {
+    let d = HttpSettings::default();
+    let ms = |v: Duration| v.as_millis() as u64;
+    Ok(HttpSettings {
+        header_timeout: Duration::from_millis(bounded(file.header_timeout_ms, "header_timeout_ms", 100, 600_000, ms(d.header_timeout))?),
+        max_header_bytes: (bounded(file.max_header_kb, "max_header_kb", 1, 1024, d.max_header_bytes as u64 >> 10)? << 10) as usize,
+        drain_timeout: Duration::from_millis(bounded(file.drain_timeout_ms, "drain_timeout_ms", 0, 3_600_000, ms(d.drain_timeout))?),
+        max_connections: bounded(file.max_connections, "max_connections", 1, 1_000_000, d.max_connections as u64)? as usize,
+    })
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an address such as \"0.0.0.0:443\" or \"[::]:443\""))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "outpost-node".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("outpost-node-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(dir.join("app")).unwrap();
+            std::fs::write(dir.join("cert.pem"), "x").unwrap();
+            std::fs::write(dir.join("key.pem"), "x").unwrap();
+            std::fs::write(dir.join("app/outpost.toml"), "name = \"shop\"\ncomponent = \"shop.wasm\"\n[limits]\nmemory_mb = 256\n").unwrap();
+            Dir(dir)
+        }
+
+        fn load(&self, text: &str) -> Result<NodeConfig, ConfigError> {
+            let file = self.0.join("node.toml");
+            std::fs::write(&file, text).unwrap();
+            NodeConfig::load(&file)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const TLS: &str = "[[tls.certs]]\nhosts = [\"a.test\", \"*.b.test\"]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+
+    #[test]
+    fn minimal_node_gets_defaults_and_resolves_paths() {
+        let dir = Dir::new();
+        let cfg = dir
+            .load(&format!("name = \"edge-1\"\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}"))
+            .unwrap();
+        assert_eq!(cfg.name, "edge-1");
+        assert_eq!(cfg.pool, PoolSettings::default());
+        assert_eq!(cfg.http, HttpSettings::default());
+        assert_eq!(cfg.certs[0].cert, dir.0.join("cert.pem"));
+        assert_eq!(cfg.data_dir, dir.0.join("outpost-data"));
+        assert!(cfg.http_redirect.is_none());
+    }
+
+    #[test]
+    fn app_memory_must_fit_the_pool() {
+        let dir = Dir::new();
+        let err = dir
+            .load(&format!("apps = [\"app\"]\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}"))
+            .unwrap_err();
+        assert!(err.to_string().contains("raise pool.memory_mb"), "{err}");
+        let ok = dir
+            .load(&format!("apps = [\"app\"]\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[pool]\nmemory_mb = 256\n"))
+            .unwrap();
+        assert_eq!(ok.apps[0].name, "shop");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dir = Dir::new();
+        for (text, needle) in [
+            (format!("[listen]\nhttps = \"nowhere\"\n{TLS}"), "`listen.https`"),
+            (format!("[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[pool]\ninstances = 0\n"), "`pool.instances`: is 0"),
+            (format!("[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[http]\nmax_header_kb = 0\n"), "`http.max_header_kb`"),
+            ("[listen]\nhttps = \"127.0.0.1:0\"\n[tls]\ncerts = []\n".to_string(), "`tls.certs`"),
+            (
+                "[listen]\nhttps = \"127.0.0.1:0\"\n[[tls.certs]]\nhosts = [\"a\"]\ncert = \"missing.pem\"\nkey = \"key.pem\"\n".to_string(),
+                "`tls.certs[0].cert`",
+            ),
+            (format!("[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[pool]\ninstance = 3\n"), "unknown field `instance`"),
+            (format!("[listen]\n{TLS}"), "missing field `https`"),
+        ] {
+            let err = dir.load(&text).unwrap_err().to_string();
+            assert!(err.contains("node.toml"), "{err}");
+            assert!(err.contains(needle), "expected {needle:?} in {err}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Turning component bytes into a compiled `Component`, once per content hash.
+//!
+//! Compiled artifacts are kept on disk keyed by the component's sha256 and a hash of the engine's
+//! settings, so a restarted node loads instead of recompiling, and a node whose settings or
+//! wasmtime version changed compiles afresh rather than loading something incompatible.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Where a compiled component came from, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Compiled,
+    Cache,
+}
+
+pub struct ComponentCache {
+    dir: PathBuf,
+    engine_tag: String,
+}
+
+impl ComponentCache {
+    pub fn new(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the compile cache directory {}", dir.display()))?;
+        let mut hasher = Sha256Hasher::default();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_tag = hex::encode(&hasher.0.finalize()[..8]);
+        Ok(ComponentCache {
+            dir: dir.to_path_buf(),
+            engine_tag,
+        })
+    }
+
+    /// The compiled form of `wasm`, from the cache when possible.
+    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, String, Origin)> {
+        check_header(wasm)?;
+        let digest = hex::encode(Sha256::digest(wasm));
+        let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag));
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an engine with the same
+            // compatibility hash, into a directory only this node writes. wasmtime still checks
+            // the header and refuses a mismatch, which lands in the recompile branch below.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok((component, digest, Origin::Cache)),
+                Err(err) => tracing::warn!(
+                    "compiled cache entry {} is unusable ({err}); recompiling",
+                    path.display()
+                ),
+            }
+        }
+        let component = Component::new(engine, wasm).map_err(|err| {
+            anyhow::anyhow!("not a valid WebAssembly component: {}", first_line(&format!("{err:#}")))
+        })?;
+        if let Err(err) = self.store(&component, &path) {
+            tracing::warn!("could not write the compile cache entry {}: {err:#}", path.display());
+        }
+        Ok((component, digest, Origin::Compiled))
+    }
+
+    fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
+        let bytes = component.serialize().map_err(anyhow::Error::from)?;
+        // Write then rename, so a crash never leaves a torn entry under the final name.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// Refuse what is not a component with a message that says what it is instead.
+pub fn check_header(wasm: &[u8]) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        bail!("not a WebAssembly file (it does not start with the \\0asm magic bytes)");
+    }
+    match wasm[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => bail!(
+            "this is a core WebAssembly module, not a component: build for wasm32-wasip2, or wrap it \
+             with `wasm-tools component new`"
+        ),
+        _ => bail!("unsupported WebAssembly version or layer in the header"),
+    }
+}
+
+#[derive(Default)]
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only used to feed bytes into sha256")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_messages() {
+        assert!(check_header(b"hello world").unwrap_err().to_string().contains("magic"));
+        assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("core WebAssembly module"));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(check_header(b"\0asm").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Per-request CPU time: time spent running the guest, not time waiting on I/O.
+//!
+//! With async wasmtime, guest code runs inside `Future::poll` of the call; while the guest waits
+//! on a fetch or on the client's body the future is pending and no time is charged. So
+//! [`Metered`] adds up the time spent inside `poll`, and the epoch deadline callback
+//! ([`CpuClock::on_deadline`]) compares that total with the budget: under it, the deadline is
+//! pushed out by the remainder; over it, the guest traps with [`CpuLimitExceeded`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use wasmtime::UpdateDeadline;
+
+use super::engine::EPOCH_TICK;
+
+/// The trap raised when a request uses up its CPU budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuLimitExceeded {
+    pub budget: Duration,
+}
+
+impl fmt::Display for CpuLimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "handler exceeded its CPU time limit of {} ms", self.budget.as_millis())
+    }
+}
+
+impl std::error::Error for CpuLimitExceeded {}
+
+/// CPU time used by one request, shared by the metering future and the epoch callback (which
+/// run on the same thread, one after the other, so relaxed atomics suffice).
+#[derive(Debug)]
+pub struct CpuClock {
+    budget: Duration,
+    origin: Instant,
+    /// Nanoseconds charged by finished polls.
+    used: AtomicU64,
+    /// When the current poll began, in nanoseconds since `origin`.
+    slice_start: AtomicU64,
+}
+
+impl CpuClock {
+    pub fn new(budget: Duration) -> Arc<Self> {
+        Arc::new(CpuClock {
+            budget,
+            origin: Instant::now(),
+            used: AtomicU64::new(0),
+            slice_start: AtomicU64::new(0),
+        })
+    }
+
+    /// CPU time used so far, counting the poll in progress if `polling`.
+    pub fn used(&self, polling: bool) -> Duration {
+        let mut nanos = self.used.load(Ordering::Relaxed);
+        if polling {
+            nanos += self.now().saturating_sub(self.slice_start.load(Ordering::Relaxed));
+        }
+        Duration::from_nanos(nanos)
+    }
+
+    /// The epoch deadline to set before the first call.
+    pub fn initial_ticks(&self) -> u64 {
+        ticks_for(self.budget)
+    }
+
+    /// The epoch deadline callback: extend by what is left, or trap.
+    pub fn on_deadline(&self) -> wasmtime::Result<UpdateDeadline> {
+        let used = self.used(true);
+        if used >= self.budget {
+            Err(wasmtime::Error::new(CpuLimitExceeded {
+                budget: self.budget,
+            }))
+        } else {
+            Ok(UpdateDeadline::Continue(ticks_for(self.budget - used)))
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
+/// Ticks until `remaining` has passed: at least one, rounded up.
+fn ticks_for(remaining: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (remaining.as_nanos().div_ceil(tick) as u64).max(1)
+}
+
+/// A future whose time inside `poll` is charged to a [`CpuClock`].
+pub struct Metered<F> {
+    inner: Pin<Box<F>>,
+    clock: Arc<CpuClock>,
+}
+
+impl<F> Metered<F> {
+    pub fn new(inner: F, clock: Arc<CpuClock>) -> Self {
+        Metered {
+            inner: Box::pin(inner),
+            clock,
+        }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = self.clock.now();
+        self.clock.slice_start.store(start, Ordering::Relaxed);
+        let result = self.inner.as_mut().poll(cx);
+        let spent = self.clock.now().saturating_sub(start);
+        self.clock.used.fetch_add(spent, Ordering::Relaxed);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up_and_never_reach_zero() {
+        assert_eq!(ticks_for(Duration::ZERO), 1);
+        assert_eq!(ticks_for(EPOCH_TICK), 1);
+        assert_eq!(ticks_for(EPOCH_TICK + Duration::from_nanos(1)), 2);
+        assert_eq!(ticks_for(Duration::from_millis(50)), 50);
+    }
+
+    #[test]
+    fn deadline_extends_while_budget_remains_then_traps() {
+        let clock = CpuClock::new(Duration::from_millis(30));
+        clock.used.store(10_000_000, Ordering::Relaxed);
+        clock.slice_start.store(clock.now(), Ordering::Relaxed);
+        match clock.on_deadline().unwrap() {
+            UpdateDeadline::Continue(ticks) => assert!((1..=20).contains(&ticks), "{ticks}"),
+            _ => panic!("expected Continue"),
+        }
+        clock.used.store(31_000_000, Ordering::Relaxed);
+        let Err(err) = clock.on_deadline() else {
+            panic!("expected the CPU limit to trap")
+        };
+        assert_eq!(
+            err.downcast_ref::<CpuLimitExceeded>(),
+            Some(&CpuLimitExceeded {
+                budget: Duration::from_millis(30)
+            })
+        );
+    }
+
+    #[test]
+    fn waiting_is_not_charged() {
+        let clock = CpuClock::new(Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(Metered::new(
+            async { tokio::time::sleep(Duration::from_millis(50)).await },
+            clock.clone(),
+        ));
+        assert!(clock.used(false) < Duration::from_millis(20), "{:?}", clock.used(false));
+    }
+}

@@ -1,0 +1,147 @@
+//! The state each request's `Store` carries, and the host side of outbound HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+use super::cpu::CpuClock;
+use super::guest_log::{GuestLog, Stream};
+use super::limits::GuestLimits;
+use crate::config::{AppLimits, OutboundPolicy};
+use crate::request_id::RequestId;
+
+/// What every request of one app shares: built once per deployment, never per request.
+pub struct AppShared {
+    pub name: Arc<str>,
+    pub limits: AppLimits,
+    pub outbound: OutboundPolicy,
+    /// Config values as the guest's environment.
+    pub env: Vec<(String, String)>,
+    /// The same values for `wasi:config/store`.
+    pub config: WasiConfigVariables,
+}
+
+impl AppShared {
+    pub fn new(name: &str, limits: AppLimits, outbound: OutboundPolicy, config: Vec<(String, String)>) -> Self {
+        AppShared {
+            name: name.into(),
+            limits,
+            outbound,
+            config: config.iter().cloned().collect(),
+            env: config,
+        }
+    }
+}
+
+/// The `T` of every `Store<T>`: one per request.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundHooks,
+    pub(super) limits: GuestLimits,
+    pub(super) cpu: Arc<CpuClock>,
+    pub(super) app: Arc<AppShared>,
+}
+
+impl HostState {
+    pub fn new(app: &Arc<AppShared>, request_id: RequestId) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&app.env)
+            .stdout(GuestLog::new(app.name.clone(), request_id, Stream::Stdout))
+            .stderr(GuestLog::new(app.name.clone(), request_id, Stream::Stderr));
+        HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OutboundHooks {
+                app: app.clone(),
+                request_id,
+            },
+            limits: GuestLimits::new(app.limits.memory_bytes),
+            cpu: CpuClock::new(app.limits.cpu),
+            app: app.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &WasiConfigVariables {
+        &self.app.config
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound requests: only to the app's allow-listed origins, with sane default timeouts.
+struct OutboundHooks {
+    app: Arc<AppShared>,
+    request_id: RequestId,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+)>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        drop(fut);
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_string();
+        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        if !self.app.outbound.allows(&scheme, &authority) {
+            tracing::warn!(
+                app = %self.app.name,
+                request_id = %self.request_id,
+                "outbound request to {scheme}://{authority} denied: not in [outbound] allow"
+            );
+            return Box::new(async { Err(ErrorCode::HttpRequestDenied.into()) });
+        }
+        let options = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: options.connect_timeout.or(Some(CONNECT_TIMEOUT)),
+            first_byte_timeout: options.first_byte_timeout.or(Some(FIRST_BYTE_TIMEOUT)),
+            between_bytes_timeout: options.between_bytes_timeout.or(Some(BETWEEN_BYTES_TIMEOUT)),
+        };
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

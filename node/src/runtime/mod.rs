@@ -1,0 +1,118 @@
+//! The Wasm runtime: one engine per process, deployments compiled once and linked once, and a
+//! fresh instance from the pool for every request.
+//!
+//! [`Runtime::deploy`] turns an app into a [`Deployment`] (compile through the on-disk cache,
+//! then pre-link against the host's interfaces); [`Runtime::handle`] runs one request through it.
+
+mod address_space;
+mod compile;
+mod cpu;
+mod engine;
+mod gate;
+mod guest_log;
+mod host;
+mod invoke;
+mod limits;
+mod linker;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use address_space::PoolLayout;
+pub use compile::{Origin, check_header};
+pub use cpu::CpuLimitExceeded;
+pub use engine::EPOCH_TICK;
+pub use host::{AppShared, HostState};
+pub use invoke::GuestFailure;
+pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+pub use limits::MemoryLimitExceeded;
+
+use crate::config::{AppSpec, PoolSettings};
+use compile::ComponentCache;
+use engine::EpochTicker;
+use gate::PoolGate;
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: ComponentCache,
+    gate: PoolGate,
+    layout: PoolLayout,
+    _ticker: EpochTicker,
+}
+
+/// One app, compiled and pre-linked: what the router points at.
+pub struct Deployment {
+    pub app: Arc<AppShared>,
+    /// sha256 of the component, hex.
+    pub digest: String,
+    pub origin: Origin,
+    pre: ProxyPre<HostState>,
+}
+
+impl Runtime {
+    /// Build the engine and linker. `cache_dir` keeps compiled components across restarts.
+    pub fn new(pool: &PoolSettings, cache_dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let (engine, layout) = engine::build_engine(pool)?;
+        let linker = linker::build(&engine)?;
+        let cache = ComponentCache::new(cache_dir, &engine)?;
+        let gate = PoolGate::new(pool.instances as usize, pool.max_queued, pool.queue_timeout);
+        Ok(Arc::new(Runtime {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            cache,
+            gate,
+            layout,
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn layout(&self) -> PoolLayout {
+        self.layout
+    }
+
+    /// Pool slots serving requests right now.
+    pub fn slots_in_use(&self) -> usize {
+        self.gate.in_use()
+    }
+
+    /// Compile (or load from cache) and link an app's component from its file.
+    pub fn deploy(&self, spec: &AppSpec) -> anyhow::Result<Arc<Deployment>> {
+        let wasm = std::fs::read(&spec.component).with_context(|| {
+            format!(
+                "app {}: cannot read component {} (build it first: scripts/guest-toolchain build)",
+                spec.name,
+                spec.component.display()
+            )
+        })?;
+        let app = Arc::new(AppShared::new(
+            &spec.name,
+            spec.limits.clone(),
+            spec.outbound.clone(),
+            spec.config.clone(),
+        ));
+        self.deploy_bytes(app, &wasm)
+            .with_context(|| format!("app {}: component {}", spec.name, spec.component.display()))
+    }
+
+    /// Compile (or load from cache) and link component bytes for an app.
+    pub fn deploy_bytes(&self, app: Arc<AppShared>, wasm: &[u8]) -> anyhow::Result<Arc<Deployment>> {
+        let (component, digest, origin) = self.cache.load(&self.engine, wasm)?;
+        let pre = linker::prelink(&self.linker, &component)?;
+        Ok(Arc::new(Deployment {
+            app,
+            digest,
+            origin,
+            pre,
+        }))
+    }
+}

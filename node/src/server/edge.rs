@@ -1,0 +1,116 @@
+//! The per-request path on the edge: route, enforce the body cap, run the app, answer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::Body;
+use outpost_router::RouteTable;
+
+use super::body::{LimitedBody, ResponseBody, host_response};
+use crate::request_id::RequestId;
+use crate::runtime::{Deployment, GuestFailure, Runtime, Scheme};
+
+pub type Routes = RouteTable<Arc<Deployment>>;
+
+/// Serves requests for a set of routed deployments.
+pub struct Edge {
+    runtime: Arc<Runtime>,
+    routes: Arc<Routes>,
+    /// Put the reason for a guest failure in the response body (dev); otherwise only in logs.
+    expose_errors: bool,
+}
+
+impl Edge {
+    pub fn new(runtime: Arc<Runtime>, routes: Routes, expose_errors: bool) -> Self {
+        Edge {
+            runtime,
+            routes: Arc::new(routes),
+            expose_errors,
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub async fn serve<B>(&self, request: http::Request<B>, scheme: http::uri::Scheme) -> http::Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let request_id = RequestId::next();
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or_default();
+        if host.is_empty() {
+            return host_response(400, "outpost: the request has no Host header");
+        }
+        let Some(deployment) = self.routes.lookup(host, request.uri().path()) else {
+            let message = format!("outpost: no app is routed at {host}{}", request.uri().path());
+            return host_response(404, &message);
+        };
+        let deployment = deployment.clone();
+        let limits = &deployment.app.limits;
+
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limits.body_bytes) {
+            return too_large(limits.body_bytes);
+        }
+        let (parts, body) = request.into_parts();
+        let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
+        let request = http::Request::from_parts(parts, body);
+
+        let method_path = tracing::enabled!(target: "outpost::access", tracing::Level::DEBUG)
+            .then(|| format!("{} {}", request.method(), request.uri().path()));
+        let scheme = if scheme == http::uri::Scheme::HTTPS { Scheme::Https } else { Scheme::Http };
+        let response = match self.runtime.handle(&deployment, request, scheme, request_id).await {
+            _ if tripped.load(Ordering::Acquire) => too_large(limits.body_bytes),
+            Ok(response) => response,
+            Err(failure) => self.failure_response(&failure, request_id),
+        };
+        if let Some(method_path) = method_path {
+            tracing::debug!(
+                target: "outpost::access",
+                app = %deployment.app.name,
+                %request_id,
+                status = response.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                "{method_path}"
+            );
+        }
+        response
+    }
+
+    fn failure_response(&self, failure: &GuestFailure, request_id: RequestId) -> http::Response<ResponseBody> {
+        let message = match failure {
+            GuestFailure::PoolBusy => "outpost: the node is at capacity; retry shortly".to_string(),
+            _ if self.expose_errors => format!("outpost: {failure}\nrequest id: {request_id}"),
+            GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => {
+                format!("outpost: the handler exceeded its resource limits\nrequest id: {request_id}")
+            }
+            GuestFailure::Timeout(_) => format!("outpost: the handler timed out\nrequest id: {request_id}"),
+            _ => format!("outpost: the handler failed\nrequest id: {request_id}"),
+        };
+        let mut response = host_response(failure.status(), &message);
+        if matches!(failure, GuestFailure::PoolBusy) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn too_large(limit: u64) -> http::Response<ResponseBody> {
+    host_response(413, &format!("outpost: the request body is larger than this app's limit of {limit} bytes"))
+}

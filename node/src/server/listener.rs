@@ -1,0 +1,173 @@
+//! Accepting connections: TLS with a handshake deadline, HTTP/1.1 or HTTP/2 by ALPN, and a
+//! graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::body::ResponseBody;
+use crate::config::HttpSettings;
+
+/// Something that answers requests: the edge itself, or the HTTP-to-HTTPS redirect.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        scheme: http::uri::Scheme,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send;
+}
+
+/// Resolves when the process should stop accepting and drain.
+pub type ShutdownSignal = watch::Receiver<bool>;
+
+pub async fn wait_for_shutdown(signal: &mut ShutdownSignal) {
+    while !*signal.borrow_and_update() {
+        if signal.changed().await.is_err() {
+            // The sender is gone: nobody can ask us to stop any more, so run on.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Which protocol stack a connection speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Plain-text listener: detect HTTP/2 prior knowledge, else HTTP/1.1.
+    Detect,
+}
+
+fn builder(settings: &HttpSettings, protocol: Protocol) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Detect => builder,
+    }
+}
+
+/// Serve HTTPS (or plain HTTP when `tls` is `None`) on `listener` until `shutdown`, then stop
+/// accepting and give in-flight requests up to the drain timeout.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    settings: HttpSettings,
+    mut shutdown: ShutdownSignal,
+) {
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let settings = Arc::new(settings);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = wait_for_shutdown(&mut shutdown) => break,
+            accepted = accept(&listener, &connections) => accepted,
+        };
+        let Some((stream, permit)) = accepted else { continue };
+        let (handler, settings, tls, watcher) = (handler.clone(), settings.clone(), tls.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            serve_connection(stream, tls, handler, &settings, watcher).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Connections still in their TLS handshake hold a watcher too, and are waited for alike.
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+}
+
+async fn accept(listener: &TcpListener, connections: &Arc<Semaphore>) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = connections.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, _)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, permit))
+        }
+        Err(err) => {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tracing::warn!("accept failed: {err}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    settings: &HttpSettings,
+    watcher: Watcher,
+) {
+    let Some(tls) = tls else {
+        let service = service(handler.clone(), http::uri::Scheme::HTTP);
+        let builder = builder(settings, Protocol::Detect);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        if let Err(err) = watcher.watch(connection.into_owned()).await {
+            tracing::debug!("connection ended with an error: {err}");
+        }
+        return;
+    };
+    let stream = match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::debug!("TLS handshake failed: {err}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let service = service(handler.clone(), http::uri::Scheme::HTTPS);
+    let builder = builder(settings, protocol);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!("connection ended with an error: {err}");
+    }
+}
+
+fn service<H: Handler>(
+    handler: Arc<H>,
+    scheme: http::uri::Scheme,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |request: http::Request<Incoming>| {
+        let handler = handler.clone();
+        let scheme = scheme.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request, scheme).await) }
+    })
+}

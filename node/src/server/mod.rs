@@ -1,0 +1,19 @@
+//! The HTTP front end: listeners, TLS, and the request path into the runtime.
+
+pub mod body;
+pub mod edge;
+pub mod listener;
+pub mod redirect;
+pub mod tls;
+
+pub use edge::{Edge, Routes};
+pub use listener::{Handler, ShutdownSignal, serve};
+pub use redirect::RedirectToHttps;
+
+use hyper::body::Incoming;
+
+impl Handler for Edge {
+    async fn handle(&self, request: http::Request<Incoming>, scheme: http::uri::Scheme) -> http::Response<body::ResponseBody> {
+        self.serve(request, scheme).await
+    }
+}
