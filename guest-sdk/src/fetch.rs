@@ -13,6 +13,8 @@ const MAX_RESPONSE_BODY: usize = 32 * 1024 * 1024;
 pub fn fetch(request: Request) -> Result<Response> {
     let (method, scheme, authority, path_with_query, headers, body) =
         request.into_outgoing_parts()?;
+    let mut headers = headers;
+    headers.remove_hop_by_hop();
     let outgoing = OutgoingRequest::new(crate::streams::to_fields(&headers.into_entries())?);
     let invalid = |what: &str| Error::internal(format!("invalid outgoing request {what}"));
     outgoing
@@ -50,7 +52,9 @@ pub fn fetch(request: Request) -> Result<Response> {
         .map_err(|()| Error::internal("the fetch response was already taken"))?
         .map_err(|code| fetch_failed(&authority, &code))?;
     let status = incoming.status();
-    let headers = Headers::from_entries(incoming.headers().entries());
+    let mut headers = Headers::from_entries(incoming.headers().entries());
+    // So the response can be returned from a handler as it is.
+    headers.remove_hop_by_hop();
     let body = incoming
         .consume()
         .map_err(|()| Error::internal("the fetch response body was already taken"))?;

@@ -1,5 +1,20 @@
 //! An ordered, case-insensitive header list.
 
+/// Headers that belong to one connection, not to the message.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "http2-settings",
+];
+
 /// HTTP header fields. Names are stored lowercase; a name may repeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
@@ -66,6 +81,13 @@ impl Headers {
         self.entries.is_empty()
     }
 
+    /// Drop connection-level (hop-by-hop) headers and `host`: they describe one connection and
+    /// WASI refuses them in a request or response a handler builds.
+    pub fn remove_hop_by_hop(&mut self) {
+        self.entries
+            .retain(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()));
+    }
+
     pub(crate) fn from_entries(entries: Vec<(String, Vec<u8>)>) -> Self {
         let entries = entries
             .into_iter()
@@ -101,6 +123,17 @@ mod tests {
         assert!(!headers.contains("Content-Type"));
         assert_eq!(headers.len(), 1);
         assert_eq!(headers.iter().next(), Some(("x-tag", b"c".as_slice())));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut headers = Headers::new();
+        headers.append("Connection", "keep-alive");
+        headers.append("Transfer-Encoding", "chunked");
+        headers.append("Host", "a.test");
+        headers.append("X-Kept", "1");
+        headers.remove_hop_by_hop();
+        assert_eq!(headers.iter().map(|(n, _)| n).collect::<Vec<_>>(), vec!["x-kept"]);
     }
 
     #[test]

@@ -1,1 +1,17 @@
+//! The end-to-end test harness: builds the real `outpost` binary and the guest components,
+//! runs the binary as a child process on loopback ports, and talks to it over real TLS.
+//!
+//! Everything here is a real part: processes, sockets, certificates made with rcgen, a hyper
+//! origin server. Nothing is mocked.
 
+pub mod certs;
+pub mod client;
+pub mod guests;
+pub mod origin;
+pub mod process;
+
+pub use certs::TestCa;
+pub use client::{Client, Proto, Reply};
+pub use guests::wasm;
+pub use origin::Origin;
+pub use process::{Exited, Outpost, TempDir};

@@ -1,0 +1,183 @@
+//! A small HTTPS client on hyper and rustls, with the control tests need: which SNI name to
+//! send, which ALPN protocol to offer, and what certificate the server presented.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+/// A whole response, read to the end.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// DER of the certificate the server presented.
+    pub peer_cert: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    addr: SocketAddr,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+/// An open connection that can carry several requests (one at a time on HTTP/1.1, many at
+/// once on HTTP/2).
+pub enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    /// A client for the server at `addr` that trusts the CA in `ca_pem`.
+    pub fn new(addr: SocketAddr, ca_pem: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("CA certificate");
+        }
+        Client {
+            addr,
+            roots: Arc::new(roots),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connect, handshake with SNI `server_name`, offering only `proto` by ALPN.
+    pub async fn connect(&self, server_name: &str, proto: Proto) -> anyhow::Result<(Conn, Vec<u8>)> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![match proto {
+            Proto::H1 => b"http/1.1".to_vec(),
+            Proto::H2 => b"h2".to_vec(),
+        }];
+        let tcp = TcpStream::connect(self.addr).await.context("connecting")?;
+        let name = ServerName::try_from(server_name.to_string())?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let peer_cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let negotiated = tls.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+        let io = TokioIo::new(tls);
+        let conn = match proto {
+            Proto::H1 => {
+                let (sender, connection) = http1::handshake(io).await?;
+                tokio::spawn(connection);
+                Conn::H1(sender)
+            }
+            Proto::H2 => {
+                if negotiated.as_deref() != Some(b"h2") {
+                    bail!("the server did not agree to h2 by ALPN");
+                }
+                let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(connection);
+                Conn::H2(sender)
+            }
+        };
+        Ok((conn, peer_cert))
+    }
+
+    /// One request on a fresh connection.
+    pub async fn send(
+        &self,
+        server_name: &str,
+        proto: Proto,
+        request: http::Request<Full<Bytes>>,
+    ) -> anyhow::Result<Reply> {
+        let (mut conn, peer_cert) = self.connect(server_name, proto).await?;
+        let mut reply = conn.send(server_name, request).await?;
+        reply.peer_cert = peer_cert;
+        Ok(reply)
+    }
+
+    /// `GET path` over HTTP/1.1 to `localhost`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.send("localhost", Proto::H1, get(path)).await
+    }
+}
+
+impl Conn {
+    /// Send a request whose URI is a path; host and scheme are filled in per protocol.
+    pub async fn send(&mut self, host: &str, request: http::Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let response = match self {
+            Conn::H1(sender) => {
+                parts.uri = path.parse()?;
+                if !parts.headers.contains_key(http::header::HOST) {
+                    parts.headers.insert(http::header::HOST, host.parse()?);
+                }
+                sender.ready().await?;
+                sender.send_request(http::Request::from_parts(parts, body)).await?
+            }
+            Conn::H2(sender) => {
+                parts.uri = format!("https://{host}{path}").parse()?;
+                parts.version = http::Version::HTTP_2;
+                sender.ready().await?;
+                sender.send_request(http::Request::from_parts(parts, body)).await?
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.context("reading the response body")?.to_bytes();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            peer_cert: Vec::new(),
+        })
+    }
+}
+
+/// A `GET` request for `path`.
+pub fn get(path: &str) -> http::Request<Full<Bytes>> {
+    request("GET", path, Bytes::new())
+}
+
+/// A request with a body.
+pub fn request(method: &str, path: &str, body: impl Into<Bytes>) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(body.into()))
+        .expect("valid request")
+}

@@ -1,0 +1,277 @@
+//! The `outpost` binary as a child process: started on ephemeral loopback ports, its output
+//! captured, stopped with SIGTERM (or killed when a test panics).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::guests::repo_root;
+
+/// How long a node may take to come up; a debug build compiles components slowly.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `outpost` binary, built once per test binary in the same profile as the tests.
+pub fn outpost_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "-p", "outpost-node", "--bin", "outpost"])
+            .current_dir(repo_root());
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building the outpost binary failed");
+        // Test binaries live in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test binary path");
+        let bin = exe.parent().and_then(Path::parent).expect("target dir").join("outpost");
+        assert!(bin.exists(), "{} not found after the build", bin.display());
+        bin
+    })
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "outpost-e2e-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Write `contents` to `name` inside, returning the path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("creating parent dirs");
+        }
+        std::fs::write(&path, contents).expect("writing a test file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `outpost` process.
+pub struct Outpost {
+    child: Child,
+    /// The HTTPS listener.
+    pub addr: SocketAddr,
+    /// The plain-HTTP redirect listener, if any.
+    pub redirect: Option<SocketAddr>,
+    /// For `outpost dev`: the dev CA's certificate file.
+    pub ca: Option<PathBuf>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// A process that ended before it was ready (or was expected to fail).
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outpost {
+    /// `outpost dev ARGS...` with `--listen 127.0.0.1:0`; ready once it prints its URL.
+    pub fn dev(args: &[&str], data_dir: &Path) -> Result<Outpost, Exited> {
+        let mut full = vec!["dev", "--listen", "127.0.0.1:0", "--data-dir"];
+        full.push(data_dir.to_str().expect("utf-8 path"));
+        full.extend_from_slice(args);
+        Self::start(&full, |out, _| {
+            let port = after(out, "https://localhost:")?.split('/').next()?.parse::<u16>().ok()?;
+            let ca = after(out, "CA certificate: ")?.lines().next()?.trim().to_string();
+            let redirect = match after(out, "http://localhost:") {
+                Some(rest) => Some(rest.split('/').next()?.parse::<u16>().ok()?),
+                None => None,
+            };
+            out.contains("Press Ctrl-C").then_some(())?;
+            Some((
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                redirect.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+                Some(PathBuf::from(ca)),
+            ))
+        })
+    }
+
+    /// `outpost node --config FILE`; ready once it logs that it is serving.
+    pub fn node(config: &Path) -> Result<Outpost, Exited> {
+        let config = config.to_str().expect("utf-8 path");
+        Self::start(&["node", "--config", config], |_, err| {
+            let line = err.lines().find(|l| l.contains("serving"))?;
+            let addr = after(line, "https=")?.split_whitespace().next()?.parse().ok()?;
+            let redirect = after(line, "http_redirect=Some(")
+                .and_then(|rest| rest.split(')').next())
+                .and_then(|a| a.parse().ok());
+            Some((addr, redirect, None))
+        })
+    }
+
+    /// Run `outpost ARGS...` to completion (it is expected to exit by itself).
+    pub fn run(args: &[&str]) -> Exited {
+        let output = Command::new(outpost_bin())
+            .args(args)
+            .env("OUTPOST_LOG", "info")
+            .output()
+            .expect("running outpost");
+        Exited {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start(
+        args: &[&str],
+        ready: impl Fn(&str, &str) -> Option<(SocketAddr, Option<SocketAddr>, Option<PathBuf>)>,
+    ) -> Result<Outpost, Exited> {
+        let mut child = Command::new(outpost_bin())
+            .args(args)
+            .env("OUTPOST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting outpost");
+        let stdout = capture(child.stdout.take().expect("stdout"));
+        let stderr = capture(child.stderr.take().expect("stderr"));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("polling the child") {
+                // Give the readers a moment to drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(Exited {
+                    status,
+                    stdout: stdout.lock().unwrap().clone(),
+                    stderr: stderr.lock().unwrap().clone(),
+                });
+            }
+            let found = ready(&stdout.lock().unwrap(), &stderr.lock().unwrap());
+            if let Some((addr, redirect, ca)) = found {
+                return Ok(Outpost {
+                    child,
+                    addr,
+                    redirect,
+                    ca,
+                    stdout,
+                    stderr,
+                });
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                panic!(
+                    "outpost did not become ready in {START_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
+                    stdout.lock().unwrap(),
+                    stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait until the log holds `needle`, up to `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The dev CA (for `outpost dev`) as PEM.
+    pub fn ca_pem(&self) -> String {
+        let path = self.ca.as_ref().expect("only outpost dev has a dev CA");
+        std::fs::read_to_string(path).expect("reading the dev CA")
+    }
+
+    /// Send SIGTERM (graceful drain) without waiting.
+    pub fn signal_terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// SIGTERM, then wait (up to `timeout`) for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        self.signal_terminate();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                return status;
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("outpost did not exit within {timeout:?} of SIGTERM\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Outpost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+    text
+}
+
+fn after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    text.find(marker).map(|at| &text[at + marker.len()..])
+}
