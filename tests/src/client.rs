@@ -72,23 +72,37 @@ impl Client {
         self.addr
     }
 
-    /// Connect, handshake with SNI `server_name`, offering only `proto` by ALPN.
-    pub async fn connect(&self, server_name: &str, proto: Proto) -> anyhow::Result<(Conn, Vec<u8>)> {
+    /// A bare TLS stream to the server, for tests that write raw bytes.
+    pub async fn tls(&self, server_name: &str) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.handshake(server_name, b"http/1.1").await
+    }
+
+    async fn handshake(
+        &self,
+        server_name: &str,
+        alpn: &[u8],
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
-        config.alpn_protocols = vec![match proto {
-            Proto::H1 => b"http/1.1".to_vec(),
-            Proto::H2 => b"h2".to_vec(),
-        }];
+        config.alpn_protocols = vec![alpn.to_vec()];
         let tcp = TcpStream::connect(self.addr).await.context("connecting")?;
         let name = ServerName::try_from(server_name.to_string())?;
-        let tls = TlsConnector::from(Arc::new(config))
+        TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .context("TLS handshake")?;
+            .context("TLS handshake")
+    }
+
+    /// Connect, handshake with SNI `server_name`, offering only `proto` by ALPN.
+    pub async fn connect(&self, server_name: &str, proto: Proto) -> anyhow::Result<(Conn, Vec<u8>)> {
+        let alpn: &[u8] = match proto {
+            Proto::H1 => b"http/1.1",
+            Proto::H2 => b"h2",
+        };
+        let tls = self.handshake(server_name, alpn).await?;
         let peer_cert = tls
             .get_ref()
             .1

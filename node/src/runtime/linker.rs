@@ -42,17 +42,6 @@ pub fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
 pub fn prelink(linker: &Linker<HostState>, component: &Component) -> anyhow::Result<ProxyPre<HostState>> {
     let ty = component.component_type();
     let engine = linker.engine();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    if !exports.iter().any(|name| name.starts_with(INCOMING_HANDLER)) {
-        let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-        if exports.iter().any(|name| name.starts_with("wasi:http/handler@0.3")) {
-            bail!("this is a WASI 0.3 (wasi:http/handler) component; Outpost serves WASI 0.2 proxy components");
-        }
-        bail!(
-            "the component does not export {INCOMING_HANDLER}.x (it exports {found}); \
-             a handler is a wasi:http/proxy component"
-        );
-    }
     let refused: Vec<String> = ty
         .imports(engine)
         .map(|(name, _)| name.to_string())
@@ -63,6 +52,17 @@ pub fn prelink(linker: &Linker<HostState>, component: &Component) -> anyhow::Res
             "the component imports {}; handlers get no filesystem or sockets at the edge \
              (use wasi:http/outgoing-handler for the network, wasi:config for settings)",
             refused.join(", ")
+        );
+    }
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    if !exports.iter().any(|name| name.starts_with(INCOMING_HANDLER)) {
+        let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+        if exports.iter().any(|name| name.starts_with("wasi:http/handler@0.3")) {
+            bail!("this is a WASI 0.3 (wasi:http/handler) component; Outpost serves WASI 0.2 proxy components");
+        }
+        bail!(
+            "the component does not export {INCOMING_HANDLER}.x (it exports {found}); \
+             a handler is a wasi:http/proxy component"
         );
     }
     let pre = linker

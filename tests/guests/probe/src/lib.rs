@@ -11,7 +11,7 @@
 //! | `/sleep?ms=N`     | waits N ms on a WASI clock without using CPU, then 200       |
 //! | `/oom`            | allocates until memory runs out                              |
 //! | `/log`            | writes lines to stdout and stderr                            |
-//! | `/config?key=K`   | K from wasi:config and from the environment                  |
+//! | `/config?key=K`   | K from wasi:config and from wasi:cli/environment             |
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -78,7 +78,12 @@ impl Handler for Probe {
                     .query_param("key")
                     .ok_or_else(|| Error::bad_request("give ?key=K"))?;
                 let from_config = config::get(&key)?.unwrap_or_else(|| "(unset)".into());
-                let from_env = std::env::var(&key).unwrap_or_else(|_| "(unset)".into());
+                // wasi:cli/environment directly: std::env goes through the preview1 adapter, and
+                // the proxy adapter (used to build this guest on Debian) has no environment.
+                let from_env = wasip2::cli::environment::get_environment()
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map_or_else(|| "(unset)".into(), |(_, v)| v);
                 Ok(Response::text(format!("config={from_config} env={from_env}")))
             }
             "/fetch" => {
