@@ -195,3 +195,11 @@ pub fn request(method: &str, path: &str, body: impl Into<Bytes>) -> http::Reques
         .body(Full::new(body.into()))
         .expect("valid request")
 }
+
+/// One HTTP/1.1 request over plain TCP (for servers without TLS, such as `wasmtime serve`).
+pub async fn plain(addr: SocketAddr, request: http::Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+    let stream = TcpStream::connect(addr).await.context("connecting")?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Conn::H1(sender).send(&addr.to_string(), request).await
+}

@@ -230,8 +230,13 @@ impl Outpost {
     }
 
     /// SIGTERM, then wait (up to `timeout`) for the exit status.
-    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+    pub fn terminate(self, timeout: Duration) -> ExitStatus {
         self.signal_terminate();
+        self.wait(timeout)
+    }
+
+    /// Wait (up to `timeout`) for the process to exit by itself.
+    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("polling the child") {
@@ -239,7 +244,7 @@ impl Outpost {
             }
             if started.elapsed() > timeout {
                 let _ = self.child.kill();
-                panic!("outpost did not exit within {timeout:?} of SIGTERM\n{}", self.stderr());
+                panic!("outpost did not exit within {timeout:?}\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,226 @@
+//! `outpost node --config node.toml` end to end: several apps, host and path routes, real PEM
+//! certificates picked by SNI, HTTP limits, pool admission, graceful shutdown, config errors.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use outpost_tests::client::request;
+use outpost_tests::{Client, Outpost, Proto, TempDir, TestCa, wasm};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Fleet {
+    dir: TempDir,
+    ca: TestCa,
+}
+
+impl Fleet {
+    fn new(label: &str) -> Fleet {
+        Fleet {
+            dir: TempDir::new(label),
+            ca: TestCa::new(),
+        }
+    }
+
+    fn app(&self, name: &str, guest: &str, routes: &[&str], extra: &str) -> PathBuf {
+        let routes = routes.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ");
+        self.dir
+            .write(
+                &format!("apps/{name}/outpost.toml"),
+                format!(
+                    "name = \"{name}\"\ncomponent = \"{}\"\nroutes = [{routes}]\n{extra}",
+                    wasm(guest).display()
+                ),
+            )
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    /// A node.toml serving `apps`, with certificates for a.test (and *.a.test) and b.test.
+    fn config(&self, apps: &[PathBuf], extra: &str) -> PathBuf {
+        self.config_named("node.toml", apps, extra)
+    }
+
+    fn config_named(&self, file: &str, apps: &[PathBuf], extra: &str) -> PathBuf {
+        let (a_cert, a_key) = self.ca.issue(self.dir.path(), "a", &["a.test", "*.a.test"]);
+        let (b_cert, b_key) = self.ca.issue(self.dir.path(), "b", &["b.test"]);
+        let apps = apps.iter().map(|a| format!("{:?}", a.display().to_string())).collect::<Vec<_>>().join(", ");
+        self.dir.write(
+            file,
+            format!(
+                "name = \"test-node\"\ndata_dir = \"data\"\napps = [{apps}]\n\
+                 [listen]\nhttps = \"127.0.0.1:0\"\n\
+                 [[tls.certs]]\nhosts = [\"a.test\", \"*.a.test\"]\ncert = {a_cert:?}\nkey = {a_key:?}\n\
+                 [[tls.certs]]\nhosts = [\"b.test\"]\ncert = {b_cert:?}\nkey = {b_key:?}\n{extra}"
+            ),
+        )
+    }
+
+    fn start(&self, config: &Path) -> (Outpost, Client) {
+        let node = Outpost::node(config).unwrap_or_else(|e| panic!("outpost node failed: {e:?}"));
+        let client = Client::new(node.addr, self.ca.pem());
+        (node, client)
+    }
+
+    fn cert_der(&self, name: &str) -> Vec<u8> {
+        let pem = std::fs::read(self.dir.path().join(format!("{name}.pem"))).unwrap();
+        CertificateDer::from_pem_slice(&pem).unwrap().to_vec()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_host_and_path_with_a_certificate_per_host() {
+    let fleet = Fleet::new("routes");
+    let apps = [
+        fleet.app("hello", "hello", &["a.test", "*.a.test"], ""),
+        fleet.app("csv", "json-to-csv", &["a.test/convert"], ""),
+        fleet.app("probe", "probe", &["b.test/api/*"], ""),
+    ];
+    let (_node, client) = fleet.start(&fleet.config(&apps, ""));
+
+    let hello = client.send("a.test", Proto::H2, outpost_tests::client::get("/x")).await.unwrap();
+    assert!(hello.text().starts_with("hello from outpost\npath: /x\n"), "{}", hello.text());
+    assert_eq!(hello.peer_cert, fleet.cert_der("a"), "a.test gets a.test's certificate");
+
+    let sub = client.send("shop.a.test", Proto::H1, outpost_tests::client::get("/y")).await.unwrap();
+    assert!(sub.text().contains("path: /y"), "{}", sub.text());
+    assert_eq!(sub.peer_cert, fleet.cert_der("a"), "the wildcard covers shop.a.test");
+
+    let csv = client
+        .send("a.test", Proto::H1, request("POST", "/convert", "[]"))
+        .await
+        .unwrap();
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+
+    let probe = client.send("b.test", Proto::H1, outpost_tests::client::get("/api/x")).await.unwrap();
+    assert_eq!(probe.status, 404, "the probe answers its own 404 for /api/x");
+    assert!(probe.text().contains("the probe has no /api/x"), "{}", probe.text());
+    assert_eq!(probe.peer_cert, fleet.cert_der("b"), "b.test gets b.test's certificate");
+
+    let unrouted = client.send("b.test", Proto::H1, outpost_tests::client::get("/other")).await.unwrap();
+    assert_eq!(unrouted.status, 404);
+    assert!(unrouted.text().contains("no app is routed at b.test/other"), "{}", unrouted.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_failures_do_not_leak_details_outside_dev() {
+    let fleet = Fleet::new("opaque");
+    let apps = [fleet.app("probe", "probe", &["*"], "")];
+    let (node, client) = fleet.start(&fleet.config(&apps, ""));
+    let reply = client.send("a.test", Proto::H1, outpost_tests::client::get("/panic")).await.unwrap();
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("the handler failed"), "{}", reply.text());
+    assert!(!reply.text().contains("panic"), "{}", reply.text());
+    assert!(node.wait_for_log("the probe was asked to panic", Duration::from_secs(5)), "{}", node.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_and_silent_clients_are_disconnected() {
+    let fleet = Fleet::new("slow");
+    let apps = [fleet.app("hello", "hello", &["*"], "")];
+    let (_node, client) = fleet.start(&fleet.config(&apps, "[http]\nheader_timeout_ms = 500\n"));
+
+    // Half a request line, then nothing.
+    let mut tls = client.tls("a.test").await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+
+    // A TCP connection that never starts TLS.
+    let mut tcp = tokio::net::TcpStream::connect(client.addr()).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent connection was not closed");
+
+    assert_eq!(client.send("a.test", Proto::H1, outpost_tests::client::get("/")).await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_pool_answers_503_with_retry_after() {
+    let fleet = Fleet::new("busy");
+    let apps = [fleet.app("probe", "probe", &["*"], "[limits]\ntimeout_ms = 5000\n")];
+    let config = fleet.config(&apps, "[pool]\ninstances = 2\nqueue_timeout_ms = 100\nmax_queued = 10\n");
+    let (_node, client) = fleet.start(&config);
+
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client.send("a.test", Proto::H1, outpost_tests::client::get("/sleep?ms=1500")).await.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let busy = client.send("a.test", Proto::H1, outpost_tests::client::get("/ok")).await.unwrap();
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert!(started.elapsed() >= Duration::from_millis(90), "it should have waited in the queue first");
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.unwrap().status, 200);
+    }
+    assert_eq!(client.send("a.test", Proto::H1, outpost_tests::client::get("/ok")).await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_requests_in_flight_then_exits() {
+    let fleet = Fleet::new("drain");
+    let apps = [fleet.app("probe", "probe", &["*"], "")];
+    let (node, client) = fleet.start(&fleet.config(&apps, ""));
+
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.send("a.test", Proto::H1, outpost_tests::client::get("/sleep?ms=800")).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.signal_terminate();
+    let reply = in_flight.await.unwrap().expect("the in-flight request was cut off");
+    assert_eq!((reply.status, reply.text().as_str()), (200, "slept"));
+
+    let status = node.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(client.addr()).await.is_err(),
+        "the listener is still accepting after shutdown"
+    );
+}
+
+#[test]
+fn config_errors_name_the_file_and_the_field() {
+    let fleet = Fleet::new("config-errors");
+    let good_app = fleet.app("hello", "hello", &["*"], "");
+    let configs = [
+        (vec![good_app.clone()], "[pool]\ninstances = 0\n", "node-0.toml: `pool.instances`: is 0"),
+        (vec![good_app.clone()], "[pool]\nbogus = 1\n", "unknown field `bogus`"),
+        (vec![fleet.app("bad", "hello", &["https://a.test/"], "")], "", "outpost.toml: `routes[0]`"),
+        (
+            vec![fleet.app("greedy", "hello", &["*"], "[limits]\nmemory_mb = 4096\n")],
+            "",
+            "raise pool.memory_mb",
+        ),
+        (vec![good_app.clone(), fleet.app("twin", "probe", &["*"], "")], "", "route */* of app twin"),
+        (
+            vec![good_app.clone()],
+            "[pool]\ninstances = 100000\nmemory_mb = 4096\nmemory_reservation_mb = 8192\n",
+            "lower pool.instances to at most",
+        ),
+    ];
+    let cases = configs
+        .iter()
+        .enumerate()
+        .map(|(i, (apps, extra, needle))| (fleet.config_named(&format!("node-{i}.toml"), apps, extra), *needle));
+    for (config, needle) in cases {
+        let exited = Outpost::node(&config).map(|_| ()).expect_err(needle);
+        assert!(!exited.status.success());
+        assert!(exited.stderr.contains(needle), "expected {needle:?} in:\n{}", exited.stderr);
+    }
+    let missing = Outpost::run(&["node", "--config", "/nonexistent/node.toml"]);
+    assert!(!missing.status.success());
+    assert!(missing.stderr.contains("/nonexistent/node.toml: cannot read"), "{}", missing.stderr);
+}
