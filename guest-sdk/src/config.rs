@@ -23,7 +23,8 @@ pub fn get(key: &str) -> Result<Option<String>> {
 
 /// The value of `key`, or a 500 naming the missing key.
 pub fn require(key: &str) -> Result<String> {
-    get(key)?.ok_or_else(|| Error::internal(format!("config value {key:?} is not set for this app")))
+    get(key)?
+        .ok_or_else(|| Error::internal(format!("config value {key:?} is not set for this app")))
 }
 
 /// Every configuration value of the app.

@@ -39,7 +39,8 @@ pub fn fetch(request: Request) -> Result<Response> {
         .map_err(|()| Error::internal("the outgoing body was already taken"))?;
 
     // Hand the request over first: the host consumes the body while we write it.
-    let future = outgoing_handler::handle(outgoing, None).map_err(|code| fetch_failed(&authority, &code))?;
+    let future =
+        outgoing_handler::handle(outgoing, None).map_err(|code| fetch_failed(&authority, &code))?;
     crate::streams::write_all(outgoing_body, &body)?;
 
     let incoming = loop {
@@ -58,15 +59,21 @@ pub fn fetch(request: Request) -> Result<Response> {
     let body = incoming
         .consume()
         .map_err(|()| Error::internal("the fetch response body was already taken"))?;
-    let body = crate::streams::read_to_end(body, MAX_RESPONSE_BODY)
-        .map_err(|err| Error::bad_gateway(format!("reading the response of {authority} failed: {}", err.message())))?;
+    let body = crate::streams::read_to_end(body, MAX_RESPONSE_BODY).map_err(|err| {
+        Error::bad_gateway(format!(
+            "reading the response of {authority} failed: {}",
+            err.message()
+        ))
+    })?;
     drop(incoming);
     Ok(Response::from_parts(status, headers, body))
 }
 
 fn fetch_failed(authority: &str, code: &ErrorCode) -> Error {
     let reason = match code {
-        ErrorCode::HttpRequestDenied => "denied: the host is not in this app's outbound allow-list".to_string(),
+        ErrorCode::HttpRequestDenied => {
+            "denied: the host is not in this app's outbound allow-list".to_string()
+        }
         ErrorCode::InternalError(Some(message)) => message.clone(),
         other => format!("{other:?}"),
     };

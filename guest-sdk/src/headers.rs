@@ -133,7 +133,10 @@ mod tests {
         headers.append("Host", "a.test");
         headers.append("X-Kept", "1");
         headers.remove_hop_by_hop();
-        assert_eq!(headers.iter().map(|(n, _)| n).collect::<Vec<_>>(), vec!["x-kept"]);
+        assert_eq!(
+            headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec!["x-kept"]
+        );
     }
 
     #[test]

@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn parse_round_trips_and_keeps_unknown_methods() {
-        for name in ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "PURGE"] {
+        for name in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "PURGE",
+        ] {
             assert_eq!(Method::parse(name).as_str(), name);
         }
         assert_eq!(Method::parse("get"), Method::Other("get".into()));

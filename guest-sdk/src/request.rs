@@ -187,7 +187,9 @@ impl Request {
             .map_err(|err| Error::bad_request(format!("invalid JSON body: {err}")))
     }
 
-    pub(crate) fn into_outgoing_parts(mut self) -> Result<(Method, String, String, String, Headers, Vec<u8>)> {
+    pub(crate) fn into_outgoing_parts(
+        mut self,
+    ) -> Result<(Method, String, String, String, Headers, Vec<u8>)> {
         let body = self.take_body()?;
         let scheme = self
             .scheme

@@ -46,8 +46,9 @@ impl Response {
     /// 200 with `value` serialized as JSON.
     #[cfg(feature = "json")]
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self> {
-        let body = serde_json::to_vec(value)
-            .map_err(|err| Error::internal(format!("serializing the JSON response failed: {err}")))?;
+        let body = serde_json::to_vec(value).map_err(|err| {
+            Error::internal(format!("serializing the JSON response failed: {err}"))
+        })?;
         Ok(Self::bytes("application/json", body))
     }
 
@@ -101,8 +102,9 @@ impl Response {
     /// The body parsed as JSON.
     #[cfg(feature = "json")]
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body)
-            .map_err(|err| Error::bad_gateway(format!("response body is not the JSON expected: {err}")))
+        serde_json::from_slice(&self.body).map_err(|err| {
+            Error::bad_gateway(format!("response body is not the JSON expected: {err}"))
+        })
     }
 
     pub(crate) fn from_parts(status: u16, headers: Headers, body: Vec<u8>) -> Self {
@@ -126,8 +128,11 @@ impl Response {
             }
             Err(err) => {
                 crate::log::error(format_args!("the response was refused: {err}"));
-                let fallback = Error::internal(format!("handler built an invalid response: {}", err.message()))
-                    .into_response();
+                let fallback = Error::internal(format!(
+                    "handler built an invalid response: {}",
+                    err.message()
+                ))
+                .into_response();
                 match fallback.to_outgoing() {
                     Ok((response, body)) => {
                         ResponseOutparam::set(out, Ok(response));
@@ -135,7 +140,9 @@ impl Response {
                     }
                     Err(_) => ResponseOutparam::set(
                         out,
-                        Err(wasip2::http::types::ErrorCode::InternalError(Some(err.to_string()))),
+                        Err(wasip2::http::types::ErrorCode::InternalError(Some(
+                            err.to_string(),
+                        ))),
                     ),
                 }
             }
@@ -146,7 +153,10 @@ impl Response {
         let mut entries = self.headers.clone().into_entries();
         // A known length lets the node send the body without chunking. 204 and 304 have none.
         if !self.headers.contains("content-length") && !matches!(self.status, 204 | 304) {
-            entries.push(("content-length".into(), self.body.len().to_string().into_bytes()));
+            entries.push((
+                "content-length".into(),
+                self.body.len().to_string().into_bytes(),
+            ));
         }
         let response = OutgoingResponse::new(crate::streams::to_fields(&entries)?);
         response
@@ -167,7 +177,10 @@ mod tests {
     fn builders_set_status_type_and_body() {
         let r = Response::text("hi");
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers().get("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            r.headers().get("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(r.text_body().unwrap(), "hi");
 
         let r = Response::redirect(308, "/new").with_header("cache-control", "no-store");

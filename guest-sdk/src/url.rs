@@ -91,10 +91,7 @@ mod tests {
             split_url("http://127.0.0.1:9").unwrap().path_with_query,
             "/"
         );
-        assert_eq!(
-            split_url("http://h?q=1").unwrap().path_with_query,
-            "/?q=1"
-        );
+        assert_eq!(split_url("http://h?q=1").unwrap().path_with_query, "/?q=1");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -47,7 +47,8 @@ pub fn ensure(dir: &Path) -> anyhow::Result<DevCertificates> {
     let ca_key = if ca_cert_path.exists() && ca_key_path.exists() {
         let pem = std::fs::read_to_string(&ca_key_path)
             .with_context(|| format!("reading {}", ca_key_path.display()))?;
-        KeyPair::from_pem(&pem).with_context(|| format!("{} is not a usable key", ca_key_path.display()))?
+        KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a usable key", ca_key_path.display()))?
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
@@ -59,10 +60,16 @@ pub fn ensure(dir: &Path) -> anyhow::Result<DevCertificates> {
     // same key, so what it signs chains to the CA certificate on disk.
     let issuer = Issuer::new(ca_params(), ca_key);
 
-    let mut params = CertificateParams::new(DEV_HOSTS.iter().map(|h| h.to_string()).collect::<Vec<_>>())?;
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let mut params =
+        CertificateParams::new(DEV_HOSTS.iter().map(|h| h.to_string()).collect::<Vec<_>>())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     params.is_ca = IsCa::NoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
@@ -72,7 +79,10 @@ pub fn ensure(dir: &Path) -> anyhow::Result<DevCertificates> {
 
     let cert_path = dir.join("localhost.pem");
     let key_path = dir.join("localhost-key.pem");
-    std::fs::write(&cert_path, format!("{}{}", cert.pem(), std::fs::read_to_string(&ca_cert_path)?))?;
+    std::fs::write(
+        &cert_path,
+        format!("{}{}", cert.pem(), std::fs::read_to_string(&ca_cert_path)?),
+    )?;
     write_private(&key_path, &key.serialize_pem())?;
     Ok(DevCertificates {
         ca_cert: ca_cert_path,
@@ -110,10 +120,16 @@ mod tests {
         let ca_before = std::fs::read(&first.ca_cert).unwrap();
         let second = ensure(&dir).unwrap();
         assert_eq!(ca_before, std::fs::read(&second.ca_cert).unwrap());
-        let key = crate::server::tls::load_certified_key(&second.cert.cert, &second.cert.key).unwrap();
+        let key =
+            crate::server::tls::load_certified_key(&second.cert.cert, &second.cert.key).unwrap();
         assert_eq!(key.cert.len(), 2, "leaf and CA");
-        let mode = std::fs::metadata(dir.join("dev-ca-key.pem")).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.join("dev-ca-key.pem"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -91,7 +91,10 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         ),
         None => None,
     };
-    let http_redirect = redirect_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let http_redirect = redirect_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
 
     let edge = Arc::new(Edge::new(runtime, routes, spec.expose_errors));
     let mut tasks = vec![tokio::spawn(serve(
@@ -102,8 +105,12 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         shutdown.clone(),
     ))];
     if let Some(listener) = redirect_listener {
-        let redirect = Arc::new(RedirectToHttps { https_port: https.port() });
-        tasks.push(tokio::spawn(serve(listener, None, redirect, spec.http, shutdown)));
+        let redirect = Arc::new(RedirectToHttps {
+            https_port: https.port(),
+        });
+        tasks.push(tokio::spawn(serve(
+            listener, None, redirect, spec.http, shutdown,
+        )));
     }
     let done = tokio::spawn(async move {
         for task in tasks {

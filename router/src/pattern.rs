@@ -68,7 +68,9 @@ impl RoutePattern {
         };
         let text = pattern.trim();
         if text.is_empty() {
-            return Err(fail("a route cannot be empty; use \"*\" to match everything"));
+            return Err(fail(
+                "a route cannot be empty; use \"*\" to match everything",
+            ));
         }
         if text.contains("://") {
             return Err(fail(
@@ -138,12 +140,12 @@ fn parse_path(text: &str) -> Result<PathPattern, String> {
         if prefix.contains('*') {
             return Err("'*' may appear only once, at the end of the path".to_string());
         }
-        return Ok(PathPattern::Prefix(prefix.trim_end_matches('/').to_string()));
+        return Ok(PathPattern::Prefix(
+            prefix.trim_end_matches('/').to_string(),
+        ));
     }
     if text.contains('*') {
-        return Err(
-            "a path wildcard must be a whole last segment, as in \"/api/*\"".to_string(),
-        );
+        return Err("a path wildcard must be a whole last segment, as in \"/api/*\"".to_string());
     }
     if text.contains('?') || text.contains('#') {
         return Err("a route path cannot hold a query or a fragment".to_string());

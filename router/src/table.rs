@@ -151,7 +151,10 @@ impl<T> RouteTable<T> {
 
     /// How many routes the table holds.
     pub fn len(&self) -> usize {
-        self.exact_hosts.values().map(PathRoutes::len).sum::<usize>()
+        self.exact_hosts
+            .values()
+            .map(PathRoutes::len)
+            .sum::<usize>()
             + self
                 .subdomain_hosts
                 .values()
@@ -292,7 +295,11 @@ mod tests {
 
     #[test]
     fn falls_through_to_less_specific_host_when_path_misses() {
-        let t = table(&[("a.com/api/*", "api"), ("*.com/static/*", "cdn"), ("/", "site")]);
+        let t = table(&[
+            ("a.com/api/*", "api"),
+            ("*.com/static/*", "cdn"),
+            ("/", "site"),
+        ]);
         assert_eq!(at(&t, "a.com", "/api/x"), Some("api"));
         assert_eq!(at(&t, "a.com", "/static/logo.png"), Some("cdn"));
         assert_eq!(at(&t, "a.com", "/about"), Some("site"));

@@ -18,7 +18,9 @@ impl Default for TestCa {
 impl TestCa {
     pub fn new() -> Self {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "outpost test CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "outpost test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().expect("CA key");
@@ -43,7 +45,8 @@ impl TestCa {
     /// Issue a certificate for `hosts`, written as `dir/NAME.pem` and `dir/NAME-key.pem`.
     pub fn issue(&self, dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
         let mut params =
-            CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).expect("names");
+            CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .expect("names");
         params.distinguished_name.push(DnType::CommonName, hosts[0]);
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");

@@ -73,7 +73,10 @@ impl Client {
     }
 
     /// A bare TLS stream to the server, for tests that write raw bytes.
-    pub async fn tls(&self, server_name: &str) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    pub async fn tls(
+        &self,
+        server_name: &str,
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         self.handshake(server_name, b"http/1.1").await
     }
 
@@ -97,7 +100,11 @@ impl Client {
     }
 
     /// Connect, handshake with SNI `server_name`, offering only `proto` by ALPN.
-    pub async fn connect(&self, server_name: &str, proto: Proto) -> anyhow::Result<(Conn, Vec<u8>)> {
+    pub async fn connect(
+        &self,
+        server_name: &str,
+        proto: Proto,
+    ) -> anyhow::Result<(Conn, Vec<u8>)> {
         let alpn: &[u8] = match proto {
             Proto::H1 => b"http/1.1",
             Proto::H2 => b"h2",
@@ -151,9 +158,17 @@ impl Client {
 
 impl Conn {
     /// Send a request whose URI is a path; host and scheme are filled in per protocol.
-    pub async fn send(&mut self, host: &str, request: http::Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+    pub async fn send(
+        &mut self,
+        host: &str,
+        request: http::Request<Full<Bytes>>,
+    ) -> anyhow::Result<Reply> {
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let response = match self {
             Conn::H1(sender) => {
                 parts.uri = path.parse()?;
@@ -161,17 +176,25 @@ impl Conn {
                     parts.headers.insert(http::header::HOST, host.parse()?);
                 }
                 sender.ready().await?;
-                sender.send_request(http::Request::from_parts(parts, body)).await?
+                sender
+                    .send_request(http::Request::from_parts(parts, body))
+                    .await?
             }
             Conn::H2(sender) => {
                 parts.uri = format!("https://{host}{path}").parse()?;
                 parts.version = http::Version::HTTP_2;
                 sender.ready().await?;
-                sender.send_request(http::Request::from_parts(parts, body)).await?
+                sender
+                    .send_request(http::Request::from_parts(parts, body))
+                    .await?
             }
         };
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.context("reading the response body")?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .context("reading the response body")?
+            .to_bytes();
         Ok(Reply {
             status: parts.status.as_u16(),
             version: parts.version,

@@ -5,7 +5,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
 }
 
 /// The component built from the guest crate `name` (e.g. `hello`, `probe`).

@@ -23,14 +23,20 @@ impl Origin {
     /// `GET /redirect` answers 302 to `http://ADDR/moved`; anything else answers 200 with
     /// `origin saw METHOD PATH_AND_QUERY host=HOST forwarded=X-FORWARDED-HOST body=BODY`.
     pub async fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the origin");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the origin");
         let addr = listener.local_addr().expect("origin address");
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let service = service_fn(move |request| answer(addr, request));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -48,9 +54,16 @@ impl Drop for Origin {
     }
 }
 
-async fn answer(addr: SocketAddr, request: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    addr: SocketAddr,
+    request: http::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let header = |name: &str| {
         parts
             .headers
@@ -62,7 +75,9 @@ async fn answer(addr: SocketAddr, request: http::Request<Incoming>) -> Result<ht
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut response = http::Response::builder().header("server", "test-origin");
     if path == "/redirect" {
-        response = response.status(302).header("location", format!("http://{addr}/moved"));
+        response = response
+            .status(302)
+            .header("location", format!("http://{addr}/moved"));
     }
     let text = format!(
         "origin saw {} {path} host={} forwarded={} body={}",
@@ -71,5 +86,7 @@ async fn answer(addr: SocketAddr, request: http::Request<Incoming>) -> Result<ht
         header("x-forwarded-host"),
         String::from_utf8_lossy(&body)
     );
-    Ok(response.body(Full::new(Bytes::from(text))).expect("valid response"))
+    Ok(response
+        .body(Full::new(Bytes::from(text)))
+        .expect("valid response"))
 }

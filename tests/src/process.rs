@@ -29,7 +29,11 @@ pub fn outpost_bin() -> &'static Path {
         assert!(status.success(), "building the outpost binary failed");
         // Test binaries live in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("test binary path");
-        let bin = exe.parent().and_then(Path::parent).expect("target dir").join("outpost");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("outpost");
         assert!(bin.exists(), "{} not found after the build", bin.display());
         bin
     })
@@ -100,8 +104,16 @@ impl Outpost {
         full.push(data_dir.to_str().expect("utf-8 path"));
         full.extend_from_slice(args);
         Self::start(&full, |out, _| {
-            let port = after(out, "https://localhost:")?.split('/').next()?.parse::<u16>().ok()?;
-            let ca = after(out, "CA certificate: ")?.lines().next()?.trim().to_string();
+            let port = after(out, "https://localhost:")?
+                .split('/')
+                .next()?
+                .parse::<u16>()
+                .ok()?;
+            let ca = after(out, "CA certificate: ")?
+                .lines()
+                .next()?
+                .trim()
+                .to_string();
             let redirect = match after(out, "http://localhost:") {
                 Some(rest) => Some(rest.split('/').next()?.parse::<u16>().ok()?),
                 None => None,
@@ -120,7 +132,11 @@ impl Outpost {
         let config = config.to_str().expect("utf-8 path");
         Self::start(&["node", "--config", config], |_, err| {
             let line = err.lines().find(|l| l.contains("serving"))?;
-            let addr = after(line, "https=")?.split_whitespace().next()?.parse().ok()?;
+            let addr = after(line, "https=")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
             let redirect = after(line, "http_redirect=Some(")
                 .and_then(|rest| rest.split(')').next())
                 .and_then(|a| a.parse().ok());

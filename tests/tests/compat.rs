@@ -17,7 +17,11 @@ fn wasmtime_cli() -> String {
         .arg("wasmtime")
         .output()
         .expect("running scripts/guest-toolchain wasmtime");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
@@ -38,17 +42,24 @@ impl WasmtimeServe {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting wasmtime serve");
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
         let started = Instant::now();
-        for line in stderr.lines() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("Serving HTTP on http://").nth(1) {
-                let addr = rest.trim_end_matches('/').parse().expect("address");
-                return WasmtimeServe { child, addr };
+        let addr = stderr
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|_| started.elapsed() < Duration::from_secs(60))
+            .find_map(|line| {
+                let rest = line.split("Serving HTTP on http://").nth(1)?;
+                rest.trim_end_matches('/').parse().ok()
+            });
+        match addr {
+            Some(addr) => WasmtimeServe { child, addr },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("wasmtime serve did not start serving");
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "wasmtime serve did not start");
         }
-        panic!("wasmtime serve exited before serving");
     }
 }
 
@@ -73,28 +84,45 @@ async fn the_examples_run_unmodified_under_wasmtime_serve() {
     .await
     .unwrap();
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.text(), "hello from outpost\npath: /under/wasmtime\nuser-agent: compat\n");
+    assert_eq!(
+        reply.text(),
+        "hello from outpost\npath: /under/wasmtime\nuser-agent: compat\n"
+    );
 
     let csv = WasmtimeServe::start(&wasm("json-to-csv"), &[]);
     let converted = plain(
         csv.addr,
-        request("POST", "/", r#"[{"name":"Ada","age":36,"jobTitle":"Engineer","badgeNumber":7}]"#),
+        request(
+            "POST",
+            "/",
+            r#"[{"name":"Ada","age":36,"jobTitle":"Engineer","badgeNumber":7}]"#,
+        ),
     )
     .await
     .unwrap();
     assert_eq!(converted.status, 200, "{}", converted.text());
-    assert_eq!(converted.text(), "name,age,jobTitle,badgeNumber\r\nAda,36,Engineer,7\r\n");
+    assert_eq!(
+        converted.text(),
+        "name,age,jobTitle,badgeNumber\r\nAda,36,Engineer,7\r\n"
+    );
     assert_eq!(plain(csv.addr, get("/")).await.unwrap().status, 405);
 
     let origin = Origin::start().await;
     let proxy = WasmtimeServe::start(
         &wasm("fetch-origin"),
-        &["-Sconfig".into(), format!("-Sconfig-var=ORIGIN_URL={}", origin.url())],
+        &[
+            "-Sconfig".into(),
+            format!("-Sconfig-var=ORIGIN_URL={}", origin.url()),
+        ],
     );
     let forwarded = plain(proxy.addr, get("/via/wasmtime")).await.unwrap();
     assert_eq!(forwarded.status, 200, "{}", forwarded.text());
     assert_eq!(forwarded.header("x-served-by"), Some("outpost"));
-    assert!(forwarded.text().starts_with("origin saw GET /via/wasmtime"), "{}", forwarded.text());
+    assert!(
+        forwarded.text().starts_with("origin saw GET /via/wasmtime"),
+        "{}",
+        forwarded.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,5 +132,8 @@ async fn a_component_built_against_wasi_0_2_0_is_served() {
     let node = Outpost::dev(&[component.to_str().unwrap()], data.path()).expect("outpost dev");
     let client = Client::new(node.addr, &node.ca_pem());
     let reply = client.get("/").await.unwrap();
-    assert_eq!((reply.status, reply.text().as_str()), (200, "hello from wasi 0.2.0\n"));
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "hello from wasi 0.2.0\n")
+    );
 }

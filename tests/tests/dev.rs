@@ -8,13 +8,16 @@ use outpost_tests::{Client, Origin, Outpost, Proto, TempDir, wasm};
 
 fn example(name: &str) -> std::path::PathBuf {
     wasm(name);
-    outpost_tests::guests::repo_root().join("examples").join(name)
+    outpost_tests::guests::repo_root()
+        .join("examples")
+        .join(name)
 }
 
 fn dev(app: &std::path::Path, data: &TempDir, extra: &[&str]) -> (Outpost, Client) {
     let mut args = vec![app.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let node = Outpost::dev(&args, data.path()).unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
+    let node =
+        Outpost::dev(&args, data.path()).unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
     let client = Client::new(node.addr, &node.ca_pem());
     (node, client)
 }
@@ -44,7 +47,10 @@ async fn hello_over_http1_and_http2() {
             Proto::H2 => http::Version::HTTP_2,
         };
         assert_eq!(reply.version, expected);
-        assert_eq!(reply.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(
             reply.text(),
             "hello from outpost\npath: /some/path\nuser-agent: e2e-test\n"
@@ -73,10 +79,15 @@ async fn two_hundred_concurrent_requests_are_all_correct() {
         tasks.push(tokio::spawn(async move {
             // Take a clone of the sender so the streams really run side by side.
             let mut sender = match &*conn.lock().await {
-                outpost_tests::client::Conn::H2(sender) => outpost_tests::client::Conn::H2(sender.clone()),
+                outpost_tests::client::Conn::H2(sender) => {
+                    outpost_tests::client::Conn::H2(sender.clone())
+                }
                 outpost_tests::client::Conn::H1(_) => unreachable!(),
             };
-            let reply = sender.send("localhost", get(&format!("/h2/{i}"))).await.unwrap();
+            let reply = sender
+                .send("localhost", get(&format!("/h2/{i}")))
+                .await
+                .unwrap();
             (i, reply)
         }));
     }
@@ -124,13 +135,22 @@ async fn json_to_csv_every_case() {
     );
 
     let empty = post("[]").await;
-    assert_eq!((empty.status, empty.text().as_str()), (200, "name,age,jobTitle,badgeNumber\r\n"));
+    assert_eq!(
+        (empty.status, empty.text().as_str()),
+        (200, "name,age,jobTitle,badgeNumber\r\n")
+    );
 
     for (body, needle) in [
         ("{not json", "invalid JSON body"),
         (r#"{"name":"x"}"#, "invalid type: map, expected a sequence"),
-        (r#"[{"name":"x","age":-1,"jobTitle":"y","badgeNumber":"z"}]"#, "invalid value"),
-        (r#"[{"name":"x","jobTitle":"y","badgeNumber":"z"}]"#, "missing field `age`"),
+        (
+            r#"[{"name":"x","age":-1,"jobTitle":"y","badgeNumber":"z"}]"#,
+            "invalid value",
+        ),
+        (
+            r#"[{"name":"x","jobTitle":"y","badgeNumber":"z"}]"#,
+            "missing field `age`",
+        ),
         ("", "EOF while parsing"),
     ] {
         let bad = post(body).await;
@@ -139,7 +159,10 @@ async fn json_to_csv_every_case() {
     }
 
     for method in ["GET", "PUT", "DELETE"] {
-        let reply = client.send("localhost", Proto::H1, request(method, "/", "")).await.unwrap();
+        let reply = client
+            .send("localhost", Proto::H1, request(method, "/", ""))
+            .await
+            .unwrap();
         assert_eq!(reply.status, 405, "{method}");
         assert_eq!(reply.header("allow"), Some("POST"));
     }
@@ -161,7 +184,11 @@ async fn fetch_origin_forwards_and_rewrites() {
     let (_node, client) = dev(app.parent().unwrap(), &data, &[]);
 
     let reply = client
-        .send("localhost", Proto::H1, request("POST", "/items?page=2", "payload"))
+        .send(
+            "localhost",
+            Proto::H1,
+            request("POST", "/items?page=2", "payload"),
+        )
         .await
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -203,9 +230,10 @@ async fn plain_http_redirects_to_https() {
     let redirect = node.redirect.expect("redirect listener");
 
     let stream = tokio::net::TcpStream::connect(redirect).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Full<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(stream))
     .await
     .unwrap();
     tokio::spawn(conn);

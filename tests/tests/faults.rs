@@ -12,7 +12,11 @@ const CPU_MS: u64 = 200;
 
 /// The probe app with tight limits, allowed to fetch from `allow` only.
 fn probe_app(dir: &TempDir, allow: &[String]) -> PathBuf {
-    let allow = allow.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    let allow = allow
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     dir.write(
         "probe/outpost.toml",
         format!(
@@ -47,10 +51,22 @@ async fn a_trap_is_a_500_and_the_next_request_is_fine() {
     let (_data, node, client) = probe("trap");
     let trapped = client.get("/panic").await.unwrap();
     assert_eq!(trapped.status, 500);
-    assert!(trapped.text().contains("handler trapped"), "{}", trapped.text());
-    assert!(trapped.text().contains("request id: "), "{}", trapped.text());
+    assert!(
+        trapped.text().contains("handler trapped"),
+        "{}",
+        trapped.text()
+    );
+    assert!(
+        trapped.text().contains("request id: "),
+        "{}",
+        trapped.text()
+    );
     assert_eq!(client.get("/ok").await.unwrap().text(), "ok");
-    assert!(node.wait_for_log("kind=\"trap\"", Duration::from_secs(5)), "{}", node.stderr());
+    assert!(
+        node.wait_for_log("kind=\"trap\"", Duration::from_secs(5)),
+        "{}",
+        node.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,12 +96,19 @@ async fn an_endless_loop_ends_within_twice_the_cpu_limit_while_others_succeed() 
     }
     let (reply, elapsed) = looping.await.unwrap();
     assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(reply.text().contains("CPU time limit of 200 ms"), "{}", reply.text());
+    assert!(
+        reply.text().contains("CPU time limit of 200 ms"),
+        "{}",
+        reply.text()
+    );
     assert!(
         elapsed < Duration::from_millis(2 * CPU_MS),
         "the loop ran {elapsed:?}, more than twice the {CPU_MS} ms limit"
     );
-    assert!(served > 0, "no other request was served while the guest looped");
+    assert!(
+        served > 0,
+        "no other request was served while the guest looped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,7 +130,11 @@ async fn a_request_over_its_wall_clock_timeout_gets_504() {
     let started = Instant::now();
     let reply = client.get("/sleep?ms=5000").await.unwrap();
     assert_eq!(reply.status, 504, "{}", reply.text());
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,7 +142,11 @@ async fn a_memory_bomb_is_stopped_at_the_limit() {
     let (_data, node, client) = probe("oom");
     let reply = client.get("/oom").await.unwrap();
     assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(reply.text().contains("memory limit of 32 MiB"), "{}", reply.text());
+    assert!(
+        reply.text().contains("memory limit of 32 MiB"),
+        "{}",
+        reply.text()
+    );
     assert_eq!(client.get("/ok").await.unwrap().text(), "ok");
     assert!(node.wait_for_log("kind=\"memory_limit\"", Duration::from_secs(5)));
 }
@@ -125,14 +156,22 @@ async fn an_oversized_body_gets_413() {
     let (_data, _node, client) = probe("body");
     let limit = 64 * 1024;
     let fits = client
-        .send("localhost", Proto::H1, request("POST", "/echo", vec![b'x'; limit]))
+        .send(
+            "localhost",
+            Proto::H1,
+            request("POST", "/echo", vec![b'x'; limit]),
+        )
         .await
         .unwrap();
     assert_eq!((fits.status, fits.body.len()), (200, limit));
 
     // Declared too large: refused before the guest runs.
     let declared = client
-        .send("localhost", Proto::H1, request("POST", "/echo", vec![b'x'; limit + 1]))
+        .send(
+            "localhost",
+            Proto::H1,
+            request("POST", "/echo", vec![b'x'; limit + 1]),
+        )
         .await
         .unwrap();
     assert_eq!(declared.status, 413, "{}", declared.text());
@@ -144,7 +183,9 @@ async fn an_oversized_body_gets_413() {
         .unwrap();
     let chunk = vec![b'y'; 16 * 1024];
     for _ in 0..5 {
-        let _ = tls.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        let _ = tls
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
         let _ = tls.write_all(&chunk).await;
         let _ = tls.write_all(b"\r\n").await;
     }
@@ -159,14 +200,31 @@ async fn an_oversized_body_gets_413() {
 async fn guest_output_becomes_tagged_log_lines() {
     let (_data, node, client) = probe("logs");
     assert_eq!(client.get("/log").await.unwrap().text(), "logged");
-    assert!(node.wait_for_log("line to stderr", Duration::from_secs(5)), "{}", node.stderr());
+    assert!(
+        node.wait_for_log("line to stderr", Duration::from_secs(5)),
+        "{}",
+        node.stderr()
+    );
     let logs = node.stderr();
-    let line = |needle: &str| logs.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {logs}")).to_string();
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {logs}"))
+            .to_string()
+    };
     let stdout = line("line to stdout");
-    assert!(stdout.contains("INFO") && stdout.contains("app=\"probe\"") && stdout.contains("request_id="), "{stdout}");
+    assert!(
+        stdout.contains("INFO")
+            && stdout.contains("app=\"probe\"")
+            && stdout.contains("request_id="),
+        "{stdout}"
+    );
     assert!(line("line to stderr").contains("WARN"));
     let leveled = line("leveled error line");
-    assert!(leveled.contains("ERROR") && !leveled.contains("[error]"), "{leveled}");
+    assert!(
+        leveled.contains("ERROR") && !leveled.contains("[error]"),
+        "{leveled}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,13 +244,29 @@ async fn outbound_requests_reach_only_allow_listed_origins() {
     let app = probe_app(&data, &[allowed.url()]);
     let (node, client) = start(&app, &data);
 
-    let ok = client.get(&format!("/fetch?url={}/x", allowed.url())).await.unwrap();
+    let ok = client
+        .get(&format!("/fetch?url={}/x", allowed.url()))
+        .await
+        .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
-    assert!(ok.text().starts_with("200 origin saw GET /x"), "{}", ok.text());
+    assert!(
+        ok.text().starts_with("200 origin saw GET /x"),
+        "{}",
+        ok.text()
+    );
 
-    let denied = client.get(&format!("/fetch?url={}/x", other.url())).await.unwrap();
+    let denied = client
+        .get(&format!("/fetch?url={}/x", other.url()))
+        .await
+        .unwrap();
     assert_eq!(denied.status, 502, "{}", denied.text());
-    assert!(denied.text().contains("not in this app's outbound allow-list"), "{}", denied.text());
+    assert!(
+        denied
+            .text()
+            .contains("not in this app's outbound allow-list"),
+        "{}",
+        denied.text()
+    );
     assert!(node.wait_for_log("denied: not in [outbound] allow", Duration::from_secs(5)));
 }
 
@@ -212,10 +286,16 @@ async fn garbage_on_the_socket_closes_that_connection_only() {
     }
     // Inside TLS, a request line that is not HTTP.
     let mut tls = client.tls("localhost").await.unwrap();
-    tls.write_all(b"\x00\x01\x02 not http at all\r\n\r\n").await.unwrap();
+    tls.write_all(b"\x00\x01\x02 not http at all\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
-    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&response));
+    assert!(
+        String::from_utf8_lossy(&response).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
 
     assert_eq!(client.get("/ok").await.unwrap().text(), "ok");
 }
@@ -264,12 +344,36 @@ fn bad_components_are_refused_with_a_clear_message() {
         1,
     );
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("garbage.wasm", b"this is not wasm at all".to_vec(), "not a WebAssembly file"),
-        ("core.wasm", wat::parse_str("(module)").unwrap(), "core WebAssembly module, not a component"),
-        ("truncated.wasm", std::fs::read(wasm("hello")).unwrap()[..5000].to_vec(), "not a valid WebAssembly component"),
-        ("empty.wasm", wat::parse_str("(component)").unwrap(), "does not export wasi:http/incoming-handler"),
-        ("fs.wasm", wat::parse_str(&filesystem).unwrap(), "no filesystem or sockets"),
-        ("unknown.wasm", wat::parse_str(&unknown).unwrap(), "acme:thing/api@1.0.0"),
+        (
+            "garbage.wasm",
+            b"this is not wasm at all".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "core.wasm",
+            wat::parse_str("(module)").unwrap(),
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "truncated.wasm",
+            std::fs::read(wasm("hello")).unwrap()[..5000].to_vec(),
+            "not a valid WebAssembly component",
+        ),
+        (
+            "empty.wasm",
+            wat::parse_str("(component)").unwrap(),
+            "does not export wasi:http/incoming-handler",
+        ),
+        (
+            "fs.wasm",
+            wat::parse_str(&filesystem).unwrap(),
+            "no filesystem or sockets",
+        ),
+        (
+            "unknown.wasm",
+            wat::parse_str(&unknown).unwrap(),
+            "acme:thing/api@1.0.0",
+        ),
     ];
     for (name, bytes, needle) in cases {
         let path = data.write(name, bytes);
@@ -277,7 +381,15 @@ fn bad_components_are_refused_with_a_clear_message() {
             .map(|_| ())
             .expect_err(name);
         assert!(!exited.status.success(), "{name} exited successfully");
-        assert!(exited.stderr.contains(needle), "{name}: expected {needle:?} in:\n{}", exited.stderr);
-        assert!(exited.stderr.contains(name), "{name}: the message should name the file:\n{}", exited.stderr);
+        assert!(
+            exited.stderr.contains(needle),
+            "{name}: expected {needle:?} in:\n{}",
+            exited.stderr
+        );
+        assert!(
+            exited.stderr.contains(name),
+            "{name}: the message should name the file:\n{}",
+            exited.stderr
+        );
     }
 }

@@ -24,7 +24,11 @@ impl Fleet {
     }
 
     fn app(&self, name: &str, guest: &str, routes: &[&str], extra: &str) -> PathBuf {
-        let routes = routes.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ");
+        let routes = routes
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.dir
             .write(
                 &format!("apps/{name}/outpost.toml"),
@@ -46,7 +50,11 @@ impl Fleet {
     fn config_named(&self, file: &str, apps: &[PathBuf], extra: &str) -> PathBuf {
         let (a_cert, a_key) = self.ca.issue(self.dir.path(), "a", &["a.test", "*.a.test"]);
         let (b_cert, b_key) = self.ca.issue(self.dir.path(), "b", &["b.test"]);
-        let apps = apps.iter().map(|a| format!("{:?}", a.display().to_string())).collect::<Vec<_>>().join(", ");
+        let apps = apps
+            .iter()
+            .map(|a| format!("{:?}", a.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.dir.write(
             file,
             format!(
@@ -80,13 +88,31 @@ async fn routes_by_host_and_path_with_a_certificate_per_host() {
     ];
     let (_node, client) = fleet.start(&fleet.config(&apps, ""));
 
-    let hello = client.send("a.test", Proto::H2, outpost_tests::client::get("/x")).await.unwrap();
-    assert!(hello.text().starts_with("hello from outpost\npath: /x\n"), "{}", hello.text());
-    assert_eq!(hello.peer_cert, fleet.cert_der("a"), "a.test gets a.test's certificate");
+    let hello = client
+        .send("a.test", Proto::H2, outpost_tests::client::get("/x"))
+        .await
+        .unwrap();
+    assert!(
+        hello.text().starts_with("hello from outpost\npath: /x\n"),
+        "{}",
+        hello.text()
+    );
+    assert_eq!(
+        hello.peer_cert,
+        fleet.cert_der("a"),
+        "a.test gets a.test's certificate"
+    );
 
-    let sub = client.send("shop.a.test", Proto::H1, outpost_tests::client::get("/y")).await.unwrap();
+    let sub = client
+        .send("shop.a.test", Proto::H1, outpost_tests::client::get("/y"))
+        .await
+        .unwrap();
     assert!(sub.text().contains("path: /y"), "{}", sub.text());
-    assert_eq!(sub.peer_cert, fleet.cert_der("a"), "the wildcard covers shop.a.test");
+    assert_eq!(
+        sub.peer_cert,
+        fleet.cert_der("a"),
+        "the wildcard covers shop.a.test"
+    );
 
     let csv = client
         .send("a.test", Proto::H1, request("POST", "/convert", "[]"))
@@ -94,14 +120,35 @@ async fn routes_by_host_and_path_with_a_certificate_per_host() {
         .unwrap();
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
 
-    let probe = client.send("b.test", Proto::H1, outpost_tests::client::get("/api/x")).await.unwrap();
-    assert_eq!(probe.status, 404, "the probe answers its own 404 for /api/x");
-    assert!(probe.text().contains("the probe has no /api/x"), "{}", probe.text());
-    assert_eq!(probe.peer_cert, fleet.cert_der("b"), "b.test gets b.test's certificate");
+    let probe = client
+        .send("b.test", Proto::H1, outpost_tests::client::get("/api/x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.status, 404,
+        "the probe answers its own 404 for /api/x"
+    );
+    assert!(
+        probe.text().contains("the probe has no /api/x"),
+        "{}",
+        probe.text()
+    );
+    assert_eq!(
+        probe.peer_cert,
+        fleet.cert_der("b"),
+        "b.test gets b.test's certificate"
+    );
 
-    let unrouted = client.send("b.test", Proto::H1, outpost_tests::client::get("/other")).await.unwrap();
+    let unrouted = client
+        .send("b.test", Proto::H1, outpost_tests::client::get("/other"))
+        .await
+        .unwrap();
     assert_eq!(unrouted.status, 404);
-    assert!(unrouted.text().contains("no app is routed at b.test/other"), "{}", unrouted.text());
+    assert!(
+        unrouted.text().contains("no app is routed at b.test/other"),
+        "{}",
+        unrouted.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,11 +156,22 @@ async fn guest_failures_do_not_leak_details_outside_dev() {
     let fleet = Fleet::new("opaque");
     let apps = [fleet.app("probe", "probe", &["*"], "")];
     let (node, client) = fleet.start(&fleet.config(&apps, ""));
-    let reply = client.send("a.test", Proto::H1, outpost_tests::client::get("/panic")).await.unwrap();
+    let reply = client
+        .send("a.test", Proto::H1, outpost_tests::client::get("/panic"))
+        .await
+        .unwrap();
     assert_eq!(reply.status, 500);
-    assert!(reply.text().contains("the handler failed"), "{}", reply.text());
+    assert!(
+        reply.text().contains("the handler failed"),
+        "{}",
+        reply.text()
+    );
     assert!(!reply.text().contains("panic"), "{}", reply.text());
-    assert!(node.wait_for_log("the probe was asked to panic", Duration::from_secs(5)), "{}", node.stderr());
+    assert!(
+        node.wait_for_log("the probe was asked to panic", Duration::from_secs(5)),
+        "{}",
+        node.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,41 +187,75 @@ async fn slow_headers_and_silent_clients_are_disconnected() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the connection was not closed");
-    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A TCP connection that never starts TLS.
     let mut tcp = tokio::net::TcpStream::connect(client.addr()).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "a silent connection was not closed");
 
-    assert_eq!(client.send("a.test", Proto::H1, outpost_tests::client::get("/")).await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .send("a.test", Proto::H1, outpost_tests::client::get("/"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_pool_answers_503_with_retry_after() {
     let fleet = Fleet::new("busy");
     let apps = [fleet.app("probe", "probe", &["*"], "[limits]\ntimeout_ms = 5000\n")];
-    let config = fleet.config(&apps, "[pool]\ninstances = 2\nqueue_timeout_ms = 100\nmax_queued = 10\n");
+    let config = fleet.config(
+        &apps,
+        "[pool]\ninstances = 2\nqueue_timeout_ms = 100\nmax_queued = 10\n",
+    );
     let (_node, client) = fleet.start(&config);
 
     let sleepers: Vec<_> = (0..2)
         .map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
-                client.send("a.test", Proto::H1, outpost_tests::client::get("/sleep?ms=1500")).await.unwrap()
+                client
+                    .send(
+                        "a.test",
+                        Proto::H1,
+                        outpost_tests::client::get("/sleep?ms=1500"),
+                    )
+                    .await
+                    .unwrap()
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let busy = client.send("a.test", Proto::H1, outpost_tests::client::get("/ok")).await.unwrap();
+    let busy = client
+        .send("a.test", Proto::H1, outpost_tests::client::get("/ok"))
+        .await
+        .unwrap();
     assert_eq!(busy.status, 503, "{}", busy.text());
     assert_eq!(busy.header("retry-after"), Some("1"));
-    assert!(started.elapsed() >= Duration::from_millis(90), "it should have waited in the queue first");
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "it should have waited in the queue first"
+    );
     for sleeper in sleepers {
         assert_eq!(sleeper.await.unwrap().status, 200);
     }
-    assert_eq!(client.send("a.test", Proto::H1, outpost_tests::client::get("/ok")).await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .send("a.test", Proto::H1, outpost_tests::client::get("/ok"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,12 +267,21 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     let in_flight = {
         let client = client.clone();
         tokio::spawn(async move {
-            client.send("a.test", Proto::H1, outpost_tests::client::get("/sleep?ms=800")).await
+            client
+                .send(
+                    "a.test",
+                    Proto::H1,
+                    outpost_tests::client::get("/sleep?ms=800"),
+                )
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     node.signal_terminate();
-    let reply = in_flight.await.unwrap().expect("the in-flight request was cut off");
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was cut off");
     assert_eq!((reply.status, reply.text().as_str()), (200, "slept"));
 
     let status = node.wait(Duration::from_secs(10));
@@ -196,15 +297,31 @@ fn config_errors_name_the_file_and_the_field() {
     let fleet = Fleet::new("config-errors");
     let good_app = fleet.app("hello", "hello", &["*"], "");
     let configs = [
-        (vec![good_app.clone()], "[pool]\ninstances = 0\n", "node-0.toml: `pool.instances`: is 0"),
-        (vec![good_app.clone()], "[pool]\nbogus = 1\n", "unknown field `bogus`"),
-        (vec![fleet.app("bad", "hello", &["https://a.test/"], "")], "", "outpost.toml: `routes[0]`"),
+        (
+            vec![good_app.clone()],
+            "[pool]\ninstances = 0\n",
+            "node-0.toml: `pool.instances`: is 0",
+        ),
+        (
+            vec![good_app.clone()],
+            "[pool]\nbogus = 1\n",
+            "unknown field `bogus`",
+        ),
+        (
+            vec![fleet.app("bad", "hello", &["https://a.test/"], "")],
+            "",
+            "outpost.toml: `routes[0]`",
+        ),
         (
             vec![fleet.app("greedy", "hello", &["*"], "[limits]\nmemory_mb = 4096\n")],
             "",
             "raise pool.memory_mb",
         ),
-        (vec![good_app.clone(), fleet.app("twin", "probe", &["*"], "")], "", "route */* of app twin"),
+        (
+            vec![good_app.clone(), fleet.app("twin", "probe", &["*"], "")],
+            "",
+            "route */* of app twin",
+        ),
         (
             vec![good_app.clone()],
             "[pool]\ninstances = 100000\nmemory_mb = 4096\nmemory_reservation_mb = 8192\n",
@@ -214,13 +331,28 @@ fn config_errors_name_the_file_and_the_field() {
     let cases = configs
         .iter()
         .enumerate()
-        .map(|(i, (apps, extra, needle))| (fleet.config_named(&format!("node-{i}.toml"), apps, extra), *needle));
+        .map(|(i, (apps, extra, needle))| {
+            (
+                fleet.config_named(&format!("node-{i}.toml"), apps, extra),
+                *needle,
+            )
+        });
     for (config, needle) in cases {
         let exited = Outpost::node(&config).map(|_| ()).expect_err(needle);
         assert!(!exited.status.success());
-        assert!(exited.stderr.contains(needle), "expected {needle:?} in:\n{}", exited.stderr);
+        assert!(
+            exited.stderr.contains(needle),
+            "expected {needle:?} in:\n{}",
+            exited.stderr
+        );
     }
     let missing = Outpost::run(&["node", "--config", "/nonexistent/node.toml"]);
     assert!(!missing.status.success());
-    assert!(missing.stderr.contains("/nonexistent/node.toml: cannot read"), "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains("/nonexistent/node.toml: cannot read"),
+        "{}",
+        missing.stderr
+    );
 }

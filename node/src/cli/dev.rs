@@ -55,11 +55,18 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
     let started = &launched.apps[0];
     let url = format!("https://localhost:{}/", launched.https.port());
     let how = match started.deployment.origin {
-        Origin::Cache => format!("loaded from the compile cache in {} ms", started.compile_millis),
+        Origin::Cache => format!(
+            "loaded from the compile cache in {} ms",
+            started.compile_millis
+        ),
         Origin::Compiled => format!("compiled in {} ms", started.compile_millis),
     };
     println!("outpost dev: serving app {:?} ({how})", started.spec.name);
-    println!("  component: {} (sha256 {})", started.spec.component.display(), &started.deployment.digest[..16]);
+    println!(
+        "  component: {} (sha256 {})",
+        started.spec.component.display(),
+        &started.deployment.digest[..16]
+    );
     println!("  {url}");
     if let Some(http) = launched.http_redirect {
         println!("  http://localhost:{}/ redirects to HTTPS", http.port());
@@ -73,10 +80,17 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
 
 fn load_app(path: &Path) -> anyhow::Result<AppSpec> {
     if !path.exists() {
-        bail!("{} does not exist: give an app directory, its outpost.toml or a .wasm component", path.display());
+        bail!(
+            "{} does not exist: give an app directory, its outpost.toml or a .wasm component",
+            path.display()
+        );
     }
     let is_wasm = path.is_file() && path.extension().is_some_and(|e| e == "wasm");
-    let app = if is_wasm { AppSpec::from_component(path)? } else { AppSpec::load(path)? };
+    let app = if is_wasm {
+        AppSpec::from_component(path)?
+    } else {
+        AppSpec::load(path)?
+    };
     Ok(app)
 }
 

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "outpost", version, about = "Serve WebAssembly HTTP handlers at the edge")]
+#[command(
+    name = "outpost",
+    version,
+    about = "Serve WebAssembly HTTP handlers at the edge"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,13 +77,14 @@ fn init_logging() {
 fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (sender, receiver) = watch::channel(false);
     tokio::spawn(async move {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                tracing::error!("cannot listen for SIGTERM: {err}");
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::error!("cannot listen for SIGTERM: {err}");
+                    return;
+                }
+            };
         for round in 0.. {
             tokio::select! {
                 _ = terminate.recv() => {}

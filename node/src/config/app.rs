@@ -127,7 +127,10 @@ impl AppSpec {
         validate_name(&parsed.name).map_err(|m| err("name", m))?;
 
         if parsed.component.as_os_str().is_empty() {
-            return Err(err("component", "must be the path of a .wasm component".into()));
+            return Err(err(
+                "component",
+                "must be the path of a .wasm component".into(),
+            ));
         }
         let component = base.join(&parsed.component);
 
@@ -148,8 +151,13 @@ impl AppSpec {
         let l = &parsed.limits;
         let cpu_ms = in_range(l.cpu_ms, 1, 60_000, defaults.cpu.as_millis() as u64)
             .map_err(|m| err("limits.cpu_ms", m))?;
-        let timeout_ms = in_range(l.timeout_ms, 1, 15 * 60_000, defaults.timeout.as_millis() as u64)
-            .map_err(|m| err("limits.timeout_ms", m))?;
+        let timeout_ms = in_range(
+            l.timeout_ms,
+            1,
+            15 * 60_000,
+            defaults.timeout.as_millis() as u64,
+        )
+        .map_err(|m| err("limits.timeout_ms", m))?;
         if timeout_ms < cpu_ms {
             return Err(err(
                 "limits.timeout_ms",
@@ -166,7 +174,9 @@ impl AppSpec {
             .allow
             .iter()
             .enumerate()
-            .map(|(i, entry)| AllowedOrigin::parse(entry).map_err(|m| err(&format!("outbound.allow[{i}]"), m)))
+            .map(|(i, entry)| {
+                AllowedOrigin::parse(entry).map_err(|m| err(&format!("outbound.allow[{i}]"), m))
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let config = parsed
@@ -293,16 +303,34 @@ RETRIES = 3
         let cases = [
             ("name = \"Bad Name\"\ncomponent = \"x.wasm\"", "`name`"),
             ("component = \"x.wasm\"", "missing field `name`"),
-            ("name = \"a\"\ncomponent = \"x.wasm\"\nroutes = [\"https://x/\"]", "`routes[0]`"),
-            ("name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu_ms = 0", "`limits.cpu_ms`: is 0"),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\nroutes = [\"https://x/\"]",
+                "`routes[0]`",
+            ),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu_ms = 0",
+                "`limits.cpu_ms`: is 0",
+            ),
             (
                 "name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu_ms = 100\ntimeout_ms = 50",
                 "`limits.timeout_ms`",
             ),
-            ("name = \"a\"\ncomponent = \"x.wasm\"\n[outbound]\nallow = [\"x.com\"]", "`outbound.allow[0]`"),
-            ("name = \"a\"\ncomponent = \"x.wasm\"\n[config]\nX = [1]", "`config.X`"),
-            ("name = \"a\"\ncomponent = \"x.wasm\"\ncpu_ms = 5", "unknown field `cpu_ms`"),
-            ("name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu = 5", "unknown field `cpu`"),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\n[outbound]\nallow = [\"x.com\"]",
+                "`outbound.allow[0]`",
+            ),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\n[config]\nX = [1]",
+                "`config.X`",
+            ),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\ncpu_ms = 5",
+                "unknown field `cpu_ms`",
+            ),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu = 5",
+                "unknown field `cpu`",
+            ),
             ("name = ", "line 1"),
         ];
         for (text, needle) in cases {

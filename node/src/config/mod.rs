@@ -8,7 +8,6 @@ mod error;
 mod node;
 mod outbound;
 
-
 pub use app::{AppLimits, AppSpec};
 pub use error::ConfigError;
 pub use node::{HttpSettings, NodeConfig, PoolSettings, TlsCertSpec};

@@ -154,11 +154,17 @@ impl NodeConfig {
         let err = |field: &str, message: String| ConfigError::field(file, field, message);
 
         let name = match parsed.name {
-            Some(name) if name.trim().is_empty() => return Err(err("name", "cannot be empty".into())),
+            Some(name) if name.trim().is_empty() => {
+                return Err(err("name", "cannot be empty".into()));
+            }
             Some(name) => name,
             None => hostname(),
         };
-        let data_dir = base.join(parsed.data_dir.unwrap_or_else(|| PathBuf::from("outpost-data")));
+        let data_dir = base.join(
+            parsed
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("outpost-data")),
+        );
 
         let https = parse_addr(&parsed.listen.https).map_err(|m| err("listen.https", m))?;
         let http_redirect = parsed
@@ -170,7 +176,10 @@ impl NodeConfig {
             .map_err(|m| err("listen.http", m))?;
 
         if parsed.tls.certs.is_empty() {
-            return Err(err("tls.certs", "at least one [[tls.certs]] entry is needed".into()));
+            return Err(err(
+                "tls.certs",
+                "at least one [[tls.certs]] entry is needed".into(),
+            ));
         }
         let certs = parsed
             .tls
@@ -223,7 +232,10 @@ impl NodeConfig {
                 ));
             }
             if apps.iter().any(|a: &AppSpec| a.name == app.name) {
-                return Err(err(&format!("apps[{i}]"), format!("two apps are named {:?}", app.name)));
+                return Err(err(
+                    &format!("apps[{i}]"),
+                    format!("two apps are named {:?}", app.name),
+                ));
             }
             apps.push(app);
         }
@@ -244,7 +256,13 @@ impl NodeConfig {
 
 type FieldError = (&'static str, String);
 
-fn bounded(value: Option<u64>, field: &'static str, min: u64, max: u64, default: u64) -> Result<u64, FieldError> {
+fn bounded(
+    value: Option<u64>,
+    field: &'static str,
+    min: u64,
+    max: u64,
+    default: u64,
+) -> Result<u64, FieldError> {
     match value {
         None => Ok(default),
         Some(v) if (min..=max).contains(&v) => Ok(v),
@@ -257,15 +275,45 @@ pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError>
     let ms = |v: Duration| v.as_millis() as u64;
     Ok(PoolSettings {
         instances: bounded(file.instances, "instances", 1, 100_000, d.instances.into())? as u32,
-        max_memory_bytes: bounded(file.memory_mb, "memory_mb", 1, 4096, d.max_memory_bytes >> 20)? << 20,
+        max_memory_bytes: bounded(
+            file.memory_mb,
+            "memory_mb",
+            1,
+            4096,
+            d.max_memory_bytes >> 20,
+        )? << 20,
         memory_reservation_bytes: file
             .memory_reservation_mb
             .map(|mb| bounded(Some(mb), "memory_reservation_mb", 1, 8192, 0).map(|mb| mb << 20))
             .transpose()?,
-        keep_resident_bytes: bounded(file.keep_resident_kb, "keep_resident_kb", 0, 4 << 20, d.keep_resident_bytes >> 10)? << 10,
-        decommit_batch: bounded(file.decommit_batch, "decommit_batch", 1, 10_000, d.decommit_batch as u64)? as usize,
-        queue_timeout: Duration::from_millis(bounded(file.queue_timeout_ms, "queue_timeout_ms", 0, 60_000, ms(d.queue_timeout))?),
-        max_queued: bounded(file.max_queued, "max_queued", 0, 1_000_000, d.max_queued as u64)? as usize,
+        keep_resident_bytes: bounded(
+            file.keep_resident_kb,
+            "keep_resident_kb",
+            0,
+            4 << 20,
+            d.keep_resident_bytes >> 10,
+        )? << 10,
+        decommit_batch: bounded(
+            file.decommit_batch,
+            "decommit_batch",
+            1,
+            10_000,
+            d.decommit_batch as u64,
+        )? as usize,
+        queue_timeout: Duration::from_millis(bounded(
+            file.queue_timeout_ms,
+            "queue_timeout_ms",
+            0,
+            60_000,
+            ms(d.queue_timeout),
+        )?),
+        max_queued: bounded(
+            file.max_queued,
+            "max_queued",
+            0,
+            1_000_000,
+            d.max_queued as u64,
+        )? as usize,
     })
 }
 
@@ -273,10 +321,34 @@ pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError>
     let d = HttpSettings::default();
     let ms = |v: Duration| v.as_millis() as u64;
     Ok(HttpSettings {
-        header_timeout: Duration::from_millis(bounded(file.header_timeout_ms, "header_timeout_ms", 100, 600_000, ms(d.header_timeout))?),
-        max_header_bytes: (bounded(file.max_header_kb, "max_header_kb", 8, 1024, d.max_header_bytes as u64 >> 10)? << 10) as usize,
-        drain_timeout: Duration::from_millis(bounded(file.drain_timeout_ms, "drain_timeout_ms", 0, 3_600_000, ms(d.drain_timeout))?),
-        max_connections: bounded(file.max_connections, "max_connections", 1, 1_000_000, d.max_connections as u64)? as usize,
+        header_timeout: Duration::from_millis(bounded(
+            file.header_timeout_ms,
+            "header_timeout_ms",
+            100,
+            600_000,
+            ms(d.header_timeout),
+        )?),
+        max_header_bytes: (bounded(
+            file.max_header_kb,
+            "max_header_kb",
+            8,
+            1024,
+            d.max_header_bytes as u64 >> 10,
+        )? << 10) as usize,
+        drain_timeout: Duration::from_millis(bounded(
+            file.drain_timeout_ms,
+            "drain_timeout_ms",
+            0,
+            3_600_000,
+            ms(d.drain_timeout),
+        )?),
+        max_connections: bounded(
+            file.max_connections,
+            "max_connections",
+            1,
+            1_000_000,
+            d.max_connections as u64,
+        )? as usize,
     })
 }
 
@@ -303,11 +375,16 @@ mod tests {
         fn new() -> Dir {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("outpost-node-test-{}-{n}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("outpost-node-test-{}-{n}", std::process::id()));
             std::fs::create_dir_all(dir.join("app")).unwrap();
             std::fs::write(dir.join("cert.pem"), "x").unwrap();
             std::fs::write(dir.join("key.pem"), "x").unwrap();
-            std::fs::write(dir.join("app/outpost.toml"), "name = \"shop\"\ncomponent = \"shop.wasm\"\n[limits]\nmemory_mb = 256\n").unwrap();
+            std::fs::write(
+                dir.join("app/outpost.toml"),
+                "name = \"shop\"\ncomponent = \"shop.wasm\"\n[limits]\nmemory_mb = 256\n",
+            )
+            .unwrap();
             Dir(dir)
         }
 
@@ -330,7 +407,9 @@ mod tests {
     fn minimal_node_gets_defaults_and_resolves_paths() {
         let dir = Dir::new();
         let cfg = dir
-            .load(&format!("name = \"edge-1\"\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}"))
+            .load(&format!(
+                "name = \"edge-1\"\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}"
+            ))
             .unwrap();
         assert_eq!(cfg.name, "edge-1");
         assert_eq!(cfg.pool, PoolSettings::default());
@@ -344,7 +423,9 @@ mod tests {
     fn app_memory_must_fit_the_pool() {
         let dir = Dir::new();
         let err = dir
-            .load(&format!("apps = [\"app\"]\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}"))
+            .load(&format!(
+                "apps = [\"app\"]\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}"
+            ))
             .unwrap_err();
         assert!(err.to_string().contains("raise pool.memory_mb"), "{err}");
         let ok = dir

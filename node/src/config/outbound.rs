@@ -46,9 +46,9 @@ impl Scheme {
 impl AllowedOrigin {
     /// Parse one allow-list entry; the error says what an entry looks like.
     pub fn parse(entry: &str) -> Result<Self, String> {
-        let (scheme, rest) = entry
-            .split_once("://")
-            .ok_or_else(|| format!("{entry:?} needs a scheme, as in \"https://api.example.com\""))?;
+        let (scheme, rest) = entry.split_once("://").ok_or_else(|| {
+            format!("{entry:?} needs a scheme, as in \"https://api.example.com\"")
+        })?;
         let scheme = Scheme::parse(scheme)
             .ok_or_else(|| format!("{entry:?}: only http and https origins can be allowed"))?;
         let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -57,8 +57,8 @@ impl AllowedOrigin {
                 "{entry:?} must be an origin (scheme, host and optional port) without a path"
             ));
         }
-        let (host, port) = split_host_port(authority)
-            .ok_or_else(|| format!("{entry:?} has an invalid port"))?;
+        let (host, port) =
+            split_host_port(authority).ok_or_else(|| format!("{entry:?} has an invalid port"))?;
         if host.is_empty() {
             return Err(format!("{entry:?} has no host"));
         }

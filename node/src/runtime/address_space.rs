@@ -41,7 +41,8 @@ fn per_instance_bytes(reservation: u64) -> u64 {
 pub fn plan(pool: &PoolSettings, user_space: u64) -> Result<PoolLayout, String> {
     let budget = user_space / USABLE_FRACTION;
     let instances = u64::from(pool.instances);
-    let fits = |reservation: u64| instances.saturating_mul(per_instance_bytes(reservation)) <= budget;
+    let fits =
+        |reservation: u64| instances.saturating_mul(per_instance_bytes(reservation)) <= budget;
     let smallest = round_up_to_wasm_page(pool.max_memory_bytes);
     let reservation = match pool.memory_reservation_bytes {
         Some(explicit) if explicit < pool.max_memory_bytes => {
@@ -52,7 +53,9 @@ pub fn plan(pool: &PoolSettings, user_space: u64) -> Result<PoolLayout, String> 
             ));
         }
         Some(explicit) => explicit,
-        None if fits(FAST_MEMORY_RESERVATION.max(smallest)) => FAST_MEMORY_RESERVATION.max(smallest),
+        None if fits(FAST_MEMORY_RESERVATION.max(smallest)) => {
+            FAST_MEMORY_RESERVATION.max(smallest)
+        }
         None => smallest,
     };
     let total = instances.saturating_mul(per_instance_bytes(reservation));
@@ -162,6 +165,10 @@ mod tests {
         p.memory_reservation_bytes = Some(4 << 30);
         assert!(plan(&p, ARM_39_BIT).unwrap_err().contains("pool.instances"));
         p.memory_reservation_bytes = Some(64 << 20);
-        assert!(plan(&p, X86_64).unwrap_err().contains("smaller than pool.memory_mb"));
+        assert!(
+            plan(&p, X86_64)
+                .unwrap_err()
+                .contains("smaller than pool.memory_mb")
+        );
     }
 }

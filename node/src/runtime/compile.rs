@@ -38,7 +38,11 @@ impl ComponentCache {
     }
 
     /// The compiled form of `wasm`, from the cache when possible.
-    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, String, Origin)> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, String, Origin)> {
         check_header(wasm)?;
         let digest = hex::encode(Sha256::digest(wasm));
         let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag));
@@ -55,10 +59,16 @@ impl ComponentCache {
             }
         }
         let component = Component::new(engine, wasm).map_err(|err| {
-            anyhow::anyhow!("not a valid WebAssembly component: {}", first_line(&format!("{err:#}")))
+            anyhow::anyhow!(
+                "not a valid WebAssembly component: {}",
+                first_line(&format!("{err:#}"))
+            )
         })?;
         if let Err(err) = self.store(&component, &path) {
-            tracing::warn!("could not write the compile cache entry {}: {err:#}", path.display());
+            tracing::warn!(
+                "could not write the compile cache entry {}: {err:#}",
+                path.display()
+            );
         }
         Ok((component, digest, Origin::Compiled))
     }
@@ -112,8 +122,18 @@ mod tests {
 
     #[test]
     fn header_messages() {
-        assert!(check_header(b"hello world").unwrap_err().to_string().contains("magic"));
-        assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("core WebAssembly module"));
+        assert!(
+            check_header(b"hello world")
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
+        assert!(
+            check_header(b"\0asm\x01\0\0\0")
+                .unwrap_err()
+                .to_string()
+                .contains("core WebAssembly module")
+        );
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
         assert!(check_header(b"\0asm").is_err());
     }

@@ -26,7 +26,11 @@ pub struct CpuLimitExceeded {
 
 impl fmt::Display for CpuLimitExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "handler exceeded its CPU time limit of {} ms", self.budget.as_millis())
+        write!(
+            f,
+            "handler exceeded its CPU time limit of {} ms",
+            self.budget.as_millis()
+        )
     }
 }
 
@@ -58,7 +62,9 @@ impl CpuClock {
     pub fn used(&self, polling: bool) -> Duration {
         let mut nanos = self.used.load(Ordering::Relaxed);
         if polling {
-            nanos += self.now().saturating_sub(self.slice_start.load(Ordering::Relaxed));
+            nanos += self
+                .now()
+                .saturating_sub(self.slice_start.load(Ordering::Relaxed));
         }
         Duration::from_nanos(nanos)
     }
@@ -163,6 +169,10 @@ mod tests {
             async { tokio::time::sleep(Duration::from_millis(50)).await },
             clock.clone(),
         ));
-        assert!(clock.used(false) < Duration::from_millis(20), "{:?}", clock.used(false));
+        assert!(
+            clock.used(false) < Duration::from_millis(20),
+            "{:?}",
+            clock.used(false)
+        );
     }
 }

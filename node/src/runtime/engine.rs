@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 
 use super::address_space::{self, PoolLayout};
 use crate::config::PoolSettings;
@@ -24,7 +26,9 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, PoolLayout)>
     let mut pooling = PoolingAllocationConfig::new();
     pooling
         .total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(address_space::CORE_INSTANCES_PER_INSTANCE as u32))
+        .total_core_instances(
+            instances.saturating_mul(address_space::CORE_INSTANCES_PER_INSTANCE as u32),
+        )
         .total_memories(instances.saturating_mul(address_space::MEMORIES_PER_INSTANCE as u32))
         .total_tables(instances.saturating_mul(address_space::TABLES_PER_INSTANCE as u32))
         .total_stacks(instances)

@@ -73,7 +73,10 @@ impl GuestLog {
     }
 
     fn push(&self, bytes: &[u8]) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).push(bytes);
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(bytes);
     }
 }
 
@@ -90,7 +93,8 @@ impl LineBuffer {
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             if self.pending.len() < MAX_LINE {
                 let room = MAX_LINE - self.pending.len();
-                self.pending.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.pending
+                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             if chunk.ends_with(b"\n") {
                 self.emit_pending();
@@ -121,10 +125,18 @@ impl LineBuffer {
         let (level, message) = split_level(line, default);
         let (app, id, stream) = (&*self.app, self.request_id, self.stream.name());
         match level {
-            Level::Debug => tracing::debug!(target: "guest", app, request_id = %id, stream, "{message}"),
-            Level::Info => tracing::info!(target: "guest", app, request_id = %id, stream, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", app, request_id = %id, stream, "{message}"),
-            Level::Error => tracing::error!(target: "guest", app, request_id = %id, stream, "{message}"),
+            Level::Debug => {
+                tracing::debug!(target: "guest", app, request_id = %id, stream, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "guest", app, request_id = %id, stream, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "guest", app, request_id = %id, stream, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "guest", app, request_id = %id, stream, "{message}")
+            }
         }
         self.pending.clear();
     }
@@ -188,7 +200,11 @@ impl Pollable for GuestLog {
 }
 
 impl AsyncWrite for GuestLog {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -219,7 +235,10 @@ mod tests {
 
     #[test]
     fn level_prefixes() {
-        assert_eq!(split_level("[error] boom", Level::Info), (Level::Error, "boom"));
+        assert_eq!(
+            split_level("[error] boom", Level::Info),
+            (Level::Error, "boom")
+        );
         assert_eq!(split_level("[debug]x", Level::Info), (Level::Debug, "x"));
         assert_eq!(split_level("plain", Level::Warn), (Level::Warn, "plain"));
     }

@@ -29,7 +29,12 @@ pub struct AppShared {
 }
 
 impl AppShared {
-    pub fn new(name: &str, limits: AppLimits, outbound: OutboundPolicy, config: Vec<(String, String)>) -> Self {
+    pub fn new(
+        name: &str,
+        limits: AppLimits,
+        outbound: OutboundPolicy,
+        config: Vec<(String, String)>,
+    ) -> Self {
         AppShared {
             name: name.into(),
             limits,
@@ -120,7 +125,10 @@ impl WasiHttpHooks for OutboundHooks {
         drop(fut);
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https").to_string();
-        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
         if !self.app.outbound.allows(&scheme, &authority) {
             tracing::warn!(
                 app = %self.app.name,
@@ -133,11 +141,14 @@ impl WasiHttpHooks for OutboundHooks {
         let options = RequestOptions {
             connect_timeout: options.connect_timeout.or(Some(CONNECT_TIMEOUT)),
             first_byte_timeout: options.first_byte_timeout.or(Some(FIRST_BYTE_TIMEOUT)),
-            between_bytes_timeout: options.between_bytes_timeout.or(Some(BETWEEN_BYTES_TIMEOUT)),
+            between_bytes_timeout: options
+                .between_bytes_timeout
+                .or(Some(BETWEEN_BYTES_TIMEOUT)),
         };
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

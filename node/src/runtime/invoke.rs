@@ -14,7 +14,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::cpu::{CpuLimitExceeded, Metered};
 use super::gate::PoolBusy;
-use super::host::HostState;
+use super::host::{AppShared, HostState};
 use super::limits::MemoryLimitExceeded;
 use super::{Deployment, Runtime};
 use crate::request_id::RequestId;
@@ -41,9 +41,14 @@ pub enum GuestFailure {
 impl GuestFailure {
     pub fn status(&self) -> u16 {
         match self {
-            GuestFailure::PoolBusy | GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => 503,
+            GuestFailure::PoolBusy | GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => {
+                503
+            }
             GuestFailure::Timeout(_) => 504,
-            GuestFailure::Trap(_) | GuestFailure::ErrorCode(_) | GuestFailure::NoResponse | GuestFailure::Host(_) => 500,
+            GuestFailure::Trap(_)
+            | GuestFailure::ErrorCode(_)
+            | GuestFailure::NoResponse
+            | GuestFailure::Host(_) => 500,
         }
     }
 
@@ -68,7 +73,10 @@ impl GuestFailure {
         if let Some(memory) = err.downcast_ref::<MemoryLimitExceeded>() {
             return GuestFailure::MemoryLimit(memory.to_string());
         }
-        if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        if err
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
             return GuestFailure::PoolBusy;
         }
         if err.downcast_ref::<wasmtime::Trap>().is_some() {
@@ -83,7 +91,11 @@ impl fmt::Display for GuestFailure {
         match self {
             GuestFailure::PoolBusy => write!(f, "every instance slot is busy; retry shortly"),
             GuestFailure::CpuLimit(budget) => {
-                write!(f, "handler exceeded its CPU time limit of {} ms", budget.as_millis())
+                write!(
+                    f,
+                    "handler exceeded its CPU time limit of {} ms",
+                    budget.as_millis()
+                )
             }
             GuestFailure::MemoryLimit(detail) => write!(f, "{detail}"),
             GuestFailure::Timeout(limit) => {
@@ -106,6 +118,15 @@ impl From<PoolBusy> for GuestFailure {
 pub type GuestResponse = http::Response<HyperOutgoingBody>;
 
 impl Runtime {
+    /// A fresh store for one request of `app`, its memory limit and CPU deadline armed.
+    pub fn new_store(&self, app: &Arc<AppShared>, request_id: RequestId) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(app, request_id));
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(store.data().cpu.initial_ticks());
+        store.epoch_deadline_callback(|ctx| ctx.data().cpu.on_deadline());
+        store
+    }
+
     /// Run `request` through `deployment`. The response body streams from the guest, which keeps
     /// running (within its limits) on a task of its own until it has written all of it.
     pub async fn handle<B>(
@@ -121,11 +142,8 @@ impl Runtime {
     {
         let permit = self.gate.enter().await?;
         let app = &deployment.app;
-        let mut store = Store::new(&self.engine, HostState::new(app, request_id));
-        store.limiter(|state| &mut state.limits);
+        let mut store = self.new_store(app, request_id);
         let cpu = store.data().cpu.clone();
-        store.set_epoch_deadline(cpu.initial_ticks());
-        store.epoch_deadline_callback(|ctx| ctx.data().cpu.on_deadline());
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (incoming, outparam) = {
@@ -134,16 +152,18 @@ impl Runtime {
             let outparam = http.new_response_outparam(sender);
             match (incoming, outparam) {
                 (Ok(i), Ok(o)) => (i, o),
-                (Err(err), _) | (_, Err(err)) => return Err(GuestFailure::Host(format!("{err:#}"))),
+                (Err(err), _) | (_, Err(err)) => {
+                    return Err(GuestFailure::Host(format!("{err:#}")));
+                }
             }
         };
 
-        let pre = deployment.pre.clone();
+        let deployment = deployment.clone();
         let timeout = app.limits.timeout;
         let log_app = app.name.clone();
         let guest = tokio::spawn(async move {
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = deployment.instantiate(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)

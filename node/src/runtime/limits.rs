@@ -77,6 +77,10 @@ mod tests {
         let exceeded = err.downcast_ref::<MemoryLimitExceeded>().unwrap();
         assert_eq!(exceeded.requested, 2 << 20);
         assert!(err.to_string().contains("memory limit of 1 MiB"));
-        assert!(!limits.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
+        assert!(
+            !limits
+                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+                .unwrap()
+        );
     }
 }

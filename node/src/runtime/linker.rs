@@ -8,9 +8,9 @@
 use anyhow::{anyhow, bail};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::{cli, random};
-use wasmtime_wasi::WasiView;
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi_config::WasiConfig;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -39,7 +39,10 @@ pub fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
 
 /// Link `component` once, so each request only instantiates. Errors say what the component
 /// lacks or asks for that the host does not give.
-pub fn prelink(linker: &Linker<HostState>, component: &Component) -> anyhow::Result<ProxyPre<HostState>> {
+pub fn prelink(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> anyhow::Result<ProxyPre<HostState>> {
     let ty = component.component_type();
     let engine = linker.engine();
     let refused: Vec<String> = ty
@@ -54,19 +57,36 @@ pub fn prelink(linker: &Linker<HostState>, component: &Component) -> anyhow::Res
             refused.join(", ")
         );
     }
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    if !exports.iter().any(|name| name.starts_with(INCOMING_HANDLER)) {
-        let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-        if exports.iter().any(|name| name.starts_with("wasi:http/handler@0.3")) {
-            bail!("this is a WASI 0.3 (wasi:http/handler) component; Outpost serves WASI 0.2 proxy components");
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if !exports
+        .iter()
+        .any(|name| name.starts_with(INCOMING_HANDLER))
+    {
+        let found = if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        };
+        if exports
+            .iter()
+            .any(|name| name.starts_with("wasi:http/handler@0.3"))
+        {
+            bail!(
+                "this is a WASI 0.3 (wasi:http/handler) component; Outpost serves WASI 0.2 proxy components"
+            );
         }
         bail!(
             "the component does not export {INCOMING_HANDLER}.x (it exports {found}); \
              a handler is a wasi:http/proxy component"
         );
     }
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|err| anyhow!("the component asks for something the host does not provide: {err:#}"))?;
-    ProxyPre::new(pre).map_err(|err| anyhow!("the component's {INCOMING_HANDLER}.x export does not match: {err:#}"))
+    let pre = linker.instantiate_pre(component).map_err(|err| {
+        anyhow!("the component asks for something the host does not provide: {err:#}")
+    })?;
+    ProxyPre::new(pre).map_err(|err| {
+        anyhow!("the component's {INCOMING_HANDLER}.x export does not match: {err:#}")
+    })
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 pub use address_space::PoolLayout;
 pub use compile::{Origin, check_header};
@@ -29,8 +29,8 @@ pub use cpu::CpuLimitExceeded;
 pub use engine::EPOCH_TICK;
 pub use host::{AppShared, HostState};
 pub use invoke::GuestFailure;
-pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 pub use limits::MemoryLimitExceeded;
+pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::config::{AppSpec, PoolSettings};
 use compile::ComponentCache;
@@ -53,6 +53,16 @@ pub struct Deployment {
     pub digest: String,
     pub origin: Origin,
     pre: ProxyPre<HostState>,
+}
+
+impl Deployment {
+    /// Instantiate the app in `store`, from the pre-linked component and the pool.
+    pub async fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<HostState>,
+    ) -> wasmtime::Result<Proxy> {
+        self.pre.instantiate_async(store).await
+    }
 }
 
 impl Runtime {
@@ -105,7 +115,11 @@ impl Runtime {
     }
 
     /// Compile (or load from cache) and link component bytes for an app.
-    pub fn deploy_bytes(&self, app: Arc<AppShared>, wasm: &[u8]) -> anyhow::Result<Arc<Deployment>> {
+    pub fn deploy_bytes(
+        &self,
+        app: Arc<AppShared>,
+        wasm: &[u8],
+    ) -> anyhow::Result<Arc<Deployment>> {
         let (component, digest, origin) = self.cache.load(&self.engine, wasm)?;
         let pre = linker::prelink(&self.linker, &component)?;
         Ok(Arc::new(Deployment {

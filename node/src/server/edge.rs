@@ -35,7 +35,11 @@ impl Edge {
         &self.runtime
     }
 
-    pub async fn serve<B>(&self, request: http::Request<B>, scheme: http::uri::Scheme) -> http::Response<ResponseBody>
+    pub async fn serve<B>(
+        &self,
+        request: http::Request<B>,
+        scheme: http::uri::Scheme,
+    ) -> http::Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -46,13 +50,21 @@ impl Edge {
             .uri()
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or_default();
         if host.is_empty() {
             return host_response(400, "outpost: the request has no Host header");
         }
         let Some(deployment) = self.routes.lookup(host, request.uri().path()) else {
-            let message = format!("outpost: no app is routed at {host}{}", request.uri().path());
+            let message = format!(
+                "outpost: no app is routed at {host}{}",
+                request.uri().path()
+            );
             return host_response(404, &message);
         };
         let deployment = deployment.clone();
@@ -72,8 +84,16 @@ impl Edge {
 
         let method_path = tracing::enabled!(target: "outpost::access", tracing::Level::DEBUG)
             .then(|| format!("{} {}", request.method(), request.uri().path()));
-        let scheme = if scheme == http::uri::Scheme::HTTPS { Scheme::Https } else { Scheme::Http };
-        let response = match self.runtime.handle(&deployment, request, scheme, request_id).await {
+        let scheme = if scheme == http::uri::Scheme::HTTPS {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let response = match self
+            .runtime
+            .handle(&deployment, request, scheme, request_id)
+            .await
+        {
             _ if tripped.load(Ordering::Acquire) => too_large(limits.body_bytes),
             Ok(response) => response,
             Err(failure) => self.failure_response(&failure, request_id),
@@ -91,26 +111,38 @@ impl Edge {
         response
     }
 
-    fn failure_response(&self, failure: &GuestFailure, request_id: RequestId) -> http::Response<ResponseBody> {
+    fn failure_response(
+        &self,
+        failure: &GuestFailure,
+        request_id: RequestId,
+    ) -> http::Response<ResponseBody> {
         let message = match failure {
             GuestFailure::PoolBusy => "outpost: the node is at capacity; retry shortly".to_string(),
             _ if self.expose_errors => format!("outpost: {failure}\nrequest id: {request_id}"),
             GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => {
-                format!("outpost: the handler exceeded its resource limits\nrequest id: {request_id}")
+                format!(
+                    "outpost: the handler exceeded its resource limits\nrequest id: {request_id}"
+                )
             }
-            GuestFailure::Timeout(_) => format!("outpost: the handler timed out\nrequest id: {request_id}"),
+            GuestFailure::Timeout(_) => {
+                format!("outpost: the handler timed out\nrequest id: {request_id}")
+            }
             _ => format!("outpost: the handler failed\nrequest id: {request_id}"),
         };
         let mut response = host_response(failure.status(), &message);
         if matches!(failure, GuestFailure::PoolBusy) {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
         }
         response
     }
 }
 
 fn too_large(limit: u64) -> http::Response<ResponseBody> {
-    host_response(413, &format!("outpost: the request body is larger than this app's limit of {limit} bytes"))
+    host_response(
+        413,
+        &format!("outpost: the request body is larger than this app's limit of {limit} bytes"),
+    )
 }

@@ -87,8 +87,15 @@ pub async fn serve<H: Handler>(
             _ = wait_for_shutdown(&mut shutdown) => break,
             accepted = accept(&listener, &connections) => accepted,
         };
-        let Some((stream, permit)) = accepted else { continue };
-        let (handler, settings, tls, watcher) = (handler.clone(), settings.clone(), tls.clone(), graceful.watcher());
+        let Some((stream, permit)) = accepted else {
+            continue;
+        };
+        let (handler, settings, tls, watcher) = (
+            handler.clone(),
+            settings.clone(),
+            tls.clone(),
+            graceful.watcher(),
+        );
         tokio::spawn(async move {
             serve_connection(stream, tls, handler, &settings, watcher).await;
             drop(permit);
@@ -96,12 +103,18 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     // Connections still in their TLS handshake hold a watcher too, and are waited for alike.
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout reached; closing the remaining connections");
     }
 }
 
-async fn accept(listener: &TcpListener, connections: &Arc<Semaphore>) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
     let permit = connections.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
         Ok((stream, _)) => {

@@ -13,7 +13,11 @@ pub use redirect::RedirectToHttps;
 use hyper::body::Incoming;
 
 impl Handler for Edge {
-    async fn handle(&self, request: http::Request<Incoming>, scheme: http::uri::Scheme) -> http::Response<body::ResponseBody> {
+    async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        scheme: http::uri::Scheme,
+    ) -> http::Response<body::ResponseBody> {
         self.serve(request, scheme).await
     }
 }

@@ -22,14 +22,21 @@ impl RedirectToHttps {
 }
 
 impl Handler for RedirectToHttps {
-    async fn handle(&self, request: http::Request<Incoming>, _scheme: http::uri::Scheme) -> http::Response<ResponseBody> {
+    async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        _scheme: http::uri::Scheme,
+    ) -> http::Response<ResponseBody> {
         let host = request
             .headers()
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().authority().map(|a| a.as_str()));
         let Some(host) = host.filter(|h| !h.is_empty() && !h.contains(['/', '\\', '@'])) else {
-            return host_response(400, "outpost: this listener redirects to HTTPS and needs a Host header");
+            return host_response(
+                400,
+                "outpost: this listener redirects to HTTPS and needs a Host header",
+            );
         };
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let location = self.location(host, path);
@@ -55,7 +62,10 @@ mod tests {
     #[test]
     fn location_keeps_host_path_and_query() {
         let r = RedirectToHttps { https_port: 8443 };
-        assert_eq!(r.location("example.com:8080", "/a?b=1"), "https://example.com:8443/a?b=1");
+        assert_eq!(
+            r.location("example.com:8080", "/a?b=1"),
+            "https://example.com:8443/a?b=1"
+        );
         assert_eq!(r.location("[::1]:8080", "/"), "https://[::1]:8443/");
         let r = RedirectToHttps { https_port: 443 };
         assert_eq!(r.location("example.com", "/x"), "https://example.com/x");

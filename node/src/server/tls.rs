@@ -22,12 +22,17 @@ pub fn validate_cert_host(host: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
-            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if valid {
         Ok(())
     } else {
-        Err(format!("{host:?} is not a host name (or a *.domain wildcard)"))
+        Err(format!(
+            "{host:?} is not a host name (or a *.domain wildcard)"
+        ))
     }
 }
 
@@ -91,14 +96,21 @@ impl ResolvesServerCert for SniResolver {
 
 /// Read a PEM certificate chain and private key, and check that they belong together.
 pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
-    let cert_pem = std::fs::read(cert_path).with_context(|| format!("reading certificate {}", cert_path.display()))?;
+    let cert_pem = std::fs::read(cert_path)
+        .with_context(|| format!("reading certificate {}", cert_path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| anyhow!("{}: not a PEM certificate chain: {err}", cert_path.display()))?;
+        .map_err(|err| {
+            anyhow!(
+                "{}: not a PEM certificate chain: {err}",
+                cert_path.display()
+            )
+        })?;
     if chain.is_empty() {
         bail!("{}: holds no PEM certificate", cert_path.display());
     }
-    let key_pem = std::fs::read(key_path).with_context(|| format!("reading private key {}", key_path.display()))?;
+    let key_pem = std::fs::read(key_path)
+        .with_context(|| format!("reading private key {}", key_path.display()))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|err| anyhow!("{}: not a PEM private key: {err}", key_path.display()))?;
     let provider = rustls::crypto::ring::default_provider();
