@@ -132,7 +132,9 @@ impl AppSpec {
                 "must be the path of a .wasm component".into(),
             ));
         }
+        // Absolute when the file exists, so messages and logs show where it really is.
         let component = base.join(&parsed.component);
+        let component = std::fs::canonicalize(&component).unwrap_or(component);
 
         let route_texts = if parsed.routes.is_empty() {
             vec!["*".to_string()]
