@@ -209,6 +209,33 @@ async fn slow_headers_and_silent_clients_are_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_are_refused() {
+    let fleet = Fleet::new("headers");
+    let apps = [fleet.app("hello", "hello", &["*"], "")];
+    let (_node, client) = fleet.start(&fleet.config(&apps, "[http]\nmax_header_kb = 8\n"));
+
+    let mut tls = client.tls("a.test").await.unwrap();
+    let huge = "x".repeat(16 * 1024);
+    tls.write_all(format!("GET / HTTP/1.1\r\nhost: a.test\r\nx-big: {huge}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+
+    let fits = http::Request::builder()
+        .uri("/")
+        .header("x-small", "x".repeat(1024))
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(
+        client.send("a.test", Proto::H1, fits).await.unwrap().status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_full_pool_answers_503_with_retry_after() {
     let fleet = Fleet::new("busy");
     let apps = [fleet.app("probe", "probe", &["*"], "[limits]\ntimeout_ms = 5000\n")];
