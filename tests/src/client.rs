@@ -80,6 +80,21 @@ impl Client {
         self.handshake(server_name, b"http/1.1").await
     }
 
+    /// Write `bytes` on a fresh TLS connection and read until the server closes it (at most
+    /// ten seconds): what a raw, possibly malformed, exchange got back.
+    pub async fn exchange(&self, server_name: &str, bytes: &[u8]) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = self.tls(server_name).await?;
+        tls.write_all(bytes).await?;
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tls.read_to_end(&mut response),
+        )
+        .await;
+        Ok(String::from_utf8_lossy(&response).into_owned())
+    }
+
     async fn handshake(
         &self,
         server_name: &str,
