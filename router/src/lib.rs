@@ -26,9 +26,15 @@
 //! any-host routes. Within a host, an exact path beats a prefix and a longer prefix beats a
 //! shorter one. If the most specific host has no route for the path, the lookup falls through to
 //! the next less specific host, so `*/` can serve as a catch-all beside `a.com/api/*`.
+//!
+//! # Swapping
+//! [`SharedRoutes`] holds the current table behind an atomic pointer: lookups take no lock, and a
+//! deploy replaces the whole table in one store.
 
 mod pattern;
+mod shared;
 mod table;
 
 pub use pattern::{HostPattern, PathPattern, RoutePattern, RoutePatternError};
+pub use shared::SharedRoutes;
 pub use table::{DuplicateRoute, RouteTable, RouteTableBuilder};
