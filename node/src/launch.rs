@@ -63,7 +63,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         };
         let compile_millis = started.elapsed().as_millis();
         tracing::info!(
-            app = %app.name,
+            app = %app.settings.name,
             sha256 = %deployment.digest,
             source = match deployment.origin { Origin::Cache => "cache", Origin::Compiled => "compiled" },
             millis = compile_millis as u64,
@@ -130,16 +130,16 @@ pub fn build_routes(apps: &[Started]) -> anyhow::Result<Routes> {
     let mut builder = Routes::builder();
     let mut owners = HashMap::new();
     for app in apps {
-        for pattern in &app.spec.routes {
+        for pattern in &app.spec.settings.routes {
             if builder.add(pattern, app.deployment.clone()).is_err() {
                 let other: &str = owners.get(pattern).copied().unwrap_or("?");
                 bail!(
                     "route {pattern} of app {} ({}) is already a route of app {other}",
-                    app.spec.name,
+                    app.spec.settings.name,
                     app.spec.source.display()
                 );
             }
-            owners.insert(pattern.clone(), app.spec.name.as_str());
+            owners.insert(pattern.clone(), app.spec.settings.name.as_str());
         }
     }
     Ok(builder.build())

@@ -10,7 +10,9 @@ use std::hint::black_box;
 fn ten_thousand_routes() -> RouteTable<u32> {
     let mut builder = RouteTable::builder();
     let mut add = |pattern: String, value: u32| {
-        builder.add(&RoutePattern::parse(&pattern).unwrap(), value).unwrap();
+        builder
+            .add(&RoutePattern::parse(&pattern).unwrap(), value)
+            .unwrap();
     };
     for i in 0..4000 {
         add(format!("shop-{i}.example.com/api/*"), i);
@@ -32,9 +34,18 @@ fn bench(c: &mut Criterion) {
     let table = ten_thousand_routes();
     let requests: Vec<(String, String)> = (0..1024)
         .map(|i| match i % 4 {
-            0 => (format!("shop-{}.example.com", i * 3 % 4000), format!("/api/v1/items/{i}")),
-            1 => (format!("user{i}.tenant-{}.example.net", i % 1000), "/dashboard".to_string()),
-            2 => ("static.example.org".to_string(), format!("/assets/v{}/app.js", i % 999)),
+            0 => (
+                format!("shop-{}.example.com", i * 3 % 4000),
+                format!("/api/v1/items/{i}"),
+            ),
+            1 => (
+                format!("user{i}.tenant-{}.example.net", i % 1000),
+                "/dashboard".to_string(),
+            ),
+            2 => (
+                "static.example.org".to_string(),
+                format!("/assets/v{}/app.js", i % 999),
+            ),
             _ => (format!("unknown-{i}.example.io"), "/".to_string()),
         })
         .collect();

@@ -45,7 +45,9 @@ mod tests {
 
     fn table(pattern: &str, value: u32) -> RouteTable<u32> {
         let mut builder = RouteTable::builder();
-        builder.add(&RoutePattern::parse(pattern).unwrap(), value).unwrap();
+        builder
+            .add(&RoutePattern::parse(pattern).unwrap(), value)
+            .unwrap();
         builder.build()
     }
 

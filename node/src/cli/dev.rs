@@ -61,7 +61,10 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         ),
         Origin::Compiled => format!("compiled in {} ms", started.compile_millis),
     };
-    println!("outpost dev: serving app {:?} ({how})", started.spec.name);
+    println!(
+        "outpost dev: serving app {:?} ({how})",
+        started.spec.settings.name
+    );
     println!(
         "  component: {} (sha256 {})",
         started.spec.component.display(),

@@ -1,13 +1,19 @@
-//! An app's `outpost.toml`: name, component, routes, limits, outbound allow-list, config values.
+//! An app's `outpost.toml`: name, component, routes, limits, outbound allow-list, config values,
+//! and where to deploy it.
+//!
+//! Three forms: [`AppManifest`] is what an app *is*, minus its component (the form that travels
+//! to the origin and on to every node, as JSON); [`AppSettings`] is a manifest validated into
+//! what the runtime uses; [`AppSpec`] is a local `outpost.toml` (manifest + component path +
+//! deploy target).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use outpost_router::RoutePattern;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{AllowedOrigin, ConfigError, OutboundPolicy, read_toml};
+use super::{AllowedOrigin, ConfigError, FieldError, OutboundPolicy, read_toml};
 
 /// Per-request limits of an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +39,71 @@ impl Default for AppLimits {
     }
 }
 
-/// A validated app definition.
-#[derive(Debug, Clone)]
-pub struct AppSpec {
+/// An app without its component. Absent limits take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppManifest {
     pub name: String,
-    pub component: PathBuf,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsManifest,
+    #[serde(default)]
+    pub outbound: OutboundManifest,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsManifest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_kb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundManifest {
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A validated app: what the runtime and the router use.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub name: String,
     pub routes: Vec<RoutePattern>,
     pub limits: AppLimits,
     pub outbound: OutboundPolicy,
     /// Values the handler reads through `wasi:config` and its environment.
     pub config: Vec<(String, String)>,
+}
+
+/// Where `outpost deploy` sends an app, from the `[deploy]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTarget {
+    /// The origin's admin API, as `https://host:port`.
+    pub origin: Option<String>,
+    /// A bearer token (prefer the OUTPOST_TOKEN environment variable).
+    pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for the origin, when it is not publicly trusted.
+    pub ca: Option<PathBuf>,
+}
+
+/// A local app: an `outpost.toml` and the component it names.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub settings: AppSettings,
+    pub manifest: AppManifest,
+    pub component: PathBuf,
+    pub deploy: DeployTarget,
     /// The file this came from, for messages.
     pub source: PathBuf,
 }
@@ -55,27 +116,101 @@ struct AppFile {
     #[serde(default)]
     routes: Vec<String>,
     #[serde(default)]
-    limits: LimitsFile,
+    limits: LimitsManifest,
     #[serde(default)]
-    outbound: OutboundFile,
+    outbound: OutboundManifest,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct LimitsFile {
-    cpu_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-    memory_mb: Option<u64>,
-    body_kb: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct OutboundFile {
     #[serde(default)]
-    allow: Vec<String>,
+    deploy: DeployTarget,
+}
+
+impl AppManifest {
+    /// Validate into settings; the error names the offending field.
+    pub fn settings(&self) -> Result<AppSettings, FieldError> {
+        validate_name(&self.name).map_err(|m| FieldError::new("name", m))?;
+
+        let route_texts = if self.routes.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            self.routes.clone()
+        };
+        let routes = route_texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                RoutePattern::parse(text)
+                    .map_err(|e| FieldError::new(format!("routes[{i}]"), e.reason))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let defaults = AppLimits::default();
+        let l = &self.limits;
+        let field =
+            |name: &'static str| move |m: String| FieldError::new(format!("limits.{name}"), m);
+        let cpu_ms = in_range(l.cpu_ms, 1, 60_000, defaults.cpu.as_millis() as u64)
+            .map_err(field("cpu_ms"))?;
+        let timeout_ms = in_range(
+            l.timeout_ms,
+            1,
+            15 * 60_000,
+            defaults.timeout.as_millis() as u64,
+        )
+        .map_err(field("timeout_ms"))?;
+        if timeout_ms < cpu_ms {
+            return Err(FieldError::new(
+                "limits.timeout_ms",
+                format!("is {timeout_ms} ms, less than limits.cpu_ms ({cpu_ms} ms)"),
+            ));
+        }
+        let memory_mb = in_range(l.memory_mb, 1, 4096, defaults.memory_bytes >> 20)
+            .map_err(field("memory_mb"))?;
+        let body_kb =
+            in_range(l.body_kb, 0, 1 << 20, defaults.body_bytes >> 10).map_err(field("body_kb"))?;
+
+        let origins = self
+            .outbound
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                AllowedOrigin::parse(entry)
+                    .map_err(|m| FieldError::new(format!("outbound.allow[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        for (key, value) in &self.config {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(FieldError::new(
+                    format!("config.{key}"),
+                    "a key cannot be empty or hold '=' or NUL",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(FieldError::new(
+                    format!("config.{key}"),
+                    "a value cannot hold NUL",
+                ));
+            }
+        }
+
+        Ok(AppSettings {
+            name: self.name.clone(),
+            routes,
+            limits: AppLimits {
+                cpu: Duration::from_millis(cpu_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                memory_bytes: memory_mb << 20,
+                body_bytes: body_kb << 10,
+            },
+            outbound: OutboundPolicy::new(origins),
+            config: self
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
 }
 
 impl AppSpec {
@@ -94,7 +229,46 @@ impl AppSpec {
         }
         let parsed: AppFile = read_toml(&file)?;
         let base = file.parent().unwrap_or(Path::new("."));
-        Self::validate(parsed, &file, base)
+        let in_file = |e: FieldError| ConfigError::field(&file, e.field, e.message);
+
+        if parsed.component.as_os_str().is_empty() {
+            return Err(ConfigError::field(
+                &file,
+                "component",
+                "must be the path of a .wasm component",
+            ));
+        }
+        // Absolute when the file exists, so messages and logs show where it really is.
+        let component = base.join(&parsed.component);
+        let component = std::fs::canonicalize(&component).unwrap_or(component);
+
+        let config = parsed
+            .config
+            .into_iter()
+            .map(|(key, value)| {
+                config_string(value)
+                    .map(|v| (key.clone(), v))
+                    .map_err(|m| FieldError::new(format!("config.{key}"), m))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(in_file)?;
+        let manifest = AppManifest {
+            name: parsed.name,
+            routes: parsed.routes,
+            limits: parsed.limits,
+            outbound: parsed.outbound,
+            config,
+        };
+        let settings = manifest.settings().map_err(in_file)?;
+        let mut deploy = parsed.deploy;
+        deploy.ca = deploy.ca.map(|ca| base.join(ca));
+        Ok(AppSpec {
+            settings,
+            manifest,
+            component,
+            deploy,
+            source: file.to_path_buf(),
+        })
     }
 
     /// An app made of a bare component: every route, default limits, nothing outbound.
@@ -110,123 +284,43 @@ impl AppSpec {
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .take(63)
             .collect();
-        Ok(AppSpec {
-            name: if name.is_empty() { "app".into() } else { name },
-            component: path.to_path_buf(),
-            routes: vec![RoutePattern::parse("*").expect("valid pattern")],
-            limits: AppLimits::default(),
-            outbound: OutboundPolicy::default(),
-            config: Vec::new(),
-            source: path.to_path_buf(),
-        })
-    }
-
-    fn validate(parsed: AppFile, file: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let err = |field: &str, message: String| ConfigError::field(file, field, message);
-
-        validate_name(&parsed.name).map_err(|m| err("name", m))?;
-
-        if parsed.component.as_os_str().is_empty() {
-            return Err(err(
-                "component",
-                "must be the path of a .wasm component".into(),
-            ));
-        }
-        // Absolute when the file exists, so messages and logs show where it really is.
-        let component = base.join(&parsed.component);
-        let component = std::fs::canonicalize(&component).unwrap_or(component);
-
-        let route_texts = if parsed.routes.is_empty() {
-            vec!["*".to_string()]
-        } else {
-            parsed.routes
-        };
-        let routes = route_texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                RoutePattern::parse(text).map_err(|e| err(&format!("routes[{i}]"), e.reason))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let defaults = AppLimits::default();
-        let l = &parsed.limits;
-        let cpu_ms = in_range(l.cpu_ms, 1, 60_000, defaults.cpu.as_millis() as u64)
-            .map_err(|m| err("limits.cpu_ms", m))?;
-        let timeout_ms = in_range(
-            l.timeout_ms,
-            1,
-            15 * 60_000,
-            defaults.timeout.as_millis() as u64,
-        )
-        .map_err(|m| err("limits.timeout_ms", m))?;
-        if timeout_ms < cpu_ms {
-            return Err(err(
-                "limits.timeout_ms",
-                format!("is {timeout_ms} ms, less than limits.cpu_ms ({cpu_ms} ms)"),
-            ));
-        }
-        let memory_mb = in_range(l.memory_mb, 1, 4096, defaults.memory_bytes >> 20)
-            .map_err(|m| err("limits.memory_mb", m))?;
-        let body_kb = in_range(l.body_kb, 0, 1 << 20, defaults.body_bytes >> 10)
-            .map_err(|m| err("limits.body_kb", m))?;
-
-        let origins = parsed
-            .outbound
-            .allow
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                AllowedOrigin::parse(entry).map_err(|m| err(&format!("outbound.allow[{i}]"), m))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let config = parsed
-            .config
-            .into_iter()
-            .map(|(key, value)| {
-                let field = format!("config.{key}");
-                if key.is_empty() || key.contains('=') || key.contains('\0') {
-                    return Err(err(&field, "a key cannot be empty or hold '=' or NUL".into()));
-                }
-                let value = match value {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    _ => {
-                        return Err(err(
-                            &field,
-                            "must be a string, number or boolean (config values are strings to the handler)".into(),
-                        ));
-                    }
-                };
-                if value.contains('\0') {
-                    return Err(err(&field, "a value cannot hold NUL".into()));
-                }
-                Ok((key, value))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        Ok(AppSpec {
-            name: parsed.name,
-            component,
-            routes,
-            limits: AppLimits {
-                cpu: Duration::from_millis(cpu_ms),
-                timeout: Duration::from_millis(timeout_ms),
-                memory_bytes: memory_mb << 20,
-                body_bytes: body_kb << 10,
+        let name = name.trim_matches('-');
+        let manifest = AppManifest {
+            name: if name.is_empty() {
+                "app".into()
+            } else {
+                name.to_string()
             },
-            outbound: OutboundPolicy::new(origins),
-            config,
-            source: file.to_path_buf(),
+            ..AppManifest::default()
+        };
+        let settings = manifest
+            .settings()
+            .map_err(|e| ConfigError::field(path, e.field, e.message))?;
+        Ok(AppSpec {
+            settings,
+            manifest,
+            component: path.to_path_buf(),
+            deploy: DeployTarget::default(),
+            source: path.to_path_buf(),
         })
     }
 }
 
-/// App names are DNS-label-like: they appear in logs, metrics and (later) URLs.
-fn validate_name(name: &str) -> Result<(), String> {
+/// Config values are strings to the handler; TOML numbers and booleans are written out.
+fn config_string(value: toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err(
+            "must be a string, number or boolean (config values are strings to the handler)".into(),
+        ),
+    }
+}
+
+/// App names are DNS-label-like: they appear in logs, metrics and URLs.
+pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -281,23 +375,54 @@ allow = ["https://origin.example.com"]
 [config]
 GREETING = "hello"
 RETRIES = 3
+[deploy]
+origin = "https://origin.internal:9443"
+ca = "certs/ca.pem"
 "#,
         )
         .unwrap();
-        assert_eq!(app.name, "shop-api");
+        let s = &app.settings;
+        assert_eq!(s.name, "shop-api");
         assert!(app.component.ends_with("target/shop.wasm"));
-        assert_eq!(app.routes.len(), 1);
-        assert_eq!(app.limits.cpu, Duration::from_millis(20));
-        assert_eq!(app.limits.body_bytes, 64 * 1024);
-        assert_eq!(app.limits.memory_bytes, 128 << 20);
-        assert!(app.outbound.allows("https", "origin.example.com"));
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.limits.cpu, Duration::from_millis(20));
+        assert_eq!(s.limits.body_bytes, 64 * 1024);
+        assert_eq!(s.limits.memory_bytes, 128 << 20);
+        assert!(s.outbound.allows("https", "origin.example.com"));
         assert_eq!(
-            app.config,
+            s.config,
             vec![
                 ("GREETING".into(), "hello".into()),
                 ("RETRIES".into(), "3".into())
             ]
         );
+        assert_eq!(
+            app.deploy.origin.as_deref(),
+            Some("https://origin.internal:9443")
+        );
+        assert!(app.deploy.ca.unwrap().ends_with("certs/ca.pem"));
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json_and_validates_alike() {
+        let app = load(
+            "name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu_ms = 7\n[config]\nK = true\n",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&app.manifest).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"a","limits":{"cpu_ms":7},"outbound":{"allow":[]},"config":{"K":"true"}}"#
+        );
+        let back: AppManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, app.manifest);
+        assert_eq!(
+            back.settings().unwrap().limits.cpu,
+            Duration::from_millis(7)
+        );
+        let bad: AppManifest =
+            serde_json::from_str(r#"{"name":"a","limits":{"memory_mb":0}}"#).unwrap();
+        assert_eq!(bad.settings().unwrap_err().field, "limits.memory_mb");
     }
 
     #[test]
@@ -333,6 +458,10 @@ RETRIES = 3
                 "name = \"a\"\ncomponent = \"x.wasm\"\n[limits]\ncpu = 5",
                 "unknown field `cpu`",
             ),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\n[deploy]\nurl = \"x\"",
+                "unknown field `url`",
+            ),
             ("name = ", "line 1"),
         ];
         for (text, needle) in cases {
@@ -345,8 +474,8 @@ RETRIES = 3
     #[test]
     fn bare_component_gets_a_name_and_a_catch_all_route() {
         let app = AppSpec::from_component(Path::new("/x/json_to_csv.wasm")).unwrap();
-        assert_eq!(app.name, "json-to-csv");
-        assert_eq!(app.routes, vec![RoutePattern::parse("*").unwrap()]);
+        assert_eq!(app.settings.name, "json-to-csv");
+        assert_eq!(app.settings.routes, vec![RoutePattern::parse("*").unwrap()]);
     }
 
     #[test]

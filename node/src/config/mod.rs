@@ -8,8 +8,11 @@ mod error;
 mod node;
 mod outbound;
 
-pub use app::{AppLimits, AppSpec};
-pub use error::ConfigError;
+pub use app::{
+    AppLimits, AppManifest, AppSettings, AppSpec, DeployTarget, LimitsManifest, OutboundManifest,
+    validate_name,
+};
+pub use error::{ConfigError, FieldError};
 pub use node::{HttpSettings, NodeConfig, PoolSettings, TlsCertSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
 

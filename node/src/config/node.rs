@@ -220,21 +220,24 @@ impl NodeConfig {
         let mut apps = Vec::new();
         for (i, app_path) in parsed.apps.iter().enumerate() {
             let app = AppSpec::load(&base.join(app_path))?;
-            if app.limits.memory_bytes > pool.max_memory_bytes {
+            if app.settings.limits.memory_bytes > pool.max_memory_bytes {
                 return Err(err(
                     &format!("apps[{i}]"),
                     format!(
                         "app {} asks for limits.memory_mb = {} but pool.memory_mb is {}; raise pool.memory_mb",
-                        app.name,
-                        app.limits.memory_bytes >> 20,
+                        app.settings.name,
+                        app.settings.limits.memory_bytes >> 20,
                         pool.max_memory_bytes >> 20
                     ),
                 ));
             }
-            if apps.iter().any(|a: &AppSpec| a.name == app.name) {
+            if apps
+                .iter()
+                .any(|a: &AppSpec| a.settings.name == app.settings.name)
+            {
                 return Err(err(
                     &format!("apps[{i}]"),
-                    format!("two apps are named {:?}", app.name),
+                    format!("two apps are named {:?}", app.settings.name),
                 ));
             }
             apps.push(app);
@@ -431,7 +434,7 @@ mod tests {
         let ok = dir
             .load(&format!("apps = [\"app\"]\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[pool]\nmemory_mb = 256\n"))
             .unwrap();
-        assert_eq!(ok.apps[0].name, "shop");
+        assert_eq!(ok.apps[0].settings.name, "shop");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use wasmtime_wasi_http::{
 use super::cpu::CpuClock;
 use super::guest_log::{GuestLog, Stream};
 use super::limits::GuestLimits;
-use crate::config::{AppLimits, OutboundPolicy};
+use crate::config::{AppLimits, AppSettings, OutboundPolicy};
 use crate::request_id::RequestId;
 
 /// What every request of one app shares: built once per deployment, never per request.
@@ -29,18 +29,13 @@ pub struct AppShared {
 }
 
 impl AppShared {
-    pub fn new(
-        name: &str,
-        limits: AppLimits,
-        outbound: OutboundPolicy,
-        config: Vec<(String, String)>,
-    ) -> Self {
+    pub fn new(settings: &AppSettings) -> Self {
         AppShared {
-            name: name.into(),
-            limits,
-            outbound,
-            config: config.iter().cloned().collect(),
-            env: config,
+            name: settings.name.as_str().into(),
+            limits: settings.limits.clone(),
+            outbound: settings.outbound.clone(),
+            config: settings.config.iter().cloned().collect(),
+            env: settings.config.clone(),
         }
     }
 }

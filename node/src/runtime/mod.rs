@@ -97,21 +97,15 @@ impl Runtime {
 
     /// Compile (or load from cache) and link an app's component from its file.
     pub fn deploy(&self, spec: &AppSpec) -> anyhow::Result<Arc<Deployment>> {
+        let name = &spec.settings.name;
         let wasm = std::fs::read(&spec.component).with_context(|| {
             format!(
-                "app {}: cannot read component {} (build it first: scripts/guest-toolchain build)",
-                spec.name,
+                "app {name}: cannot read component {} (build it first: outpost build)",
                 spec.component.display()
             )
         })?;
-        let app = Arc::new(AppShared::new(
-            &spec.name,
-            spec.limits.clone(),
-            spec.outbound.clone(),
-            spec.config.clone(),
-        ));
-        self.deploy_bytes(app, &wasm)
-            .with_context(|| format!("app {}: component {}", spec.name, spec.component.display()))
+        self.deploy_bytes(Arc::new(AppShared::new(&spec.settings)), &wasm)
+            .with_context(|| format!("app {name}: component {}", spec.component.display()))
     }
 
     /// Compile (or load from cache) and link component bytes for an app.
