@@ -9,7 +9,10 @@
 pub mod cli;
 pub mod config;
 pub mod dev_cert;
+pub mod fleet;
 pub mod launch;
+pub mod origin;
+pub mod pki;
 pub mod request_id;
 pub mod runtime;
 pub mod server;
