@@ -39,7 +39,7 @@ mod tests {
 
     #[test]
     fn ca_is_kept_and_certificate_reissued() {
-        let dir = std::env::temp_dir().join(format!("outpost-devcert-{}", std::process::id()));
+        let dir = crate::test_support::temp_dir("devcert");
         let first = ensure(&dir).unwrap();
         let ca_before = std::fs::read(&first.ca_cert).unwrap();
         let second = ensure(&dir).unwrap();

@@ -1,21 +1,22 @@
 //! Bringing a node up: runtime, deployments, routes, TLS, listeners. Shared by `outpost dev`
 //! (one app, dev certificate) and `outpost node` (several apps, operator certificates).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::cluster::{OriginLink, node_link};
 use crate::config::{AppSpec, HttpSettings, PoolSettings, TlsCertSpec};
+use crate::fleet::Deployer;
 use crate::runtime::{Deployment, Origin, Runtime};
 use crate::server::tls::{SniResolver, server_config};
-use crate::server::{Edge, RedirectToHttps, Routes, ShutdownSignal, serve};
+use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
 
 /// Everything a node needs to start serving.
 pub struct LaunchSpec {
@@ -28,6 +29,8 @@ pub struct LaunchSpec {
     pub data_dir: PathBuf,
     /// Show guest failure details in responses (dev only).
     pub expose_errors: bool,
+    /// Join a fleet: take apps from this origin as well, under this node name.
+    pub cluster: Option<(OriginLink, String)>,
 }
 
 /// One deployed app, as started.
@@ -75,7 +78,30 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             compile_millis,
         });
     }
-    let routes = build_routes(&apps)?;
+    let fixed: Vec<Arc<Deployment>> = apps.iter().map(|a| a.deployment.clone()).collect();
+    let routes = Arc::new(LiveRoutes::new(routes::build(&fixed)?));
+    let mut tasks = Vec::new();
+    if let Some((link, node)) = spec.cluster {
+        let deployer = Arc::new(Deployer::new(
+            runtime.clone(),
+            routes.clone(),
+            fixed,
+            &spec.data_dir,
+        )?);
+        // What this node ran last time serves before the origin is even contacted.
+        let restored = deployer.restore().await?;
+        tracing::info!(
+            apps = restored.apps.len(),
+            revision = restored.revision,
+            "fleet apps restored from disk"
+        );
+        tasks.push(tokio::spawn(node_link::run(
+            link,
+            node,
+            deployer,
+            shutdown.clone(),
+        )));
+    }
 
     let resolver = Arc::new(SniResolver::load(&spec.certs)?);
     let acceptor = TlsAcceptor::from(server_config(resolver)?);
@@ -97,13 +123,13 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         .transpose()?;
 
     let edge = Arc::new(Edge::new(runtime, routes, spec.expose_errors));
-    let mut tasks = vec![tokio::spawn(serve(
+    tasks.push(tokio::spawn(serve(
         https_listener,
         Some(acceptor),
         edge,
         spec.http.clone(),
         shutdown.clone(),
-    ))];
+    )));
     if let Some(listener) = redirect_listener {
         let redirect = Arc::new(RedirectToHttps {
             https_port: https.port(),
@@ -123,24 +149,4 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         apps,
         done,
     })
-}
-
-/// One route table over every app; the same pattern in two apps is an error naming both.
-pub fn build_routes(apps: &[Started]) -> anyhow::Result<Routes> {
-    let mut builder = Routes::builder();
-    let mut owners = HashMap::new();
-    for app in apps {
-        for pattern in &app.spec.settings.routes {
-            if builder.add(pattern, app.deployment.clone()).is_err() {
-                let other: &str = owners.get(pattern).copied().unwrap_or("?");
-                bail!(
-                    "route {pattern} of app {} ({}) is already a route of app {other}",
-                    app.spec.settings.name,
-                    app.spec.source.display()
-                );
-            }
-            owners.insert(pattern.clone(), app.spec.settings.name.as_str());
-        }
-    }
-    Ok(builder.build())
 }

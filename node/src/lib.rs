@@ -7,6 +7,7 @@
 //! response streamed back. Nothing on it parses config, compiles Wasm or touches disk.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dev_cert;
 pub mod fleet;
@@ -16,3 +17,5 @@ pub mod pki;
 pub mod request_id;
 pub mod runtime;
 pub mod server;
+#[cfg(test)]
+mod test_support;

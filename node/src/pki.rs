@@ -162,7 +162,8 @@ mod tests {
 
     #[test]
     fn create_load_issue_and_refuse_to_overwrite() {
-        let dir = std::env::temp_dir().join(format!("outpost-pki-{}", std::process::id()));
+        let dir = crate::test_support::temp_dir("pki");
+        std::fs::remove_dir(&dir).unwrap();
         let ca = CertAuthority::create(&dir, "ca", "Test CA").unwrap();
         assert!(CertAuthority::create(&dir, "ca", "Test CA").is_err());
         let (cert, key) = ca

@@ -47,6 +47,7 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
             http: HttpSettings::default(),
             data_dir,
             expose_errors: true,
+            cluster: None,
         },
         shutdown,
     )

@@ -20,6 +20,7 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
             http: config.http,
             data_dir: config.data_dir,
             expose_errors: false,
+            cluster: config.cluster.map(|link| (link, config.name.clone())),
         },
         shutdown,
     )

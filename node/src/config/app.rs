@@ -350,10 +350,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<AppSpec, ConfigError> {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("outpost-app-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_support::temp_dir("app-config");
         std::fs::write(dir.join("outpost.toml"), text).unwrap();
         let result = AppSpec::load(&dir);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -6,6 +6,7 @@
 mod app;
 mod error;
 mod node;
+mod origin;
 mod outbound;
 
 pub use app::{
@@ -14,6 +15,7 @@ pub use app::{
 };
 pub use error::{ConfigError, FieldError};
 pub use node::{HttpSettings, NodeConfig, PoolSettings, TlsCertSpec};
+pub use origin::{OriginConfig, Right, TokenSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
 
 use std::path::Path;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{AppSpec, ConfigError, read_toml};
+use crate::cluster::{ClusterIdentity, OriginLink};
 
 /// The instance pool shared by every app on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct NodeConfig {
     pub apps: Vec<AppSpec>,
     pub pool: PoolSettings,
     pub http: HttpSettings,
+    /// The fleet this node belongs to, if any.
+    pub cluster: Option<OriginLink>,
     pub source: PathBuf,
 }
 
@@ -103,6 +106,19 @@ struct NodeFile {
     pool: PoolFile,
     #[serde(default)]
     http: HttpFile,
+    cluster: Option<ClusterFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    /// The origin's cluster (QUIC, UDP) address.
+    origin: String,
+    /// The name the origin's cluster certificate is issued for.
+    origin_name: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +259,33 @@ impl NodeConfig {
             apps.push(app);
         }
 
+        let cluster = match parsed.cluster {
+            None => None,
+            Some(c) => {
+                let addr = parse_addr(&c.origin).map_err(|m| err("cluster.origin", m))?;
+                for (field, path) in [("ca", &c.ca), ("cert", &c.cert), ("key", &c.key)] {
+                    if !base.join(path).is_file() {
+                        return Err(err(
+                            &format!("cluster.{field}"),
+                            format!(
+                                "{} is not a readable file (make one with `outpost ca`)",
+                                base.join(path).display()
+                            ),
+                        ));
+                    }
+                }
+                Some(OriginLink {
+                    addr,
+                    server_name: c.origin_name,
+                    identity: ClusterIdentity {
+                        ca: base.join(c.ca),
+                        cert: base.join(c.cert),
+                        key: base.join(c.key),
+                    },
+                })
+            }
+        };
+
         Ok(NodeConfig {
             name,
             data_dir,
@@ -252,6 +295,7 @@ impl NodeConfig {
             apps,
             pool,
             http,
+            cluster,
             source: file.to_path_buf(),
         })
     }
@@ -376,10 +420,7 @@ mod tests {
 
     impl Dir {
         fn new() -> Dir {
-            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("outpost-node-test-{}-{n}", std::process::id()));
+            let dir = crate::test_support::temp_dir("node-config");
             std::fs::create_dir_all(dir.join("app")).unwrap();
             std::fs::write(dir.join("cert.pem"), "x").unwrap();
             std::fs::write(dir.join("key.pem"), "x").unwrap();

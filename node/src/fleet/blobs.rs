@@ -148,9 +148,7 @@ mod tests {
     use super::*;
 
     fn store() -> (BlobStore, PathBuf) {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("outpost-blobs-{}-{n}", std::process::id()));
+        let dir = crate::test_support::temp_dir("blobs");
         (BlobStore::open(&dir).unwrap(), dir)
     }
 

@@ -318,10 +318,7 @@ mod tests {
     use super::*;
 
     fn registry() -> (Registry, std::path::PathBuf) {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("outpost-registry-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_support::temp_dir("registry");
         (Registry::open(&dir.join("registry.redb")).unwrap(), dir)
     }
 

@@ -1,6 +1,8 @@
 //! The state each request's `Store` carries, and the host side of outbound HTTP.
 
 use std::sync::Arc;
+
+use outpost_router::RoutePattern;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
@@ -20,6 +22,7 @@ use crate::request_id::RequestId;
 /// What every request of one app shares: built once per deployment, never per request.
 pub struct AppShared {
     pub name: Arc<str>,
+    pub routes: Vec<RoutePattern>,
     pub limits: AppLimits,
     pub outbound: OutboundPolicy,
     /// Config values as the guest's environment.
@@ -32,6 +35,7 @@ impl AppShared {
     pub fn new(settings: &AppSettings) -> Self {
         AppShared {
             name: settings.name.as_str().into(),
+            routes: settings.routes.clone(),
             limits: settings.limits.clone(),
             outbound: settings.outbound.clone(),
             config: settings.config.iter().cloned().collect(),

@@ -6,27 +6,25 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Body;
-use outpost_router::RouteTable;
 
 use super::body::{LimitedBody, ResponseBody, host_response};
+use super::routes::LiveRoutes;
 use crate::request_id::RequestId;
-use crate::runtime::{Deployment, GuestFailure, Runtime, Scheme};
-
-pub type Routes = RouteTable<Arc<Deployment>>;
+use crate::runtime::{GuestFailure, Runtime, Scheme};
 
 /// Serves requests for a set of routed deployments.
 pub struct Edge {
     runtime: Arc<Runtime>,
-    routes: Arc<Routes>,
+    routes: Arc<LiveRoutes>,
     /// Put the reason for a guest failure in the response body (dev); otherwise only in logs.
     expose_errors: bool,
 }
 
 impl Edge {
-    pub fn new(runtime: Arc<Runtime>, routes: Routes, expose_errors: bool) -> Self {
+    pub fn new(runtime: Arc<Runtime>, routes: Arc<LiveRoutes>, expose_errors: bool) -> Self {
         Edge {
             runtime,
-            routes: Arc::new(routes),
+            routes,
             expose_errors,
         }
     }
@@ -67,7 +65,6 @@ impl Edge {
             );
             return host_response(404, &message);
         };
-        let deployment = deployment.clone();
         let limits = &deployment.app.limits;
 
         let declared = request

@@ -4,11 +4,13 @@ pub mod body;
 pub mod edge;
 pub mod listener;
 pub mod redirect;
+pub mod routes;
 pub mod tls;
 
-pub use edge::{Edge, Routes};
+pub use edge::Edge;
 pub use listener::{Handler, ShutdownSignal, serve};
 pub use redirect::RedirectToHttps;
+pub use routes::{LiveRoutes, RouteConflict, Routes};
 
 use hyper::body::Incoming;
 

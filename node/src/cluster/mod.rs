@@ -1,0 +1,12 @@
+//! The cluster link: QUIC with mutual TLS from a cluster CA between the origin and every node.
+//! It carries the desired deployment state and component blobs (and is where KV replication
+//! will travel).
+
+pub mod node_link;
+pub mod origin_link;
+pub mod tls;
+pub mod wire;
+
+pub use node_link::OriginLink;
+pub use origin_link::{NodeDirectory, NodeEntry};
+pub use tls::ClusterIdentity;

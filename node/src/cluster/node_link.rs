@@ -1,0 +1,156 @@
+//! A node's end of the cluster link: stay connected to the origin (reconnecting with backoff),
+//! receive desired states, apply them, report back. Serving never waits on any of this.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::tls::{ClusterIdentity, client_config};
+use super::wire::{BlobReply, Open, read_frame, write_frame};
+use crate::fleet::{BlobSource, BlobWriter, Deployer, DesiredState};
+use crate::server::ShutdownSignal;
+use crate::server::listener::wait_for_shutdown;
+use anyhow::{Context, anyhow, bail};
+
+/// How a node reaches its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginLink {
+    pub addr: SocketAddr,
+    /// The name the origin's cluster certificate is issued for.
+    pub server_name: String,
+    pub identity: ClusterIdentity,
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Keep a subscription to the origin alive until shutdown.
+pub async fn run(
+    link: OriginLink,
+    node: String,
+    deployer: Arc<Deployer>,
+    mut shutdown: ShutdownSignal,
+) {
+    let endpoint = match client_endpoint(&link) {
+        Ok(endpoint) => endpoint,
+        Err(err) => {
+            tracing::error!("the cluster link cannot start: {err:#}");
+            return;
+        }
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let session = async {
+            let connection = endpoint
+                .connect(link.addr, &link.server_name)?
+                .await
+                .with_context(|| format!("connecting to the origin at {}", link.addr))?;
+            tracing::info!(origin = %link.addr, "connected to the origin");
+            subscribe(&connection, &node, &deployer).await
+        };
+        let outcome = tokio::select! {
+            outcome = session => outcome,
+            _ = wait_for_shutdown(&mut shutdown) => break,
+        };
+        if let Err(err) = outcome {
+            tracing::warn!(
+                "origin link down: {err:#}; retrying in {} ms",
+                backoff.as_millis()
+            );
+        }
+        // A session that lasted a while was healthy: start the backoff afresh.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = wait_for_shutdown(&mut shutdown) => break,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    endpoint.close(0u32.into(), b"node shutting down");
+}
+
+fn client_endpoint(link: &OriginLink) -> anyhow::Result<quinn::Endpoint> {
+    let bind: SocketAddr = if link.addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()?;
+    let mut endpoint = quinn::Endpoint::client(bind).context("binding the cluster UDP socket")?;
+    endpoint.set_default_client_config(client_config(&link.identity)?);
+    Ok(endpoint)
+}
+
+async fn subscribe(
+    connection: &quinn::Connection,
+    node: &str,
+    deployer: &Deployer,
+) -> anyhow::Result<()> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    write_frame(
+        &mut send,
+        &Open::Subscribe {
+            node: node.to_string(),
+        },
+    )
+    .await?;
+    let source = QuicBlobs {
+        connection: connection.clone(),
+    };
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            frame = read_frame::<_, DesiredState>(&mut recv) => {
+                let Some(state) = frame? else { bail!("the origin closed the subscription") };
+                tracing::debug!(revision = state.revision, "desired state received");
+                let report = deployer.apply(&state, &source).await;
+                write_frame(&mut send, &report).await?;
+            }
+            _ = heartbeat.tick() => {
+                write_frame(&mut send, &deployer.report().await).await?;
+            }
+            closed = connection.closed() => return Err(anyhow!("connection closed: {closed}")),
+        }
+    }
+}
+
+/// Fetches components from the origin, one stream each.
+struct QuicBlobs {
+    connection: quinn::Connection,
+}
+
+impl BlobSource for QuicBlobs {
+    async fn fetch(&self, sha256: &str, mut into: BlobWriter) -> anyhow::Result<()> {
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        write_frame(
+            &mut send,
+            &Open::Blob {
+                sha256: sha256.to_string(),
+            },
+        )
+        .await?;
+        send.finish()?;
+        let size = match read_frame::<_, BlobReply>(&mut recv).await? {
+            Some(BlobReply::Found { size }) => size,
+            Some(BlobReply::Missing { message }) => {
+                bail!("the origin has no such component: {message}")
+            }
+            None => bail!("the origin closed the stream without an answer"),
+        };
+        let mut buffer = vec![0u8; 64 * 1024];
+        while into.written() < size {
+            let want = buffer.len().min((size - into.written()) as usize);
+            match recv.read(&mut buffer[..want]).await? {
+                Some(n) => into.write(&buffer[..n])?,
+                None => bail!("the stream ended after {} of {size} bytes", into.written()),
+            }
+        }
+        // Checks the hash: a component that does not match its name is refused here.
+        into.finish()?;
+        Ok(())
+    }
+}

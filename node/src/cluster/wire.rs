@@ -1,0 +1,125 @@
+//! The cluster link's framing and messages.
+//!
+//! Each QUIC stream is opened by a node and starts with one [`Open`] frame saying what it is
+//! for. A frame is a 4-byte big-endian length and that many bytes of JSON. Blob contents follow
+//! their [`BlobReply`] frame as raw bytes.
+//!
+//! Streams:
+//! * `subscribe`: the origin sends a [`DesiredState`](crate::fleet::DesiredState) now and on
+//!   every change; the node sends a [`NodeReport`](crate::fleet::NodeReport) after applying
+//!   each, and every few seconds as a heartbeat.
+//! * `blob`: the origin answers with a [`BlobReply`] and the component's bytes, then closes.
+
+use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Control frames stay small; blobs travel outside frames.
+pub const MAX_FRAME: u32 = 16 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "open", rename_all = "snake_case")]
+pub enum Open {
+    Subscribe { node: String },
+    Blob { sha256: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum BlobReply {
+    Found { size: u64 },
+    Missing { message: String },
+}
+
+pub async fn write_frame<W, T>(writer: &mut W, message: &T) -> anyhow::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = serde_json::to_vec(message)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|len| *len <= MAX_FRAME)
+        .context("frame too large")?;
+    writer.write_all(&len.to_be_bytes()).await?;
+    writer.write_all(&body).await?;
+    Ok(())
+}
+
+/// The next frame, or `None` if the stream ended cleanly between frames.
+pub async fn read_frame<R, T>(reader: &mut R) -> anyhow::Result<Option<T>>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err.into()),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        bail!("frame of {len} bytes is over the {MAX_FRAME}-byte limit");
+    }
+    let mut body = vec![0u8; len as usize];
+    reader
+        .read_exact(&mut body)
+        .await
+        .context("stream ended inside a frame")?;
+    Ok(Some(
+        serde_json::from_slice(&body).context("malformed frame")?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_end_cleanly() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        write_frame(
+            &mut a,
+            &Open::Blob {
+                sha256: "ab".into(),
+            },
+        )
+        .await
+        .unwrap();
+        write_frame(&mut a, &BlobReply::Found { size: 3 })
+            .await
+            .unwrap();
+        drop(a);
+        assert_eq!(
+            read_frame::<_, Open>(&mut b).await.unwrap(),
+            Some(Open::Blob {
+                sha256: "ab".into()
+            })
+        );
+        assert_eq!(
+            read_frame::<_, BlobReply>(&mut b).await.unwrap(),
+            Some(BlobReply::Found { size: 3 })
+        );
+        assert_eq!(read_frame::<_, Open>(&mut b).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_truncated_and_garbage_frames_are_errors() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
+        assert!(read_frame::<_, Open>(&mut b).await.is_err());
+
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&10u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"{\"op").await.unwrap();
+        drop(a);
+        assert!(read_frame::<_, Open>(&mut b).await.is_err());
+
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&5u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"hello").await.unwrap();
+        assert!(read_frame::<_, Open>(&mut b).await.is_err());
+    }
+}

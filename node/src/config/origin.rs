@@ -1,0 +1,224 @@
+//! The origin's `origin.toml`: data directory, the admin API listener and its certificate, the
+//! cluster listener and its credentials, and the admin tokens (as sha256 hashes only).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, read_toml};
+use crate::cluster::ClusterIdentity;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    /// List apps, versions and fleet status.
+    Read,
+    /// Upload components, create versions, activate, roll back.
+    Deploy,
+    /// Delete apps.
+    Admin,
+}
+
+/// A token the admin API accepts, known only by the sha256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub rights: Vec<Right>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub admin_listen: SocketAddr,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+    /// Largest component the admin API accepts.
+    pub max_component_bytes: u64,
+    pub cluster_listen: SocketAddr,
+    pub cluster_identity: ClusterIdentity,
+    pub tokens: Vec<TokenSpec>,
+    pub source: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginFile {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    admin: AdminFile,
+    cluster: ClusterFile,
+    #[serde(default)]
+    tokens: Vec<TokenFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    max_component_mb: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    listen: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    name: String,
+    sha256: String,
+    rights: Vec<Right>,
+}
+
+impl OriginConfig {
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let parsed: OriginFile = read_toml(file)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let err = |field: &str, message: String| ConfigError::field(file, field, message);
+        let existing = |field: &str, path: &Path| -> Result<PathBuf, ConfigError> {
+            let full = base.join(path);
+            if full.is_file() {
+                Ok(full)
+            } else {
+                Err(err(
+                    field,
+                    format!("{} is not a readable file", full.display()),
+                ))
+            }
+        };
+        let addr = |field: &str, text: &str| {
+            text.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    field,
+                    format!("{text:?} is not an address such as \"0.0.0.0:7443\""),
+                )
+            })
+        };
+
+        let mut tokens = Vec::new();
+        for (i, token) in parsed.tokens.into_iter().enumerate() {
+            let field = |name: &str| format!("tokens[{i}].{name}");
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(&token.sha256, &mut sha256)
+                .map_err(|_| err(&field("sha256"), "must be 64 hex digits: the sha256 of the token (`outpost token new` prints one)".into()))?;
+            if token.rights.is_empty() {
+                return Err(err(
+                    &field("rights"),
+                    "give at least one of \"read\", \"deploy\", \"admin\"".into(),
+                ));
+            }
+            if tokens.iter().any(|t: &TokenSpec| t.name == token.name) {
+                return Err(err(
+                    &field("name"),
+                    format!("two tokens are named {:?}", token.name),
+                ));
+            }
+            tokens.push(TokenSpec {
+                name: token.name,
+                sha256,
+                rights: token.rights,
+            });
+        }
+
+        let max_mb = parsed.admin.max_component_mb.unwrap_or(64);
+        if !(1..=1024).contains(&max_mb) {
+            return Err(err(
+                "admin.max_component_mb",
+                format!("is {max_mb}; it must be between 1 and 1024"),
+            ));
+        }
+        Ok(OriginConfig {
+            name: parsed.name.unwrap_or_else(|| "origin".into()),
+            data_dir: base.join(
+                parsed
+                    .data_dir
+                    .unwrap_or_else(|| PathBuf::from("origin-data")),
+            ),
+            admin_listen: addr("admin.listen", &parsed.admin.listen)?,
+            admin_cert: existing("admin.cert", &parsed.admin.cert)?,
+            admin_key: existing("admin.key", &parsed.admin.key)?,
+            max_component_bytes: max_mb << 20,
+            cluster_listen: addr("cluster.listen", &parsed.cluster.listen)?,
+            cluster_identity: ClusterIdentity {
+                ca: existing("cluster.ca", &parsed.cluster.ca)?,
+                cert: existing("cluster.cert", &parsed.cluster.cert)?,
+                key: existing("cluster.key", &parsed.cluster.key)?,
+            },
+            tokens,
+            source: file.to_path_buf(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<OriginConfig, ConfigError> {
+        let dir = crate::test_support::temp_dir("origin-config");
+        for f in ["a.pem", "a-key.pem", "ca.pem"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        std::fs::write(dir.join("origin.toml"), text).unwrap();
+        let result = OriginConfig::load(&dir.join("origin.toml"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    const BASE: &str = "[admin]\nlisten = \"127.0.0.1:9443\"\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n\
+                        [cluster]\nlisten = \"127.0.0.1:7443\"\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n";
+
+    #[test]
+    fn tokens_and_defaults() {
+        let cfg = load(&format!(
+            "{BASE}[[tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nrights = [\"read\", \"deploy\"]\n",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(cfg.tokens[0].rights, vec![Right::Read, Right::Deploy]);
+        assert_eq!(cfg.max_component_bytes, 64 << 20);
+        assert!(cfg.data_dir.ends_with("origin-data"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (extra, needle) in [
+            (
+                "[[tokens]]\nname = \"x\"\nsha256 = \"nothex\"\nrights = [\"read\"]\n",
+                "`tokens[0].sha256`",
+            ),
+            (
+                &format!(
+                    "[[tokens]]\nname = \"x\"\nsha256 = \"{}\"\nrights = []\n",
+                    "00".repeat(32)
+                ),
+                "`tokens[0].rights`",
+            ),
+            (
+                &format!(
+                    "[[tokens]]\nname = \"x\"\nsha256 = \"{}\"\nrights = [\"root\"]\n",
+                    "00".repeat(32)
+                ),
+                "unknown variant `root`",
+            ),
+        ] {
+            let err = load(&format!("{BASE}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "expected {needle:?} in {err}");
+        }
+        let err = load(&BASE.replace("ca.pem", "missing.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cluster.ca`"), "{err}");
+    }
+}
