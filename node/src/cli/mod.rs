@@ -1,7 +1,13 @@
 //! Command-line entry points: argument parsing, logging, the async runtime, signals.
 
+mod admin_client;
+mod build;
+mod ca;
 mod dev;
+mod fleet;
 mod node;
+mod origin;
+mod scaffold;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +36,79 @@ enum Command {
         #[arg(long, short, default_value = "node.toml")]
         config: PathBuf,
     },
+    /// Run a fleet's origin (deployment registry, admin API, cluster link) from an origin.toml.
+    Origin {
+        /// Path of the origin's configuration file.
+        #[arg(long, short, default_value = "origin.toml")]
+        config: PathBuf,
+    },
+    /// Create a handler crate with an outpost.toml.
+    New {
+        /// The app's name (lowercase letters, digits, '-').
+        name: String,
+        /// Where to create it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the app in a directory to its WebAssembly component.
+    Build {
+        #[arg(long, short, default_value = ".")]
+        path: PathBuf,
+    },
+    /// Upload the app's component and manifest to the origin as a new version.
+    Deploy(fleet::DeployArgs),
+    /// List an app's versions.
+    Versions(fleet::AppArgs),
+    /// Make a version live everywhere.
+    Activate(fleet::ActivateArgs),
+    /// Go back to an earlier version (by default the one active before the current one).
+    Rollback(fleet::RollbackArgs),
+    /// Remove an app from the fleet.
+    Delete(fleet::AppArgs),
+    /// The fleet: apps and their active versions, nodes and what they serve.
+    Status(admin_client::OriginArgs),
+    /// The cluster CA: `init` makes it, `issue` makes a member's certificate.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the cluster CA.
+    Init {
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate for a cluster member (the origin or a node), named as in its config.
+    Issue {
+        /// The member's name: the node's `name`, or the origin's `origin_name`.
+        #[arg(long)]
+        node: String,
+        /// More names (DNS names or IP addresses) for the certificate.
+        #[arg(long)]
+        host: Vec<String>,
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token and print the origin.toml entry with its hash.
+    New {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Rights: read, deploy, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read,deploy")]
+        rights: Vec<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -51,6 +130,24 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args, shutdown).await,
             Command::Node { config } => node::run(&config, shutdown).await,
+            Command::Origin { config } => origin::run(&config, shutdown).await,
+            Command::New { name, dir } => scaffold::new_app(&name, dir.as_deref()),
+            Command::Build { path } => build::build(&path).map(drop),
+            Command::Deploy(args) => fleet::deploy(args).await,
+            Command::Versions(args) => fleet::versions(args).await,
+            Command::Activate(args) => fleet::activate(args).await,
+            Command::Rollback(args) => fleet::rollback(args).await,
+            Command::Delete(args) => fleet::delete(args).await,
+            Command::Status(args) => fleet::status(args).await,
+            Command::Ca {
+                command: CaCommand::Init { dir },
+            } => ca::init(&dir),
+            Command::Ca {
+                command: CaCommand::Issue { node, host, dir },
+            } => ca::issue(&dir, &node, &host),
+            Command::Token {
+                command: TokenCommand::New { name, rights },
+            } => ca::token(&name, &rights),
         }
     });
     match result {

@@ -29,7 +29,7 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         node = %config.name,
         https = %launched.https,
         http_redirect = ?launched.http_redirect,
-        apps = launched.apps.len(),
+        local_apps = launched.apps.len(),
         "serving"
     );
     launched.done.await.context("the server task failed")?;

@@ -2,6 +2,108 @@
 //! database and component blobs on disk, answers the admin API over HTTPS, and publishes the
 //! desired state to nodes over the cluster link.
 
+mod api;
+pub mod auth;
 mod registry;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use api::AdminApi;
 pub use registry::{AppRecord, Registry, RegistryError, VersionRecord};
+
+use crate::cluster::{NodeDirectory, origin_link, tls as cluster_tls};
+use crate::config::{HttpSettings, OriginConfig, TlsCertSpec};
+use crate::fleet::BlobStore;
+use crate::runtime::ComponentValidator;
+use crate::server::tls::{SniResolver, server_config};
+use crate::server::{ShutdownSignal, serve};
+
+/// A running origin: where it listens, and the task that ends once it has stopped.
+pub struct RunningOrigin {
+    pub admin: SocketAddr,
+    pub cluster: SocketAddr,
+    pub done: JoinHandle<()>,
+}
+
+pub async fn start(
+    config: OriginConfig,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<RunningOrigin> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let registry = Arc::new(
+        Registry::open(&config.data_dir.join("registry.redb")).map_err(|e| {
+            anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())
+        })?,
+    );
+    let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
+    let nodes = Arc::new(NodeDirectory::default());
+
+    let endpoint = quinn::Endpoint::server(
+        cluster_tls::server_config(&config.cluster_identity)?,
+        config.cluster_listen,
+    )
+    .with_context(|| {
+        format!(
+            "binding the cluster listener on udp {}",
+            config.cluster_listen
+        )
+    })?;
+    let cluster = endpoint.local_addr()?;
+
+    let resolver = SniResolver::load(&[TlsCertSpec {
+        hosts: Vec::new(),
+        cert: config.admin_cert.clone(),
+        key: config.admin_key.clone(),
+    }])?;
+    let acceptor = TlsAcceptor::from(server_config(Arc::new(resolver))?);
+    let listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", config.admin_listen))?;
+    let admin = listener.local_addr()?;
+
+    let api = Arc::new(AdminApi {
+        registry: registry.clone(),
+        blobs: blobs.clone(),
+        tokens: auth::Tokens::new(config.tokens),
+        nodes: nodes.clone(),
+        validator: Arc::new(ComponentValidator::new()?),
+        max_component_bytes: config.max_component_bytes,
+    });
+    let admin_task = tokio::spawn(serve(
+        listener,
+        Some(acceptor),
+        api,
+        HttpSettings::default(),
+        shutdown.clone(),
+    ));
+    let cluster_task = tokio::spawn(origin_link::serve(
+        endpoint,
+        registry.clone(),
+        blobs,
+        nodes,
+        shutdown,
+    ));
+    tracing::info!(
+        origin = %config.name,
+        admin = %admin,
+        cluster = %cluster,
+        revision = registry.current_state().revision,
+        "origin serving"
+    );
+    let done = tokio::spawn(async move {
+        let _ = admin_task.await;
+        let _ = cluster_task.await;
+    });
+    Ok(RunningOrigin {
+        admin,
+        cluster,
+        done,
+    })
+}

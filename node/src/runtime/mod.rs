@@ -14,6 +14,7 @@ mod host;
 mod invoke;
 mod limits;
 mod linker;
+mod validate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use engine::EPOCH_TICK;
 pub use host::{AppShared, HostState};
 pub use invoke::GuestFailure;
 pub use limits::MemoryLimitExceeded;
+pub use validate::ComponentValidator;
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::config::{AppSpec, PoolSettings};

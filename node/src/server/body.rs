@@ -80,7 +80,20 @@ where
 
 /// A small `text/plain` response written by the host (errors, redirects).
 pub fn host_response(status: u16, message: &str) -> http::Response<ResponseBody> {
-    let body = Full::new(Bytes::from(format!("{message}\n")))
+    full_response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(format!("{message}\n")),
+    )
+}
+
+/// A whole response from bytes in memory.
+pub fn full_response(
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+) -> http::Response<ResponseBody> {
+    let body = Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
     let mut response = http::Response::new(body);
@@ -88,7 +101,7 @@ pub fn host_response(status: u16, message: &str) -> http::Response<ResponseBody>
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        http::HeaderValue::from_static(content_type),
     );
     response
 }

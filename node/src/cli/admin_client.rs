@@ -1,0 +1,242 @@
+//! The CLI's client for the origin's admin API: HTTPS with a bearer token, JSON answers, and
+//! one clear line when something goes wrong.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use indicatif::ProgressBar;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::DeployTarget;
+
+/// Where the origin is and how to talk to it, from flags, then `outpost.toml`, then the
+/// environment (`OUTPOST_ORIGIN`, `OUTPOST_TOKEN`, `OUTPOST_CA`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OriginArgs {
+    /// The origin's admin API, e.g. https://origin.example.com:9443
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Bearer token for the admin API.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for the origin, if it is not publicly trusted.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+pub struct AdminClient {
+    host: String,
+    port: u16,
+    authority: String,
+    token: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl AdminClient {
+    pub fn new(args: &OriginArgs, from_app: Option<&DeployTarget>) -> anyhow::Result<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let origin = args
+            .origin
+            .clone()
+            .or_else(|| from_app.and_then(|d| d.origin.clone()))
+            .or_else(|| env("OUTPOST_ORIGIN"))
+            .ok_or_else(|| anyhow!("no origin given: use --origin, [deploy] origin in outpost.toml, or OUTPOST_ORIGIN"))?;
+        let token = args
+            .token
+            .clone()
+            .or_else(|| from_app.and_then(|d| d.token.clone()))
+            .or_else(|| env("OUTPOST_TOKEN"));
+        let ca = args
+            .ca
+            .clone()
+            .or_else(|| from_app.and_then(|d| d.ca.clone()))
+            .or_else(|| env("OUTPOST_CA").map(PathBuf::from));
+
+        let uri: http::Uri = origin
+            .parse()
+            .map_err(|_| anyhow!("{origin:?} is not a URL such as https://origin:9443"))?;
+        if uri.scheme_str() != Some("https") {
+            bail!("the origin URL must start with https:// (got {origin:?})");
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow!("{origin:?} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let tls = Arc::new(client_tls(ca.as_deref())?);
+        Ok(AdminClient {
+            authority: format!("{}:{port}", uri.host().unwrap_or_default()),
+            host,
+            port,
+            token,
+            tls,
+        })
+    }
+
+    pub fn origin(&self) -> String {
+        format!("https://{}", self.authority)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(
+            http::Method::GET,
+            path,
+            "application/json",
+            Full::new(Bytes::new()),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let bytes = Bytes::from(serde_json::to_vec(body)?);
+        self.send(
+            http::Method::POST,
+            path,
+            "application/json",
+            Full::new(bytes),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(
+            http::Method::DELETE,
+            path,
+            "application/json",
+            Full::new(Bytes::new()),
+        )
+        .await
+    }
+
+    /// Upload bytes, advancing `progress` as they go out.
+    pub async fn put_with_progress(
+        &self,
+        path: &str,
+        bytes: Bytes,
+        progress: ProgressBar,
+    ) -> anyhow::Result<Value> {
+        let body = ProgressBody {
+            data: bytes,
+            sent: 0,
+            progress,
+        };
+        self.send(http::Method::PUT, path, "application/wasm", body)
+            .await
+    }
+
+    async fn send<B>(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        body: B,
+    ) -> anyhow::Result<Value>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            anyhow!("cannot reach the origin at {}: {e}", self.origin())
+        };
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let name =
+            ServerName::try_from(self.host.clone()).map_err(|e| anyhow!("{:?}: {e}", self.host))?;
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(connection);
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.authority)
+            .header(http::header::CONTENT_TYPE, content_type);
+        if let Some(token) = &self.token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = sender
+            .send_request(request.body(body)?)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).with_context(|| {
+            format!("the origin answered {status} with something that is not JSON")
+        })?;
+        if !status.is_success() {
+            let message = value["error"].as_str().unwrap_or("no reason given");
+            let field = value["field"]
+                .as_str()
+                .map(|f| format!(" (field {f})"))
+                .unwrap_or_default();
+            bail!("the origin refused ({}): {message}{field}", status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+fn client_tls(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                roots.add(cert.map_err(|e| anyhow!("{}: {e}", path.display()))?)?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A body sent in 64 KiB frames, each one ticking a progress bar.
+struct ProgressBody {
+    data: Bytes,
+    sent: usize,
+    progress: ProgressBar,
+}
+
+impl Body for ProgressBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.sent >= self.data.len() {
+            self.progress.finish();
+            return Poll::Ready(None);
+        }
+        let end = (self.sent + 64 * 1024).min(self.data.len());
+        let chunk = self.data.slice(self.sent..end);
+        self.sent = end;
+        self.progress.set_position(end as u64);
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact((self.data.len() - self.sent) as u64)
+    }
+}

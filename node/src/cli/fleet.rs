@@ -1,0 +1,293 @@
+//! Author commands that talk to the origin: deploy, versions, activate, rollback, status,
+//! delete.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use super::admin_client::{AdminClient, OriginArgs};
+use crate::config::AppSpec;
+use crate::fleet::sha256_hex;
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The app directory (with outpost.toml).
+    #[arg(long, short, default_value = ".")]
+    path: PathBuf,
+    /// Make the new version live at once (otherwise: `outpost activate VERSION`).
+    #[arg(long)]
+    activate: bool,
+    /// A note kept with the version.
+    #[arg(long)]
+    note: Option<String>,
+    /// How long to wait for every connected node to serve the new version.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    #[command(flatten)]
+    origin: OriginArgs,
+}
+
+#[derive(Args)]
+pub struct AppArgs {
+    /// The app (default: the name in ./outpost.toml).
+    #[arg(long)]
+    app: Option<String>,
+    #[command(flatten)]
+    origin: OriginArgs,
+}
+
+fn local_app(path: &Path) -> Option<AppSpec> {
+    AppSpec::load(path).ok()
+}
+
+/// The app name and a client, from flags or ./outpost.toml.
+fn app_and_client(args: &AppArgs) -> anyhow::Result<(String, AdminClient)> {
+    let local = local_app(Path::new("."));
+    let app = match (&args.app, &local) {
+        (Some(app), _) => app.clone(),
+        (None, Some(spec)) => spec.settings.name.clone(),
+        (None, None) => bail!("no app given: use --app NAME or run in an app directory"),
+    };
+    let client = AdminClient::new(&args.origin, local.as_ref().map(|s| &s.deploy))?;
+    Ok((app, client))
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let spec = AppSpec::load(&args.path)?;
+    let app = spec.settings.name.clone();
+    let client = AdminClient::new(&args.origin, Some(&spec.deploy))?;
+    let wasm = std::fs::read(&spec.component).with_context(|| {
+        format!(
+            "reading the component {} (build it first: outpost build)",
+            spec.component.display()
+        )
+    })?;
+    let sha256 = sha256_hex(&wasm);
+
+    let bar = ProgressBar::new(wasm.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template"),
+    );
+    client
+        .put_with_progress(&format!("/v1/blobs/{sha256}"), Bytes::from(wasm), bar)
+        .await?;
+    let created = client
+        .post(
+            &format!("/v1/apps/{app}/versions"),
+            &json!({ "component": sha256, "manifest": spec.manifest, "note": args.note, "activate": args.activate }),
+        )
+        .await?;
+    let version = created["version"]
+        .as_u64()
+        .context("the origin did not say which version it made")?;
+    println!("{app} version {version} (sha256 {})", &sha256[..16]);
+    if !args.activate {
+        println!("not active yet: outpost activate {version}");
+        return Ok(());
+    }
+    wait_until_live(&client, &app, version, Duration::from_secs(args.timeout)).await
+}
+
+/// Poll the fleet until every connected node serves `app` at `version`.
+async fn wait_until_live(
+    client: &AdminClient,
+    app: &str,
+    version: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let status = client.get("/v1/status").await?;
+        let nodes: Vec<&Value> = status["nodes"]
+            .as_array()
+            .map(|n| n.iter().filter(|n| n["connected"] == json!(true)).collect())
+            .unwrap_or_default();
+        let mut waiting = Vec::new();
+        for node in &nodes {
+            let name = node["name"].as_str().unwrap_or("?");
+            let entry = node["report"]["apps"]
+                .as_array()
+                .and_then(|apps| apps.iter().find(|a| a["app"] == json!(app)));
+            let live = entry.and_then(|e| e["live_version"].as_u64());
+            if live == Some(version) {
+                continue;
+            }
+            if let Some(error) = entry.and_then(|e| e["error"].as_str()) {
+                bail!("node {name} could not deploy {app} version {version}: {error}");
+            }
+            waiting.push(name.to_string());
+        }
+        if waiting.is_empty() {
+            println!(
+                "live on {} node{} in {:.1} s",
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" },
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "timed out after {} s waiting for {}",
+                timeout.as_secs(),
+                waiting.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn versions(args: AppArgs) -> anyhow::Result<()> {
+    let (app, client) = app_and_client(&args)?;
+    let answer = client.get(&format!("/v1/apps/{app}")).await?;
+    let active = answer["app"]["active"].as_u64();
+    println!(
+        "{:<8} {:<7} {:<18} {:<20} NOTE",
+        "VERSION", "ACTIVE", "SHA256", "CREATED (UTC)"
+    );
+    for version in answer["versions"].as_array().into_iter().flatten() {
+        let number = version["version"].as_u64().unwrap_or(0);
+        println!(
+            "{:<8} {:<7} {:<18} {:<20} {}",
+            number,
+            if Some(number) == active { "*" } else { "" },
+            version["sha256"]
+                .as_str()
+                .unwrap_or("")
+                .get(..16)
+                .unwrap_or(""),
+            utc(version["created_at"].as_u64().unwrap_or(0)),
+            version["note"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ActivateArgs {
+    /// The version to make live.
+    version: u64,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+pub async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
+    let (app, client) = app_and_client(&args.app)?;
+    client
+        .post(
+            &format!("/v1/apps/{app}/activate"),
+            &json!({ "version": args.version }),
+        )
+        .await?;
+    println!("{app}: version {} is active", args.version);
+    wait_until_live(&client, &app, args.version, Duration::from_secs(60)).await
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The version to go back to (default: the one active before the current one).
+    version: Option<u64>,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let (app, client) = app_and_client(&args.app)?;
+    let body = match args.version {
+        Some(version) => json!({ "version": version }),
+        None => json!({}),
+    };
+    let answer = client
+        .post(&format!("/v1/apps/{app}/rollback"), &body)
+        .await?;
+    let version = answer["active"]
+        .as_u64()
+        .context("the origin did not say which version is active")?;
+    println!("{app}: rolled back to version {version}");
+    wait_until_live(&client, &app, version, Duration::from_secs(60)).await
+}
+
+pub async fn delete(args: AppArgs) -> anyhow::Result<()> {
+    let (app, client) = app_and_client(&args)?;
+    client.delete(&format!("/v1/apps/{app}")).await?;
+    println!("{app}: deleted; nodes stop serving it");
+    Ok(())
+}
+
+pub async fn status(args: OriginArgs) -> anyhow::Result<()> {
+    let local = local_app(Path::new("."));
+    let client = AdminClient::new(&args, local.as_ref().map(|s| &s.deploy))?;
+    let status = client.get("/v1/status").await?;
+    println!(
+        "origin {} at revision {}",
+        client.origin(),
+        status["revision"]
+    );
+    println!("\n{:<24} ACTIVE", "APP");
+    for app in status["apps"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {}",
+            app["name"].as_str().unwrap_or("?"),
+            app["active"]
+        );
+    }
+    println!(
+        "\n{:<16} {:<10} {:<14} APPS (live version)",
+        "NODE", "CONNECTED", "LAST CONTACT"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for node in status["nodes"].as_array().into_iter().flatten() {
+        let apps: Vec<String> = node["report"]["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let live = a["live_version"]
+                    .as_u64()
+                    .map_or("-".to_string(), |v| v.to_string());
+                match a["error"].as_str() {
+                    Some(error) => format!(
+                        "{}@{live} (error: {error})",
+                        a["app"].as_str().unwrap_or("?")
+                    ),
+                    None => format!("{}@{live}", a["app"].as_str().unwrap_or("?")),
+                }
+            })
+            .collect();
+        let ago =
+            now_ms.saturating_sub(node["last_contact_ms"].as_u64().unwrap_or(0)) as f64 / 1000.0;
+        println!(
+            "{:<16} {:<10} {:<14} {}",
+            node["name"].as_str().unwrap_or("?"),
+            if node["connected"] == json!(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            format!("{ago:.1} s ago"),
+            apps.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn utc(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

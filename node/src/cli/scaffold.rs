@@ -1,0 +1,122 @@
+//! `outpost new NAME`: a handler crate that builds and deploys as it is.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::config::validate_name;
+
+/// The SDK's source directory, when this binary was built from the Outpost repository.
+fn sdk_path() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    std::fs::canonicalize(path)
+        .ok()
+        .filter(|p| p.join("Cargo.toml").is_file())
+}
+
+pub fn new_app(name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+    validate_name(name).map_err(anyhow::Error::msg)?;
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    let crate_file = name.replace('-', "_");
+    let sdk = match sdk_path() {
+        Some(path) => format!(
+            "outpost-sdk = {{ path = {:?} }}",
+            path.display().to_string()
+        ),
+        None => "outpost-sdk = \"0.1\"".to_string(),
+    };
+    let files = [
+        (
+            "Cargo.toml",
+            format!(
+                r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+{sdk}
+
+# Its own workspace: it compiles to a wasm32-wasip2 component, not for the host.
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+"#
+            ),
+        ),
+        (
+            ".cargo/config.toml",
+            "[build]\ntarget = \"wasm32-wasip2\"\n".to_string(),
+        ),
+        (".gitignore", "/target\n".to_string()),
+        (
+            "src/lib.rs",
+            format!(
+                r#"//! The {name} handler.
+
+use outpost_sdk::{{Handler, Request, Response, Result}};
+
+struct App;
+
+impl Handler for App {{
+    fn handle(request: Request) -> Result<Response> {{
+        Ok(Response::text(format!("hello from {name} at {{}}\n", request.path())))
+    }}
+}}
+
+outpost_sdk::export!(App);
+"#
+            ),
+        ),
+        (
+            "outpost.toml",
+            format!(
+                r#"name = "{name}"
+component = "target/wasm32-wasip2/release/{crate_file}.wasm"
+routes = ["*"]
+
+[limits]
+cpu_ms = 50
+memory_mb = 128
+body_kb = 1024
+
+# [outbound]
+# allow = ["https://api.example.com"]
+
+# [config]
+# GREETING = "hello"
+
+# [deploy]
+# origin = "https://origin.example.com:9443"   # or OUTPOST_ORIGIN; the token comes from OUTPOST_TOKEN
+"#
+            ),
+        ),
+    ];
+    for (file, contents) in files {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("created {} (app {name})", dir.display());
+    println!("  build:  cd {} && outpost build", dir.display());
+    println!("  run:    outpost dev");
+    println!("  deploy: outpost deploy --activate");
+    Ok(())
+}
