@@ -6,12 +6,14 @@
 
 pub mod certs;
 pub mod client;
+pub mod fleet;
 pub mod guests;
 pub mod origin;
 pub mod process;
 
 pub use certs::TestCa;
 pub use client::{Client, Proto, Reply};
+pub use fleet::Fleet;
 pub use guests::wasm;
 pub use origin::Origin;
 pub use process::{Exited, Outpost, TempDir};

@@ -83,10 +83,31 @@ pub struct Outpost {
     pub addr: SocketAddr,
     /// The plain-HTTP redirect listener, if any.
     pub redirect: Option<SocketAddr>,
+    /// For `outpost origin`: the cluster (QUIC) listener.
+    pub cluster: Option<SocketAddr>,
     /// For `outpost dev`: the dev CA's certificate file.
     pub ca: Option<PathBuf>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+}
+
+/// What a process printed once it was ready.
+struct Ready {
+    addr: SocketAddr,
+    redirect: Option<SocketAddr>,
+    cluster: Option<SocketAddr>,
+    ca: Option<PathBuf>,
+}
+
+impl Default for Ready {
+    fn default() -> Self {
+        Ready {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            redirect: None,
+            cluster: None,
+            ca: None,
+        }
+    }
 }
 
 /// A process that ended before it was ready (or was expected to fail).
@@ -119,11 +140,12 @@ impl Outpost {
                 None => None,
             };
             out.contains("Press Ctrl-C").then_some(())?;
-            Some((
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                redirect.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
-                Some(PathBuf::from(ca)),
-            ))
+            Some(Ready {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                redirect: redirect.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+                ca: Some(PathBuf::from(ca)),
+                ..Ready::default()
+            })
         })
     }
 
@@ -140,7 +162,34 @@ impl Outpost {
             let redirect = after(line, "http_redirect=Some(")
                 .and_then(|rest| rest.split(')').next())
                 .and_then(|a| a.parse().ok());
-            Some((addr, redirect, None))
+            Some(Ready {
+                addr,
+                redirect,
+                ..Ready::default()
+            })
+        })
+    }
+
+    /// `outpost origin --config FILE`; ready once it logs its admin and cluster addresses.
+    pub fn origin(config: &Path) -> Result<Outpost, Exited> {
+        let config = config.to_str().expect("utf-8 path");
+        Self::start(&["origin", "--config", config], |_, err| {
+            let line = err.lines().find(|l| l.contains("origin serving"))?;
+            Some(Ready {
+                addr: after(line, "admin=")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?,
+                cluster: Some(
+                    after(line, "cluster=")?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()?,
+                ),
+                ..Ready::default()
+            })
         })
     }
 
@@ -158,10 +207,9 @@ impl Outpost {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn start(
         args: &[&str],
-        ready: impl Fn(&str, &str) -> Option<(SocketAddr, Option<SocketAddr>, Option<PathBuf>)>,
+        ready: impl Fn(&str, &str) -> Option<Ready>,
     ) -> Result<Outpost, Exited> {
         let mut child = Command::new(outpost_bin())
             .args(args)
@@ -185,11 +233,18 @@ impl Outpost {
                 });
             }
             let found = ready(&stdout.lock().unwrap(), &stderr.lock().unwrap());
-            if let Some((addr, redirect, ca)) = found {
+            if let Some(Ready {
+                addr,
+                redirect,
+                cluster,
+                ca,
+            }) = found
+            {
                 return Ok(Outpost {
                     child,
                     addr,
                     redirect,
+                    cluster,
                     ca,
                     stdout,
                     stderr,

@@ -22,6 +22,8 @@ pub struct OriginLink {
 }
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// An origin that does not answer a handshake in this long is treated as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -43,9 +45,15 @@ pub async fn run(
     loop {
         let started = Instant::now();
         let session = async {
-            let connection = endpoint
-                .connect(link.addr, &link.server_name)?
+            let connecting = endpoint.connect(link.addr, &link.server_name)?;
+            let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
+                .map_err(|_| {
+                    anyhow!(
+                        "no answer from the origin at {} within {CONNECT_TIMEOUT:?}",
+                        link.addr
+                    )
+                })?
                 .with_context(|| format!("connecting to the origin at {}", link.addr))?;
             tracing::info!(origin = %link.addr, "connected to the origin");
             subscribe(&connection, &node, &deployer).await

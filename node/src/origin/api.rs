@@ -185,7 +185,12 @@ impl AdminApi {
                 ));
             }
         };
-        self.authorize(&request, right)?;
+        if let Err(denied) = self.authorize(&request, right) {
+            // Read what the client is sending before refusing, so it sees the answer rather
+            // than a connection closed under its upload.
+            discard_body(request, self.max_component_bytes as usize).await;
+            return Err(denied);
+        }
         match (&method, segments.as_slice()) {
             (&Method::GET, ["v1", "status"]) => self.status(),
             (&Method::GET, ["v1", "apps"]) => self.list_apps(),
@@ -378,6 +383,11 @@ impl AdminApi {
             json!({ "app": app, "version": version.version, "sha256": version.sha256, "active": request.activate }),
         ))
     }
+}
+
+async fn discard_body(request: http::Request<Incoming>, limit: usize) {
+    let drained = Limited::new(request.into_body(), limit).collect();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drained).await;
 }
 
 async fn read_json_body(request: http::Request<Incoming>) -> Result<Bytes, ApiError> {

@@ -1,0 +1,62 @@
+//! A handler author's first minutes: `outpost new`, `outpost build`, `outpost dev`.
+
+use outpost_tests::process::outpost_bin;
+use outpost_tests::{Client, Outpost, TempDir, wasm};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_build_and_serve_a_scaffolded_app() {
+    // Make sure the guest toolchain is installed and warm (the same step builds the examples).
+    wasm("hello");
+    let dir = TempDir::new("author");
+    let run = |args: &[&str], cwd: &std::path::Path| {
+        let out = std::process::Command::new(outpost_bin())
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("running outpost");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (status, stdout, stderr) = run(&["new", "my-app"], dir.path());
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("created my-app"), "{stdout}");
+    let app = dir.path().join("my-app");
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "outpost.toml",
+        ".cargo/config.toml",
+    ] {
+        assert!(app.join(file).is_file(), "{file} missing");
+    }
+    let (status, _, stderr) = run(&["new", "my-app"], dir.path());
+    assert!(
+        !status.success() && stderr.contains("not empty"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run(&["new", "Bad_Name"], dir.path());
+    assert!(
+        !status.success() && stderr.contains("not a valid app name"),
+        "{stderr}"
+    );
+
+    let (status, stdout, stderr) = run(&["build"], &app);
+    assert!(
+        status.success(),
+        "outpost build failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("built ") && stdout.contains("my_app.wasm"),
+        "{stdout}"
+    );
+
+    let data = TempDir::new("author-data");
+    let node = Outpost::dev(&[app.to_str().unwrap()], data.path()).expect("outpost dev");
+    let client = Client::new(node.addr, &node.ca_pem());
+    let reply = client.get("/first").await.unwrap();
+    assert_eq!(reply.text(), "hello from my-app at /first\n");
+}

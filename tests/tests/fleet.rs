@@ -1,0 +1,420 @@
+//! An origin and three nodes on loopback: deploys reach every node, roll out with no failed
+//! request, bad components are refused, rollback works, nodes survive the origin going away,
+//! and strangers get nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use outpost_tests::client::{Conn, get};
+use outpost_tests::fleet::{distinct_component, probe};
+use outpost_tests::{Fleet, Proto, TestCa};
+
+const VERSION_PATH: &str = "/config?key=VERSION";
+
+fn served(version: &str) -> String {
+    format!("config={version} env={version}")
+}
+
+#[derive(Default)]
+struct Tally {
+    ok_v1: AtomicU64,
+    ok_v2: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Requests against one node until `stop`: a fresh HTTP/1.1 connection each time on one task,
+/// a long-lived HTTP/2 connection on another.
+fn load(
+    fleet: &Fleet,
+    node: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    let client = fleet.client(node);
+    let record = |tally: &Tally,
+                  result: anyhow::Result<outpost_tests::Reply>,
+                  errors: &mut Vec<String>| match result {
+        Ok(reply) if reply.status == 200 && reply.text() == served("v1") => {
+            tally.ok_v1.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(reply) if reply.status == 200 && reply.text() == served("v2") => {
+            tally.ok_v2.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(reply) => {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            errors.push(format!("{} {}", reply.status, reply.text()));
+        }
+        Err(err) => {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            errors.push(format!("{err:#}"));
+        }
+    };
+    let fresh = {
+        let (client, stop, tally) = (client.clone(), stop.clone(), tally.clone());
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                record(&tally, client.get(VERSION_PATH).await, &mut errors);
+            }
+            errors
+        })
+    };
+    let persistent = tokio::spawn(async move {
+        let mut errors = Vec::new();
+        let (mut conn, _) = client
+            .connect("localhost", Proto::H2)
+            .await
+            .expect("h2 connection");
+        while !stop.load(Ordering::Relaxed) {
+            record(
+                &tally,
+                conn.send("localhost", get(VERSION_PATH)).await,
+                &mut errors,
+            );
+        }
+        drop::<Conn>(conn);
+        errors
+    });
+    vec![fresh, persistent]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_roll_out_refuse_and_roll_back_across_three_nodes() {
+    let fleet = Fleet::start("rollout", 3);
+    let app = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
+
+    // v1 reaches every node, and the CLI waits until it has.
+    let out = fleet.cli(&app, &["deploy", "--activate", "--note", "first"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("shop version 1"), "{}", out.stdout);
+    assert!(out.stdout.contains("live on 3 nodes"), "{}", out.stdout);
+    fleet
+        .wait_for_everywhere(VERSION_PATH, &served("v1"), Duration::from_secs(5))
+        .await;
+
+    // v2 rolls out under steady load through every node: no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let tasks: Vec<_> = (0..3)
+        .flat_map(|node| load(&fleet, node, stop.clone(), tally.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let app = fleet.app("shop", &probe(), &[("VERSION", "v2")]);
+    let out = fleet.cli(&app, &["deploy", "--activate", "--note", "second"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("shop version 2"), "{}", out.stdout);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for task in tasks {
+        errors.extend(task.await.unwrap());
+    }
+    let (v1, v2, failed) = (
+        tally.ok_v1.load(Ordering::Relaxed),
+        tally.ok_v2.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
+    assert_eq!(failed, 0, "failed requests during the roll-out: {errors:?}");
+    assert!(
+        v1 > 0 && v2 > 0,
+        "expected both versions to be served: v1 {v1}, v2 {v2}"
+    );
+    fleet
+        .wait_for_everywhere(VERSION_PATH, &served("v2"), Duration::from_secs(1))
+        .await;
+
+    // A component that does not link is refused with the reason; v2 keeps serving.
+    let broken = fleet.dir.write(
+        "broken.wasm",
+        wat::parse_str(
+            r#"(component (import "acme:thing/api@1.0.0" (instance (export "f" (func))))
+                 (import "wasi:http/types@0.2.0" (instance $t
+                   (export "incoming-request" (type (sub resource)))
+                   (export "response-outparam" (type (sub resource)))))
+                 (alias export $t "incoming-request" (type $rq))
+                 (alias export $t "response-outparam" (type $ro))
+                 (core module $m (func (export "h") (param i32 i32)))
+                 (core instance $i (instantiate $m))
+                 (func $h (param "request" (own $rq)) (param "response-out" (own $ro)) (canon lift (core func $i "h")))
+                 (instance $e (export "handle" (func $h)))
+                 (export "wasi:http/incoming-handler@0.2.0" (instance $e)))"#,
+        )
+        .unwrap(),
+    );
+    let bad_app = fleet.app("shop", &broken, &[("VERSION", "v3")]);
+    let out = fleet.cli(&bad_app, &["deploy", "--activate"]);
+    assert!(!out.status.success());
+    let message = out.stderr.trim();
+    assert!(
+        message.starts_with("error: the origin refused (422): component refused"),
+        "{message}"
+    );
+    assert!(message.contains("acme:thing/api@1.0.0"), "{message}");
+    assert_eq!(message.lines().count(), 1, "one clear line: {message}");
+    fleet
+        .wait_for_everywhere(VERSION_PATH, &served("v2"), Duration::from_secs(1))
+        .await;
+
+    // Rollback returns every node to v1.
+    let out = fleet.cli(&app, &["rollback"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("rolled back to version 1"),
+        "{}",
+        out.stdout
+    );
+    fleet
+        .wait_for_everywhere(VERSION_PATH, &served("v1"), Duration::from_secs(1))
+        .await;
+
+    let versions = fleet.cli(&app, &["versions"]);
+    assert!(versions.status.success(), "{}", versions.stderr);
+    let rows: Vec<&str> = versions.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{}", versions.stdout);
+    assert!(
+        rows[0].starts_with("1 ") && rows[0].contains('*') && rows[0].ends_with("first"),
+        "{}",
+        versions.stdout
+    );
+    assert!(
+        rows[1].starts_with("2 ") && rows[1].ends_with("second"),
+        "{}",
+        versions.stdout
+    );
+
+    let status = fleet.cli(&app, &["status"]);
+    assert!(status.status.success(), "{}", status.stderr);
+    for node in ["edge-1", "edge-2", "edge-3"] {
+        let line = status
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{}", status.stdout));
+        assert!(line.contains("yes") && line.contains("shop@1"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_refuse_a_tampered_blob_and_serve_without_the_origin() {
+    let mut fleet = Fleet::start("survive", 3);
+    let app = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
+    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}", out.stderr);
+
+    // Version 2 is uploaded but not active; then its blob is corrupted on the origin's disk.
+    let component = distinct_component(&probe(), fleet.dir.path(), "tampered");
+    let app2 = fleet.app("shop", &component, &[("VERSION", "v2")]);
+    let out = fleet.cli(&app2, &["deploy"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("not active yet: outpost activate 2"),
+        "{}",
+        out.stdout
+    );
+    let sha = outpost_node_sha(&component);
+    let blob = fleet
+        .dir
+        .path()
+        .join(format!("origin-data/blobs/{sha}.wasm"));
+    let mut tampered = std::fs::read(&blob).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    std::fs::write(&blob, tampered).unwrap();
+
+    let out = fleet.cli(&app2, &["activate", "2"]);
+    assert!(
+        !out.status.success(),
+        "activating a tampered blob should fail: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("could not deploy shop version 2"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("refused"), "{}", out.stderr);
+    fleet
+        .wait_for_everywhere(VERSION_PATH, &served("v1"), Duration::from_secs(1))
+        .await;
+
+    // The origin goes away; a node restarted meanwhile serves what it last knew.
+    let out = fleet.cli(&app, &["activate", "1"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    fleet.kill_origin();
+    fleet.kill_node(0);
+    fleet.start_node(0);
+    let reply = fleet.client(0).get(VERSION_PATH).await.unwrap();
+    assert_eq!(reply.text(), served("v1"));
+    assert!(
+        fleet
+            .node(0)
+            .stderr()
+            .contains("restoring the last known fleet state")
+    );
+    // And it keeps trying to reach the origin without getting in the way of serving.
+    assert!(
+        fleet
+            .node(0)
+            .wait_for_log("origin link down", Duration::from_secs(10))
+    );
+    assert_eq!(
+        fleet.client(0).get(VERSION_PATH).await.unwrap().text(),
+        served("v1")
+    );
+}
+
+fn outpost_node_sha(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_and_cluster_certificates_keep_strangers_out() {
+    let fleet = Fleet::start("auth", 1);
+    let app = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
+    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}", out.stderr);
+
+    for (token, needle) in [
+        (
+            None,
+            "the origin refused (401): missing or unknown bearer token",
+        ),
+        (Some("opt_not-a-real-token"), "the origin refused (401)"),
+        (
+            Some(fleet.read_token.as_str()),
+            "the origin refused (403): token \"viewer\" lacks the Deploy right",
+        ),
+    ] {
+        let out = fleet.cli_with_token(token, &app, &["deploy", "--activate"]);
+        assert!(!out.status.success());
+        assert!(
+            out.stderr.contains(needle),
+            "expected {needle:?} in {}",
+            out.stderr
+        );
+        let rollback = fleet.cli_with_token(token, &app, &["rollback", "1"]);
+        assert!(!rollback.status.success());
+    }
+    // Nothing changed: still one version, still served.
+    let versions = fleet.cli_with_token(Some(&fleet.read_token), &app, &["versions"]);
+    assert!(versions.status.success(), "{}", versions.stderr);
+    assert_eq!(versions.stdout.lines().count(), 2, "{}", versions.stdout);
+    assert_eq!(
+        fleet.client(0).get(VERSION_PATH).await.unwrap().text(),
+        served("v1")
+    );
+
+    // QUIC without a client certificate, or with one from another CA: refused.
+    let ca = fleet.dir.path().join("cluster/ca.pem");
+    assert!(
+        quic_subscribe(fleet.cluster, &ca, None, "edge-1")
+            .await
+            .is_err()
+    );
+    let other = TestCa::new();
+    let (cert, key) = other.issue(fleet.dir.path(), "stranger", &["edge-1"]);
+    assert!(
+        quic_subscribe(fleet.cluster, &ca, Some((&cert, &key)), "edge-1")
+            .await
+            .is_err()
+    );
+    // A real member claiming another member's name: refused too.
+    let own = (
+        fleet.dir.path().join("cluster/edge-1.pem"),
+        fleet.dir.path().join("cluster/edge-1-key.pem"),
+    );
+    assert!(
+        quic_subscribe(fleet.cluster, &ca, Some((&own.0, &own.1)), "edge-9")
+            .await
+            .is_err()
+    );
+    // The real thing works, so the refusals above are not an artefact of this client.
+    let state = quic_subscribe(fleet.cluster, &ca, Some((&own.0, &own.1)), "edge-1")
+        .await
+        .unwrap();
+    assert!(state.contains("\"app\":\"shop\""), "{state}");
+}
+
+/// Connect to the origin's cluster port and subscribe as `node`; the first desired state frame.
+async fn quic_subscribe(
+    origin: std::net::SocketAddr,
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    node: &str,
+) -> anyhow::Result<String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"outpost-cluster/1".to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+    ));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(config);
+    let attempt = async {
+        let connection = endpoint.connect(origin, "origin")?.await?;
+        let (mut send, mut recv) = connection.open_bi().await?;
+        let open = format!("{{\"open\":\"subscribe\",\"node\":{node:?}}}");
+        send.write_all(&(open.len() as u32).to_be_bytes()).await?;
+        send.write_all(open.as_bytes()).await?;
+        let mut len = [0u8; 4];
+        recv.read_exact(&mut len).await?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        recv.read_exact(&mut body).await?;
+        anyhow::Ok(String::from_utf8(body)?)
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), attempt).await?;
+    endpoint.close(0u32.into(), b"");
+    result
+}
+
+/// The figure for the closing note:
+///     cargo test --release -p outpost-tests --test fleet deploy_to_live -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn deploy_to_live_median_over_ten_deploys() {
+    let fleet = Fleet::start("figure", 3);
+    let mut times = Vec::new();
+    for round in 0..10 {
+        // A new component each time, so every deploy uploads, validates, fetches and compiles.
+        let component = distinct_component(&probe(), fleet.dir.path(), &format!("round-{round}"));
+        let app = fleet.app("shop", &component, &[("VERSION", &format!("r{round}"))]);
+        let started = Instant::now();
+        let out = fleet.cli(&app, &["deploy", "--activate"]);
+        let elapsed = started.elapsed();
+        assert!(out.status.success(), "{}", out.stderr);
+        fleet
+            .wait_for_everywhere(
+                VERSION_PATH,
+                &served(&format!("r{round}")),
+                Duration::from_secs(1),
+            )
+            .await;
+        times.push(elapsed);
+        println!("deploy {round}: {:.0} ms", elapsed.as_secs_f64() * 1000.0);
+    }
+    times.sort();
+    let median = (times[4] + times[5]) / 2;
+    println!(
+        "deploy --activate to live on 3 nodes, 10 deploys: median {:.0} ms, min {:.0} ms, max {:.0} ms",
+        median.as_secs_f64() * 1000.0,
+        times[0].as_secs_f64() * 1000.0,
+        times[9].as_secs_f64() * 1000.0
+    );
+}
