@@ -17,7 +17,11 @@ pub struct ComponentValidator {
 impl ComponentValidator {
     pub fn new() -> anyhow::Result<Self> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        // Only types and linking matter here, not the speed of the code: compile it cheaply.
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(wasmtime::OptLevel::None);
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let linker = linker::build(&engine)?;
         Ok(ComponentValidator { engine, linker })
