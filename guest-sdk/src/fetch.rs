@@ -4,6 +4,7 @@
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{ErrorCode, OutgoingRequest, Scheme};
 
+use crate::request::OutgoingParts;
 use crate::{Error, Headers, Request, Response, Result};
 
 /// The largest response body `fetch` reads into memory.
@@ -11,9 +12,14 @@ const MAX_RESPONSE_BODY: usize = 32 * 1024 * 1024;
 
 /// Send `request` and wait for the whole response.
 pub fn fetch(request: Request) -> Result<Response> {
-    let (method, scheme, authority, path_with_query, headers, body) =
-        request.into_outgoing_parts()?;
-    let mut headers = headers;
+    let OutgoingParts {
+        method,
+        scheme,
+        authority,
+        path_with_query,
+        mut headers,
+        body,
+    } = request.into_outgoing_parts()?;
     headers.remove_hop_by_hop();
     let outgoing = OutgoingRequest::new(crate::streams::to_fields(&headers.into_entries())?);
     let invalid = |what: &str| Error::internal(format!("invalid outgoing request {what}"));

@@ -1,4 +1,10 @@
 //! The request type: what the handler receives, and what it sends with [`crate::fetch`].
+//!
+//! An incoming request asks the host only for what the handler uses: the path, the headers,
+//! the body and so on are each fetched on first use, so a handler that looks at one thing pays
+//! for one host call.
+
+use std::cell::OnceCell;
 
 use wasip2::http::types::{IncomingBody, IncomingRequest, Scheme};
 
@@ -9,22 +15,30 @@ use crate::{Error, Headers, Method, Result};
 /// own `limits.body_kb` before this; use [`Request::body_limited`] to accept more or less.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
-/// An HTTP request. An incoming request reads its body lazily, on the first call that needs it.
+/// An HTTP request.
 pub struct Request {
-    method: Method,
-    scheme: Option<String>,
-    authority: Option<String>,
-    path_with_query: String,
-    headers: Headers,
+    method: OnceCell<Method>,
+    scheme: OnceCell<Option<String>>,
+    authority: OnceCell<Option<String>>,
+    path_with_query: OnceCell<String>,
+    headers: OnceCell<Headers>,
     // Field order matters: the body must drop before the request it came from.
     body: Body,
-    _incoming: Option<IncomingRequest>,
+    incoming: Option<IncomingRequest>,
 }
 
 enum Body {
     Bytes(Vec<u8>),
+    /// Not read yet (the incoming body is consumed on first use).
+    Unread,
     Incoming(IncomingBody),
     Taken,
+}
+
+fn filled<T>(value: T) -> OnceCell<T> {
+    let cell = OnceCell::new();
+    let _ = cell.set(value);
+    cell
 }
 
 impl Request {
@@ -32,13 +46,13 @@ impl Request {
     pub fn new(method: Method, url: &str) -> Result<Self> {
         let parts = split_url(url)?;
         Ok(Request {
-            method,
-            scheme: Some(parts.scheme),
-            authority: Some(parts.authority),
-            path_with_query: parts.path_with_query,
-            headers: Headers::new(),
+            method: filled(method),
+            scheme: filled(Some(parts.scheme)),
+            authority: filled(Some(parts.authority)),
+            path_with_query: filled(parts.path_with_query),
+            headers: filled(Headers::new()),
             body: Body::Bytes(Vec::new()),
-            _incoming: None,
+            incoming: None,
         })
     }
 
@@ -53,49 +67,65 @@ impl Request {
     }
 
     pub(crate) fn from_incoming(incoming: IncomingRequest) -> Result<Self> {
-        let headers = Headers::from_entries(incoming.headers().entries());
-        let body = incoming
-            .consume()
-            .map_err(|()| Error::internal("the request body was already consumed"))?;
         Ok(Request {
-            method: incoming.method().into(),
-            scheme: incoming.scheme().map(|s| match s {
-                Scheme::Http => "http".to_string(),
-                Scheme::Https => "https".to_string(),
-                Scheme::Other(other) => other,
-            }),
-            authority: incoming.authority(),
-            path_with_query: incoming.path_with_query().unwrap_or_else(|| "/".into()),
-            headers,
-            body: Body::Incoming(body),
-            _incoming: Some(incoming),
+            method: OnceCell::new(),
+            scheme: OnceCell::new(),
+            authority: OnceCell::new(),
+            path_with_query: OnceCell::new(),
+            headers: OnceCell::new(),
+            body: Body::Unread,
+            incoming: Some(incoming),
         })
     }
 
+    fn incoming(&self) -> &IncomingRequest {
+        self.incoming
+            .as_ref()
+            .expect("lazy request parts come from an incoming request")
+    }
+
     pub fn method(&self) -> &Method {
-        &self.method
+        self.method.get_or_init(|| self.incoming().method().into())
     }
 
     /// `http` or `https`, when known.
     pub fn scheme(&self) -> Option<&str> {
-        self.scheme.as_deref()
+        self.scheme
+            .get_or_init(|| {
+                self.incoming().scheme().map(|s| match s {
+                    Scheme::Http => "http".to_string(),
+                    Scheme::Https => "https".to_string(),
+                    Scheme::Other(other) => other,
+                })
+            })
+            .as_deref()
     }
 
     /// The host (and port, if given) the request was addressed to.
     pub fn authority(&self) -> Option<&str> {
-        self.authority.as_deref()
+        self.authority
+            .get_or_init(|| self.incoming().authority())
+            .as_deref()
+    }
+
+    /// Path and query as sent: `/a/b?x=1`.
+    pub fn path_with_query(&self) -> &str {
+        self.path_with_query.get_or_init(|| {
+            self.incoming()
+                .path_with_query()
+                .unwrap_or_else(|| "/".into())
+        })
     }
 
     /// The path, without the query: `/a/b`.
     pub fn path(&self) -> &str {
-        self.path_with_query
-            .split_once('?')
-            .map_or(self.path_with_query.as_str(), |(path, _)| path)
+        let full = self.path_with_query();
+        full.split_once('?').map_or(full, |(path, _)| path)
     }
 
     /// The raw query string after `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        self.path_with_query.split_once('?').map(|(_, q)| q)
+        self.path_with_query().split_once('?').map(|(_, q)| q)
     }
 
     /// The first value of a query parameter, percent-decoded.
@@ -105,36 +135,33 @@ impl Request {
             .map(|(_, v)| v)
     }
 
-    /// Path and query as sent: `/a/b?x=1`.
-    pub fn path_with_query(&self) -> &str {
-        &self.path_with_query
-    }
-
     /// The full URL, when scheme and authority are known.
     pub fn url(&self) -> String {
         format!(
             "{}://{}{}",
             self.scheme().unwrap_or("https"),
             self.authority().unwrap_or_default(),
-            self.path_with_query
+            self.path_with_query()
         )
     }
 
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        self.headers
+            .get_or_init(|| Headers::from_entries(self.incoming().headers().entries()))
     }
 
     pub fn headers_mut(&mut self) -> &mut Headers {
-        &mut self.headers
+        self.headers();
+        self.headers.get_mut().expect("headers loaded just above")
     }
 
     /// Shorthand for `headers().get(name)`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
+        self.headers().get(name)
     }
 
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.insert(name, value);
+        self.headers_mut().insert(name, value);
         self
     }
 
@@ -150,6 +177,13 @@ impl Request {
 
     /// The whole body, failing with 413 if it is longer than `limit` bytes.
     pub fn body_limited(&mut self, limit: usize) -> Result<&[u8]> {
+        if let Body::Unread = self.body {
+            let consumed = self
+                .incoming()
+                .consume()
+                .map_err(|()| Error::internal("the request body was already consumed"))?;
+            self.body = Body::Incoming(consumed);
+        }
         if let Body::Incoming(_) = self.body {
             let Body::Incoming(incoming) = std::mem::replace(&mut self.body, Body::Taken) else {
                 unreachable!("checked just above")
@@ -162,7 +196,7 @@ impl Request {
             ))),
             Body::Bytes(bytes) => Ok(bytes),
             Body::Taken => Err(Error::internal("the request body was already taken")),
-            Body::Incoming(_) => unreachable!("read just above"),
+            Body::Unread | Body::Incoming(_) => unreachable!("read just above"),
         }
     }
 
@@ -187,27 +221,35 @@ impl Request {
             .map_err(|err| Error::bad_request(format!("invalid JSON body: {err}")))
     }
 
-    pub(crate) fn into_outgoing_parts(
-        mut self,
-    ) -> Result<(Method, String, String, String, Headers, Vec<u8>)> {
+    pub(crate) fn into_outgoing_parts(mut self) -> Result<OutgoingParts> {
         let body = self.take_body()?;
         let scheme = self
-            .scheme
-            .take()
+            .scheme()
+            .map(str::to_string)
             .ok_or_else(|| Error::internal("an outgoing request needs a scheme"))?;
         let authority = self
-            .authority
-            .take()
+            .authority()
+            .map(str::to_string)
             .ok_or_else(|| Error::internal("an outgoing request needs a host"))?;
-        Ok((
-            self.method.clone(),
+        Ok(OutgoingParts {
+            method: self.method().clone(),
             scheme,
             authority,
-            std::mem::take(&mut self.path_with_query),
-            std::mem::take(&mut self.headers),
+            path_with_query: self.path_with_query().to_string(),
+            headers: self.headers().clone(),
             body,
-        ))
+        })
     }
+}
+
+/// What [`crate::fetch`] needs of a request.
+pub(crate) struct OutgoingParts {
+    pub method: Method,
+    pub scheme: String,
+    pub authority: String,
+    pub path_with_query: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
 }
 
 #[cfg(test)]

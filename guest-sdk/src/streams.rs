@@ -61,13 +61,17 @@ pub(crate) fn write_all(body: OutgoingBody, bytes: &[u8]) -> Result<()> {
         .map_err(|code| Error::internal(format!("finishing the body failed: {code:?}")))
 }
 
-/// Build a WASI `fields` resource from header entries, naming the header WASI refused.
+/// Build a WASI `fields` resource from header entries in one host call; if WASI refuses the
+/// list, find and name the header it refused.
 pub(crate) fn to_fields(entries: &[(String, Vec<u8>)]) -> Result<Fields> {
-    let fields = Fields::new();
-    for (name, value) in entries {
-        fields
-            .append(name, value)
-            .map_err(|err| Error::internal(format!("header {name:?} refused: {err:?}")))?;
-    }
-    Ok(fields)
+    Fields::from_list(entries).map_err(|err| {
+        let culprit = entries
+            .iter()
+            .find(|(name, value)| Fields::from_list(&[(name.clone(), value.clone())]).is_err())
+            .map_or_else(
+                || "a header".to_string(),
+                |(name, _)| format!("header {name:?}"),
+            );
+        Error::internal(format!("{culprit} refused: {err:?}"))
+    })
 }

@@ -49,6 +49,24 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    let minimal = AppSpec::from_component(&std::path::PathBuf::from(
+        std::env::var("OUTPOST_BENCH_EXTRA").unwrap_or_default(),
+    ))
+    .ok();
+    if let Some(extra) = minimal.filter(|s| s.component.exists()) {
+        let d2 = runtime.deploy(&extra).unwrap();
+        c.bench_function("instantiate_extra", |b| {
+            b.to_async(&tokio).iter(|| {
+                let (runtime, deployment) = (runtime.clone(), d2.clone());
+                async move {
+                    let mut store = runtime.new_store(&deployment.app, RequestId::next());
+                    deployment.instantiate(&mut store).await.unwrap();
+                    drop(store);
+                }
+            })
+        });
+    }
+
     c.bench_function("handle_hello", |b| {
         b.to_async(&tokio).iter(|| {
             let (runtime, deployment) = (runtime.clone(), deployment.clone());

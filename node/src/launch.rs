@@ -22,6 +22,8 @@ use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, s
 pub struct LaunchSpec {
     pub https: SocketAddr,
     pub http_redirect: Option<SocketAddr>,
+    /// Serve the apps over plain HTTP here too.
+    pub plain: Option<SocketAddr>,
     pub certs: Vec<TlsCertSpec>,
     pub apps: Vec<AppSpec>,
     pub pool: PoolSettings,
@@ -44,6 +46,7 @@ pub struct Started {
 pub struct Launched {
     pub https: SocketAddr,
     pub http_redirect: Option<SocketAddr>,
+    pub plain: Option<SocketAddr>,
     pub apps: Vec<Started>,
     pub done: JoinHandle<()>,
 }
@@ -105,19 +108,21 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
 
     let resolver = Arc::new(SniResolver::load(&spec.certs)?);
     let acceptor = TlsAcceptor::from(server_config(resolver)?);
-    let https_listener = TcpListener::bind(spec.https)
-        .await
-        .with_context(|| format!("binding the HTTPS listener on {}", spec.https))?;
+    let https_listener = bind(spec.https, "HTTPS").await?;
     let https = https_listener.local_addr()?;
     let redirect_listener = match spec.http_redirect {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the HTTP redirect listener on {addr}"))?,
-        ),
+        Some(addr) => Some(bind(addr, "HTTP redirect").await?),
         None => None,
     };
     let http_redirect = redirect_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let plain_listener = match spec.plain {
+        Some(addr) => Some(bind(addr, "plain HTTP").await?),
+        None => None,
+    };
+    let plain = plain_listener
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
@@ -126,10 +131,19 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     tasks.push(tokio::spawn(serve(
         https_listener,
         Some(acceptor),
-        edge,
+        edge.clone(),
         spec.http.clone(),
         shutdown.clone(),
     )));
+    if let Some(listener) = plain_listener {
+        tasks.push(tokio::spawn(serve(
+            listener,
+            None,
+            edge,
+            spec.http.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(listener) = redirect_listener {
         let redirect = Arc::new(RedirectToHttps {
             https_port: https.port(),
@@ -146,7 +160,14 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     Ok(Launched {
         https,
         http_redirect,
+        plain,
         apps,
         done,
     })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
 }

@@ -38,6 +38,7 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         LaunchSpec {
             https: args.listen,
             http_redirect: args.http,
+            plain: None,
             certs: vec![certs.cert],
             apps: vec![app],
             pool: PoolSettings {

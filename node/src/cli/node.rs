@@ -14,6 +14,7 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         LaunchSpec {
             https: config.https,
             http_redirect: config.http_redirect,
+            plain: config.plain,
             certs: config.certs,
             apps: config.apps,
             pool: config.pool,
@@ -29,6 +30,7 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         node = %config.name,
         https = %launched.https,
         http_redirect = ?launched.http_redirect,
+        plain = ?launched.plain,
         local_apps = launched.apps.len(),
         "serving"
     );

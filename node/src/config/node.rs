@@ -84,6 +84,8 @@ pub struct NodeConfig {
     pub https: SocketAddr,
     /// Plain-HTTP listener that redirects to HTTPS.
     pub http_redirect: Option<SocketAddr>,
+    /// Plain-HTTP listener that serves the apps (behind a TLS-terminating load balancer).
+    pub plain: Option<SocketAddr>,
     pub certs: Vec<TlsCertSpec>,
     pub apps: Vec<AppSpec>,
     pub pool: PoolSettings,
@@ -126,6 +128,7 @@ struct ClusterFile {
 struct ListenFile {
     https: String,
     http: Option<String>,
+    plain: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +193,13 @@ impl NodeConfig {
             .map(parse_addr)
             .transpose()
             .map_err(|m| err("listen.http", m))?;
+        let plain = parsed
+            .listen
+            .plain
+            .as_deref()
+            .map(parse_addr)
+            .transpose()
+            .map_err(|m| err("listen.plain", m))?;
 
         if parsed.tls.certs.is_empty() {
             return Err(err(
@@ -291,6 +301,7 @@ impl NodeConfig {
             data_dir,
             https,
             http_redirect,
+            plain,
             certs,
             apps,
             pool,

@@ -2,11 +2,14 @@
 //! CPU, memory and wall-clock limits, and the response streamed back while the guest runs.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -128,7 +131,7 @@ impl Runtime {
     }
 
     /// Run `request` through `deployment`. The response body streams from the guest, which keeps
-    /// running (within its limits) on a task of its own until it has written all of it.
+    /// running (within its limits) until it has written all of it.
     pub async fn handle<B>(
         &self,
         deployment: &Arc<Deployment>,
@@ -161,7 +164,7 @@ impl Runtime {
         let deployment = deployment.clone();
         let timeout = app.limits.timeout;
         let log_app = app.name.clone();
-        let guest = tokio::spawn(async move {
+        let mut guest: GuestFuture = Box::pin(async move {
             let run = async {
                 let proxy = deployment.instantiate(&mut store).await?;
                 proxy
@@ -183,15 +186,70 @@ impl Runtime {
             outcome
         });
 
-        match receiver.await {
+        // The guest runs on this task, not a spawned one: until it has sent the response head
+        // here, then from inside the response body (see `GuestBody`).
+        let mut receiver = receiver;
+        let (sent, still_running) = tokio::select! {
+            biased;
+            sent = &mut receiver => (sent, true),
+            outcome = guest.as_mut() => match receiver.await {
+                Ok(sent) => (Ok(sent), false),
+                // Finished without a response: the outcome says why.
+                Err(_) => return Err(outcome.err().unwrap_or(GuestFailure::NoResponse)),
+            },
+        };
+        match sent {
+            Ok(Ok(response)) if still_running => Ok(response.map(|body| {
+                GuestBody {
+                    body,
+                    guest: Some(guest),
+                }
+                .boxed_unsync()
+            })),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(GuestFailure::ErrorCode(format!("{code:?}"))),
-            // The guest dropped the response-outparam: its task knows why.
-            Err(_) => match guest.await {
-                Ok(Err(failure)) => Err(failure),
-                Ok(Ok(())) => Err(GuestFailure::NoResponse),
-                Err(join) => Err(GuestFailure::Host(format!("guest task failed: {join}"))),
-            },
+            Err(_) => Err(guest.await.err().unwrap_or(GuestFailure::NoResponse)),
         }
+    }
+}
+
+type GuestFuture = Pin<Box<dyn Future<Output = Result<(), GuestFailure>> + Send>>;
+
+/// A response body that also drives the guest writing it. Hyper polls it on the connection's
+/// task, so the guest needs no task of its own; the body ends only once the guest has returned
+/// (and so has given its instance back to the pool). If the client goes away, dropping the
+/// body drops the guest with it.
+struct GuestBody {
+    body: HyperOutgoingBody,
+    guest: Option<GuestFuture>,
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(guest) = self.guest.as_mut()
+            && guest.as_mut().poll(cx).is_ready()
+        {
+            self.guest = None;
+        }
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            // The body is complete but the guest has not returned yet: it was just polled,
+            // so it wakes this task when it gets further.
+            Poll::Ready(None) if self.guest.is_some() => Poll::Pending,
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.guest.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

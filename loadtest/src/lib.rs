@@ -1,0 +1,283 @@
+//! `outpost-load`: a load generator for HTTP/1.1 and HTTP/2, plain or over TLS, aimed at
+//! loopback only.
+//!
+//! Two modes:
+//! * **closed loop**: N connections, each sending its next request when the last one is
+//!   answered (what wrk does);
+//! * **open loop**: a constant total rate. Every request has an intended send time, and its
+//!   latency is measured from that time, not from when it was actually sent, so a slow server
+//!   cannot hide its stalls by slowing the generator down (no coordinated omission).
+//!
+//! Latencies go into HDR histograms (per thread, merged at the end). Requests finished during
+//! the warm-up are not counted. The run ends at the duration or the request bound, whichever
+//! comes first.
+
+mod connect;
+mod report;
+mod target;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+pub use connect::Protocol;
+use connect::{Sender, connect, tls_config};
+pub use report::{Latency, Report};
+pub use target::{Scheme, Target, check_loopback};
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub target: Target,
+    pub protocol: Protocol,
+    pub connections: usize,
+    /// Requests in flight per HTTP/2 connection (closed loop).
+    pub streams: usize,
+    pub threads: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub max_requests: Option<u64>,
+    /// Open loop: total requests per second. `None` is closed loop.
+    pub rate: Option<f64>,
+    pub timeout: Duration,
+    /// CA to verify the server with; without one, any certificate is accepted (loopback only).
+    pub ca: Option<PathBuf>,
+}
+
+struct Shared {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    max_requests: Option<u64>,
+    issued: AtomicU64,
+}
+
+impl Shared {
+    fn may_send(&self) -> bool {
+        if Instant::now() >= self.end {
+            return false;
+        }
+        match self.max_requests {
+            Some(max) => self.issued.fetch_add(1, Ordering::Relaxed) < max,
+            None => true,
+        }
+    }
+}
+
+/// Run the load and return what was measured.
+pub fn run(spec: &LoadSpec) -> anyhow::Result<Report> {
+    let tls = tls_config(spec.ca.as_deref(), spec.protocol)?;
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        start,
+        measure_from: start + spec.warmup,
+        end: start + spec.warmup + spec.duration,
+        max_requests: spec.max_requests,
+        issued: AtomicU64::new(0),
+    });
+    let threads = spec.threads.clamp(1, spec.connections.max(1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (spec, shared, tls) = (spec.clone(), shared.clone(), tls.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let local = tokio::task::LocalSet::new();
+                let stats = Rc::new(RefCell::new(report::Stats::new()));
+                local.block_on(&runtime, async {
+                    let mut tasks = Vec::new();
+                    for c in (t..spec.connections).step_by(threads) {
+                        let (spec, shared, tls, stats) =
+                            (spec.clone(), shared.clone(), tls.clone(), stats.clone());
+                        tasks.push(tokio::task::spawn_local(async move {
+                            connection(c, &spec, &shared, &tls, &stats).await
+                        }));
+                    }
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                });
+                anyhow::Ok(
+                    Rc::try_unwrap(stats)
+                        .map(RefCell::into_inner)
+                        .unwrap_or_else(|rc| rc.borrow().clone()),
+                )
+            })
+        })
+        .collect();
+    let mut total = report::Stats::new();
+    for handle in handles {
+        let stats = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        total.merge(&stats);
+    }
+    let measured = Instant::now()
+        .min(shared.end)
+        .saturating_duration_since(shared.measure_from);
+    Ok(Report::new(spec, &total, measured))
+}
+
+fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
+    let uri = match spec.protocol {
+        Protocol::Http1 => spec.target.path_and_query.clone(),
+        Protocol::Http2 => {
+            let scheme = match spec.target.scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            };
+            format!(
+                "{scheme}://{}:{}{}",
+                spec.target.host,
+                spec.target.addr.port(),
+                spec.target.path_and_query
+            )
+        }
+    };
+    let mut builder = http::Request::builder()
+        .uri(uri)
+        .header("user-agent", "outpost-load");
+    if spec.protocol == Protocol::Http1 {
+        builder = builder.header(
+            http::header::HOST,
+            format!("{}:{}", spec.target.host, spec.target.addr.port()),
+        );
+    }
+    builder.body(Empty::new()).expect("valid request")
+}
+
+/// One connection's share of the load: its lanes (one on HTTP/1.1, `streams` on HTTP/2),
+/// reconnecting after errors.
+async fn connection(
+    index: usize,
+    spec: &LoadSpec,
+    shared: &Shared,
+    tls: &Arc<rustls::ClientConfig>,
+    stats: &Rc<RefCell<report::Stats>>,
+) {
+    let streams = if spec.protocol == Protocol::Http2 && spec.rate.is_none() {
+        spec.streams.max(1)
+    } else {
+        1
+    };
+    let lanes = spec.connections * streams;
+    while Instant::now() < shared.end {
+        let sender = match connect(&spec.target, spec.protocol, tls).await {
+            Ok(sender) => sender,
+            Err(err) => {
+                stats.borrow_mut().error(error_kind(&err));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let broken = match sender {
+            Sender::H1(sender) => {
+                lane_loop(index, lanes, spec, shared, Sender::H1(sender), stats).await
+            }
+            Sender::H2(sender) => {
+                let lane_futures = (0..streams).map(|s| {
+                    lane_loop(
+                        index * streams + s,
+                        lanes,
+                        spec,
+                        shared,
+                        Sender::H2(sender.clone()),
+                        stats,
+                    )
+                });
+                futures::future::join_all(lane_futures)
+                    .await
+                    .into_iter()
+                    .any(|broken| broken)
+            }
+        };
+        if !broken {
+            return;
+        }
+    }
+}
+
+/// Send requests on one lane until the run ends; true if the connection broke.
+async fn lane_loop(
+    lane: usize,
+    lanes: usize,
+    spec: &LoadSpec,
+    shared: &Shared,
+    mut sender: Sender,
+    stats: &Rc<RefCell<report::Stats>>,
+) -> bool {
+    let mut sent: u64 = 0;
+    loop {
+        let intended = match spec.rate {
+            Some(rate) => {
+                let at = shared.start
+                    + Duration::from_secs_f64((sent * lanes as u64 + lane as u64) as f64 / rate);
+                sent += 1;
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                at
+            }
+            None => Instant::now(),
+        };
+        if !shared.may_send() {
+            return false;
+        }
+        let outcome = tokio::time::timeout(spec.timeout, send(&mut sender, request(spec))).await;
+        let done = Instant::now();
+        let counted = done >= shared.measure_from && done <= shared.end;
+        let mut stats = stats.borrow_mut();
+        match outcome {
+            Ok(Ok(status)) => {
+                if counted {
+                    stats.record(status, done - intended);
+                }
+                if !(200..400).contains(&status) {
+                    stats.error(&format!("status_{status}"));
+                }
+            }
+            Ok(Err(err)) => {
+                stats.error(error_kind(&err));
+                return true;
+            }
+            Err(_) => {
+                stats.error("timeout");
+                return true;
+            }
+        }
+    }
+}
+
+async fn send(sender: &mut Sender, request: http::Request<Empty<Bytes>>) -> anyhow::Result<u16> {
+    let response = match sender {
+        Sender::H1(sender) => {
+            sender.ready().await?;
+            sender.send_request(request).await?
+        }
+        Sender::H2(sender) => {
+            sender.ready().await?;
+            sender.send_request(request).await?
+        }
+    };
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+fn error_kind(err: &anyhow::Error) -> &'static str {
+    let text = format!("{err:#}");
+    if text.starts_with("connect") {
+        "connect"
+    } else if text.starts_with("tls") {
+        "tls"
+    } else {
+        "io"
+    }
+}
