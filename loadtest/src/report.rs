@@ -54,7 +54,7 @@ impl Stats {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub p50: u64,
     pub p90: u64,

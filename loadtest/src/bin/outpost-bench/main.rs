@@ -1,0 +1,411 @@
+//! `outpost-bench`: Outpost side by side with `wasmtime serve`, a bare hyper+rustls server and
+//! nginx, on this machine, in one run, with the same load generator and the same component.
+//! Systems are measured in turn, round after round (A B C ... A B C ...), each started fresh
+//! and warmed up; the report takes medians over rounds and writes BENCHMARKS.md.
+//!
+//! Run it through `loadtest/run`, which installs and builds what it needs.
+
+mod systems;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use outpost_load::Report;
+
+use systems::{Server, Tools};
+
+#[derive(Parser, Clone)]
+#[command(name = "outpost-bench")]
+pub struct Args {
+    /// Rounds over all systems; medians are taken over them.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up seconds per run.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Connections for the throughput runs.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Connections for the memory-under-load run.
+    #[arg(long, default_value_t = 1000)]
+    many: usize,
+    /// The wasmtime CLI to compare with.
+    #[arg(long)]
+    wasmtime: PathBuf,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// The exact command line, for the report.
+    #[arg(long, default_value = "loadtest/run")]
+    command: String,
+}
+
+/// One system as loaded: how to start it and which URL to load.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Subject {
+    OutpostHttps,
+    OutpostHttp,
+    OutpostHttpsMadvise,
+    WasmtimeReference,
+    WasmtimeTuned,
+    BareHttps,
+    BareHttp,
+    NginxHttps,
+    NginxHttp,
+}
+
+impl Subject {
+    pub const ALL: [Subject; 9] = [
+        Subject::OutpostHttps,
+        Subject::OutpostHttp,
+        Subject::OutpostHttpsMadvise,
+        Subject::WasmtimeReference,
+        Subject::WasmtimeTuned,
+        Subject::BareHttps,
+        Subject::BareHttp,
+        Subject::NginxHttps,
+        Subject::NginxHttp,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Subject::OutpostHttps => "Outpost, HTTPS",
+            Subject::OutpostHttp => "Outpost, plain HTTP",
+            Subject::OutpostHttpsMadvise => "Outpost, HTTPS, madvise resets (keep_resident_kb = 0)",
+            Subject::WasmtimeReference => {
+                "wasmtime serve, plain HTTP (-O pooling-allocator,pooling-decommit-batch-size=64)"
+            }
+            Subject::WasmtimeTuned => {
+                "wasmtime serve, plain HTTP (same + memory/table keep-resident 4 MiB, pagemap-scan)"
+            }
+            Subject::BareHttps => "bare hyper + rustls (no Wasm), HTTPS",
+            Subject::BareHttp => "bare hyper (no Wasm), plain HTTP",
+            Subject::NginxHttps => "nginx, HTTPS",
+            Subject::NginxHttp => "nginx, plain HTTP",
+        }
+    }
+
+    fn start(self, tools: &Tools) -> anyhow::Result<(Server, String)> {
+        let data = tools.work.join(format!("data-{self:?}"));
+        let (server, https) = match self {
+            Subject::OutpostHttps => (systems::outpost(tools, "outpost", 4096, &data)?, true),
+            Subject::OutpostHttp => (systems::outpost(tools, "outpost", 4096, &data)?, false),
+            Subject::OutpostHttpsMadvise => {
+                (systems::outpost(tools, "outpost-madvise", 0, &data)?, true)
+            }
+            Subject::WasmtimeReference => (
+                systems::wasmtime(
+                    tools,
+                    "wasmtime",
+                    &["pooling-allocator", "pooling-decommit-batch-size=64"],
+                )?,
+                false,
+            ),
+            Subject::WasmtimeTuned => (
+                systems::wasmtime(
+                    tools,
+                    "wasmtime-tuned",
+                    &[
+                        "pooling-allocator",
+                        "pooling-decommit-batch-size=64",
+                        "pooling-memory-keep-resident=4194304",
+                        "pooling-table-keep-resident=4194304",
+                        "pooling-pagemap-scan=auto",
+                    ],
+                )?,
+                false,
+            ),
+            Subject::BareHttps => (systems::bare(tools)?, true),
+            Subject::BareHttp => (systems::bare(tools)?, false),
+            Subject::NginxHttps => (systems::nginx(tools)?, true),
+            Subject::NginxHttp => (systems::nginx(tools)?, false),
+        };
+        let url = if https {
+            server.https.clone()
+        } else {
+            server.http.clone()
+        };
+        let url = url.with_context(|| format!("{} has no such listener", self.label()))?;
+        Ok((server, url))
+    }
+}
+
+/// Run `outpost-load` against `url` and parse its JSON report.
+pub fn load(
+    tools: &Tools,
+    args: &Args,
+    url: &str,
+    extra: &[String],
+) -> anyhow::Result<(Report, String)> {
+    let mut command = Command::new(tools.bin_dir.join("outpost-load"));
+    command
+        .arg(url)
+        .args(["--connections", &args.connections.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--duration", &args.duration.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .arg("--ca")
+        .arg(tools.work.join("certs/ca.pem"))
+        .arg("--json")
+        .args(extra);
+    let shown = format!(
+        "outpost-load {url} --connections {} --threads {} --duration {} --warmup {} --ca ca.pem {}",
+        args.connections,
+        args.threads,
+        args.duration,
+        args.warmup,
+        extra.join(" ")
+    );
+    let output = command.output().context("running outpost-load")?;
+    if !output.status.success() {
+        bail!(
+            "outpost-load failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok((report_from_json(&report)?, shown.trim().to_string()))
+}
+
+fn report_from_json(value: &serde_json::Value) -> anyhow::Result<Report> {
+    Ok(Report {
+        target: value["target"].as_str().unwrap_or_default().to_string(),
+        protocol: if value["protocol"] == "h2" {
+            "h2"
+        } else {
+            "http/1.1"
+        },
+        tls: value["tls"].as_bool().unwrap_or(false),
+        connections: value["connections"].as_u64().unwrap_or(0) as usize,
+        mode: value["mode"].as_str().unwrap_or_default().to_string(),
+        seconds: value["seconds"].as_f64().unwrap_or(0.0),
+        requests: value["requests"].as_u64().unwrap_or(0),
+        rps: value["rps"].as_f64().unwrap_or(0.0),
+        latency_us: serde_json::from_value(value["latency_us"].clone())
+            .context("latency in the report")?,
+        errors: serde_json::from_value(value["errors"].clone()).unwrap_or_default(),
+        statuses: serde_json::from_value(value["statuses"].clone()).unwrap_or_default(),
+    })
+}
+
+/// Everything measured in one run of the harness.
+pub struct Results {
+    pub throughput: Vec<(Subject, Vec<Report>)>,
+    pub commands: Vec<(Subject, String)>,
+    pub half_rate: Option<(f64, Report, String)>,
+    pub cold_compiled_ms: u64,
+    pub cold_compiled_first_us: u64,
+    pub cold_cached_ms: u64,
+    pub cold_cached_first_us: u64,
+    pub idle_rss_kib: u64,
+    pub many: Option<(Report, u64, String)>,
+    pub instantiate_p50_us: Option<f64>,
+    pub started: String,
+    pub elapsed: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started_at = Instant::now();
+    let tools = setup(&args)?;
+    eprintln!("outpost-bench: work directory {}", tools.work.display());
+
+    let mut throughput: Vec<(Subject, Vec<Report>)> =
+        Subject::ALL.iter().map(|s| (*s, Vec::new())).collect();
+    let mut commands = Vec::new();
+    for round in 0..args.rounds {
+        for (subject, reports) in throughput.iter_mut() {
+            let (server, url) = subject.start(&tools)?;
+            let (report, shown) = load(&tools, &args, &url, &[])?;
+            eprintln!(
+                "round {} {:<70} {:>9.0} req/s  p99 {:>6} us  errors {}",
+                round + 1,
+                subject.label(),
+                report.rps,
+                report.latency_us.p99,
+                report.error_count()
+            );
+            if round == 0 {
+                commands.push((*subject, shown));
+            }
+            reports.push(report);
+            drop(server);
+        }
+    }
+
+    // Latency at half of Outpost's peak, open loop.
+    let peak = median(throughput[0].1.iter().map(|r| r.rps).collect());
+    let half_rate = if peak > 0.0 {
+        let (server, url) = Subject::OutpostHttps.start(&tools)?;
+        let rate = (peak / 2.0).round();
+        let (report, shown) = load(&tools, &args, &url, &["--rate".into(), rate.to_string()])?;
+        eprintln!(
+            "open loop at {rate} req/s: p50 {} p99 {} us",
+            report.latency_us.p50, report.latency_us.p99
+        );
+        drop(server);
+        Some((rate, report, shown))
+    } else {
+        None
+    };
+
+    // Cold start: a never-compiled component, then a restart that loads it from the cache.
+    let cold_dir = tools.work.join("data-cold");
+    let _ = std::fs::remove_dir_all(&cold_dir);
+    let (cold_compiled_ms, cold_compiled_first_us, idle_rss_kib) = cold_start(&tools, &cold_dir)?;
+    let (cold_cached_ms, cold_cached_first_us, _) = cold_start(&tools, &cold_dir)?;
+
+    // Memory and errors with many connections at once.
+    let many = {
+        let (server, url) = Subject::OutpostHttps.start(&tools)?;
+        let pid = server.pid();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while let Some(rss) = systems::rss_kib(pid) {
+                peak = peak.max(rss);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        });
+        let many_args = Args {
+            connections: args.many,
+            ..args.clone()
+        };
+        let (report, shown) = load(&tools, &many_args, &url, &[])?;
+        drop(server);
+        let peak = sampler.join().unwrap_or(0);
+        eprintln!(
+            "{} connections: {:.0} req/s, {} errors, peak RSS {} MiB",
+            args.many,
+            report.rps,
+            report.error_count(),
+            peak / 1024
+        );
+        Some((report, peak, shown))
+    };
+
+    let results = Results {
+        throughput,
+        commands,
+        half_rate,
+        cold_compiled_ms,
+        cold_compiled_first_us,
+        cold_cached_ms,
+        cold_cached_first_us,
+        idle_rss_kib,
+        many,
+        instantiate_p50_us: criterion_median("instantiate_hello"),
+        started: utc_now(),
+        elapsed: started_at.elapsed(),
+    };
+    std::fs::write(&args.out, write::markdown(&args, &results))?;
+    eprintln!("outpost-bench: wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Start Outpost on `data`, and return (deploy ms from its log, first request µs, idle RSS KiB).
+fn cold_start(tools: &Tools, data: &Path) -> anyhow::Result<(u64, u64, u64)> {
+    let server = systems::outpost(tools, "outpost-cold", 4096, data)?;
+    let deploy_ms = server
+        .output()
+        .lines()
+        .find(|l| l.contains("app deployed"))
+        .and_then(|l| l.split("millis=").nth(1))
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = server.rss_kib().unwrap_or(0);
+    let url = server.http.clone().context("plain listener")?;
+    let started = Instant::now();
+    let first = {
+        let mut stream =
+            std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))?;
+        use std::io::{Read, Write};
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        if !response.starts_with("HTTP/1.1 200") {
+            bail!("the first request got: {response}");
+        }
+        started.elapsed()
+    };
+    Ok((deploy_ms, first.as_micros() as u64, idle))
+}
+
+fn setup(args: &Args) -> anyhow::Result<Tools> {
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let hello = repo.join("target/guests/wasm32-wasip2/release/hello.wasm");
+    if !hello.exists() {
+        bail!(
+            "{} is missing: scripts/guest-toolchain build examples",
+            hello.display()
+        );
+    }
+    let work = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let certs = work.join("certs");
+    let ca = outpost_node::pki::CertAuthority::create(&certs, "ca", "outpost-bench CA")?;
+    let (cert, key) = ca.issue(
+        &certs,
+        "localhost",
+        &["localhost".into(), "127.0.0.1".into()],
+        outpost_node::pki::Usage::Server,
+        30,
+    )?;
+    Ok(Tools {
+        bin_dir,
+        hello,
+        wasmtime: args.wasmtime.clone(),
+        nginx: systems::find_program("nginx", &["/usr/sbin/nginx"])?,
+        cert,
+        key,
+        work,
+    })
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+fn criterion_median(bench: &str) -> Option<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/criterion/{bench}/new/estimates.json"));
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    value["median"]["point_estimate"]
+        .as_f64()
+        .map(|ns| ns / 1000.0)
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
