@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use tokio::sync::mpsc;
 
 pub use connect::Protocol;
 use connect::{Sender, connect, tls_config};
@@ -82,8 +83,21 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<Report> {
         issued: AtomicU64::new(0),
     });
     let threads = spec.threads.clamp(1, spec.connections.max(1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
+    // Open loop: a pacer thread hands out send times; each generator thread has a queue.
+    let mut queues: Vec<Option<mpsc::UnboundedReceiver<Instant>>> = Vec::new();
+    let mut pacer = None;
+    if let Some(rate) = spec.rate {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..threads).map(|_| mpsc::unbounded_channel()).unzip();
+        queues = receivers.into_iter().map(Some).collect();
+        let (start, end) = (shared.start, shared.end);
+        pacer = Some(std::thread::spawn(move || pace(rate, start, end, senders)));
+    }
+    queues.resize_with(threads, || None);
+    let handles: Vec<_> = queues
+        .into_iter()
+        .enumerate()
+        .map(|(t, queue)| {
             let (spec, shared, tls) = (spec.clone(), shared.clone(), tls.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,13 +105,19 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<Report> {
                     .build()?;
                 let local = tokio::task::LocalSet::new();
                 let stats = Rc::new(RefCell::new(report::Stats::new()));
+                let tickets: Option<Tickets> = queue.map(|q| Rc::new(tokio::sync::Mutex::new(q)));
                 local.block_on(&runtime, async {
                     let mut tasks = Vec::new();
-                    for c in (t..spec.connections).step_by(threads) {
-                        let (spec, shared, tls, stats) =
-                            (spec.clone(), shared.clone(), tls.clone(), stats.clone());
+                    for _ in (t..spec.connections).step_by(threads) {
+                        let (spec, shared, tls, stats, tickets) = (
+                            spec.clone(),
+                            shared.clone(),
+                            tls.clone(),
+                            stats.clone(),
+                            tickets.clone(),
+                        );
                         tasks.push(tokio::task::spawn_local(async move {
-                            connection(c, &spec, &shared, &tls, &stats).await
+                            connection(&spec, &shared, &tls, &stats, tickets.as_ref()).await
                         }));
                     }
                     for task in tasks {
@@ -112,6 +132,9 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<Report> {
             })
         })
         .collect();
+    if let Some(pacer) = pacer {
+        let _ = pacer.join();
+    }
     let mut total = report::Stats::new();
     for handle in handles {
         let stats = handle
@@ -123,6 +146,33 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<Report> {
         .min(shared.end)
         .saturating_duration_since(shared.measure_from);
     Ok(Report::new(spec, &total, measured))
+}
+
+/// Send times handed out by the pacer, shared by the lanes of one generator thread.
+type Tickets = Rc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>>;
+
+/// Release one send time every 1/rate seconds. Waking every 100 µs and releasing every time
+/// that is due keeps the pacer cheap; each request still carries its exact intended time, so
+/// a release up to ~150 µs late only shifts when it is sent, not what latency it is charged.
+fn pace(rate: f64, start: Instant, end: Instant, queues: Vec<mpsc::UnboundedSender<Instant>>) {
+    let mut next: u64 = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        loop {
+            let at = start + Duration::from_secs_f64(next as f64 / rate);
+            if at > now || at >= end {
+                break;
+            }
+            if queues[next as usize % queues.len()].send(at).is_err() {
+                return;
+            }
+            next += 1;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
 }
 
 fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
@@ -156,18 +206,17 @@ fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
 /// One connection's share of the load: its lanes (one on HTTP/1.1, `streams` on HTTP/2),
 /// reconnecting after errors.
 async fn connection(
-    index: usize,
     spec: &LoadSpec,
     shared: &Shared,
     tls: &Arc<rustls::ClientConfig>,
     stats: &Rc<RefCell<report::Stats>>,
+    tickets: Option<&Tickets>,
 ) {
     let streams = if spec.protocol == Protocol::Http2 && spec.rate.is_none() {
         spec.streams.max(1)
     } else {
         1
     };
-    let lanes = spec.connections * streams;
     while Instant::now() < shared.end {
         let sender = match connect(&spec.target, spec.protocol, tls).await {
             Ok(sender) => sender,
@@ -178,20 +227,10 @@ async fn connection(
             }
         };
         let broken = match sender {
-            Sender::H1(sender) => {
-                lane_loop(index, lanes, spec, shared, Sender::H1(sender), stats).await
-            }
+            Sender::H1(sender) => lane_loop(spec, shared, Sender::H1(sender), stats, tickets).await,
             Sender::H2(sender) => {
-                let lane_futures = (0..streams).map(|s| {
-                    lane_loop(
-                        index * streams + s,
-                        lanes,
-                        spec,
-                        shared,
-                        Sender::H2(sender.clone()),
-                        stats,
-                    )
-                });
+                let lane_futures = (0..streams)
+                    .map(|_| lane_loop(spec, shared, Sender::H2(sender.clone()), stats, tickets));
                 futures::future::join_all(lane_futures)
                     .await
                     .into_iter()
@@ -206,25 +245,18 @@ async fn connection(
 
 /// Send requests on one lane until the run ends; true if the connection broke.
 async fn lane_loop(
-    lane: usize,
-    lanes: usize,
     spec: &LoadSpec,
     shared: &Shared,
     mut sender: Sender,
     stats: &Rc<RefCell<report::Stats>>,
+    tickets: Option<&Tickets>,
 ) -> bool {
-    let mut sent: u64 = 0;
     loop {
-        let intended = match spec.rate {
-            Some(rate) => {
-                let at = shared.start
-                    + Duration::from_secs_f64((sent * lanes as u64 + lane as u64) as f64 / rate);
-                sent += 1;
-                if at > Instant::now() {
-                    tokio::time::sleep_until(at.into()).await;
-                }
-                at
-            }
+        let intended = match tickets {
+            Some(tickets) => match tickets.lock().await.recv().await {
+                Some(at) => at,
+                None => return false,
+            },
             None => Instant::now(),
         };
         if !shared.may_send() {

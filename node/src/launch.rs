@@ -81,6 +81,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             compile_millis,
         });
     }
+    crate::memory::release_unused();
     let fixed: Vec<Arc<Deployment>> = apps.iter().map(|a| a.deployment.clone()).collect();
     let routes = Arc::new(LiveRoutes::new(routes::build(&fixed)?));
     let mut tasks = Vec::new();

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev_cert;
 pub mod fleet;
 pub mod launch;
+pub mod memory;
 pub mod origin;
 pub mod pki;
 pub mod request_id;

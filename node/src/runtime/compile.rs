@@ -22,10 +22,12 @@ pub enum Origin {
 pub struct ComponentCache {
     dir: PathBuf,
     engine_tag: String,
+    /// Code generation settings of the serving engine, without its instance pool.
+    compile: wasmtime::Config,
 }
 
 impl ComponentCache {
-    pub fn new(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
+    pub fn new(dir: &Path, engine: &Engine, compile: wasmtime::Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the compile cache directory {}", dir.display()))?;
         let mut hasher = Sha256Hasher::default();
@@ -34,10 +36,15 @@ impl ComponentCache {
         Ok(ComponentCache {
             dir: dir.to_path_buf(),
             engine_tag,
+            compile,
         })
     }
 
     /// The compiled form of `wasm`, from the cache when possible.
+    ///
+    /// A fresh compile is written to the cache and then loaded back from it, so what serves is
+    /// always the file-backed artifact (shared page cache, nothing of the compiler left on the
+    /// heap) and a restart runs the very same code.
     pub fn load(
         &self,
         engine: &Engine,
@@ -47,10 +54,7 @@ impl ComponentCache {
         let digest = hex::encode(Sha256::digest(wasm));
         let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag));
         if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an engine with the same
-            // compatibility hash, into a directory only this node writes. wasmtime still checks
-            // the header and refuses a mismatch, which lands in the recompile branch below.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match load_file(engine, &path) {
                 Ok(component) => return Ok((component, digest, Origin::Cache)),
                 Err(err) => tracing::warn!(
                     "compiled cache entry {} is unusable ({err}); recompiling",
@@ -58,29 +62,44 @@ impl ComponentCache {
                 ),
             }
         }
-        let component = Component::new(engine, wasm).map_err(|err| {
+        // A compiler of its own, dropped right after: the serving engine keeps no compiler state.
+        let compiler = Engine::new(&self.compile).map_err(anyhow::Error::from)?;
+        let artifact = compiler.precompile_component(wasm).map_err(|err| {
             anyhow::anyhow!(
                 "not a valid WebAssembly component: {}",
                 first_line(&format!("{err:#}"))
             )
         })?;
-        if let Err(err) = self.store(&component, &path) {
-            tracing::warn!(
-                "could not write the compile cache entry {}: {err:#}",
-                path.display()
-            );
-        }
+        drop(compiler);
+        let component = match self.store(&artifact, &path) {
+            Ok(()) => load_file(engine, &path)?,
+            Err(err) => {
+                tracing::warn!(
+                    "could not write the compile cache entry {}: {err:#}",
+                    path.display()
+                );
+                // SAFETY: these bytes were produced by `precompile_component` of this engine
+                // a moment ago.
+                unsafe { Component::deserialize(engine, &artifact) }.map_err(anyhow::Error::from)?
+            }
+        };
         Ok((component, digest, Origin::Compiled))
     }
 
-    fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
-        let bytes = component.serialize().map_err(anyhow::Error::from)?;
+    fn store(&self, artifact: &[u8], path: &Path) -> anyhow::Result<()> {
         // Write then rename, so a crash never leaves a torn entry under the final name.
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
+        std::fs::write(&tmp, artifact)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
     }
+}
+
+fn load_file(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    // SAFETY: the file was written by `precompile_component` of an engine with the same
+    // compatibility hash, into a directory only this node writes. wasmtime still checks the
+    // header and refuses a mismatch.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
 }
 
 fn first_line(text: &str) -> &str {

@@ -17,8 +17,10 @@ use crate::config::PoolSettings;
 /// How often the epoch advances. CPU limits are enforced to within about one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Build the engine for these pool settings, or say which setting to lower.
-pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, PoolLayout)> {
+/// Build the engine for these pool settings, or say which setting to lower. Also returns the
+/// configuration to compile with: the same code generation settings without the pool, so a
+/// short-lived engine can compile and take all its scratch memory with it when dropped.
+pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, Config, PoolLayout)> {
     let user_space = address_space::user_address_space().unwrap_or(1 << 47);
     let layout = address_space::plan(pool, user_space).map_err(|m| anyhow!(m))?;
 
@@ -43,8 +45,8 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, PoolLayout)>
         // Reset only the pages a request dirtied, when the kernel can tell us which (Linux 6.7+).
         .pagemap_scan(Enabled::Auto);
 
-    let mut config = Config::new();
-    config
+    let mut compile = Config::new();
+    compile
         .wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
@@ -52,8 +54,10 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, PoolLayout)>
         .memory_guard_size(address_space::MEMORY_GUARD_BYTES)
         .memory_reservation_for_growth(0)
         .cranelift_opt_level(OptLevel::Speed)
-        .parallel_compilation(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // On the deploying thread only: worker threads would keep the compiler's memory.
+        .parallel_compilation(false);
+    let mut config = compile.clone();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
 
     let engine = Engine::new(&config).map_err(anyhow::Error::from).with_context(|| {
         format!(
@@ -63,7 +67,7 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, PoolLayout)>
             layout.total_bytes >> 20
         )
     })?;
-    Ok((engine, layout))
+    Ok((engine, compile, layout))
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

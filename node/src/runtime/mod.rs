@@ -70,9 +70,9 @@ impl Deployment {
 impl Runtime {
     /// Build the engine and linker. `cache_dir` keeps compiled components across restarts.
     pub fn new(pool: &PoolSettings, cache_dir: &Path) -> anyhow::Result<Arc<Self>> {
-        let (engine, layout) = engine::build_engine(pool)?;
+        let (engine, compile, layout) = engine::build_engine(pool)?;
         let linker = linker::build(&engine)?;
-        let cache = ComponentCache::new(cache_dir, &engine)?;
+        let cache = ComponentCache::new(cache_dir, &engine, compile)?;
         let gate = PoolGate::new(pool.instances as usize, pool.max_queued, pool.queue_timeout);
         Ok(Arc::new(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
@@ -117,6 +117,10 @@ impl Runtime {
         wasm: &[u8],
     ) -> anyhow::Result<Arc<Deployment>> {
         let (component, digest, origin) = self.cache.load(&self.engine, wasm)?;
+        if origin == Origin::Compiled {
+            // Compiling happened on this thread: hand its scratch memory back.
+            crate::memory::release_unused();
+        }
         let pre = linker::prelink(&self.linker, &component)?;
         Ok(Arc::new(Deployment {
             app,

@@ -207,7 +207,10 @@ pub struct Results {
     pub cold_compiled_first_us: u64,
     pub cold_cached_ms: u64,
     pub cold_cached_first_us: u64,
+    /// After the first start (which compiled the component).
     pub idle_rss_kib: u64,
+    /// After a restart that loaded it from the cache.
+    pub idle_rss_cached_kib: u64,
     pub many: Option<(Report, u64, String)>,
     pub instantiate_p50_us: Option<f64>,
     pub started: String,
@@ -263,7 +266,8 @@ fn main() -> anyhow::Result<()> {
     let cold_dir = tools.work.join("data-cold");
     let _ = std::fs::remove_dir_all(&cold_dir);
     let (cold_compiled_ms, cold_compiled_first_us, idle_rss_kib) = cold_start(&tools, &cold_dir)?;
-    let (cold_cached_ms, cold_cached_first_us, _) = cold_start(&tools, &cold_dir)?;
+    let (cold_cached_ms, cold_cached_first_us, idle_rss_cached_kib) =
+        cold_start(&tools, &cold_dir)?;
 
     // Memory and errors with many connections at once.
     let many = {
@@ -303,6 +307,7 @@ fn main() -> anyhow::Result<()> {
         cold_cached_ms,
         cold_cached_first_us,
         idle_rss_kib,
+        idle_rss_cached_kib,
         many,
         instantiate_p50_us: criterion_median("instantiate_hello"),
         started: utc_now(),
