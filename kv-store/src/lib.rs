@@ -1,0 +1,34 @@
+//! `outpost-kv`: the edge key-value store.
+//!
+//! This crate owns the KV's data and its consistency rules, and none of its networking:
+//!
+//! * [`model`]: namespaces, keys, values, metadata, expiration, versions, tombstones, and the
+//!   Workers-KV-style limits, enforced with clear errors;
+//! * [`ops`]: the writes a handler can ask for (put, delete, increment, compare-and-swap, batches);
+//! * [`authority`]: the origin's single writer. It assigns every committed entry the next global
+//!   version, commits durably before acknowledging, keeps a write log with compaction, serves
+//!   catch-ups from the log or from a snapshot, and deduplicates retried writes;
+//! * [`replica`]: a node's durable copy (redb) with an in-memory layer for hot reads;
+//! * [`follower`]: the replication protocol on a node, as a sans-IO state machine. It is fed
+//!   messages and clock ticks and answers with messages to send and batches to apply; it
+//!   tolerates duplicates, reordering, gaps and restarts, and falls back to peers (anti-entropy)
+//!   when the origin is out of reach;
+//! * [`protocol`]: the messages between node, origin and peers, and their binary encoding.
+//!
+//! Because [`follower::Follower`] and [`authority::Authority`] do no I/O, the simulation in
+//! `tests/simulation.rs` drives them over a simulated network with drops, reordering,
+//! duplicates, partitions and crashes, deterministically from a seed.
+
+pub mod authority;
+pub mod follower;
+pub mod model;
+pub mod ops;
+pub mod protocol;
+pub mod replica;
+
+pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};
+pub use follower::{Follower, FollowerConfig, Output, PeerId};
+pub use model::{Entry, LimitError, validate_key, validate_namespace};
+pub use ops::{OpResult, WriteAck, WriteError, WriteOp, WriteOutcome};
+pub use protocol::{Batch, FromOrigin, PeerMsg, ToOrigin};
+pub use replica::{MemoryReplica, RedbReplica, ReplicaStore};

@@ -1,0 +1,136 @@
+//! What is stored: entries in namespaces, with the limits Workers KV uses.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest key, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value.
+pub const MAX_VALUE_BYTES: usize = 25 << 20;
+/// Largest metadata attached to an entry.
+pub const MAX_METADATA_BYTES: usize = 1024;
+/// Largest namespace name (the node qualifies it with the app's name).
+pub const MAX_NAMESPACE_BYTES: usize = 192;
+
+/// One key's latest state. A tombstone (`value: None`) records a delete, so a replica that
+/// missed the delete still learns of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub namespace: String,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+    pub metadata: Option<Vec<u8>>,
+    /// Unix milliseconds after which the entry reads as absent.
+    pub expires_at_ms: Option<u64>,
+    /// The origin's global sequence number for this write; grows with every committed entry.
+    pub version: u64,
+    /// The origin's clock when it committed this entry, in Unix microseconds.
+    pub committed_at_us: u64,
+}
+
+impl Entry {
+    /// The value, unless deleted or expired at `now_ms`.
+    pub fn live_value(&self, now_ms: u64) -> Option<&[u8]> {
+        match (&self.value, self.expires_at_ms) {
+            (Some(_), Some(at)) if at <= now_ms => None,
+            (Some(value), _) => Some(value),
+            (None, _) => None,
+        }
+    }
+
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.live_value(now_ms).is_some()
+    }
+}
+
+/// A limit an operation broke; the message says which and by how much.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{0}")]
+pub struct LimitError(pub String);
+
+pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {
+    if namespace.is_empty() || namespace.len() > MAX_NAMESPACE_BYTES {
+        return Err(LimitError(format!(
+            "a namespace needs 1 to {MAX_NAMESPACE_BYTES} bytes (got {})",
+            namespace.len()
+        )));
+    }
+    if namespace.bytes().any(|b| b.is_ascii_control()) {
+        return Err(LimitError("a namespace cannot hold control characters".into()));
+    }
+    Ok(())
+}
+
+pub fn validate_key(key: &str) -> Result<(), LimitError> {
+    if key.is_empty() {
+        return Err(LimitError("a key cannot be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(LimitError(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if key == "." || key == ".." {
+        return Err(LimitError(format!("{key:?} is not a valid key")));
+    }
+    Ok(())
+}
+
+pub fn validate_value(value: &[u8]) -> Result<(), LimitError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(LimitError(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES} (25 MiB)",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_metadata(metadata: &[u8]) -> Result<(), LimitError> {
+    if metadata.len() > MAX_METADATA_BYTES {
+        return Err(LimitError(format!(
+            "metadata is {} bytes; the limit is {MAX_METADATA_BYTES}",
+            metadata.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_have_clear_messages() {
+        assert!(validate_key(&"k".repeat(512)).is_ok());
+        assert_eq!(
+            validate_key(&"k".repeat(513)).unwrap_err().0,
+            "key is 513 bytes; the limit is 512"
+        );
+        assert!(validate_key("").is_err());
+        assert!(validate_key("..").is_err());
+        assert!(validate_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
+        assert!(validate_value(&vec![0; MAX_VALUE_BYTES + 1]).unwrap_err().0.contains("25 MiB"));
+        assert!(validate_metadata(&[0; 1025]).is_err());
+        assert!(validate_namespace("app/ns").is_ok());
+        assert!(validate_namespace("").is_err());
+    }
+
+    #[test]
+    fn expiry_and_tombstones_read_as_absent() {
+        let mut e = Entry {
+            namespace: "n".into(),
+            key: "k".into(),
+            value: Some(b"v".to_vec()),
+            metadata: None,
+            expires_at_ms: Some(1000),
+            version: 1,
+            committed_at_us: 0,
+        };
+        assert_eq!(e.live_value(999), Some(b"v".as_slice()));
+        assert_eq!(e.live_value(1000), None);
+        e.expires_at_ms = None;
+        e.value = None;
+        assert!(!e.is_live(0));
+    }
+}

@@ -1,0 +1,584 @@
+//! Deterministic simulation of KV replication: the real `Authority` and `Follower` state
+//! machines, in-memory stores, and a simulated network that delays, reorders, duplicates and
+//! drops messages, partitions links, and crashes nodes and the origin. Each run is a function of
+//! its seed.
+//!
+//! Invariants checked for every seed:
+//! * per replica and per key, versions only grow;
+//! * a replica's `applied` never goes back, across crashes too;
+//! * once the faults stop, every replica converges to the origin's state;
+//! * no acknowledged write is lost: the origin and every replica hold each acked entry or a
+//!   newer one for its key;
+//! * counters: the final value lies between the sum of acknowledged increments and that plus
+//!   the increments whose outcome is unknown (reported unavailable).
+//!
+//! `SIM_SEEDS=N` sets how many seeds run (default 1000); `SIM_SEED=S` replays one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use outpost_kv::authority::IncomingWrite;
+use outpost_kv::{
+    Authority, AuthorityStore, Batch, FollowerConfig, Follower, FromOrigin, MemoryAuthorityStore, MemoryReplica, OpResult, Output,
+    PeerMsg, ReplicaStore, ToOrigin, WriteError, WriteOp, WriteOutcome,
+};
+
+/// A small, fast, seedable generator (splitmix64): the simulation must not depend on a crate's
+/// idea of randomness across versions.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, per_thousand: u64) -> bool {
+        self.below(1000) < per_thousand
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Addr {
+    Origin,
+    Node(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Payload {
+    ToOrigin(ToOrigin),
+    FromOrigin(FromOrigin),
+    Peer(PeerMsg),
+}
+
+struct Node {
+    follower: Option<Follower>,
+    replica: MemoryReplica,
+    boots: u64,
+    /// key -> highest version ever held, to check versions only grow.
+    seen: BTreeMap<(String, String), u64>,
+    applied_high: u64,
+}
+
+struct Sim {
+    rng: Rng,
+    now: u64,
+    nodes: Vec<Node>,
+    store: MemoryAuthorityStore,
+    origin: Option<Authority<MemoryAuthorityStore>>,
+    subscribers: BTreeSet<usize>,
+    queued_writes: Vec<(usize, u64, WriteOp)>,
+    /// Links by (lower, higher) address; absent means up.
+    cut: BTreeSet<(Addr, Addr)>,
+    in_flight: BTreeMap<(u64, u64), (Addr, Addr, Payload)>,
+    seq: u64,
+    submitted: BTreeMap<(usize, u64), WriteOp>,
+    outcomes: BTreeMap<(usize, u64), WriteOutcome>,
+    faults: bool,
+}
+
+const NODES: usize = 4;
+const KEYS: u64 = 6;
+
+fn link(a: Addr, b: Addr) -> (Addr, Addr) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut sim = Sim {
+            rng: Rng(seed),
+            now: 0,
+            nodes: (0..NODES)
+                .map(|_| Node {
+                    follower: None,
+                    replica: MemoryReplica::default(),
+                    boots: 0,
+                    seen: BTreeMap::new(),
+                    applied_high: 0,
+                })
+                .collect(),
+            store: MemoryAuthorityStore::default(),
+            origin: None,
+            subscribers: BTreeSet::new(),
+            queued_writes: Vec::new(),
+            cut: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            submitted: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            faults: true,
+        };
+        sim.origin = Some(Authority::new(sim.store.clone()));
+        for i in 0..NODES {
+            sim.boot(i);
+        }
+        sim
+    }
+
+    fn config() -> FollowerConfig {
+        FollowerConfig {
+            write_timeout: std::time::Duration::from_millis(300),
+            gap_timeout: std::time::Duration::from_millis(60),
+            digest_interval: std::time::Duration::from_millis(40),
+        }
+    }
+
+    fn up(&self, a: Addr, b: Addr) -> bool {
+        let alive = |x: Addr| match x {
+            Addr::Origin => self.origin.is_some(),
+            Addr::Node(i) => self.nodes[i].follower.is_some(),
+        };
+        alive(a) && alive(b) && !self.cut.contains(&link(a, b))
+    }
+
+    fn boot(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.boots += 1;
+        let applied = node.replica.applied();
+        assert!(applied >= node.applied_high, "node {i}: applied went back from {} to {applied}", node.applied_high);
+        node.follower = Some(Follower::new(Sim::config(), applied, node.boots << 40));
+        self.connect_links(i);
+    }
+
+    fn connect_links(&mut self, i: usize) {
+        if self.up(Addr::Node(i), Addr::Origin) {
+            self.nodes[i].follower.as_mut().unwrap().origin_connected(self.now);
+        }
+        for j in 0..NODES {
+            if j != i && self.up(Addr::Node(i), Addr::Node(j)) {
+                self.nodes[i].follower.as_mut().unwrap().peer_connected(&j.to_string());
+                self.nodes[j].follower.as_mut().unwrap().peer_connected(&i.to_string());
+            }
+        }
+    }
+
+    fn send(&mut self, from: Addr, to: Addr, payload: Payload) {
+        if !self.up(from, to) {
+            return;
+        }
+        let faulty = self.faults;
+        if faulty && self.rng.chance(30) {
+            return; // dropped
+        }
+        let copies = if faulty && self.rng.chance(30) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = 1 + if faulty { self.rng.below(25) } else { self.rng.below(3) };
+            self.seq += 1;
+            self.in_flight.insert((self.now + delay, self.seq), (from, to, payload.clone()));
+        }
+    }
+
+    /// Take a link down or bring it up, telling both ends.
+    fn set_link(&mut self, a: Addr, b: Addr, up: bool) {
+        let was = self.up(a, b);
+        if up {
+            self.cut.remove(&link(a, b));
+        } else {
+            self.cut.insert(link(a, b));
+        }
+        let now_up = self.up(a, b);
+        if was == now_up {
+            return;
+        }
+        match (a, b) {
+            (Addr::Origin, Addr::Node(i)) | (Addr::Node(i), Addr::Origin) => {
+                let follower = self.nodes[i].follower.as_mut().unwrap();
+                if now_up {
+                    follower.origin_connected(self.now);
+                } else {
+                    follower.origin_disconnected(self.now);
+                    self.subscribers.remove(&i);
+                }
+            }
+            (Addr::Node(i), Addr::Node(j)) => {
+                for (x, y) in [(i, j), (j, i)] {
+                    let follower = self.nodes[x].follower.as_mut().unwrap();
+                    if now_up {
+                        follower.peer_connected(&y.to_string());
+                    } else {
+                        follower.peer_disconnected(&y.to_string());
+                    }
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn crash_node(&mut self, i: usize) {
+        if self.nodes[i].follower.is_none() {
+            return;
+        }
+        // Everyone connected to it sees the connection drop.
+        for j in 0..NODES {
+            if j != i && self.up(Addr::Node(i), Addr::Node(j)) {
+                self.nodes[j].follower.as_mut().unwrap().peer_disconnected(&i.to_string());
+            }
+        }
+        self.subscribers.remove(&i);
+        self.nodes[i].follower = None;
+        // Its outstanding writes have no answer any more: their outcome is unknown.
+        let lost: Vec<(usize, u64)> = self
+            .submitted
+            .keys()
+            .filter(|(n, id)| *n == i && !self.outcomes.contains_key(&(*n, *id)))
+            .copied()
+            .collect();
+        for key in lost {
+            self.outcomes.insert(key, Err(WriteError::Unavailable("node crashed".into())));
+        }
+    }
+
+    fn crash_origin(&mut self) {
+        if self.origin.is_none() {
+            return;
+        }
+        self.origin = None;
+        self.queued_writes.clear();
+        self.subscribers.clear();
+        for node in &mut self.nodes {
+            if let Some(follower) = node.follower.as_mut() {
+                follower.origin_disconnected(self.now);
+            }
+        }
+    }
+
+    fn restart_origin(&mut self) {
+        if self.origin.is_some() {
+            return;
+        }
+        self.origin = Some(Authority::new(self.store.clone()));
+        for i in 0..NODES {
+            if self.up(Addr::Node(i), Addr::Origin) {
+                self.nodes[i].follower.as_mut().unwrap().origin_connected(self.now);
+            }
+        }
+    }
+
+    fn random_op(&mut self, node: usize) -> WriteOp {
+        let namespace = "app/ns".to_string();
+        let key = format!("k{}", self.rng.below(KEYS));
+        match self.rng.below(6) {
+            0 => WriteOp::Delete { namespace, key },
+            1 | 2 => WriteOp::Increment {
+                namespace,
+                key: format!("counter{}", self.rng.below(2)),
+                delta: 1 + self.rng.below(5) as i64,
+            },
+            3 => {
+                let expected = self.nodes[node]
+                    .replica
+                    .get(&namespace, &key)
+                    .unwrap()
+                    .and_then(|e| e.value.clone());
+                WriteOp::CompareAndSwap {
+                    namespace,
+                    key,
+                    expected,
+                    value: self.rng.next().to_le_bytes().to_vec(),
+                }
+            }
+            _ => WriteOp::Put {
+                namespace,
+                key,
+                value: self.rng.next().to_le_bytes().to_vec(),
+                metadata: None,
+                ttl_secs: None,
+            },
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += 1;
+
+        // Deliver what is due.
+        let due: Vec<_> = self.in_flight.range(..=(self.now, u64::MAX)).map(|(k, _)| *k).collect();
+        for key in due {
+            let (from, to, payload) = self.in_flight.remove(&key).unwrap();
+            if !self.up(from, to) {
+                continue;
+            }
+            match (to, payload) {
+                (Addr::Origin, Payload::ToOrigin(message)) => {
+                    let Addr::Node(i) = from else { unreachable!() };
+                    self.origin_receive(i, message);
+                }
+                (Addr::Node(i), Payload::FromOrigin(message)) => {
+                    let now = self.now;
+                    self.nodes[i].follower.as_mut().unwrap().on_origin(message, now);
+                }
+                (Addr::Node(i), Payload::Peer(message)) => {
+                    let Addr::Node(j) = from else { unreachable!() };
+                    let now = self.now;
+                    self.nodes[i].follower.as_mut().unwrap().on_peer(&j.to_string(), message, now);
+                }
+                _ => unreachable!(),
+            }
+        }
+
+        // Faults.
+        if self.faults {
+            if self.rng.chance(8) {
+                let i = self.rng.below(NODES as u64) as usize;
+                let up = self.rng.chance(500);
+                self.set_link(Addr::Node(i), Addr::Origin, up);
+            }
+            if self.rng.chance(8) {
+                let i = self.rng.below(NODES as u64) as usize;
+                let j = self.rng.below(NODES as u64) as usize;
+                if i != j {
+                    let up = self.rng.chance(500);
+                    self.set_link(Addr::Node(i), Addr::Node(j), up);
+                }
+            }
+            if self.rng.chance(3) {
+                let i = self.rng.below(NODES as u64) as usize;
+                if self.nodes[i].follower.is_some() {
+                    self.crash_node(i);
+                } else {
+                    self.boot(i);
+                }
+            }
+            if self.rng.chance(2) {
+                if self.origin.is_some() {
+                    self.crash_origin();
+                } else {
+                    self.restart_origin();
+                }
+            }
+        }
+
+        // Load: a write at a random live node now and then.
+        if self.faults && self.rng.chance(150) {
+            let i = self.rng.below(NODES as u64) as usize;
+            if self.nodes[i].follower.is_some() {
+                let op = self.random_op(i);
+                let now = self.now;
+                if let Ok(id) = self.nodes[i].follower.as_mut().unwrap().submit_write(op.clone(), now) {
+                    self.submitted.insert((i, id), op);
+                }
+            }
+        }
+
+        // The origin commits what it received this millisecond, in one transaction.
+        if let Some(origin) = self.origin.as_mut()
+            && !self.queued_writes.is_empty()
+        {
+            let writes: Vec<_> = std::mem::take(&mut self.queued_writes);
+            let incoming = writes
+                .iter()
+                .map(|(i, id, op)| IncomingWrite {
+                    writer: format!("node-{i}"),
+                    id: *id,
+                    op: op.clone(),
+                })
+                .collect();
+            let (outcomes, batch) = origin.write_all(incoming, self.now, self.now * 1000).expect("memory store");
+            self.store = origin.store().clone();
+            if self.rng.chance(100) {
+                self.origin.as_mut().unwrap().compact(8).expect("memory store");
+                self.store = self.origin.as_ref().unwrap().store().clone();
+            }
+            for ((i, id, _), outcome) in writes.into_iter().zip(outcomes) {
+                self.send(Addr::Origin, Addr::Node(i), Payload::FromOrigin(FromOrigin::WriteResult { id, outcome }));
+            }
+            if let Some(batch) = batch {
+                for i in self.subscribers.clone() {
+                    self.send(Addr::Origin, Addr::Node(i), Payload::FromOrigin(FromOrigin::Batch(batch.clone())));
+                }
+            }
+        }
+
+        // Nodes: timers, then everything they asked for.
+        for i in 0..NODES {
+            let now = self.now;
+            let Some(follower) = self.nodes[i].follower.as_mut() else { continue };
+            follower.tick(now);
+            while let Some(output) = self.nodes[i].follower.as_mut().and_then(Follower::poll_output) {
+                self.carry_out(i, output);
+            }
+        }
+    }
+
+    fn origin_receive(&mut self, node: usize, message: ToOrigin) {
+        match message {
+            ToOrigin::Subscribe { from } => {
+                self.subscribers.insert(node);
+                let origin = self.origin.as_ref().unwrap();
+                let mut from = from;
+                let mut batches = Vec::new();
+                loop {
+                    let batch: Batch = origin.catch_up(from, 3).expect("memory store");
+                    let done = batch.through >= origin.last_version();
+                    from = batch.through;
+                    batches.push(batch);
+                    if done {
+                        break;
+                    }
+                }
+                for batch in batches {
+                    self.send(Addr::Origin, Addr::Node(node), Payload::FromOrigin(FromOrigin::Batch(batch)));
+                }
+            }
+            ToOrigin::Write { id, op } => self.queued_writes.push((node, id, op)),
+        }
+    }
+
+    fn apply(&mut self, i: usize, entries: &[outpost_kv::Entry], through: Option<u64>) {
+        let node = &mut self.nodes[i];
+        node.replica.apply(entries, through).unwrap();
+        for entry in entries {
+            let key = (entry.namespace.clone(), entry.key.clone());
+            let held = node.replica.get(&entry.namespace, &entry.key).unwrap().unwrap().version;
+            let seen = node.seen.entry(key.clone()).or_insert(0);
+            assert!(held >= *seen, "node {i}: key {key:?} went from version {seen} to {held}");
+            *seen = held;
+        }
+        let applied = node.replica.applied();
+        assert!(applied >= node.applied_high, "node {i}: applied went back");
+        node.applied_high = applied;
+    }
+
+    fn carry_out(&mut self, i: usize, output: Output) {
+        match output {
+            Output::ToOrigin(message) => self.send(Addr::Node(i), Addr::Origin, Payload::ToOrigin(message)),
+            Output::ToPeer(peer, message) => {
+                let j: usize = peer.parse().unwrap();
+                self.send(Addr::Node(i), Addr::Node(j), Payload::Peer(message));
+            }
+            Output::Apply(batch) => {
+                self.apply(i, &batch.entries, Some(batch.through));
+                let now = self.now;
+                self.nodes[i].follower.as_mut().unwrap().applied(batch.through, now);
+            }
+            Output::ApplyEarly(entries) => self.apply(i, &entries, None),
+            Output::ServePull { peer, from, through } => {
+                let entries = self.nodes[i].replica.entries_after(from).unwrap();
+                let j: usize = peer.parse().unwrap();
+                self.send(Addr::Node(i), Addr::Node(j), Payload::Peer(PeerMsg::Batch(Batch { from, through, entries })));
+            }
+            Output::WriteDone { id, outcome } => {
+                self.outcomes.entry((i, id)).or_insert(outcome);
+            }
+        }
+    }
+
+    /// Stop the faults, heal everything and let the system settle.
+    fn heal(&mut self) {
+        self.faults = false;
+        self.restart_origin();
+        for i in 0..NODES {
+            if self.nodes[i].follower.is_none() {
+                self.boot(i);
+            }
+        }
+        for a in 0..NODES {
+            self.set_link(Addr::Node(a), Addr::Origin, true);
+            for b in 0..NODES {
+                if a != b {
+                    self.set_link(Addr::Node(a), Addr::Node(b), true);
+                }
+            }
+        }
+        for _ in 0..5_000 {
+            self.step();
+            let last = self.origin.as_ref().unwrap().last_version();
+            let settled = self.in_flight.is_empty()
+                && self.nodes.iter().all(|n| n.replica.applied() >= last && n.follower.as_ref().unwrap().applied_version() >= last);
+            if settled {
+                return;
+            }
+        }
+        let applied: Vec<u64> = self.nodes.iter().map(|n| n.replica.applied()).collect();
+        panic!(
+            "did not converge within 5 s after healing: origin at {}, replicas at {applied:?}",
+            self.origin.as_ref().unwrap().last_version()
+        );
+    }
+
+    fn check(&self) {
+        let origin = self.origin.as_ref().unwrap();
+        let truth: BTreeMap<(String, String), outpost_kv::Entry> = AuthorityStore::snapshot(origin.store())
+            .expect("memory store")
+            .into_iter()
+            .map(|e| ((e.namespace.clone(), e.key.clone()), e))
+            .collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let state = node.replica.dump();
+            assert_eq!(state, truth, "node {i} did not converge to the origin's state");
+        }
+        // No acknowledged write lost.
+        let mut acked_sum: BTreeMap<String, i64> = BTreeMap::new();
+        let mut unknown_sum: BTreeMap<String, i64> = BTreeMap::new();
+        for (key, op) in &self.submitted {
+            match self.outcomes.get(key) {
+                Some(Ok(ack)) => {
+                    for entry in &ack.entries {
+                        let now = &truth[&(entry.namespace.clone(), entry.key.clone())];
+                        assert!(now.version >= entry.version, "acked write {key:?} lost: {entry:?} vs {now:?}");
+                        if now.version == entry.version {
+                            assert_eq!(now, entry, "acked entry changed");
+                        }
+                    }
+                    if let (WriteOp::Increment { key: counter, delta, .. }, OpResult::Counter(_)) = (op, &ack.result) {
+                        *acked_sum.entry(counter.clone()).or_default() += delta;
+                    }
+                }
+                Some(Err(WriteError::Unavailable(_))) | None => {
+                    if let WriteOp::Increment { key: counter, delta, .. } = op {
+                        *unknown_sum.entry(counter.clone()).or_default() += delta;
+                    }
+                }
+                Some(Err(_)) => {}
+            }
+        }
+        for counter in ["counter0", "counter1"] {
+            let value: i64 = truth
+                .get(&("app/ns".to_string(), counter.to_string()))
+                .and_then(|e| e.value.as_ref())
+                .map(|v| String::from_utf8_lossy(v).parse().unwrap())
+                .unwrap_or(0);
+            let acked = acked_sum.get(counter).copied().unwrap_or(0);
+            let unknown = unknown_sum.get(counter).copied().unwrap_or(0);
+            assert!(
+                acked <= value && value <= acked + unknown,
+                "{counter}: value {value}, acked increments {acked}, unknown {unknown}"
+            );
+        }
+    }
+}
+
+fn run(seed: u64) {
+    let mut sim = Sim::new(seed);
+    for _ in 0..2_000 {
+        sim.step();
+    }
+    sim.heal();
+    sim.check();
+}
+
+#[test]
+fn replication_converges_and_loses_nothing_under_faults() {
+    if let Ok(seed) = std::env::var("SIM_SEED") {
+        run(seed.parse().expect("SIM_SEED must be a number"));
+        return;
+    }
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    for seed in 0..seeds {
+        let result = std::panic::catch_unwind(|| run(seed));
+        if let Err(panic) = result {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed: {message}\nreplay: SIM_SEED={seed} cargo test -p outpost-kv --test simulation");
+        }
+    }
+}
