@@ -227,12 +227,14 @@ pub fn markdown(args: &Args, r: &Results) -> String {
          authority, all headers, the body handle) eagerly and built response headers one call per header. It \
          now fetches each part on first use and builds headers with one `fields.from-list` call: \
          `handle_hello` in the criterion bench went from 22.4 µs to 18.6 µs.\n\
-         4. **malloc.** glibc malloc/free were ~9% of the profile; the binary now uses mimalloc.\n\
+         4. **malloc.** glibc malloc/free were ~9% of the profile. mimalloc as the global allocator \
+         made no difference to throughput in an A/B (34.1k/33.0k/35.9k vs 34.2k/33.3k/35.9k req/s over three \
+         alternating runs) and held more idle memory, so the node stays on glibc.\n\
          5. **Memory left behind by compiling.** An idle node that had just compiled its app held ~85 MiB \
          (the compiler's scratch memory, kept by the allocator and by wasmtime's per-engine compiler \
          contexts) against ~28 MiB after a restart from the cache. Components are now compiled by a \
          short-lived engine with the same code generation settings, on the deploying thread, written to the \
-         cache and served from the cached file; the allocator is asked to return what is free.\n\n\
+         cache and served from the cached file, and `malloc_trim` returns what is free.\n\n\
          What remains is mostly wasmtime's instantiation of a component with an adapter and several core \
          instances (`instantiate_hello` ~9 µs against ~3 µs for a one-module component in the same bench), \
          the wasi-http plumbing per request, and the kernel's loopback TCP path shared with the load generator.",
