@@ -4,15 +4,7 @@
 //! values are also the guest's environment, so `std::env::var` sees them too (that import is not
 //! in the proxy world, so prefer this module for handlers that should also run elsewhere).
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "wit",
-        world: "outpost:sdk/extras",
-        generate_all,
-    });
-}
-
-use bindings::wasi::config::store;
+use crate::bindings::wasi::config::store;
 
 use crate::{Error, Result};
 

@@ -19,10 +19,14 @@
 //! outpost_sdk::export!(Hello);
 //! ```
 //!
+//! State lives in the edge KV ([`kv`], `wasi:keyvalue`): reads are local to the node, writes
+//! go to the origin and reach every node within moments.
+//!
 //! Build it as a `cdylib` for `wasm32-wasip2` (see the repository README for both toolchain
 //! paths). Anything the handler prints to stdout or stderr becomes a log line on the node, tagged
 //! with the app and the request id; [`log`] adds levels.
 
+mod bindings;
 mod error;
 mod fetch;
 mod headers;
@@ -33,6 +37,7 @@ mod streams;
 mod url;
 
 pub mod config;
+pub mod kv;
 pub mod log;
 
 pub use error::{Error, Result};

@@ -32,16 +32,27 @@ pub trait AuthorityStore {
     fn outcome(&self, writer: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError>;
     /// Commit durably, all or nothing: `entries` (versions already assigned, following
     /// `last_version()` without gaps) and the outcomes of the writes they came from.
-    fn commit(&mut self, entries: &[Entry], outcomes: &[(String, u64, WriteOutcome)]) -> Result<(), StorageError>;
+    fn commit(
+        &mut self,
+        entries: &[Entry],
+        outcomes: &[(String, u64, WriteOutcome)],
+    ) -> Result<(), StorageError>;
     /// Log entries after `from`, at most `limit`; `None` if the log no longer reaches back
     /// that far (it was compacted).
-    fn log_after(&self, from: u64, limit: usize) -> Result<Option<Vec<Entry>>, StorageError>;
+    /// Log entries after `from`, stopping after `max_bytes` (at least one entry).
+    fn log_after(&self, from: u64, max_bytes: usize) -> Result<Option<Vec<Entry>>, StorageError>;
     /// Every key's latest entry, tombstones included: the state at `last_version()`.
     fn snapshot(&self) -> Result<Vec<Entry>, StorageError>;
     /// Forget log entries and write outcomes up to version `through`.
     fn compact(&mut self, through: u64) -> Result<(), StorageError>;
     /// Entries of a namespace with keys starting with `prefix`, after `after` (exclusive).
-    fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StorageError>;
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
 }
 
 pub struct Authority<S> {
@@ -72,7 +83,13 @@ impl<S: AuthorityStore> Authority<S> {
         self.store.get(namespace, key)
     }
 
-    pub fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StorageError> {
+    pub fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         self.store.list(namespace, prefix, after, limit)
     }
 
@@ -131,7 +148,10 @@ impl<S: AuthorityStore> Authority<S> {
                         staged.insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
                     }
                     entries.extend(committed.iter().cloned());
-                    Ok(WriteAck { entries: committed, result })
+                    Ok(WriteAck {
+                        entries: committed,
+                        result,
+                    })
                 }
                 Err(err) => Err(err),
             };
@@ -151,8 +171,8 @@ impl<S: AuthorityStore> Authority<S> {
     }
 
     /// What a replica that has applied everything up to `from` needs next: the log after
-    /// `from` (at most `limit` entries), or, if the log was compacted past it, a snapshot.
-    pub fn catch_up(&self, from: u64, limit: usize) -> Result<Batch, StorageError> {
+    /// `from` (about `max_bytes` of it), or, if the log was compacted past it, a snapshot.
+    pub fn catch_up(&self, from: u64, max_bytes: usize) -> Result<Batch, StorageError> {
         let last = self.store.last_version();
         if from >= last {
             return Ok(Batch {
@@ -161,10 +181,14 @@ impl<S: AuthorityStore> Authority<S> {
                 entries: Vec::new(),
             });
         }
-        match self.store.log_after(from, limit)? {
+        match self.store.log_after(from, max_bytes)? {
             Some(entries) => {
                 let through = entries.last().map_or(last, |e| e.version);
-                Ok(Batch { from, through, entries })
+                Ok(Batch {
+                    from,
+                    through,
+                    entries,
+                })
             }
             None => Ok(Batch {
                 from: 0,
@@ -184,6 +208,24 @@ impl<S: AuthorityStore> Authority<S> {
     }
 }
 
+/// Entries from `entries` until `max_bytes` are taken (at least one, whatever its size).
+fn within_budget(
+    entries: impl Iterator<Item = Result<Entry, StorageError>>,
+    max_bytes: usize,
+) -> Result<Vec<Entry>, StorageError> {
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let entry = entry?;
+        if !taken.is_empty() && bytes + entry.size() > max_bytes {
+            break;
+        }
+        bytes += entry.size();
+        taken.push(entry);
+    }
+    Ok(taken)
+}
+
 /// The authority's state in memory, for the simulation: what `commit` returned from is
 /// exactly what survives a crash.
 #[derive(Debug, Clone, Default)]
@@ -201,33 +243,51 @@ impl AuthorityStore for MemoryAuthorityStore {
     }
 
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StorageError> {
-        Ok(self.current.get(&(namespace.to_string(), key.to_string())).cloned())
+        Ok(self
+            .current
+            .get(&(namespace.to_string(), key.to_string()))
+            .cloned())
     }
 
     fn outcome(&self, writer: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError> {
-        Ok(self.outcomes.get(&(writer.to_string(), id)).map(|(_, o)| o.clone()))
+        Ok(self
+            .outcomes
+            .get(&(writer.to_string(), id))
+            .map(|(_, o)| o.clone()))
     }
 
-    fn commit(&mut self, entries: &[Entry], outcomes: &[(String, u64, WriteOutcome)]) -> Result<(), StorageError> {
+    fn commit(
+        &mut self,
+        entries: &[Entry],
+        outcomes: &[(String, u64, WriteOutcome)],
+    ) -> Result<(), StorageError> {
         for entry in entries {
             if entry.version != self.last + 1 {
-                return Err(StorageError(format!("version {} does not follow {}", entry.version, self.last)));
+                return Err(StorageError(format!(
+                    "version {} does not follow {}",
+                    entry.version, self.last
+                )));
             }
             self.last = entry.version;
-            self.current.insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
+            self.current
+                .insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
             self.log.insert(entry.version, entry.clone());
         }
         for (writer, id, outcome) in outcomes {
-            self.outcomes.insert((writer.clone(), *id), (self.last, outcome.clone()));
+            self.outcomes
+                .insert((writer.clone(), *id), (self.last, outcome.clone()));
         }
         Ok(())
     }
 
-    fn log_after(&self, from: u64, limit: usize) -> Result<Option<Vec<Entry>>, StorageError> {
+    fn log_after(&self, from: u64, max_bytes: usize) -> Result<Option<Vec<Entry>>, StorageError> {
         if from < self.compacted_through {
             return Ok(None);
         }
-        Ok(Some(self.log.range(from + 1..).take(limit).map(|(_, e)| e.clone()).collect()))
+        Ok(Some(within_budget(
+            self.log.range(from + 1..).map(|(_, e)| Ok(e.clone())),
+            max_bytes,
+        )?))
     }
 
     fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
@@ -243,7 +303,13 @@ impl AuthorityStore for MemoryAuthorityStore {
         Ok(())
     }
 
-    fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StorageError> {
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         Ok(self
             .current
             .range((namespace.to_string(), prefix.to_string())..)
@@ -284,7 +350,11 @@ impl RedbAuthorityStore {
             let read = |name| meta.get(name).map(|v| v.map(|g| g.value()).unwrap_or(0));
             (read(LAST)?, read(COMPACTED)?)
         };
-        Ok(RedbAuthorityStore { db, last, compacted_through })
+        Ok(RedbAuthorityStore {
+            db,
+            last,
+            compacted_through,
+        })
     }
 }
 
@@ -300,7 +370,10 @@ impl AuthorityStore for RedbAuthorityStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CURRENT)?;
-        table.get((namespace, key))?.map(|g| decode_entry(g.value())).transpose()
+        table
+            .get((namespace, key))?
+            .map(|g| decode_entry(g.value()))
+            .transpose()
     }
 
     fn outcome(&self, writer: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError> {
@@ -316,7 +389,11 @@ impl AuthorityStore for RedbAuthorityStore {
             .transpose()
     }
 
-    fn commit(&mut self, entries: &[Entry], outcomes: &[(String, u64, WriteOutcome)]) -> Result<(), StorageError> {
+    fn commit(
+        &mut self,
+        entries: &[Entry],
+        outcomes: &[(String, u64, WriteOutcome)],
+    ) -> Result<(), StorageError> {
         let mut last = self.last;
         let txn = self.db.begin_write()?;
         {
@@ -324,11 +401,17 @@ impl AuthorityStore for RedbAuthorityStore {
             let mut log = txn.open_table(LOG)?;
             for entry in entries {
                 if entry.version != last + 1 {
-                    return Err(StorageError(format!("version {} does not follow {last}", entry.version)));
+                    return Err(StorageError(format!(
+                        "version {} does not follow {last}",
+                        entry.version
+                    )));
                 }
                 last = entry.version;
                 let bytes = encode(entry);
-                current.insert((entry.namespace.as_str(), entry.key.as_str()), bytes.as_slice())?;
+                current.insert(
+                    (entry.namespace.as_str(), entry.key.as_str()),
+                    bytes.as_slice(),
+                )?;
                 log.insert(entry.version, bytes.as_slice())?;
             }
             let mut recorded = txn.open_table(OUTCOMES)?;
@@ -342,18 +425,17 @@ impl AuthorityStore for RedbAuthorityStore {
         Ok(())
     }
 
-    fn log_after(&self, from: u64, limit: usize) -> Result<Option<Vec<Entry>>, StorageError> {
+    fn log_after(&self, from: u64, max_bytes: usize) -> Result<Option<Vec<Entry>>, StorageError> {
         if from < self.compacted_through {
             return Ok(None);
         }
         let txn = self.db.begin_read()?;
         let log = txn.open_table(LOG)?;
-        let entries = log
-            .range(from + 1..)?
-            .take(limit)
-            .map(|item| item.map_err(StorageError::from).and_then(|(_, v)| decode_entry(v.value())))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(entries))
+        let entries = log.range(from + 1..)?.map(|item| {
+            item.map_err(StorageError::from)
+                .and_then(|(_, v)| decode_entry(v.value()))
+        });
+        Ok(Some(within_budget(entries, max_bytes)?))
     }
 
     fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
@@ -361,7 +443,10 @@ impl AuthorityStore for RedbAuthorityStore {
         let current = txn.open_table(CURRENT)?;
         let mut entries = current
             .iter()?
-            .map(|item| item.map_err(StorageError::from).and_then(|(_, v)| decode_entry(v.value())))
+            .map(|item| {
+                item.map_err(StorageError::from)
+                    .and_then(|(_, v)| decode_entry(v.value()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         entries.sort_by_key(|e| e.version);
         Ok(entries)
@@ -373,15 +458,26 @@ impl AuthorityStore for RedbAuthorityStore {
             let mut log = txn.open_table(LOG)?;
             log.retain_in(..=through, |_, _| false)?;
             let mut outcomes = txn.open_table(OUTCOMES)?;
-            outcomes.retain(|_, bytes| decode::<(u64, WriteOutcome)>(bytes).map(|(v, _)| v > through).unwrap_or(false))?;
-            txn.open_table(META)?.insert(COMPACTED, through.max(self.compacted_through))?;
+            outcomes.retain(|_, bytes| {
+                decode::<(u64, WriteOutcome)>(bytes)
+                    .map(|(v, _)| v > through)
+                    .unwrap_or(false)
+            })?;
+            txn.open_table(META)?
+                .insert(COMPACTED, through.max(self.compacted_through))?;
         }
         txn.commit()?;
         self.compacted_through = self.compacted_through.max(through);
         Ok(())
     }
 
-    fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, StorageError> {
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         let txn = self.db.begin_read()?;
         let current = txn.open_table(CURRENT)?;
         let start = after.map_or(prefix, |a| a.max(prefix));
@@ -424,7 +520,11 @@ mod tests {
     }
 
     fn write(id: u64, op: WriteOp) -> IncomingWrite {
-        IncomingWrite { writer: "edge-1".into(), id, op }
+        IncomingWrite {
+            writer: "edge-1".into(),
+            id,
+            op,
+        }
     }
 
     fn both() -> Vec<Box<dyn FnOnce() -> Box<dyn AuthorityStore>>> {
@@ -453,11 +553,19 @@ mod tests {
         fn outcome(&self, w: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError> {
             (**self).outcome(w, id)
         }
-        fn commit(&mut self, e: &[Entry], o: &[(String, u64, WriteOutcome)]) -> Result<(), StorageError> {
+        fn commit(
+            &mut self,
+            e: &[Entry],
+            o: &[(String, u64, WriteOutcome)],
+        ) -> Result<(), StorageError> {
             (**self).commit(e, o)
         }
-        fn log_after(&self, from: u64, limit: usize) -> Result<Option<Vec<Entry>>, StorageError> {
-            (**self).log_after(from, limit)
+        fn log_after(
+            &self,
+            from: u64,
+            max_bytes: usize,
+        ) -> Result<Option<Vec<Entry>>, StorageError> {
+            (**self).log_after(from, max_bytes)
         }
         fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
             (**self).snapshot()
@@ -465,7 +573,13 @@ mod tests {
         fn compact(&mut self, through: u64) -> Result<(), StorageError> {
             (**self).compact(through)
         }
-        fn list(&self, n: &str, p: &str, a: Option<&str>, l: usize) -> Result<Vec<Entry>, StorageError> {
+        fn list(
+            &self,
+            n: &str,
+            p: &str,
+            a: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<Entry>, StorageError> {
             (**self).list(n, p, a, l)
         }
     }
@@ -475,33 +589,68 @@ mod tests {
         for make in both() {
             let mut authority = Authority::new(make());
             let (outcomes, batch) = authority
-                .write_all(vec![write(1, put("a", "1")), write(2, put("b", "2")), write(1, put("a", "other"))], 0, 0)
+                .write_all(
+                    vec![
+                        write(1, put("a", "1")),
+                        write(2, put("b", "2")),
+                        write(1, put("a", "other")),
+                    ],
+                    0,
+                    0,
+                )
                 .unwrap();
             // The retry of id 1 in the same batch got the first answer and made no entry.
             assert_eq!(outcomes[2], outcomes[0]);
             let batch = batch.unwrap();
             assert_eq!((batch.from, batch.through, batch.entries.len()), (0, 2, 2));
             // A retry in a later batch: same answer, nothing new.
-            let (again, none) = authority.write_all(vec![write(2, put("b", "changed"))], 0, 0).unwrap();
+            let (again, none) = authority
+                .write_all(vec![write(2, put("b", "changed"))], 0, 0)
+                .unwrap();
             assert_eq!(again[0], outcomes[1]);
             assert!(none.is_none());
-            assert_eq!(authority.get("ns", "b").unwrap().unwrap().value.unwrap(), b"2");
+            assert_eq!(
+                authority.get("ns", "b").unwrap().unwrap().value.unwrap(),
+                b"2"
+            );
 
-            let increment = WriteOp::Increment { namespace: "ns".into(), key: "n".into(), delta: 2 };
-            authority.write_all(vec![write(3, increment.clone()), write(4, increment)], 0, 0).unwrap();
-            assert_eq!(authority.get("ns", "n").unwrap().unwrap().value.unwrap(), b"4");
+            let increment = WriteOp::Increment {
+                namespace: "ns".into(),
+                key: "n".into(),
+                delta: 2,
+            };
+            authority
+                .write_all(vec![write(3, increment.clone()), write(4, increment)], 0, 0)
+                .unwrap();
+            assert_eq!(
+                authority.get("ns", "n").unwrap().unwrap().value.unwrap(),
+                b"4"
+            );
             assert_eq!(authority.last_version(), 4);
 
-            let from_log = authority.catch_up(1, 100).unwrap();
+            let from_log = authority.catch_up(1, 1 << 20).unwrap();
             assert_eq!((from_log.from, from_log.through), (1, 4));
-            assert_eq!(from_log.entries.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3, 4]);
+            assert_eq!(
+                from_log
+                    .entries
+                    .iter()
+                    .map(|e| e.version)
+                    .collect::<Vec<_>>(),
+                vec![2, 3, 4]
+            );
+            // A byte budget smaller than one entry still moves on by one entry.
+            let small = authority.catch_up(1, 1).unwrap();
+            assert_eq!((small.from, small.through, small.entries.len()), (1, 2, 1));
             authority.compact(1).unwrap();
-            let snapshot = authority.catch_up(1, 100).unwrap();
+            let snapshot = authority.catch_up(1, 1 << 20).unwrap();
             assert_eq!((snapshot.from, snapshot.through), (0, 4));
             // Latest per key: a, b, n (n's first increment is superseded).
             assert_eq!(snapshot.entries.len(), 3);
             let listed = authority.list("ns", "", Some("a"), 10).unwrap();
-            assert_eq!(listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), vec!["b", "n"]);
+            assert_eq!(
+                listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+                vec!["b", "n"]
+            );
         }
     }
 
@@ -513,12 +662,19 @@ mod tests {
         let path = dir.join("kv.redb");
         {
             let mut authority = Authority::new(RedbAuthorityStore::open(&path).unwrap());
-            authority.write_all(vec![write(7, put("k", "v"))], 0, 0).unwrap();
+            authority
+                .write_all(vec![write(7, put("k", "v"))], 0, 0)
+                .unwrap();
         }
         let mut authority = Authority::new(RedbAuthorityStore::open(&path).unwrap());
         assert_eq!(authority.last_version(), 1);
-        let (outcome, batch) = authority.write_all(vec![write(7, put("k", "again"))], 0, 0).unwrap();
-        assert!(batch.is_none(), "the retry was recognised after the restart");
+        let (outcome, batch) = authority
+            .write_all(vec![write(7, put("k", "again"))], 0, 0)
+            .unwrap();
+        assert!(
+            batch.is_none(),
+            "the retry was recognised after the restart"
+        );
         assert!(outcome[0].is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -53,9 +53,16 @@ pub enum Output {
     ApplyEarly(Vec<Entry>),
     /// Answer a peer's pull from the replica: send it a batch from `from` to `through` with each
     /// key's latest entry above `from`.
-    ServePull { peer: PeerId, from: u64, through: u64 },
+    ServePull {
+        peer: PeerId,
+        from: u64,
+        through: u64,
+    },
     /// A write submitted with [`Follower::submit_write`] is decided (or given up on).
-    WriteDone { id: u64, outcome: WriteOutcome },
+    WriteDone {
+        id: u64,
+        outcome: WriteOutcome,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -77,6 +84,9 @@ pub struct Follower {
     next_id: u64,
     peers: BTreeMap<PeerId, PeerState>,
     pull: Option<(PeerId, u64)>,
+    /// Since when a peer has reported being further than this node (the origin's stream may
+    /// have stalled without the connection dropping yet).
+    behind_since: Option<u64>,
     last_digest: u64,
     out: VecDeque<Output>,
 }
@@ -100,6 +110,7 @@ impl Follower {
             next_id: id_base,
             peers: BTreeMap::new(),
             pull: None,
+            behind_since: None,
             last_digest: 0,
             out: VecDeque::new(),
         }
@@ -120,7 +131,8 @@ impl Follower {
 
     pub fn origin_connected(&mut self, _now_ms: u64) {
         self.origin_up = true;
-        self.out.push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
+        self.out
+            .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
     }
 
     pub fn origin_disconnected(&mut self, _now_ms: u64) {
@@ -140,12 +152,15 @@ impl Follower {
     pub fn submit_write(&mut self, op: WriteOp, now_ms: u64) -> Result<u64, WriteError> {
         op.validate()?;
         if !self.origin_up {
-            return Err(WriteError::Unavailable("the origin is not reachable from this node".into()));
+            return Err(WriteError::Unavailable(
+                "the origin is not reachable from this node".into(),
+            ));
         }
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(id, now_ms);
-        self.out.push_back(Output::ToOrigin(ToOrigin::Write { id, op }));
+        self.out
+            .push_back(Output::ToOrigin(ToOrigin::Write { id, op }));
         Ok(id)
     }
 
@@ -167,8 +182,12 @@ impl Follower {
 
     pub fn peer_connected(&mut self, peer: &str) {
         self.peers.entry(peer.to_string()).or_default().connected = true;
-        self.out
-            .push_back(Output::ToPeer(peer.to_string(), PeerMsg::Digest { through: self.applied }));
+        self.out.push_back(Output::ToPeer(
+            peer.to_string(),
+            PeerMsg::Digest {
+                through: self.applied,
+            },
+        ));
     }
 
     pub fn peer_disconnected(&mut self, peer: &str) {
@@ -185,6 +204,9 @@ impl Follower {
             PeerMsg::Digest { through } => {
                 let state = self.peers.entry(peer.to_string()).or_default();
                 state.through = state.through.max(through);
+                if through > self.applied && self.behind_since.is_none() {
+                    self.behind_since = Some(now_ms);
+                }
                 self.maybe_pull(now_ms);
             }
             PeerMsg::Pull { from } => {
@@ -221,7 +243,8 @@ impl Follower {
         {
             // Ask again: the origin resends from where we stand; a peer may have it too.
             if self.origin_up {
-                self.out.push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
+                self.out
+                    .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
             }
             self.gap_since = Some(now_ms);
             self.pull = None;
@@ -253,18 +276,25 @@ impl Follower {
             self.last_digest = now_ms;
             for (peer, state) in &self.peers {
                 if state.connected {
-                    self.out
-                        .push_back(Output::ToPeer(peer.clone(), PeerMsg::Digest { through: self.applied }));
+                    self.out.push_back(Output::ToPeer(
+                        peer.clone(),
+                        PeerMsg::Digest {
+                            through: self.applied,
+                        },
+                    ));
                 }
             }
             self.maybe_pull(now_ms);
         }
     }
 
-    /// Pull from the most advanced connected peer when it is ahead and the origin cannot help
-    /// (it is away, or the gap has lasted).
+    /// Pull from the most advanced connected peer when it is ahead and the origin cannot help:
+    /// it is away, a gap has lasted, or a peer has been ahead for a while.
     fn maybe_pull(&mut self, now_ms: u64) {
-        if self.pull.is_some() || (self.origin_up && self.gap_since.is_none()) {
+        let stale = self
+            .behind_since
+            .is_some_and(|since| now_ms.saturating_sub(since) >= ms(self.config.gap_timeout));
+        if self.pull.is_some() || (self.origin_up && self.gap_since.is_none() && !stale) {
             return;
         }
         let target = self.applying.unwrap_or(self.applied);
@@ -275,8 +305,10 @@ impl Follower {
             .max_by_key(|(_, s)| s.through)
             .map(|(p, _)| p.clone());
         if let Some(peer) = best {
-            self.out
-                .push_back(Output::ToPeer(peer.clone(), PeerMsg::Pull { from: self.applied }));
+            self.out.push_back(Output::ToPeer(
+                peer.clone(),
+                PeerMsg::Pull { from: self.applied },
+            ));
             self.pull = Some((peer, now_ms));
         }
     }
@@ -297,6 +329,9 @@ impl Follower {
 
     /// Start applying what follows `applied`, merging every held batch that connects.
     fn advance(&mut self, now_ms: u64) {
+        if self.peers.values().all(|p| p.through <= self.applied) {
+            self.behind_since = None;
+        }
         if self.applying.is_some() {
             return;
         }
@@ -316,7 +351,11 @@ impl Follower {
         }
         if let Some(from) = from {
             self.applying = Some(through);
-            self.out.push_back(Output::Apply(Batch { from, through, entries }));
+            self.out.push_back(Output::Apply(Batch {
+                from,
+                through,
+                entries,
+            }));
         }
         self.gap_since = match (self.held.is_empty(), self.gap_since) {
             (true, _) => None,
@@ -359,7 +398,10 @@ mod tests {
     fn subscribes_from_applied_and_applies_in_order() {
         let mut f = Follower::new(FollowerConfig::default(), 3, 0);
         f.origin_connected(0);
-        assert_eq!(drain(&mut f), vec![Output::ToOrigin(ToOrigin::Subscribe { from: 3 })]);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ToOrigin(ToOrigin::Subscribe { from: 3 })]
+        );
         f.on_origin(FromOrigin::Batch(batch(3, 5)), 0);
         assert_eq!(drain(&mut f), vec![Output::Apply(batch(3, 5))]);
         // While that is being applied, the next batch waits, then both later ones merge.
@@ -387,7 +429,10 @@ mod tests {
         f.tick(100);
         assert!(drain(&mut f).is_empty(), "not yet");
         f.tick(600);
-        assert_eq!(drain(&mut f), vec![Output::ToOrigin(ToOrigin::Subscribe { from: 0 })]);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ToOrigin(ToOrigin::Subscribe { from: 0 })]
+        );
         f.on_origin(FromOrigin::Batch(batch(0, 2)), 610);
         assert_eq!(
             drain(&mut f),
@@ -412,20 +457,41 @@ mod tests {
             metadata: None,
             ttl_secs: None,
         };
-        assert!(matches!(f.submit_write(put.clone(), 0), Err(WriteError::Unavailable(_))));
+        assert!(matches!(
+            f.submit_write(put.clone(), 0),
+            Err(WriteError::Unavailable(_))
+        ));
         f.origin_connected(0);
         drain(&mut f);
         let id = f.submit_write(put.clone(), 0).unwrap();
         assert_eq!(id, 100);
-        assert_eq!(drain(&mut f), vec![Output::ToOrigin(ToOrigin::Write { id, op: put.clone() })]);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ToOrigin(ToOrigin::Write {
+                id,
+                op: put.clone()
+            })]
+        );
         let ack = WriteAck {
             entries: vec![entry(1)],
             result: OpResult::Done,
         };
-        f.on_origin(FromOrigin::WriteResult { id, outcome: Ok(ack.clone()) }, 1);
+        f.on_origin(
+            FromOrigin::WriteResult {
+                id,
+                outcome: Ok(ack.clone()),
+            },
+            1,
+        );
         assert_eq!(
             drain(&mut f),
-            vec![Output::ApplyEarly(vec![entry(1)]), Output::WriteDone { id, outcome: Ok(ack) }]
+            vec![
+                Output::ApplyEarly(vec![entry(1)]),
+                Output::WriteDone {
+                    id,
+                    outcome: Ok(ack)
+                }
+            ]
         );
         let lost = f.submit_write(put, 2).unwrap();
         drain(&mut f);
@@ -445,14 +511,20 @@ mod tests {
         f.on_peer("b", PeerMsg::Digest { through: 5 }, 0);
         f.on_peer("c", PeerMsg::Digest { through: 9 }, 0);
         let out = drain(&mut f);
-        assert_eq!(out, vec![Output::ToPeer("b".into(), PeerMsg::Pull { from: 2 })]);
+        assert_eq!(
+            out,
+            vec![Output::ToPeer("b".into(), PeerMsg::Pull { from: 2 })]
+        );
         // One pull at a time; the peer answers with a catch-up.
         f.on_peer("b", PeerMsg::Batch(batch(2, 5)), 1);
         assert_eq!(drain(&mut f), vec![Output::Apply(batch(2, 5))]);
         f.applied(5, 2);
         f.tick(600);
         let out = drain(&mut f);
-        assert!(out.contains(&Output::ToPeer("c".into(), PeerMsg::Pull { from: 5 })), "{out:?}");
+        assert!(
+            out.contains(&Output::ToPeer("c".into(), PeerMsg::Pull { from: 5 })),
+            "{out:?}"
+        );
         // And it serves pulls from behind it.
         f.on_peer("b", PeerMsg::Pull { from: 1 }, 700);
         assert_eq!(

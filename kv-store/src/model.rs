@@ -10,6 +10,10 @@ pub const MAX_VALUE_BYTES: usize = 25 << 20;
 pub const MAX_METADATA_BYTES: usize = 1024;
 /// Largest namespace name (the node qualifies it with the app's name).
 pub const MAX_NAMESPACE_BYTES: usize = 192;
+/// Most keys one batch write (`set-many`, `delete-many`) may touch.
+pub const MAX_BATCH_KEYS: usize = 10_000;
+/// Largest total of keys and values in one batch write.
+pub const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// One key's latest state. A tombstone (`value: None`) records a delete, so a replica that
 /// missed the delete still learns of it.
@@ -40,6 +44,16 @@ impl Entry {
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.live_value(now_ms).is_some()
     }
+
+    /// Roughly how many bytes the entry takes on the wire.
+    pub fn size(&self) -> usize {
+        const FIXED: usize = 32;
+        self.namespace.len()
+            + self.key.len()
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self.metadata.as_ref().map_or(0, Vec::len)
+            + FIXED
+    }
 }
 
 /// A limit an operation broke; the message says which and by how much.
@@ -55,7 +69,9 @@ pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {
         )));
     }
     if namespace.bytes().any(|b| b.is_ascii_control()) {
-        return Err(LimitError("a namespace cannot hold control characters".into()));
+        return Err(LimitError(
+            "a namespace cannot hold control characters".into(),
+        ));
     }
     Ok(())
 }
@@ -110,7 +126,12 @@ mod tests {
         assert!(validate_key("").is_err());
         assert!(validate_key("..").is_err());
         assert!(validate_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
-        assert!(validate_value(&vec![0; MAX_VALUE_BYTES + 1]).unwrap_err().0.contains("25 MiB"));
+        assert!(
+            validate_value(&vec![0; MAX_VALUE_BYTES + 1])
+                .unwrap_err()
+                .0
+                .contains("25 MiB")
+        );
         assert!(validate_metadata(&[0; 1025]).is_err());
         assert!(validate_namespace("app/ns").is_ok());
         assert!(validate_namespace("").is_err());

@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Entry, LimitError, validate_key, validate_metadata, validate_namespace, validate_value};
+use crate::model::{
+    Entry, LimitError, MAX_BATCH_BYTES, MAX_BATCH_KEYS, validate_key, validate_metadata,
+    validate_namespace, validate_value,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
@@ -78,6 +81,15 @@ pub enum WriteError {
 
 pub type WriteOutcome = Result<WriteAck, WriteError>;
 
+fn validate_batch_count(count: usize) -> Result<(), LimitError> {
+    if count > MAX_BATCH_KEYS {
+        return Err(LimitError(format!(
+            "a batch write touches {count} keys; the limit is {MAX_BATCH_KEYS}"
+        )));
+    }
+    Ok(())
+}
+
 /// A new entry without its version yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -104,7 +116,12 @@ impl WriteOp {
     pub fn validate(&self) -> Result<(), LimitError> {
         validate_namespace(self.namespace())?;
         match self {
-            WriteOp::Put { key, value, metadata, .. } => {
+            WriteOp::Put {
+                key,
+                value,
+                metadata,
+                ..
+            } => {
                 validate_key(key)?;
                 validate_value(value)?;
                 if let Some(metadata) = metadata {
@@ -117,12 +134,21 @@ impl WriteOp {
                 validate_value(value)?;
             }
             WriteOp::PutMany { items, .. } => {
+                validate_batch_count(items.len())?;
+                let mut total = 0;
                 for (key, value) in items {
                     validate_key(key)?;
                     validate_value(value)?;
+                    total += key.len() + value.len();
+                }
+                if total > MAX_BATCH_BYTES {
+                    return Err(LimitError(format!(
+                        "a batch write holds {total} bytes; the limit is {MAX_BATCH_BYTES} (32 MiB)"
+                    )));
                 }
             }
             WriteOp::DeleteMany { keys, .. } => {
+                validate_batch_count(keys.len())?;
                 for key in keys {
                     validate_key(key)?;
                 }
@@ -147,16 +173,29 @@ impl WriteOp {
             expires_at_ms: None,
         };
         Ok(match self {
-            WriteOp::Put { namespace, key, value, metadata, ttl_secs } => (
+            WriteOp::Put {
+                namespace,
+                key,
+                value,
+                metadata,
+                ttl_secs,
+            } => (
                 vec![Change {
                     metadata: metadata.clone(),
-                    expires_at_ms: ttl_secs.map(|ttl| now_ms.saturating_add(ttl.saturating_mul(1000))),
+                    expires_at_ms: ttl_secs
+                        .map(|ttl| now_ms.saturating_add(ttl.saturating_mul(1000))),
                     ..change(namespace, key, Some(value.clone()))
                 }],
                 OpResult::Done,
             ),
-            WriteOp::Delete { namespace, key } => (vec![change(namespace, key, None)], OpResult::Done),
-            WriteOp::Increment { namespace, key, delta } => {
+            WriteOp::Delete { namespace, key } => {
+                (vec![change(namespace, key, None)], OpResult::Done)
+            }
+            WriteOp::Increment {
+                namespace,
+                key,
+                delta,
+            } => {
                 let existing = current(namespace, key);
                 let before = match existing.as_ref().and_then(|e| e.live_value(now_ms)) {
                     None => 0,
@@ -165,28 +204,42 @@ impl WriteOp {
                         .and_then(|text| text.trim().parse::<i64>().ok())
                         .ok_or_else(|| WriteError::NotAnInteger { key: key.clone() })?,
                 };
-                let after = before.checked_add(*delta).ok_or_else(|| WriteError::Overflow { key: key.clone() })?;
+                let after = before
+                    .checked_add(*delta)
+                    .ok_or_else(|| WriteError::Overflow { key: key.clone() })?;
                 (
                     vec![change(namespace, key, Some(after.to_string().into_bytes()))],
                     OpResult::Counter(after),
                 )
             }
-            WriteOp::CompareAndSwap { namespace, key, expected, value } => {
+            WriteOp::CompareAndSwap {
+                namespace,
+                key,
+                expected,
+                value,
+            } => {
                 let existing = current(namespace, key);
                 let now = existing.as_ref().and_then(|e| e.live_value(now_ms));
                 if now == expected.as_deref() {
-                    (vec![change(namespace, key, Some(value.clone()))], OpResult::Swapped(true))
+                    (
+                        vec![change(namespace, key, Some(value.clone()))],
+                        OpResult::Swapped(true),
+                    )
                 } else {
                     (Vec::new(), OpResult::Swapped(false))
                 }
             }
             WriteOp::PutMany { namespace, items } => (
-                items.iter().map(|(k, v)| change(namespace, k, Some(v.clone()))).collect(),
+                items
+                    .iter()
+                    .map(|(k, v)| change(namespace, k, Some(v.clone())))
+                    .collect(),
                 OpResult::Done,
             ),
-            WriteOp::DeleteMany { namespace, keys } => {
-                (keys.iter().map(|k| change(namespace, k, None)).collect(), OpResult::Done)
-            }
+            WriteOp::DeleteMany { namespace, keys } => (
+                keys.iter().map(|k| change(namespace, k, None)).collect(),
+                OpResult::Done,
+            ),
         })
     }
 }
@@ -209,15 +262,29 @@ mod tests {
 
     #[test]
     fn increment_counts_from_absent_and_refuses_text() {
-        let op = WriteOp::Increment { namespace: "ns".into(), key: "k".into(), delta: 5 };
+        let op = WriteOp::Increment {
+            namespace: "ns".into(),
+            key: "k".into(),
+            delta: 5,
+        };
         let (changes, result) = op.plan(0, |_, _| None).unwrap();
         assert_eq!(result, OpResult::Counter(5));
         assert_eq!(changes[0].value.as_deref(), Some(b"5".as_slice()));
         let (_, result) = op.plan(0, |_, _| Some(entry(b"37"))).unwrap();
         assert_eq!(result, OpResult::Counter(42));
-        assert_eq!(op.plan(0, |_, _| Some(entry(b"hello"))).unwrap_err(), WriteError::NotAnInteger { key: "k".into() });
-        let max = WriteOp::Increment { namespace: "ns".into(), key: "k".into(), delta: i64::MAX };
-        assert!(matches!(max.plan(0, |_, _| Some(entry(b"1"))), Err(WriteError::Overflow { .. })));
+        assert_eq!(
+            op.plan(0, |_, _| Some(entry(b"hello"))).unwrap_err(),
+            WriteError::NotAnInteger { key: "k".into() }
+        );
+        let max = WriteOp::Increment {
+            namespace: "ns".into(),
+            key: "k".into(),
+            delta: i64::MAX,
+        };
+        assert!(matches!(
+            max.plan(0, |_, _| Some(entry(b"1"))),
+            Err(WriteError::Overflow { .. })
+        ));
     }
 
     #[test]
@@ -228,11 +295,25 @@ mod tests {
             expected: expected.map(<[u8]>::to_vec),
             value: b"new".to_vec(),
         };
-        assert_eq!(cas(Some(b"old")).plan(0, |_, _| Some(entry(b"old"))).unwrap().1, OpResult::Swapped(true));
-        let (changes, result) = cas(Some(b"other")).plan(0, |_, _| Some(entry(b"old"))).unwrap();
+        assert_eq!(
+            cas(Some(b"old"))
+                .plan(0, |_, _| Some(entry(b"old")))
+                .unwrap()
+                .1,
+            OpResult::Swapped(true)
+        );
+        let (changes, result) = cas(Some(b"other"))
+            .plan(0, |_, _| Some(entry(b"old")))
+            .unwrap();
         assert_eq!((changes.len(), result), (0, OpResult::Swapped(false)));
-        assert_eq!(cas(None).plan(0, |_, _| None).unwrap().1, OpResult::Swapped(true));
-        assert_eq!(cas(None).plan(0, |_, _| Some(entry(b"x"))).unwrap().1, OpResult::Swapped(false));
+        assert_eq!(
+            cas(None).plan(0, |_, _| None).unwrap().1,
+            OpResult::Swapped(true)
+        );
+        assert_eq!(
+            cas(None).plan(0, |_, _| Some(entry(b"x"))).unwrap().1,
+            OpResult::Swapped(false)
+        );
     }
 
     #[test]
@@ -246,7 +327,13 @@ mod tests {
         };
         let (changes, _) = put.plan(1_000, |_, _| None).unwrap();
         assert_eq!(changes[0].expires_at_ms, Some(61_000));
-        let too_long = WriteOp::Delete { namespace: "ns".into(), key: "k".repeat(600) };
-        assert!(matches!(too_long.plan(0, |_, _| None), Err(WriteError::Limit(_))));
+        let too_long = WriteOp::Delete {
+            namespace: "ns".into(),
+            key: "k".repeat(600),
+        };
+        assert!(matches!(
+            too_long.plan(0, |_, _| None),
+            Err(WriteError::Limit(_))
+        ));
     }
 }

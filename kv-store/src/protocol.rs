@@ -20,6 +20,44 @@ pub struct Batch {
     pub entries: Vec<Entry>,
 }
 
+impl Batch {
+    /// The same batch as a run of batches of about `max_bytes` each (an entry larger than that
+    /// travels alone), so no message outgrows [`MAX_MESSAGE_BYTES`]. Entries must be in version
+    /// order, as every batch's are: each part ends at its last entry's version, and the last
+    /// part at `through`, so applying the parts in order reaches the same state.
+    pub fn split(self, max_bytes: usize) -> Vec<Batch> {
+        let Batch {
+            from,
+            through,
+            entries,
+        } = self;
+        let mut parts = Vec::new();
+        let mut current: Vec<Entry> = Vec::new();
+        let mut bytes = 0;
+        let mut start = from;
+        for entry in entries {
+            if !current.is_empty() && bytes + entry.size() > max_bytes {
+                let end = current.last().map_or(start, |e| e.version);
+                parts.push(Batch {
+                    from: start,
+                    through: end,
+                    entries: std::mem::take(&mut current),
+                });
+                start = end;
+                bytes = 0;
+            }
+            bytes += entry.size();
+            current.push(entry);
+        }
+        parts.push(Batch {
+            from: start,
+            through,
+            entries: current,
+        });
+        parts
+    }
+}
+
 /// Node to origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToOrigin {
@@ -40,14 +78,20 @@ pub enum FromOrigin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMsg {
     /// I have applied everything up to `through`.
-    Digest { through: u64 },
+    Digest {
+        through: u64,
+    },
     /// Send me what you have after `from`.
-    Pull { from: u64 },
+    Pull {
+        from: u64,
+    },
     Batch(Batch),
 }
 
-/// Largest encoded message: a 25 MiB value and its envelope, with room for a batch of them.
+/// Largest encoded message: a 32 MiB batch write or a 25 MiB value, with room to spare.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// What senders aim a batch at (see [`Batch::split`]).
+pub const CHUNK_BYTES: usize = 8 << 20;
 
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     postcard::to_stdvec(message).expect("KV messages always serialize")
@@ -79,5 +123,54 @@ mod tests {
         let bytes = encode(&message);
         assert_eq!(decode::<FromOrigin>(&bytes).unwrap(), message);
         assert!(decode::<FromOrigin>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    fn entry(version: u64, value_bytes: usize) -> Entry {
+        Entry {
+            namespace: "a/n".into(),
+            key: format!("k{version}"),
+            value: Some(vec![7; value_bytes]),
+            metadata: None,
+            expires_at_ms: None,
+            version,
+            committed_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn split_batches_cover_the_same_range_within_the_budget() {
+        let batch = Batch {
+            from: 10,
+            through: 20,
+            entries: vec![
+                entry(11, 600),
+                entry(12, 600),
+                entry(15, 2000),
+                entry(19, 10),
+            ],
+        };
+        let parts = batch.clone().split(1000);
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| (p.from, p.through))
+                .collect::<Vec<_>>(),
+            vec![(10, 11), (11, 12), (12, 15), (15, 20)]
+        );
+        assert_eq!(
+            parts
+                .iter()
+                .flat_map(|p| p.entries.clone())
+                .collect::<Vec<_>>(),
+            batch.entries
+        );
+        // Small enough: unchanged. Empty: still one batch, carrying the range.
+        assert_eq!(batch.clone().split(1 << 20), vec![batch]);
+        let empty = Batch {
+            from: 3,
+            through: 9,
+            entries: vec![],
+        };
+        assert_eq!(empty.clone().split(10), vec![empty]);
     }
 }

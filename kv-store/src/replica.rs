@@ -30,7 +30,13 @@ pub trait ReplicaStore: Send + Sync {
     /// Each key's latest entry with a version above `from`, in version order.
     fn entries_after(&self, from: u64) -> Result<Vec<Entry>, StorageError>;
     /// Entries of a namespace with keys starting with `prefix`, after `after`, in key order.
-    fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Arc<Entry>>, StorageError>;
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Entry>>, StorageError>;
 }
 
 /// For the simulation: a crash keeps what `apply` returned from.
@@ -49,7 +55,11 @@ impl MemoryReplica {
     /// Every key's latest entry, for comparing replicas.
     pub fn dump(&self) -> BTreeMap<(String, String), Entry> {
         let state = self.state.lock().unwrap();
-        state.entries.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect()
+        state
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect()
     }
 }
 
@@ -62,7 +72,11 @@ impl ReplicaStore for MemoryReplica {
         let mut state = self.state.lock().unwrap();
         for entry in entries {
             let key = (entry.namespace.clone(), entry.key.clone());
-            if state.entries.get(&key).is_none_or(|have| have.version < entry.version) {
+            if state
+                .entries
+                .get(&key)
+                .is_none_or(|have| have.version < entry.version)
+            {
                 state.entries.insert(key, Arc::new(entry.clone()));
             }
         }
@@ -74,17 +88,31 @@ impl ReplicaStore for MemoryReplica {
 
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Arc<Entry>>, StorageError> {
         let state = self.state.lock().unwrap();
-        Ok(state.entries.get(&(namespace.to_string(), key.to_string())).cloned())
+        Ok(state
+            .entries
+            .get(&(namespace.to_string(), key.to_string()))
+            .cloned())
     }
 
     fn entries_after(&self, from: u64) -> Result<Vec<Entry>, StorageError> {
         let state = self.state.lock().unwrap();
-        let mut entries: Vec<Entry> = state.entries.values().filter(|e| e.version > from).map(|e| (**e).clone()).collect();
+        let mut entries: Vec<Entry> = state
+            .entries
+            .values()
+            .filter(|e| e.version > from)
+            .map(|e| (**e).clone())
+            .collect();
         entries.sort_by_key(|e| e.version);
         Ok(entries)
     }
 
-    fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Arc<Entry>>, StorageError> {
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Entry>>, StorageError> {
         let state = self.state.lock().unwrap();
         Ok(state
             .entries
@@ -124,7 +152,9 @@ fn cache_key(namespace: &str, key: &str) -> String {
 }
 
 fn entry_bytes(entry: &Option<Arc<Entry>>) -> usize {
-    entry.as_ref().map_or(0, |e| e.key.len() + e.namespace.len() + e.value.as_ref().map_or(0, Vec::len) + 64)
+    entry.as_ref().map_or(0, |e| {
+        e.key.len() + e.namespace.len() + e.value.as_ref().map_or(0, Vec::len) + 64
+    })
 }
 
 impl RedbReplica {
@@ -149,7 +179,11 @@ impl RedbReplica {
     }
 
     fn remember(&self, key: String, entry: Option<Arc<Entry>>) {
-        if entry.as_ref().and_then(|e| e.value.as_ref()).is_some_and(|v| v.len() > CACHE_VALUE_LIMIT) {
+        if entry
+            .as_ref()
+            .and_then(|e| e.value.as_ref())
+            .is_some_and(|v| v.len() > CACHE_VALUE_LIMIT)
+        {
             self.cache.remove(&key);
             return;
         }
@@ -181,7 +215,10 @@ impl ReplicaStore for RedbReplica {
                 let mut by_version = txn.open_table(BY_VERSION)?;
                 for entry in entries {
                     let key = (entry.namespace.as_str(), entry.key.as_str());
-                    let previous = table.get(key)?.map(|g| decode_entry(g.value())).transpose()?;
+                    let previous = table
+                        .get(key)?
+                        .map(|g| decode_entry(g.value()))
+                        .transpose()?;
                     if let Some(previous) = &previous {
                         if previous.version >= entry.version {
                             continue;
@@ -218,7 +255,11 @@ impl ReplicaStore for RedbReplica {
         let entry = {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
-            table.get((namespace, key))?.map(|g| decode_entry(g.value())).transpose()?.map(Arc::new)
+            table
+                .get((namespace, key))?
+                .map(|g| decode_entry(g.value()))
+                .transpose()?
+                .map(Arc::new)
         };
         self.remember(cache_key, entry.clone());
         Ok(entry)
@@ -238,7 +279,13 @@ impl ReplicaStore for RedbReplica {
         Ok(entries)
     }
 
-    fn list(&self, namespace: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<Arc<Entry>>, StorageError> {
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Entry>>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ENTRIES)?;
         let start = after.map_or(prefix, |a| a.max(prefix));
@@ -278,18 +325,38 @@ mod tests {
     }
 
     fn check(replica: &dyn ReplicaStore) {
-        replica.apply(&[entry("a", Some("1"), 1), entry("b", Some("2"), 2)], Some(2)).unwrap();
+        replica
+            .apply(
+                &[entry("a", Some("1"), 1), entry("b", Some("2"), 2)],
+                Some(2),
+            )
+            .unwrap();
         // Older and repeated entries change nothing; a tombstone replaces a value.
-        replica.apply(&[entry("a", Some("old"), 1), entry("b", None, 3)], Some(3)).unwrap();
-        assert_eq!(replica.get("ns", "a").unwrap().unwrap().value.as_deref(), Some(b"1".as_slice()));
+        replica
+            .apply(&[entry("a", Some("old"), 1), entry("b", None, 3)], Some(3))
+            .unwrap();
+        assert_eq!(
+            replica.get("ns", "a").unwrap().unwrap().value.as_deref(),
+            Some(b"1".as_slice())
+        );
         assert_eq!(replica.get("ns", "b").unwrap().unwrap().value, None);
         assert_eq!(replica.applied(), 3);
         // An early entry (read-your-writes) does not move `applied`.
         replica.apply(&[entry("c", Some("3"), 9)], None).unwrap();
         assert_eq!(replica.applied(), 3);
-        let after: Vec<u64> = replica.entries_after(1).unwrap().iter().map(|e| e.version).collect();
+        let after: Vec<u64> = replica
+            .entries_after(1)
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
         assert_eq!(after, vec![3, 9]);
-        let listed: Vec<String> = replica.list("ns", "", Some("a"), 10).unwrap().iter().map(|e| e.key.clone()).collect();
+        let listed: Vec<String> = replica
+            .list("ns", "", Some("a"), 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.key.clone())
+            .collect();
         assert_eq!(listed, vec!["b", "c"]);
         assert!(replica.get("other", "a").unwrap().is_none());
     }

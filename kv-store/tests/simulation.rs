@@ -12,14 +12,15 @@
 //! * counters: the final value lies between the sum of acknowledged increments and that plus
 //!   the increments whose outcome is unknown (reported unavailable).
 //!
-//! `SIM_SEEDS=N` sets how many seeds run (default 1000); `SIM_SEED=S` replays one.
+//! `SIM_SEEDS=N` sets how many seeds run (default 2000); `SIM_SEED=S` replays one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::{
-    Authority, AuthorityStore, Batch, FollowerConfig, Follower, FromOrigin, MemoryAuthorityStore, MemoryReplica, OpResult, Output,
-    PeerMsg, ReplicaStore, ToOrigin, WriteError, WriteOp, WriteOutcome,
+    Authority, AuthorityStore, Batch, Follower, FollowerConfig, FromOrigin, MemoryAuthorityStore,
+    MemoryReplica, OpResult, Output, PeerMsg, ReplicaStore, ToOrigin, WriteError, WriteOp,
+    WriteOutcome,
 };
 
 /// A small, fast, seedable generator (splitmix64): the simulation must not depend on a crate's
@@ -142,19 +143,35 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.boots += 1;
         let applied = node.replica.applied();
-        assert!(applied >= node.applied_high, "node {i}: applied went back from {} to {applied}", node.applied_high);
+        assert!(
+            applied >= node.applied_high,
+            "node {i}: applied went back from {} to {applied}",
+            node.applied_high
+        );
         node.follower = Some(Follower::new(Sim::config(), applied, node.boots << 40));
         self.connect_links(i);
     }
 
     fn connect_links(&mut self, i: usize) {
         if self.up(Addr::Node(i), Addr::Origin) {
-            self.nodes[i].follower.as_mut().unwrap().origin_connected(self.now);
+            self.nodes[i]
+                .follower
+                .as_mut()
+                .unwrap()
+                .origin_connected(self.now);
         }
         for j in 0..NODES {
             if j != i && self.up(Addr::Node(i), Addr::Node(j)) {
-                self.nodes[i].follower.as_mut().unwrap().peer_connected(&j.to_string());
-                self.nodes[j].follower.as_mut().unwrap().peer_connected(&i.to_string());
+                self.nodes[i]
+                    .follower
+                    .as_mut()
+                    .unwrap()
+                    .peer_connected(&j.to_string());
+                self.nodes[j]
+                    .follower
+                    .as_mut()
+                    .unwrap()
+                    .peer_connected(&i.to_string());
             }
         }
     }
@@ -169,9 +186,14 @@ impl Sim {
         }
         let copies = if faulty && self.rng.chance(30) { 2 } else { 1 };
         for _ in 0..copies {
-            let delay = 1 + if faulty { self.rng.below(25) } else { self.rng.below(3) };
+            let delay = 1 + if faulty {
+                self.rng.below(25)
+            } else {
+                self.rng.below(3)
+            };
             self.seq += 1;
-            self.in_flight.insert((self.now + delay, self.seq), (from, to, payload.clone()));
+            self.in_flight
+                .insert((self.now + delay, self.seq), (from, to, payload.clone()));
         }
     }
 
@@ -218,7 +240,11 @@ impl Sim {
         // Everyone connected to it sees the connection drop.
         for j in 0..NODES {
             if j != i && self.up(Addr::Node(i), Addr::Node(j)) {
-                self.nodes[j].follower.as_mut().unwrap().peer_disconnected(&i.to_string());
+                self.nodes[j]
+                    .follower
+                    .as_mut()
+                    .unwrap()
+                    .peer_disconnected(&i.to_string());
             }
         }
         self.subscribers.remove(&i);
@@ -231,7 +257,8 @@ impl Sim {
             .copied()
             .collect();
         for key in lost {
-            self.outcomes.insert(key, Err(WriteError::Unavailable("node crashed".into())));
+            self.outcomes
+                .insert(key, Err(WriteError::Unavailable("node crashed".into())));
         }
     }
 
@@ -256,7 +283,11 @@ impl Sim {
         self.origin = Some(Authority::new(self.store.clone()));
         for i in 0..NODES {
             if self.up(Addr::Node(i), Addr::Origin) {
-                self.nodes[i].follower.as_mut().unwrap().origin_connected(self.now);
+                self.nodes[i]
+                    .follower
+                    .as_mut()
+                    .unwrap()
+                    .origin_connected(self.now);
             }
         }
     }
@@ -298,7 +329,11 @@ impl Sim {
         self.now += 1;
 
         // Deliver what is due.
-        let due: Vec<_> = self.in_flight.range(..=(self.now, u64::MAX)).map(|(k, _)| *k).collect();
+        let due: Vec<_> = self
+            .in_flight
+            .range(..=(self.now, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for key in due {
             let (from, to, payload) = self.in_flight.remove(&key).unwrap();
             if !self.up(from, to) {
@@ -311,12 +346,20 @@ impl Sim {
                 }
                 (Addr::Node(i), Payload::FromOrigin(message)) => {
                     let now = self.now;
-                    self.nodes[i].follower.as_mut().unwrap().on_origin(message, now);
+                    self.nodes[i]
+                        .follower
+                        .as_mut()
+                        .unwrap()
+                        .on_origin(message, now);
                 }
                 (Addr::Node(i), Payload::Peer(message)) => {
                     let Addr::Node(j) = from else { unreachable!() };
                     let now = self.now;
-                    self.nodes[i].follower.as_mut().unwrap().on_peer(&j.to_string(), message, now);
+                    self.nodes[i]
+                        .follower
+                        .as_mut()
+                        .unwrap()
+                        .on_peer(&j.to_string(), message, now);
                 }
                 _ => unreachable!(),
             }
@@ -360,7 +403,12 @@ impl Sim {
             if self.nodes[i].follower.is_some() {
                 let op = self.random_op(i);
                 let now = self.now;
-                if let Ok(id) = self.nodes[i].follower.as_mut().unwrap().submit_write(op.clone(), now) {
+                if let Ok(id) = self.nodes[i]
+                    .follower
+                    .as_mut()
+                    .unwrap()
+                    .submit_write(op.clone(), now)
+                {
                     self.submitted.insert((i, id), op);
                 }
             }
@@ -379,18 +427,32 @@ impl Sim {
                     op: op.clone(),
                 })
                 .collect();
-            let (outcomes, batch) = origin.write_all(incoming, self.now, self.now * 1000).expect("memory store");
+            let (outcomes, batch) = origin
+                .write_all(incoming, self.now, self.now * 1000)
+                .expect("memory store");
             self.store = origin.store().clone();
             if self.rng.chance(100) {
-                self.origin.as_mut().unwrap().compact(8).expect("memory store");
+                self.origin
+                    .as_mut()
+                    .unwrap()
+                    .compact(8)
+                    .expect("memory store");
                 self.store = self.origin.as_ref().unwrap().store().clone();
             }
             for ((i, id, _), outcome) in writes.into_iter().zip(outcomes) {
-                self.send(Addr::Origin, Addr::Node(i), Payload::FromOrigin(FromOrigin::WriteResult { id, outcome }));
+                self.send(
+                    Addr::Origin,
+                    Addr::Node(i),
+                    Payload::FromOrigin(FromOrigin::WriteResult { id, outcome }),
+                );
             }
             if let Some(batch) = batch {
                 for i in self.subscribers.clone() {
-                    self.send(Addr::Origin, Addr::Node(i), Payload::FromOrigin(FromOrigin::Batch(batch.clone())));
+                    self.send(
+                        Addr::Origin,
+                        Addr::Node(i),
+                        Payload::FromOrigin(FromOrigin::Batch(batch.clone())),
+                    );
                 }
             }
         }
@@ -398,9 +460,15 @@ impl Sim {
         // Nodes: timers, then everything they asked for.
         for i in 0..NODES {
             let now = self.now;
-            let Some(follower) = self.nodes[i].follower.as_mut() else { continue };
+            let Some(follower) = self.nodes[i].follower.as_mut() else {
+                continue;
+            };
             follower.tick(now);
-            while let Some(output) = self.nodes[i].follower.as_mut().and_then(Follower::poll_output) {
+            while let Some(output) = self.nodes[i]
+                .follower
+                .as_mut()
+                .and_then(Follower::poll_output)
+            {
                 self.carry_out(i, output);
             }
         }
@@ -414,7 +482,7 @@ impl Sim {
                 let mut from = from;
                 let mut batches = Vec::new();
                 loop {
-                    let batch: Batch = origin.catch_up(from, 3).expect("memory store");
+                    let batch: Batch = origin.catch_up(from, 3 * 64).expect("memory store");
                     let done = batch.through >= origin.last_version();
                     from = batch.through;
                     batches.push(batch);
@@ -423,7 +491,11 @@ impl Sim {
                     }
                 }
                 for batch in batches {
-                    self.send(Addr::Origin, Addr::Node(node), Payload::FromOrigin(FromOrigin::Batch(batch)));
+                    self.send(
+                        Addr::Origin,
+                        Addr::Node(node),
+                        Payload::FromOrigin(FromOrigin::Batch(batch)),
+                    );
                 }
             }
             ToOrigin::Write { id, op } => self.queued_writes.push((node, id, op)),
@@ -435,9 +507,17 @@ impl Sim {
         node.replica.apply(entries, through).unwrap();
         for entry in entries {
             let key = (entry.namespace.clone(), entry.key.clone());
-            let held = node.replica.get(&entry.namespace, &entry.key).unwrap().unwrap().version;
+            let held = node
+                .replica
+                .get(&entry.namespace, &entry.key)
+                .unwrap()
+                .unwrap()
+                .version;
             let seen = node.seen.entry(key.clone()).or_insert(0);
-            assert!(held >= *seen, "node {i}: key {key:?} went from version {seen} to {held}");
+            assert!(
+                held >= *seen,
+                "node {i}: key {key:?} went from version {seen} to {held}"
+            );
             *seen = held;
         }
         let applied = node.replica.applied();
@@ -447,7 +527,9 @@ impl Sim {
 
     fn carry_out(&mut self, i: usize, output: Output) {
         match output {
-            Output::ToOrigin(message) => self.send(Addr::Node(i), Addr::Origin, Payload::ToOrigin(message)),
+            Output::ToOrigin(message) => {
+                self.send(Addr::Node(i), Addr::Origin, Payload::ToOrigin(message))
+            }
             Output::ToPeer(peer, message) => {
                 let j: usize = peer.parse().unwrap();
                 self.send(Addr::Node(i), Addr::Node(j), Payload::Peer(message));
@@ -455,13 +537,29 @@ impl Sim {
             Output::Apply(batch) => {
                 self.apply(i, &batch.entries, Some(batch.through));
                 let now = self.now;
-                self.nodes[i].follower.as_mut().unwrap().applied(batch.through, now);
+                self.nodes[i]
+                    .follower
+                    .as_mut()
+                    .unwrap()
+                    .applied(batch.through, now);
             }
             Output::ApplyEarly(entries) => self.apply(i, &entries, None),
-            Output::ServePull { peer, from, through } => {
+            Output::ServePull {
+                peer,
+                from,
+                through,
+            } => {
                 let entries = self.nodes[i].replica.entries_after(from).unwrap();
                 let j: usize = peer.parse().unwrap();
-                self.send(Addr::Node(i), Addr::Node(j), Payload::Peer(PeerMsg::Batch(Batch { from, through, entries })));
+                self.send(
+                    Addr::Node(i),
+                    Addr::Node(j),
+                    Payload::Peer(PeerMsg::Batch(Batch {
+                        from,
+                        through,
+                        entries,
+                    })),
+                );
             }
             Output::WriteDone { id, outcome } => {
                 self.outcomes.entry((i, id)).or_insert(outcome);
@@ -490,7 +588,10 @@ impl Sim {
             self.step();
             let last = self.origin.as_ref().unwrap().last_version();
             let settled = self.in_flight.is_empty()
-                && self.nodes.iter().all(|n| n.replica.applied() >= last && n.follower.as_ref().unwrap().applied_version() >= last);
+                && self.nodes.iter().all(|n| {
+                    n.replica.applied() >= last
+                        && n.follower.as_ref().unwrap().applied_version() >= last
+                });
             if settled {
                 return;
             }
@@ -504,14 +605,18 @@ impl Sim {
 
     fn check(&self) {
         let origin = self.origin.as_ref().unwrap();
-        let truth: BTreeMap<(String, String), outpost_kv::Entry> = AuthorityStore::snapshot(origin.store())
-            .expect("memory store")
-            .into_iter()
-            .map(|e| ((e.namespace.clone(), e.key.clone()), e))
-            .collect();
+        let truth: BTreeMap<(String, String), outpost_kv::Entry> =
+            AuthorityStore::snapshot(origin.store())
+                .expect("memory store")
+                .into_iter()
+                .map(|e| ((e.namespace.clone(), e.key.clone()), e))
+                .collect();
         for (i, node) in self.nodes.iter().enumerate() {
             let state = node.replica.dump();
-            assert_eq!(state, truth, "node {i} did not converge to the origin's state");
+            assert_eq!(
+                state, truth,
+                "node {i} did not converge to the origin's state"
+            );
         }
         // No acknowledged write lost.
         let mut acked_sum: BTreeMap<String, i64> = BTreeMap::new();
@@ -521,17 +626,33 @@ impl Sim {
                 Some(Ok(ack)) => {
                     for entry in &ack.entries {
                         let now = &truth[&(entry.namespace.clone(), entry.key.clone())];
-                        assert!(now.version >= entry.version, "acked write {key:?} lost: {entry:?} vs {now:?}");
+                        assert!(
+                            now.version >= entry.version,
+                            "acked write {key:?} lost: {entry:?} vs {now:?}"
+                        );
                         if now.version == entry.version {
                             assert_eq!(now, entry, "acked entry changed");
                         }
                     }
-                    if let (WriteOp::Increment { key: counter, delta, .. }, OpResult::Counter(_)) = (op, &ack.result) {
+                    if let (
+                        WriteOp::Increment {
+                            key: counter,
+                            delta,
+                            ..
+                        },
+                        OpResult::Counter(_),
+                    ) = (op, &ack.result)
+                    {
                         *acked_sum.entry(counter.clone()).or_default() += delta;
                     }
                 }
                 Some(Err(WriteError::Unavailable(_))) | None => {
-                    if let WriteOp::Increment { key: counter, delta, .. } = op {
+                    if let WriteOp::Increment {
+                        key: counter,
+                        delta,
+                        ..
+                    } = op
+                    {
                         *unknown_sum.entry(counter.clone()).or_default() += delta;
                     }
                 }
@@ -561,6 +682,20 @@ fn run(seed: u64) {
     }
     sim.heal();
     sim.check();
+    if std::env::var("SIM_VERBOSE").is_ok() {
+        let acked = sim.outcomes.values().filter(|o| o.is_ok()).count();
+        let unknown = sim
+            .outcomes
+            .values()
+            .filter(|o| matches!(o, Err(WriteError::Unavailable(_))))
+            .count();
+        eprintln!(
+            "seed {seed}: {} writes submitted, {acked} acked, {unknown} unknown; origin at version {}; node boots {:?}",
+            sim.submitted.len(),
+            sim.origin.as_ref().unwrap().last_version(),
+            sim.nodes.iter().map(|n| n.boots).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
@@ -569,7 +704,10 @@ fn replication_converges_and_loses_nothing_under_faults() {
         run(seed.parse().expect("SIM_SEED must be a number"));
         return;
     }
-    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let seeds: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     for seed in 0..seeds {
         let result = std::panic::catch_unwind(|| run(seed));
         if let Err(panic) = result {
@@ -578,7 +716,9 @@ fn replication_converges_and_loses_nothing_under_faults() {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            panic!("seed {seed} failed: {message}\nreplay: SIM_SEED={seed} cargo test -p outpost-kv --test simulation");
+            panic!(
+                "seed {seed} failed: {message}\nreplay: SIM_SEED={seed} cargo test -p outpost-kv --test simulation"
+            );
         }
     }
 }

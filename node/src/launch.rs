@@ -1,4 +1,4 @@
-//! Bringing a node up: runtime, deployments, routes, TLS, listeners. Shared by `outpost dev`
+//! Bringing a node up: KV, runtime, deployments, routes, TLS, listeners. Shared by `outpost dev`
 //! (one app, dev certificate) and `outpost node` (several apps, operator certificates).
 
 use std::net::SocketAddr;
@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::cluster::{OriginLink, node_link};
-use crate::config::{AppSpec, HttpSettings, PoolSettings, TlsCertSpec};
+use crate::cluster::{OriginLink, node_link, peer_link};
+use crate::config::{AppSpec, HttpSettings, Peering, PoolSettings, TlsCertSpec};
 use crate::fleet::Deployer;
+use crate::kv::NodeKv;
+use crate::origin::kv::KvAuthority;
 use crate::runtime::{Deployment, Origin, Runtime};
 use crate::server::tls::{SniResolver, server_config};
 use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
@@ -31,8 +33,17 @@ pub struct LaunchSpec {
     pub data_dir: PathBuf,
     /// Show guest failure details in responses (dev only).
     pub expose_errors: bool,
-    /// Join a fleet: take apps from this origin as well, under this node name.
-    pub cluster: Option<(OriginLink, String)>,
+    /// Join a fleet. Without one, the node keeps its KV's authority itself.
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// A node's place in a fleet.
+pub struct ClusterSpec {
+    /// Take apps and KV data from this origin...
+    pub link: OriginLink,
+    /// ...under this name (its cluster certificate's).
+    pub node: String,
+    pub peering: Option<Peering>,
 }
 
 /// One deployed app, as started.
@@ -52,7 +63,12 @@ pub struct Launched {
 }
 
 pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Result<Launched> {
-    let runtime = Runtime::new(&spec.pool, &spec.data_dir.join("cache"))?;
+    let kv = NodeKv::start(&spec.data_dir.join("kv"))?;
+    let runtime = Runtime::new(
+        &spec.pool,
+        &spec.data_dir.join("cache"),
+        Some(kv.client.clone()),
+    )?;
     tracing::info!(
         instances = spec.pool.instances,
         memory_reservation_mib = runtime.layout().memory_reservation >> 20,
@@ -85,7 +101,12 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     let fixed: Vec<Arc<Deployment>> = apps.iter().map(|a| a.deployment.clone()).collect();
     let routes = Arc::new(LiveRoutes::new(routes::build(&fixed)?));
     let mut tasks = Vec::new();
-    if let Some((link, node)) = spec.cluster {
+    if let Some(ClusterSpec {
+        link,
+        node,
+        peering,
+    }) = spec.cluster
+    {
         let deployer = Arc::new(Deployer::new(
             runtime.clone(),
             routes.clone(),
@@ -99,12 +120,25 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             revision = restored.revision,
             "fleet apps restored from disk"
         );
+        if let Some(peering) = peering {
+            tasks.push(tokio::spawn(peer_link::run(
+                node.clone(),
+                peering,
+                link.identity.clone(),
+                kv.links.clone(),
+                shutdown.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(node_link::run(
             link,
             node,
             deployer,
+            kv.links.clone(),
             shutdown.clone(),
         )));
+    } else {
+        let authority = KvAuthority::start(&spec.data_dir.join("kv").join("authority.redb"))?;
+        kv.embed(authority, "local");
     }
 
     let resolver = Arc::new(SniResolver::load(&spec.certs)?);
@@ -157,6 +191,8 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         for task in tasks {
             let _ = task.await;
         }
+        // Requests have drained, so no handler waits on a write any more.
+        kv.stop().await;
     });
     Ok(Launched {
         https,

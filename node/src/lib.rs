@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev_cert;
 pub mod fleet;
+pub mod kv;
 pub mod launch;
 pub mod memory;
 pub mod origin;

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::NodeConfig;
-use crate::launch::{LaunchSpec, launch};
+use crate::launch::{ClusterSpec, LaunchSpec, launch};
 use crate::server::ShutdownSignal;
 
 pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> {
@@ -21,7 +21,11 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
             http: config.http,
             data_dir: config.data_dir,
             expose_errors: false,
-            cluster: config.cluster.map(|link| (link, config.name.clone())),
+            cluster: config.cluster.map(|link| ClusterSpec {
+                link,
+                node: config.name.clone(),
+                peering: config.peering,
+            }),
         },
         shutdown,
     )

@@ -4,6 +4,7 @@
 
 pub mod node_link;
 pub mod origin_link;
+pub mod peer_link;
 pub mod tls;
 pub mod wire;
 

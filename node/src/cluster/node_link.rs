@@ -1,13 +1,17 @@
 //! A node's end of the cluster link: stay connected to the origin (reconnecting with backoff),
-//! receive desired states, apply them, report back. Serving never waits on any of this.
+//! receive desired states, apply them, report back, and carry the KV session between the
+//! node's driver and the origin's authority. Serving never waits on any of this.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use super::tls::{ClusterIdentity, client_config};
 use super::wire::{BlobReply, Open, read_frame, write_frame};
 use crate::fleet::{BlobSource, BlobWriter, Deployer, DesiredState};
+use crate::kv::{LinkEvent, frames};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use anyhow::{Context, anyhow, bail};
@@ -27,11 +31,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Keep a subscription to the origin alive until shutdown.
+/// Keep a subscription to the origin (and, given `kv`, a KV session) alive until shutdown.
 pub async fn run(
     link: OriginLink,
     node: String,
     deployer: Arc<Deployer>,
+    kv: mpsc::UnboundedSender<LinkEvent>,
     mut shutdown: ShutdownSignal,
 ) {
     let endpoint = match client_endpoint(&link) {
@@ -56,7 +61,11 @@ pub async fn run(
                 })?
                 .with_context(|| format!("connecting to the origin at {}", link.addr))?;
             tracing::info!(origin = %link.addr, "connected to the origin");
-            subscribe(&connection, &node, &deployer).await
+            // Either ending ends the connection's session; the next one starts both afresh.
+            tokio::select! {
+                result = subscribe(&connection, &node, &deployer) => result,
+                result = kv_session(&connection, &node, &kv) => result,
+            }
         };
         let outcome = tokio::select! {
             outcome = session => outcome,
@@ -124,6 +133,41 @@ async fn subscribe(
             closed = connection.closed() => return Err(anyhow!("connection closed: {closed}")),
         }
     }
+}
+
+/// Tells the driver the origin is gone when the session ends, however it ends.
+struct OriginDownOnDrop<'a>(&'a mpsc::UnboundedSender<LinkEvent>);
+
+impl Drop for OriginDownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(LinkEvent::OriginDown);
+    }
+}
+
+/// Carry the KV session: the driver's messages to the origin, the origin's to the driver.
+async fn kv_session(
+    connection: &quinn::Connection,
+    node: &str,
+    links: &mpsc::UnboundedSender<LinkEvent>,
+) -> anyhow::Result<()> {
+    let (mut send, recv) = connection.open_bi().await?;
+    write_frame(
+        &mut send,
+        &Open::Kv {
+            node: node.to_string(),
+        },
+    )
+    .await?;
+    let (to_origin, outbox) = mpsc::unbounded_channel();
+    links
+        .send(LinkEvent::OriginUp(to_origin))
+        .map_err(|_| anyhow!("the KV driver has stopped"))?;
+    let _down = OriginDownOnDrop(links);
+    frames::pump(send, recv, outbox, |message| {
+        links.send(LinkEvent::FromOrigin(message)).is_ok()
+    })
+    .await?;
+    bail!("the origin ended the KV session")
 }
 
 /// Fetches components from the origin, one stream each.

@@ -1,6 +1,6 @@
 //! The origin's end of the cluster link: accept nodes (mutual TLS), publish the desired state
-//! to each subscriber, serve component blobs, and keep a directory of who is connected and
-//! what each node says it runs.
+//! to each subscriber, serve component blobs and KV sessions, and keep a directory of who is
+//! connected and what each node says it runs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +13,9 @@ use tokio::io::AsyncWriteExt;
 use super::tls::verify_peer_name;
 use super::wire::{BlobReply, Open, read_frame, write_frame};
 use crate::fleet::{BlobStore, NodeReport, is_sha256_hex};
+use crate::kv::frames;
 use crate::origin::Registry;
+use crate::origin::kv::{KvAuthority, serve_session};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 
@@ -90,12 +92,19 @@ impl NodeDirectory {
     }
 }
 
+/// What the origin serves over the cluster link.
+#[derive(Clone)]
+pub struct ClusterServices {
+    pub registry: Arc<Registry>,
+    pub blobs: BlobStore,
+    pub directory: Arc<NodeDirectory>,
+    pub kv: KvAuthority,
+}
+
 /// Accept cluster connections until shutdown.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    registry: Arc<Registry>,
-    blobs: BlobStore,
-    directory: Arc<NodeDirectory>,
+    services: ClusterServices,
     mut shutdown: ShutdownSignal,
 ) {
     loop {
@@ -104,7 +113,7 @@ pub async fn serve(
             _ = wait_for_shutdown(&mut shutdown) => break,
         };
         let Some(incoming) = incoming else { break };
-        let (registry, blobs, directory) = (registry.clone(), blobs.clone(), directory.clone());
+        let services = services.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let connection = match incoming.await {
@@ -116,16 +125,9 @@ pub async fn serve(
                 }
             };
             while let Ok((send, recv)) = connection.accept_bi().await {
-                let (connection, registry, blobs, directory) = (
-                    connection.clone(),
-                    registry.clone(),
-                    blobs.clone(),
-                    directory.clone(),
-                );
+                let (connection, services) = (connection.clone(), services.clone());
                 tokio::spawn(async move {
-                    if let Err(err) =
-                        stream(&connection, send, recv, &registry, &blobs, &directory).await
-                    {
+                    if let Err(err) = stream(&connection, send, recv, &services).await {
                         tracing::warn!(%remote, "cluster stream failed: {err:#}");
                     }
                 });
@@ -139,19 +141,25 @@ async fn stream(
     connection: &quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    registry: &Registry,
-    blobs: &BlobStore,
-    directory: &NodeDirectory,
+    services: &ClusterServices,
 ) -> anyhow::Result<()> {
     let Some(open) = read_frame::<_, Open>(&mut recv).await? else {
         return Ok(());
     };
+    let ClusterServices {
+        registry,
+        blobs,
+        directory,
+        kv,
+    } = services;
+    let verify = |node: &str| {
+        verify_peer_name(connection, node).inspect_err(|_| {
+            connection.close(1u32.into(), b"certificate does not match the node name");
+        })
+    };
     match open {
         Open::Subscribe { node } => {
-            if let Err(err) = verify_peer_name(connection, &node) {
-                connection.close(1u32.into(), b"certificate does not match the node name");
-                return Err(err).with_context(|| format!("node {node:?} refused"));
-            }
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
             directory.connected(&node, connection.remote_address());
             tracing::info!(node, remote = %connection.remote_address(), "node subscribed");
             let result = subscription(&node, &mut send, &mut recv, registry, directory).await;
@@ -160,7 +168,36 @@ async fn stream(
             result
         }
         Open::Blob { sha256 } => send_blob(&mut send, blobs, &sha256).await,
+        Open::Kv { node } => {
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
+            kv_session(node, send, recv, kv.clone()).await
+        }
+        Open::Peer { node } => {
+            anyhow::bail!("node {node:?} opened a peer stream to the origin; peers are nodes")
+        }
     }
+}
+
+/// Serve a node's KV session until the stream or the authority ends.
+async fn kv_session(
+    node: String,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    kv: KvAuthority,
+) -> anyhow::Result<()> {
+    let (to_session, from_node) = tokio::sync::mpsc::unbounded_channel();
+    let (to_node, outbox) = tokio::sync::mpsc::unbounded_channel();
+    tracing::info!(node, "KV session open");
+    let session = serve_session(node.clone(), kv, from_node, to_node);
+    let pumping = frames::pump(send, recv, outbox, |message| {
+        to_session.send(message).is_ok()
+    });
+    let result = tokio::select! {
+        () = session => Ok(()),
+        result = pumping => result,
+    };
+    tracing::info!(node, "KV session closed");
+    result
 }
 
 async fn subscription(

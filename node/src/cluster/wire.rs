@@ -9,6 +9,10 @@
 //!   every change; the node sends a [`NodeReport`](crate::fleet::NodeReport) after applying
 //!   each, and every few seconds as a heartbeat.
 //! * `blob`: the origin answers with a [`BlobReply`] and the component's bytes, then closes.
+//! * `kv`: the node's KV session with the origin's authority (postcard frames from
+//!   `outpost_kv::protocol`, see [`crate::kv::frames`]), open for the life of the connection.
+//! * `peer`: opened between two nodes; each serves the other's pulls of recent KV entries when
+//!   one of them cannot reach the origin.
 
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
@@ -23,6 +27,8 @@ pub const MAX_FRAME: u32 = 16 << 20;
 pub enum Open {
     Subscribe { node: String },
     Blob { sha256: String },
+    Kv { node: String },
+    Peer { node: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,6 +52,23 @@ pub struct AppManifest {
     pub outbound: OutboundManifest,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "KvManifest::is_empty")]
+    pub kv: KvManifest,
+}
+
+/// The KV namespaces an app may open (`[kv] namespaces`). Each is the app's own: app `shop`'s
+/// namespace `carts` is stored as `shop/carts`, which no other app can reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvManifest {
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+impl KvManifest {
+    fn is_empty(&self) -> bool {
+        self.namespaces.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +100,8 @@ pub struct AppSettings {
     pub outbound: OutboundPolicy,
     /// Values the handler reads through `wasi:config` and its environment.
     pub config: Vec<(String, String)>,
+    /// KV namespaces the handler may open, by the name it uses.
+    pub kv_namespaces: Vec<String>,
 }
 
 /// Where `outpost deploy` sends an app, from the `[deploy]` table.
@@ -121,6 +140,8 @@ struct AppFile {
     outbound: OutboundManifest,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    kv: KvManifest,
     #[serde(default)]
     deploy: DeployTarget,
 }
@@ -194,6 +215,17 @@ impl AppManifest {
             }
         }
 
+        for (i, namespace) in self.kv.namespaces.iter().enumerate() {
+            validate_namespace_name(namespace)
+                .map_err(|m| FieldError::new(format!("kv.namespaces[{i}]"), m))?;
+            if self.kv.namespaces[..i].contains(namespace) {
+                return Err(FieldError::new(
+                    format!("kv.namespaces[{i}]"),
+                    format!("{namespace:?} is listed twice"),
+                ));
+            }
+        }
+
         Ok(AppSettings {
             name: self.name.clone(),
             routes,
@@ -209,6 +241,7 @@ impl AppManifest {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            kv_namespaces: self.kv.namespaces.clone(),
         })
     }
 }
@@ -258,6 +291,7 @@ impl AppSpec {
             limits: parsed.limits,
             outbound: parsed.outbound,
             config,
+            kv: parsed.kv,
         };
         let settings = manifest.settings().map_err(in_file)?;
         let mut deploy = parsed.deploy;
@@ -303,6 +337,22 @@ impl AppSpec {
             deploy: DeployTarget::default(),
             source: path.to_path_buf(),
         })
+    }
+}
+
+/// KV namespace names: short, plain, and free of the `/` that separates app from namespace.
+pub fn validate_namespace_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid namespace: use 1 to 64 letters, digits, '-' and '_'"
+        ))
     }
 }
 

@@ -11,10 +11,10 @@ mod outbound;
 
 pub use app::{
     AppLimits, AppManifest, AppSettings, AppSpec, DeployTarget, LimitsManifest, OutboundManifest,
-    validate_name,
+    validate_name, validate_namespace_name,
 };
 pub use error::{ConfigError, FieldError};
-pub use node::{HttpSettings, NodeConfig, PoolSettings, TlsCertSpec};
+pub use node::{HttpSettings, NodeConfig, Peering, PoolSettings, TlsCertSpec};
 pub use origin::{OriginConfig, Right, TokenSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
 

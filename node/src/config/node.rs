@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{AppSpec, ConfigError, read_toml};
+use crate::cluster::peer_link::Peer;
 use crate::cluster::{ClusterIdentity, OriginLink};
 
 /// The instance pool shared by every app on the node.
@@ -92,7 +93,16 @@ pub struct NodeConfig {
     pub http: HttpSettings,
     /// The fleet this node belongs to, if any.
     pub cluster: Option<OriginLink>,
+    /// Other nodes of the fleet, for KV anti-entropy when the origin is out of reach.
+    pub peering: Option<Peering>,
     pub source: PathBuf,
+}
+
+/// `[cluster] listen` and `peers`: where this node accepts its peers' links, and who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peering {
+    pub listen: SocketAddr,
+    pub peers: Vec<Peer>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +131,11 @@ struct ClusterFile {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// UDP address for links from peer nodes (KV anti-entropy).
+    listen: Option<String>,
+    /// Peer nodes as `NAME@ADDRESS`, each with a cluster certificate issued for NAME.
+    #[serde(default)]
+    peers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -269,9 +284,41 @@ impl NodeConfig {
             apps.push(app);
         }
 
+        let mut peering = None;
         let cluster = match parsed.cluster {
             None => None,
             Some(c) => {
+                let mut peers = Vec::new();
+                for (i, text) in c.peers.iter().enumerate() {
+                    let peer =
+                        Peer::parse(text).map_err(|m| err(&format!("cluster.peers[{i}]"), m))?;
+                    if peer.name == name {
+                        return Err(err(
+                            &format!("cluster.peers[{i}]"),
+                            format!("{:?} is this node itself", peer.name),
+                        ));
+                    }
+                    if peers.iter().any(|p: &Peer| p.name == peer.name) {
+                        return Err(err(
+                            &format!("cluster.peers[{i}]"),
+                            format!("{:?} is listed twice", peer.name),
+                        ));
+                    }
+                    peers.push(peer);
+                }
+                peering = match c.listen {
+                    Some(listen) => Some(Peering {
+                        listen: parse_addr(&listen).map_err(|m| err("cluster.listen", m))?,
+                        peers,
+                    }),
+                    None if !peers.is_empty() => {
+                        return Err(err(
+                            "cluster.listen",
+                            "is needed with `peers`: the UDP address this node accepts its peers on, e.g. \"0.0.0.0:7444\"".into(),
+                        ));
+                    }
+                    None => None,
+                };
                 let addr = parse_addr(&c.origin).map_err(|m| err("cluster.origin", m))?;
                 for (field, path) in [("ca", &c.ca), ("cert", &c.cert), ("key", &c.key)] {
                     if !base.join(path).is_file() {
@@ -307,6 +354,7 @@ impl NodeConfig {
             pool,
             http,
             cluster,
+            peering,
             source: file.to_path_buf(),
         })
     }

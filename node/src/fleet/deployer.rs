@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::blobs::{BlobStore, BlobWriter};
 use super::reconcile::plan;
 use super::release::{AppStatus, DesiredState, NodeReport, Release};
-use crate::runtime::{AppShared, Deployment, Runtime};
+use crate::runtime::{Deployment, Runtime};
 use crate::server::routes::{self, LiveRoutes};
 
 /// Where missing components come from (the origin, over the cluster link).
@@ -226,7 +226,7 @@ impl Deployer {
             }
         };
         let runtime = self.runtime.clone();
-        let app = Arc::new(AppShared::new(&settings));
+        let app = self.runtime.app(&settings);
         tokio::task::spawn_blocking(move || runtime.deploy_bytes(app, &bytes))
             .await
             .context("the compile task failed")?

@@ -12,6 +12,12 @@
 //! | `POST /v1/apps/{app}/activate`   | deploy | `{version}`                                 |
 //! | `POST /v1/apps/{app}/rollback`   | deploy | `{version?}` (default: the one before)      |
 //! | `DELETE /v1/apps/{app}`          | admin  | remove the app from the fleet               |
+//! | `GET /v1/kv/{app}/{ns}/keys`     | read   | list keys (`?prefix=&cursor=&limit=`)       |
+//! | `GET /v1/kv/{app}/{ns}/values/{key}` | read | a value's raw bytes                       |
+//! | `PUT /v1/kv/{app}/{ns}/values/{key}` | deploy | write (`?ttl=SECS`, `outpost-kv-metadata` header) |
+//! | `DELETE /v1/kv/{app}/{ns}/values/{key}` | deploy | delete                                |
+//!
+//! KV endpoints answer from the origin's authority, so what they read is the latest committed.
 
 use std::sync::Arc;
 
@@ -23,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::{Denied, Tokens};
+use super::kv::KvAuthority;
 use super::registry::{Registry, RegistryError};
 use crate::cluster::NodeDirectory;
 use crate::config::{AppManifest, Right, validate_name};
@@ -39,6 +46,7 @@ pub struct AdminApi {
     pub blobs: BlobStore,
     pub tokens: Tokens,
     pub nodes: Arc<NodeDirectory>,
+    pub kv: KvAuthority,
     pub validator: Arc<ComponentValidator>,
     pub max_component_bytes: u64,
 }
@@ -52,7 +60,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -60,7 +68,11 @@ impl ApiError {
         }
     }
 
-    fn field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn field(
+        status: StatusCode,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -102,6 +114,24 @@ impl From<Denied> for ApiError {
 
 type ApiResult = Result<(StatusCode, serde_json::Value), ApiError>;
 
+pub(super) type Response = http::Response<ResponseBody>;
+
+pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    bytes.push(b'\n');
+    full_response(status.as_u16(), "application/json", Bytes::from(bytes))
+}
+
+impl ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        json_response(self.status, &body)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewVersion {
@@ -142,20 +172,12 @@ impl Handler for AdminApi {
     ) -> http::Response<ResponseBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let (status, body) = match self.route(request).await {
-            Ok((status, body)) => (status, body),
-            Err(err) => {
-                let mut body = json!({ "error": err.message });
-                if let Some(field) = err.field {
-                    body["field"] = json!(field);
-                }
-                (err.status, body)
-            }
-        };
-        tracing::info!(target: "outpost::admin", %method, path, status = status.as_u16(), "admin request");
-        let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        bytes.push(b'\n');
-        full_response(status.as_u16(), "application/json", Bytes::from(bytes))
+        let response = self
+            .route(request)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        tracing::info!(target: "outpost::admin", %method, path, status = response.status().as_u16(), "admin request");
+        response
     }
 }
 
@@ -169,14 +191,17 @@ impl AdminApi {
         Ok(())
     }
 
-    async fn route(&self, request: http::Request<Incoming>) -> ApiResult {
+    async fn route(&self, request: http::Request<Incoming>) -> Result<Response, ApiError> {
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = request.method().clone();
         let right = match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => return Ok((StatusCode::OK, json!({ "ok": true }))),
+            (&Method::GET, ["healthz"]) => {
+                return Ok(json_response(StatusCode::OK, &json!({ "ok": true })));
+            }
             (&Method::GET, ["v1", ..]) => Right::Read,
             (&Method::DELETE, ["v1", "apps", _]) => Right::Admin,
+            (&Method::DELETE, ["v1", "kv", ..]) => Right::Deploy,
             (&Method::PUT | &Method::POST, ["v1", ..]) => Right::Deploy,
             _ => {
                 return Err(ApiError::new(
@@ -191,7 +216,22 @@ impl AdminApi {
             discard_body(request, self.max_component_bytes as usize).await;
             return Err(denied);
         }
-        match (&method, segments.as_slice()) {
+        if let ["v1", "kv", rest @ ..] = segments.as_slice() {
+            return self.kv_request(rest, request).await;
+        }
+        self.json_request(&method, &path, &segments, request)
+            .await
+            .map(|(status, body)| json_response(status, &body))
+    }
+
+    async fn json_request(
+        &self,
+        method: &Method,
+        path: &str,
+        segments: &[&str],
+        request: http::Request<Incoming>,
+    ) -> ApiResult {
+        match (method, segments) {
             (&Method::GET, ["v1", "status"]) => self.status(),
             (&Method::GET, ["v1", "apps"]) => self.list_apps(),
             (&Method::GET, ["v1", "apps", app]) => self.show_app(app),

@@ -1,9 +1,11 @@
 //! The origin: the authority for deployments. It keeps apps and versions in an embedded
-//! database and component blobs on disk, answers the admin API over HTTPS, and publishes the
-//! desired state to nodes over the cluster link.
+//! database and component blobs on disk, answers the admin API over HTTPS, publishes the
+//! desired state to nodes over the cluster link, and is the single writer of the edge KV.
 
 mod api;
 pub mod auth;
+pub mod kv;
+mod kv_api;
 mod registry;
 
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 pub use api::AdminApi;
 pub use registry::{AppRecord, Registry, RegistryError, VersionRecord};
 
+use crate::cluster::origin_link::ClusterServices;
 use crate::cluster::{NodeDirectory, origin_link, tls as cluster_tls};
 use crate::config::{HttpSettings, OriginConfig, TlsCertSpec};
 use crate::fleet::BlobStore;
@@ -44,6 +47,7 @@ pub async fn start(
     );
     let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
     let nodes = Arc::new(NodeDirectory::default());
+    let kv = kv::KvAuthority::start(&config.data_dir.join("kv.redb"))?;
 
     let endpoint = quinn::Endpoint::server(
         cluster_tls::server_config(&config.cluster_identity)?,
@@ -73,6 +77,7 @@ pub async fn start(
         blobs: blobs.clone(),
         tokens: auth::Tokens::new(config.tokens),
         nodes: nodes.clone(),
+        kv: kv.clone(),
         validator: Arc::new(ComponentValidator::new()?),
         max_component_bytes: config.max_component_bytes,
     });
@@ -85,9 +90,12 @@ pub async fn start(
     ));
     let cluster_task = tokio::spawn(origin_link::serve(
         endpoint,
-        registry.clone(),
-        blobs,
-        nodes,
+        ClusterServices {
+            registry: registry.clone(),
+            blobs,
+            directory: nodes,
+            kv,
+        },
         shutdown,
     ));
     tracing::info!(

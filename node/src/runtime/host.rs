@@ -17,6 +17,8 @@ use super::cpu::CpuClock;
 use super::guest_log::{GuestLog, Stream};
 use super::limits::GuestLimits;
 use crate::config::{AppLimits, AppSettings, OutboundPolicy};
+use crate::kv::KvClient;
+use crate::kv::host::AppKv;
 use crate::request_id::RequestId;
 
 /// What every request of one app shares: built once per deployment, never per request.
@@ -29,12 +31,20 @@ pub struct AppShared {
     pub env: Vec<(String, String)>,
     /// The same values for `wasi:config/store`.
     pub config: WasiConfigVariables,
+    /// The KV namespaces the app's handlers may open, if this node runs a KV store.
+    pub kv: Option<AppKv>,
 }
 
 impl AppShared {
-    pub fn new(settings: &AppSettings) -> Self {
+    pub fn new(settings: &AppSettings, kv: Option<&KvClient>) -> Self {
+        let name: Arc<str> = settings.name.as_str().into();
         AppShared {
-            name: settings.name.as_str().into(),
+            kv: kv.map(|client| AppKv {
+                client: client.clone(),
+                app: name.clone(),
+                namespaces: settings.kv_namespaces.clone(),
+            }),
+            name,
             routes: settings.routes.clone(),
             limits: settings.limits.clone(),
             outbound: settings.outbound.clone(),
@@ -52,7 +62,9 @@ pub struct HostState {
     hooks: OutboundHooks,
     pub(super) limits: GuestLimits,
     pub(super) cpu: Arc<CpuClock>,
-    pub(super) app: Arc<AppShared>,
+    pub(crate) app: Arc<AppShared>,
+    /// `wasi:keyvalue` list cursors handed out in this request (see `kv::host`).
+    pub(crate) kv_cursors: Vec<String>,
 }
 
 impl HostState {
@@ -72,11 +84,17 @@ impl HostState {
             limits: GuestLimits::new(app.limits.memory_bytes),
             cpu: CpuClock::new(app.limits.cpu),
             app: app.clone(),
+            kv_cursors: Vec::new(),
         }
     }
 
     pub fn config(&self) -> &WasiConfigVariables {
         &self.app.config
+    }
+
+    /// The resource table shared by every host interface of this request.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 

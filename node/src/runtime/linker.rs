@@ -34,6 +34,7 @@ pub fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
     cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
     wasmtime_wasi_config::add_to_linker(l, |h: &mut HostState| WasiConfig::from(h.config()))?;
+    crate::kv::host::add_to_linker(l)?;
     Ok(linker)
 }
 

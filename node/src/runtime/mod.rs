@@ -34,7 +34,8 @@ pub use limits::MemoryLimitExceeded;
 pub use validate::ComponentValidator;
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::config::{AppSpec, PoolSettings};
+use crate::config::{AppSettings, AppSpec, PoolSettings};
+use crate::kv::KvClient;
 use compile::ComponentCache;
 use engine::EpochTicker;
 use gate::PoolGate;
@@ -45,6 +46,7 @@ pub struct Runtime {
     cache: ComponentCache,
     gate: PoolGate,
     layout: PoolLayout,
+    kv: Option<KvClient>,
     _ticker: EpochTicker,
 }
 
@@ -69,7 +71,11 @@ impl Deployment {
 
 impl Runtime {
     /// Build the engine and linker. `cache_dir` keeps compiled components across restarts.
-    pub fn new(pool: &PoolSettings, cache_dir: &Path) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        pool: &PoolSettings,
+        cache_dir: &Path,
+        kv: Option<KvClient>,
+    ) -> anyhow::Result<Arc<Self>> {
         let (engine, compile, layout) = engine::build_engine(pool)?;
         let linker = linker::build(&engine)?;
         let cache = ComponentCache::new(cache_dir, &engine, compile)?;
@@ -81,6 +87,7 @@ impl Runtime {
             cache,
             gate,
             layout,
+            kv,
         }))
     }
 
@@ -97,6 +104,11 @@ impl Runtime {
         self.gate.in_use()
     }
 
+    /// An app's shared state for its deployments, with this node's KV if it has one.
+    pub fn app(&self, settings: &AppSettings) -> Arc<AppShared> {
+        Arc::new(AppShared::new(settings, self.kv.as_ref()))
+    }
+
     /// Compile (or load from cache) and link an app's component from its file.
     pub fn deploy(&self, spec: &AppSpec) -> anyhow::Result<Arc<Deployment>> {
         let name = &spec.settings.name;
@@ -106,7 +118,7 @@ impl Runtime {
                 spec.component.display()
             )
         })?;
-        self.deploy_bytes(Arc::new(AppShared::new(&spec.settings)), &wasm)
+        self.deploy_bytes(self.app(&spec.settings), &wasm)
             .with_context(|| format!("app {name}: component {}", spec.component.display()))
     }
 

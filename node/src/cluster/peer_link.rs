@@ -1,0 +1,176 @@
+//! Node-to-node links for KV anti-entropy: QUIC with the same mutual TLS as the origin link.
+//!
+//! Each node listens for its peers and dials those whose name sorts after its own, so every
+//! pair of nodes shares exactly one link. A link is one stream of `PeerMsg`s each way; both ends
+//! hand it to their KV driver.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use tokio::sync::mpsc;
+
+use super::tls::{ClusterIdentity, client_config, server_config, verify_peer_name};
+use super::wire::{Open, read_frame, write_frame};
+use crate::config::Peering;
+use crate::kv::{LinkEvent, frames};
+use crate::server::ShutdownSignal;
+use crate::server::listener::wait_for_shutdown;
+
+/// A peer this node knows of: its name (its certificate's) and its cluster address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    /// `edge-2@10.0.0.2:7444`.
+    pub fn parse(text: &str) -> Result<Peer, String> {
+        let (name, addr) = text.split_once('@').ok_or_else(|| {
+            format!("{text:?} should be NAME@ADDRESS, as in \"edge-2@10.0.0.2:7444\"")
+        })?;
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an address such as \"10.0.0.2:7444\""))?;
+        if name.is_empty() {
+            return Err(format!("{text:?} has no name before '@'"));
+        }
+        Ok(Peer {
+            name: name.to_string(),
+            addr,
+        })
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Listen for peers and keep links to them until shutdown.
+pub async fn run(
+    node: String,
+    peering: Peering,
+    identity: ClusterIdentity,
+    links: mpsc::UnboundedSender<LinkEvent>,
+    shutdown: ShutdownSignal,
+) {
+    let endpoint = match endpoint(&peering, &identity) {
+        Ok(endpoint) => endpoint,
+        Err(err) => {
+            tracing::error!("KV peer links cannot start: {err:#}");
+            return;
+        }
+    };
+    tracing::info!(listen = ?endpoint.local_addr().ok(), peers = peering.peers.len(), "KV peer links");
+    for peer in peering.peers.into_iter().filter(|p| p.name > node) {
+        tokio::spawn(dial(
+            endpoint.clone(),
+            node.clone(),
+            peer,
+            links.clone(),
+            shutdown.clone(),
+        ));
+    }
+    accept(endpoint, links, shutdown).await;
+}
+
+fn endpoint(peering: &Peering, identity: &ClusterIdentity) -> anyhow::Result<quinn::Endpoint> {
+    let mut endpoint = quinn::Endpoint::server(server_config(identity)?, peering.listen)
+        .with_context(|| format!("binding the peer listener on udp {}", peering.listen))?;
+    endpoint.set_default_client_config(client_config(identity)?);
+    Ok(endpoint)
+}
+
+async fn accept(
+    endpoint: quinn::Endpoint,
+    links: mpsc::UnboundedSender<LinkEvent>,
+    mut shutdown: ShutdownSignal,
+) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = wait_for_shutdown(&mut shutdown) => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let links = links.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let connection = incoming.await?;
+                let (send, mut recv) = connection.accept_bi().await?;
+                let Some(Open::Peer { node: peer }) = read_frame::<_, Open>(&mut recv).await?
+                else {
+                    bail!("a peer stream must open with Open::Peer");
+                };
+                verify_peer_name(&connection, &peer)?;
+                serve_link(peer, send, recv, &links).await
+            }
+            .await;
+            if let Err(err) = result {
+                tracing::debug!("peer link ended: {err:#}");
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"node shutting down");
+}
+
+async fn dial(
+    endpoint: quinn::Endpoint,
+    node: String,
+    peer: Peer,
+    links: mpsc::UnboundedSender<LinkEvent>,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let attempt = async {
+            let connecting = endpoint.connect(peer.addr, &peer.name)?;
+            let connection = tokio::time::timeout(Duration::from_secs(3), connecting)
+                .await
+                .map_err(|_| anyhow!("no answer from peer {} at {}", peer.name, peer.addr))??;
+            let (mut send, recv) = connection.open_bi().await?;
+            write_frame(&mut send, &Open::Peer { node: node.clone() }).await?;
+            serve_link(peer.name.clone(), send, recv, &links).await
+        };
+        let started = std::time::Instant::now();
+        tokio::select! {
+            result = attempt => {
+                if let Err(err) = result {
+                    tracing::debug!(peer = %peer.name, "peer link down: {err:#}");
+                }
+            }
+            _ = wait_for_shutdown(&mut shutdown) => return,
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = wait_for_shutdown(&mut shutdown) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Carry one peer link until it breaks, reporting it up and down to the driver.
+async fn serve_link(
+    peer: String,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    links: &mpsc::UnboundedSender<LinkEvent>,
+) -> anyhow::Result<()> {
+    let (to_peer, outbox) = mpsc::unbounded_channel();
+    links
+        .send(LinkEvent::PeerUp(peer.clone(), to_peer))
+        .map_err(|_| anyhow!("the KV driver has stopped"))?;
+    let deliver = {
+        let (peer, links) = (peer.clone(), links.clone());
+        move |message| {
+            links
+                .send(LinkEvent::FromPeer(peer.clone(), message))
+                .is_ok()
+        }
+    };
+    let result = frames::pump(send, recv, outbox, deliver).await;
+    let _ = links.send(LinkEvent::PeerDown(peer));
+    result
+}

@@ -1,0 +1,64 @@
+//! What request handlers hold: reads straight from the replica, writes through the driver.
+
+use std::sync::Arc;
+
+use outpost_kv::{Entry, ReplicaStore, WriteError, WriteOp, WriteOutcome};
+use tokio::sync::{mpsc, oneshot};
+
+/// A request to the driver.
+pub enum Command {
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<WriteOutcome>,
+    },
+}
+
+#[derive(Clone)]
+pub struct KvClient {
+    replica: Arc<dyn ReplicaStore>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl KvClient {
+    pub fn new(replica: Arc<dyn ReplicaStore>, commands: mpsc::Sender<Command>) -> Self {
+        KvClient { replica, commands }
+    }
+
+    /// A key's latest entry from the local replica (tombstones and expired entries included:
+    /// callers ask the entry whether it is live).
+    pub fn get(&self, namespace: &str, key: &str) -> Result<Option<Arc<Entry>>, String> {
+        self.replica.get(namespace, key).map_err(|e| e.to_string())
+    }
+
+    pub fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Entry>>, String> {
+        self.replica
+            .list(namespace, prefix, after, limit)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Send a write to the origin and wait for its outcome.
+    pub async fn write(&self, op: WriteOp) -> WriteOutcome {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Write { op, reply })
+            .await
+            .is_err()
+        {
+            return Err(WriteError::Unavailable(
+                "the node's KV driver has stopped".into(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteError::Unavailable(
+                "the node's KV driver has stopped".into(),
+            ))
+        })
+    }
+}

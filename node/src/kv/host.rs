@@ -1,0 +1,360 @@
+//! `wasi:keyvalue@0.2.0-draft` (store, atomics, batch) and `outpost:kv/extras` for handlers.
+//!
+//! A handler opens only the namespaces its app binds (`[kv] namespaces`); each is stored under
+//! the app's name (`app/namespace`), so no app can reach another's data. Reads come from the
+//! node's replica; writes go through the driver to the origin. Errors the guest should act on
+//! carry a prefix the SDK understands: `unavailable: ` (the origin is out of reach: 503) and
+//! `limit: ` (a key, value or metadata too large: 413).
+
+use std::sync::Arc;
+
+use outpost_kv::{OpResult, WriteError, WriteOp, validate_key};
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::client::KvClient;
+use crate::runtime::HostState;
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "outpost:sdk/kv-host",
+    imports: { default: async | trappable },
+    with: { "wasi:keyvalue/store.bucket": Bucket },
+});
+
+use outpost::kv::extras;
+use wasi::keyvalue::{atomics, batch, store};
+
+/// An open namespace, as the guest holds it.
+pub struct Bucket {
+    /// The stored name: `app/namespace`.
+    namespace: String,
+}
+
+/// What an app's handlers may reach in the KV.
+pub struct AppKv {
+    pub client: KvClient,
+    /// The app's name, which qualifies its namespaces.
+    pub app: Arc<str>,
+    /// Namespaces by the names the handler uses.
+    pub namespaces: Vec<String>,
+}
+
+/// Keys per page of `list-keys` and the most `list-prefix` returns.
+const PAGE: usize = 1000;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    atomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    extras::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn write_error(err: WriteError) -> store::Error {
+    match err {
+        WriteError::Limit(limit) => store::Error::Other(format!("limit: {limit}")),
+        WriteError::Unavailable(reason) => store::Error::Other(format!("unavailable: {reason}")),
+        other => store::Error::Other(other.to_string()),
+    }
+}
+
+fn checked_key(key: &str) -> Result<(), store::Error> {
+    validate_key(key).map_err(|limit| store::Error::Other(format!("limit: {limit}")))
+}
+
+type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
+
+impl HostState {
+    fn kv(&self) -> Result<&AppKv, store::Error> {
+        self.app
+            .kv
+            .as_ref()
+            .ok_or_else(|| store::Error::Other("unavailable: this node runs no KV store".into()))
+    }
+
+    fn namespace_of(&mut self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
+        Ok(self.table().get(bucket)?.namespace.clone())
+    }
+
+    fn read(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        key: &str,
+    ) -> wasmtime::Result<Result<Option<Arc<outpost_kv::Entry>>, store::Error>> {
+        let namespace = self.namespace_of(bucket)?;
+        if let Err(err) = checked_key(key) {
+            return Ok(Err(err));
+        }
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(err) => return Ok(Err(err)),
+        };
+        Ok(kv
+            .client
+            .get(&namespace, key)
+            .map(|entry| entry.filter(|e| e.is_live(now_ms())))
+            .map_err(store::Error::Other))
+    }
+
+    async fn write(&mut self, op: WriteOp) -> Result<OpResult, store::Error> {
+        let client = self.kv()?.client.clone();
+        client
+            .write(op)
+            .await
+            .map(|ack| ack.result)
+            .map_err(write_error)
+    }
+
+    fn keys_page(
+        &mut self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), store::Error> {
+        let kv = self.kv()?;
+        let now = now_ms();
+        // Ask for one more than needed to know whether another page follows.
+        let entries = kv
+            .client
+            .list(namespace, prefix, after, limit + 1)
+            .map_err(store::Error::Other)?;
+        let mut keys: Vec<String> = Vec::new();
+        let mut last_seen = None;
+        for entry in &entries {
+            if keys.len() == limit {
+                break;
+            }
+            last_seen = Some(entry.key.clone());
+            if entry.is_live(now) {
+                keys.push(entry.key.clone());
+            }
+        }
+        let more = entries.len() > limit;
+        Ok((keys, if more { last_seen } else { None }))
+    }
+}
+
+impl store::Host for HostState {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(err) => return Ok(Err(err)),
+        };
+        if !kv.namespaces.contains(&identifier) {
+            return Ok(Err(store::Error::AccessDenied));
+        }
+        let namespace = format!("{}/{identifier}", kv.app);
+        Ok(Ok(self.table().push(Bucket { namespace })?))
+    }
+}
+
+impl store::HostBucket for HostState {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        Ok(self
+            .read(&bucket, &key)?
+            .map(|entry| entry.and_then(|e| e.value.clone())))
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+        let namespace = self.namespace_of(&bucket)?;
+        let op = WriteOp::Put {
+            namespace,
+            key,
+            value,
+            metadata: None,
+            ttl_secs: None,
+        };
+        Ok(self.write(op).await.map(drop))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
+        let namespace = self.namespace_of(&bucket)?;
+        Ok(self
+            .write(WriteOp::Delete { namespace, key })
+            .await
+            .map(drop))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
+        Ok(self.read(&bucket, &key)?.map(|entry| entry.is_some()))
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> KvResult<store::KeyResponse> {
+        let namespace = self.namespace_of(&bucket)?;
+        // Cursors are indexes into this request's list of "resume after this key" markers.
+        let after = match cursor {
+            None => None,
+            Some(index) => match self.kv_cursors.get(index as usize) {
+                Some(key) => Some(key.clone()),
+                None => return Ok(Err(store::Error::Other(format!("unknown cursor {index}")))),
+            },
+        };
+        let page = self.keys_page(&namespace, "", after.as_deref(), PAGE);
+        Ok(page.map(|(keys, next)| store::KeyResponse {
+            keys,
+            cursor: next.map(|key| {
+                self.kv_cursors.push(key);
+                (self.kv_cursors.len() - 1) as u64
+            }),
+        }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table().delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for HostState {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> KvResult<u64> {
+        let namespace = self.namespace_of(&bucket)?;
+        let Ok(delta) = i64::try_from(delta) else {
+            return Ok(Err(store::Error::Other(
+                "limit: the increment is too large".into(),
+            )));
+        };
+        Ok(
+            match self
+                .write(WriteOp::Increment {
+                    namespace,
+                    key,
+                    delta,
+                })
+                .await
+            {
+                Ok(OpResult::Counter(value)) => u64::try_from(value)
+                    .map_err(|_| store::Error::Other(format!("the counter is negative ({value})"))),
+                Ok(other) => Err(store::Error::Other(format!("unexpected result {other:?}"))),
+                Err(err) => Err(err),
+            },
+        )
+    }
+}
+
+impl batch::Host for HostState {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.read(&bucket, &key)? {
+                Ok(entry) => found.push(entry.and_then(|e| e.value.clone()).map(|v| (key, v))),
+                Err(err) => return Ok(Err(err)),
+            }
+        }
+        Ok(Ok(found))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> KvResult<()> {
+        let namespace = self.namespace_of(&bucket)?;
+        Ok(self
+            .write(WriteOp::PutMany {
+                namespace,
+                items: key_values,
+            })
+            .await
+            .map(drop))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+        let namespace = self.namespace_of(&bucket)?;
+        Ok(self
+            .write(WriteOp::DeleteMany { namespace, keys })
+            .await
+            .map(drop))
+    }
+}
+
+impl extras::Host for HostState {
+    async fn get_entry(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> KvResult<Option<extras::Entry>> {
+        Ok(self.read(&bucket, &key)?.map(|entry| {
+            entry.and_then(|e| {
+                e.value.clone().map(|value| extras::Entry {
+                    value,
+                    metadata: e.metadata.clone(),
+                    expires_at_ms: e.expires_at_ms,
+                    version: e.version,
+                })
+            })
+        }))
+    }
+
+    async fn set_with_options(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+        metadata: Option<Vec<u8>>,
+        ttl_seconds: Option<u64>,
+    ) -> KvResult<()> {
+        let namespace = self.namespace_of(&bucket)?;
+        let op = WriteOp::Put {
+            namespace,
+            key,
+            value,
+            metadata,
+            ttl_secs: ttl_seconds,
+        };
+        Ok(self.write(op).await.map(drop))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> KvResult<bool> {
+        let namespace = self.namespace_of(&bucket)?;
+        let op = WriteOp::CompareAndSwap {
+            namespace,
+            key,
+            expected,
+            value,
+        };
+        Ok(match self.write(op).await {
+            Ok(OpResult::Swapped(swapped)) => Ok(swapped),
+            Ok(other) => Err(store::Error::Other(format!("unexpected result {other:?}"))),
+            Err(err) => Err(err),
+        })
+    }
+
+    async fn list_prefix(
+        &mut self,
+        bucket: Resource<Bucket>,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> KvResult<(Vec<String>, Option<String>)> {
+        let namespace = self.namespace_of(&bucket)?;
+        let limit = (limit as usize).clamp(1, PAGE);
+        Ok(self.keys_page(&namespace, &prefix, cursor.as_deref(), limit))
+    }
+}

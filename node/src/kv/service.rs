@@ -1,0 +1,98 @@
+//! Starting a node's KV: open the replica, run the driver, and connect it to an authority,
+//! either the origin's over the cluster link or one embedded in this process (`outpost dev` and
+//! nodes that belong to no fleet).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use outpost_kv::{RedbReplica, ReplicaStore};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::client::KvClient;
+use super::driver::{KvStats, LinkEvent, run_driver};
+use super::write_id_base;
+use crate::origin::kv::{KvAuthority, serve_session};
+
+/// Handler writes waiting for the driver at most; more wait in the handlers themselves.
+const COMMAND_QUEUE: usize = 4096;
+
+/// A node's running KV.
+pub struct NodeKv {
+    pub client: KvClient,
+    /// Where links report to the driver.
+    pub links: mpsc::UnboundedSender<LinkEvent>,
+    pub stats: Arc<Mutex<KvStats>>,
+    stop: oneshot::Sender<()>,
+    driver: JoinHandle<()>,
+}
+
+impl NodeKv {
+    /// Open (or create) the replica in `dir` and start the driver.
+    pub fn start(dir: &Path) -> anyhow::Result<NodeKv> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("replica.redb");
+        let replica: Arc<dyn ReplicaStore> = Arc::new(
+            RedbReplica::open(&path)
+                .map_err(|e| anyhow::anyhow!("opening the KV replica {}: {e}", path.display()))?,
+        );
+        tracing::info!(applied = replica.applied(), path = %path.display(), "KV replica open");
+        let (commands, command_inbox) = mpsc::channel(COMMAND_QUEUE);
+        let (links, link_inbox) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel();
+        let stats = Arc::new(Mutex::new(KvStats::default()));
+        let driver = tokio::spawn(run_driver(
+            replica.clone(),
+            command_inbox,
+            link_inbox,
+            write_id_base(),
+            stats.clone(),
+            stopped,
+        ));
+        Ok(NodeKv {
+            client: KvClient::new(replica, commands),
+            links,
+            stats,
+            stop,
+            driver,
+        })
+    }
+
+    /// Follow an authority in this process, as a node follows the origin's.
+    pub fn embed(&self, authority: KvAuthority, name: &str) {
+        let (to_origin, from_node) = mpsc::unbounded_channel();
+        let (to_node, mut from_origin) = mpsc::unbounded_channel();
+        if self.links.send(LinkEvent::OriginUp(to_origin)).is_err() {
+            return;
+        }
+        tokio::spawn(serve_session(
+            name.to_string(),
+            authority,
+            from_node,
+            to_node,
+        ));
+        let links = self.links.clone();
+        tokio::spawn(async move {
+            while let Some(message) = from_origin.recv().await {
+                if links.send(LinkEvent::FromOrigin(message)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Stop the driver (once nothing serves requests any more) and log what it measured.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.driver.await;
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if !stats.write_ack_us.is_empty() || !stats.propagation_us.is_empty() {
+            tracing::info!(
+                write_ack = %KvStats::summary(&stats.write_ack_us),
+                propagation = %KvStats::summary(&stats.propagation_us),
+                "KV latencies this run"
+            );
+        }
+    }
+}
