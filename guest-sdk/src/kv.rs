@@ -180,6 +180,20 @@ impl Store {
         batch::delete_many(&self.bucket, keys).map_err(kv_error)
     }
 
+    /// Every key in the namespace, in order, through the standard `list-keys` paging.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.bucket.list_keys(cursor).map_err(kv_error)?;
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+
     /// Keys starting with `prefix`, in order, a page at a time.
     pub fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page> {
         let (keys, cursor) =

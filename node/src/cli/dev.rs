@@ -34,6 +34,7 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let certs = dev_cert::ensure(&data_dir.join("tls"))?;
     let ca = certs.ca_cert.clone();
+    let kv_dir = data_dir.join("kv");
     let launched = launch(
         LaunchSpec {
             https: args.listen,
@@ -73,6 +74,14 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         &started.deployment.digest[..16]
     );
     println!("  {url}");
+    let namespaces = &started.spec.settings.kv_namespaces;
+    if !namespaces.is_empty() {
+        println!(
+            "  KV: namespaces {} kept in {} (embedded origin)",
+            namespaces.join(", "),
+            kv_dir.display()
+        );
+    }
     if let Some(http) = launched.http_redirect {
         println!("  http://localhost:{}/ redirects to HTTPS", http.port());
     }

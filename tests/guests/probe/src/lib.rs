@@ -13,11 +13,12 @@
 //! | `/log`            | writes lines to stdout and stderr                            |
 //! | `/config?key=K`   | K from wasi:config and from wasi:cli/environment             |
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
+//! | `/kv/OP?ns=N&key=K` | the KV: OP is get, set (body is the value; `ttl=S`), delete, exists, incr (`by=D`), cas (`expect=V`, body), list (`prefix=P`), get-many (`keys=a,b`), set-many (`keys=a,b`, body is each value) |
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use outpost_sdk::{Error, Handler, Request, Response, Result, config, fetch};
+use outpost_sdk::{Error, Handler, Request, Response, Result, config, fetch, kv};
 
 static COUNT: AtomicU32 = AtomicU32::new(0);
 
@@ -97,8 +98,98 @@ impl Handler for Probe {
                     response.text_body()?
                 )))
             }
+            path if path.starts_with("/kv/") => kv(&path["/kv/".len()..].to_string(), &mut request),
             other => Err(Error::not_found(format!("the probe has no {other}"))),
         }
+    }
+}
+
+fn kv(op: &str, request: &mut Request) -> Result<Response> {
+    let param = |name: &str| request.query_param(name);
+    let namespace = param("ns").ok_or_else(|| Error::bad_request("give ?ns=N"))?;
+    let key = param("key").unwrap_or_default();
+    let store = kv::Store::open(&namespace)?;
+    let list = |text: Option<String>| -> Vec<String> {
+        text.map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default()
+    };
+    match op {
+        "get" => match store.get(&key)? {
+            Some(value) => Ok(Response::bytes("application/octet-stream", value)),
+            None => Err(Error::not_found(format!("no key {key:?}"))),
+        },
+        "entry" => match store.get_entry(&key)? {
+            Some(entry) => Ok(Response::text(format!(
+                "value={} version={} metadata={} expires={}",
+                String::from_utf8_lossy(&entry.value),
+                entry.version,
+                entry.metadata.map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default(),
+                entry.expires_at_ms.map(|e| e.to_string()).unwrap_or_default(),
+            ))),
+            None => Err(Error::not_found(format!("no key {key:?}"))),
+        },
+        "set" => {
+            let ttl = param("ttl").and_then(|t| t.parse().ok());
+            let metadata = param("meta").map(String::into_bytes);
+            let value = request.take_body()?;
+            if ttl.is_some() || metadata.is_some() {
+                store.set_with(&key, value, kv::SetOptions { metadata, ttl_seconds: ttl })?;
+            } else {
+                store.set(&key, value)?;
+            }
+            Ok(Response::text("stored"))
+        }
+        "delete" => {
+            store.delete(&key)?;
+            Ok(Response::text("deleted"))
+        }
+        "exists" => Ok(Response::text(store.exists(&key)?.to_string())),
+        "incr" => {
+            let by = param("by").and_then(|b| b.parse().ok()).unwrap_or(1);
+            Ok(Response::text(store.increment(&key, by)?.to_string()))
+        }
+        "cas" => {
+            let expected = param("expect").map(String::into_bytes);
+            let value = request.take_body()?;
+            Ok(Response::text(store.compare_and_swap(&key, expected.as_deref(), value)?.to_string()))
+        }
+        "list" => {
+            let prefix = param("prefix").unwrap_or_default();
+            let mut keys = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store.list(&prefix, cursor.as_deref(), 2)?;
+                keys.extend(page.keys);
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(Response::text(keys.join(",")))
+        }
+        "list-keys" => {
+            // The standard interface's paging (wasi:keyvalue list-keys with a cursor).
+            Ok(Response::text(store.keys()?.join(",")))
+        }
+        "get-many" => {
+            let found = store.get_many(&list(param("keys")))?;
+            let shown: Vec<String> = found
+                .into_iter()
+                .map(|pair| pair.map_or("-".into(), |(k, v)| format!("{k}={}", String::from_utf8_lossy(&v))))
+                .collect();
+            Ok(Response::text(shown.join(",")))
+        }
+        "set-many" => {
+            let keys = list(param("keys"));
+            let value = request.take_body()?;
+            let items: Vec<(String, Vec<u8>)> = keys.into_iter().map(|k| (k, value.clone())).collect();
+            store.set_many(&items)?;
+            Ok(Response::text("stored"))
+        }
+        "delete-many" => {
+            store.delete_many(&list(param("keys")))?;
+            Ok(Response::text("deleted"))
+        }
+        other => Err(Error::not_found(format!("no KV op {other}"))),
     }
 }
 
