@@ -147,6 +147,23 @@ impl AdminClient {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let answer = self.exchange(method, path, content_type, &[], body).await?;
+        answer.json()
+    }
+
+    /// Send a request with extra headers; the answer whatever its status.
+    pub async fn exchange<B>(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: B,
+    ) -> anyhow::Result<Answer>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let unreachable = |e: &dyn std::fmt::Display| {
             anyhow!("cannot reach the origin at {}: {e}", self.origin())
         };
@@ -170,13 +187,36 @@ impl AdminClient {
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let response = sender
             .send_request(request.body(body)?)
             .await
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).with_context(|| {
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// What the origin answered.
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The JSON body of a success, or the origin's refusal as an error.
+    pub fn json(self) -> anyhow::Result<Value> {
+        let status = self.status;
+        let value: Value = serde_json::from_slice(&self.body).with_context(|| {
             format!("the origin answered {status} with something that is not JSON")
         })?;
         if !status.is_success() {
@@ -188,6 +228,15 @@ impl AdminClient {
             bail!("the origin refused ({}): {message}{field}", status.as_u16());
         }
         Ok(value)
+    }
+
+    /// The raw body of a success, or the origin's refusal as an error.
+    pub fn bytes(self) -> anyhow::Result<Bytes> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            self.json().map(|_| Bytes::new())
+        }
     }
 }
 

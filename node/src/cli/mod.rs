@@ -5,6 +5,7 @@ mod build;
 mod ca;
 mod dev;
 mod fleet;
+mod kv;
 mod node;
 mod origin;
 mod scaffold;
@@ -67,6 +68,11 @@ enum Command {
     Delete(fleet::AppArgs),
     /// The fleet: apps and their active versions, nodes and what they serve.
     Status(admin_client::OriginArgs),
+    /// An app's KV data at the origin: put, get, delete, list.
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
     /// The cluster CA: `init` makes it, `issue` makes a member's certificate.
     Ca {
         #[command(subcommand)]
@@ -139,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Rollback(args) => fleet::rollback(args).await,
             Command::Delete(args) => fleet::delete(args).await,
             Command::Status(args) => fleet::status(args).await,
+            Command::Kv { command } => kv::run(command).await,
             Command::Ca {
                 command: CaCommand::Init { dir },
             } => ca::init(&dir),

@@ -1,0 +1,194 @@
+//! `outpost kv put|get|delete|list`: an app's KV namespaces through the origin's admin API.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::Method;
+use http_body_util::Full;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::admin_client::{AdminClient, OriginArgs};
+use crate::config::AppSpec;
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Store a value: given on the command line, from --file, or from stdin with --file -.
+    Put {
+        #[command(flatten)]
+        at: KvArgs,
+        key: String,
+        value: Option<String>,
+        /// Read the value from this file (`-` for stdin).
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Expire the entry after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Up to 1 KiB of text kept beside the value.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Print a value (raw bytes, as stored) to stdout.
+    Get {
+        #[command(flatten)]
+        at: KvArgs,
+        key: String,
+    },
+    /// Delete a key.
+    Delete {
+        #[command(flatten)]
+        at: KvArgs,
+        key: String,
+    },
+    /// List keys, one per line.
+    List {
+        #[command(flatten)]
+        at: KvArgs,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Args)]
+pub struct KvArgs {
+    /// The app whose namespace this is (default: the name in ./outpost.toml).
+    #[arg(long)]
+    app: Option<String>,
+    /// The namespace, as listed in the app's `[kv] namespaces`.
+    #[arg(long, short)]
+    namespace: String,
+    #[command(flatten)]
+    origin: OriginArgs,
+}
+
+/// The client and the namespace's path on the admin API.
+fn connect(args: &KvArgs) -> anyhow::Result<(AdminClient, String)> {
+    let local = AppSpec::load(Path::new(".")).ok();
+    let app = match (&args.app, &local) {
+        (Some(app), _) => app.clone(),
+        (None, Some(spec)) => spec.settings.name.clone(),
+        (None, None) => bail!("no app given: use --app NAME or run in an app directory"),
+    };
+    let client = AdminClient::new(&args.origin, local.as_ref().map(|s| &s.deploy))?;
+    let base = format!(
+        "/v1/kv/{}/{}",
+        utf8_percent_encode(&app, NON_ALPHANUMERIC),
+        utf8_percent_encode(&args.namespace, NON_ALPHANUMERIC)
+    );
+    Ok((client, base))
+}
+
+fn value_path(base: &str, key: &str) -> String {
+    format!(
+        "{base}/values/{}",
+        utf8_percent_encode(key, NON_ALPHANUMERIC)
+    )
+}
+
+fn read_value(value: Option<String>, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match (value, file) {
+        (Some(value), _) => Ok(value.into_bytes()),
+        (None, Some(path)) if path == Path::new("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading the value from stdin")?;
+            Ok(bytes)
+        }
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        }
+        (None, None) => bail!("give the value, or --file PATH (- for stdin)"),
+    }
+}
+
+pub async fn run(command: KvCommand) -> anyhow::Result<()> {
+    match command {
+        KvCommand::Put {
+            at,
+            key,
+            value,
+            file,
+            ttl,
+            metadata,
+        } => {
+            let (client, base) = connect(&at)?;
+            let value = read_value(value, file.as_deref())?;
+            let mut path = value_path(&base, &key);
+            if let Some(ttl) = ttl {
+                path.push_str(&format!("?ttl={ttl}"));
+            }
+            let headers: Vec<(&str, &str)> = metadata
+                .as_deref()
+                .map(|m| ("outpost-kv-metadata", m))
+                .into_iter()
+                .collect();
+            let size = value.len();
+            let stored = client
+                .exchange(
+                    Method::PUT,
+                    &path,
+                    "application/octet-stream",
+                    &headers,
+                    Full::new(Bytes::from(value)),
+                )
+                .await?
+                .json()?;
+            eprintln!(
+                "stored {key:?} ({size} bytes, version {})",
+                stored["version"]
+            );
+        }
+        KvCommand::Get { at, key } => {
+            let (client, base) = connect(&at)?;
+            let value = client
+                .exchange(
+                    Method::GET,
+                    &value_path(&base, &key),
+                    "application/json",
+                    &[],
+                    Full::new(Bytes::new()),
+                )
+                .await?
+                .bytes()?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&value)?;
+            stdout.flush()?;
+        }
+        KvCommand::Delete { at, key } => {
+            let (client, base) = connect(&at)?;
+            client.delete(&value_path(&base, &key)).await?;
+            eprintln!("deleted {key:?}");
+        }
+        KvCommand::List { at, prefix } => {
+            let (client, base) = connect(&at)?;
+            let mut cursor: Option<String> = None;
+            let mut stdout = std::io::stdout().lock();
+            loop {
+                let mut path = format!(
+                    "{base}/keys?prefix={}",
+                    utf8_percent_encode(&prefix, NON_ALPHANUMERIC)
+                );
+                if let Some(cursor) = &cursor {
+                    path.push_str(&format!(
+                        "&cursor={}",
+                        utf8_percent_encode(cursor, NON_ALPHANUMERIC)
+                    ));
+                }
+                let page = client.get(&path).await?;
+                for key in page["keys"].as_array().into_iter().flatten() {
+                    writeln!(stdout, "{}", key["name"].as_str().unwrap_or_default())?;
+                }
+                match page["cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_string()),
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
