@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::process::{Exited, Outpost, TempDir, outpost_bin};
+use crate::udp_proxy::{UdpProxy, free_udp_addr};
 use crate::{Client, wasm};
 
 pub struct Fleet {
@@ -19,6 +20,12 @@ pub struct Fleet {
     pub admin: SocketAddr,
     pub cluster: SocketAddr,
     pub nodes: Vec<Option<Outpost>>,
+    /// Each node's UDP address for its peers' KV links.
+    pub peer_addrs: Vec<SocketAddr>,
+    /// For nodes that reach the origin through a relay the test can cut.
+    pub proxies: Vec<Option<UdpProxy>>,
+    /// The token hashes origin.toml lists, to write it again for a restart.
+    token_hashes: (String, String),
 }
 
 fn outpost(args: &[&str], cwd: &Path) -> Exited {
@@ -68,8 +75,15 @@ fn new_token(dir: &Path, name: &str, rights: &str) -> (String, String) {
 }
 
 impl Fleet {
-    /// A cluster CA, an origin and `nodes` nodes named edge-1, edge-2, ...
+    /// A cluster CA, an origin and `nodes` nodes named edge-1, edge-2, ..., each peering
+    /// with all the others.
     pub fn start(label: &str, nodes: usize) -> Fleet {
+        Self::start_with_relays(label, nodes, &[])
+    }
+
+    /// As [`Fleet::start`], with the nodes numbered (0-based) in `relayed` reaching the origin
+    /// through a [`UdpProxy`] the test can cut.
+    pub fn start_with_relays(label: &str, nodes: usize, relayed: &[usize]) -> Fleet {
         let dir = TempDir::new(label);
         let root = dir.path();
         must(
@@ -94,16 +108,8 @@ impl Fleet {
         );
         let (token, hash) = new_token(root, "ops", "read,deploy,admin");
         let (read_token, read_hash) = new_token(root, "viewer", "read");
-        let config = dir.write(
-            "origin.toml",
-            format!(
-                "data_dir = \"origin-data\"\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
-                 [cluster]\nlisten = \"127.0.0.1:0\"\nca = \"cluster/ca.pem\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
-                 [[tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nrights = [\"read\", \"deploy\", \"admin\"]\n\
-                 [[tokens]]\nname = \"viewer\"\nsha256 = \"{read_hash}\"\nrights = [\"read\"]\n"
-            ),
-        );
+        let token_hashes = (hash, read_hash);
+        let config = write_origin_config(&dir, &token_hashes, "127.0.0.1:0", "127.0.0.1:0");
         let origin = Outpost::origin(&config).unwrap_or_else(|e| panic!("origin failed: {e:?}"));
         let (admin, cluster) = (origin.addr, origin.cluster.expect("cluster address"));
         let mut fleet = Fleet {
@@ -114,6 +120,9 @@ impl Fleet {
             admin,
             cluster,
             nodes: Vec::new(),
+            peer_addrs: (0..nodes).map(|_| free_udp_addr()).collect(),
+            proxies: Vec::new(),
+            token_hashes,
         };
         for i in 1..=nodes {
             let name = format!("edge-{i}");
@@ -133,14 +142,26 @@ impl Fleet {
                 ),
                 "outpost ca issue node",
             );
-            fleet.write_node_config(&name, fleet.cluster);
+            let proxy = relayed.contains(&(i - 1)).then(|| UdpProxy::start(fleet.cluster));
+            let origin = proxy.as_ref().map_or(fleet.cluster, |p| p.addr);
+            fleet.proxies.push(proxy);
+            fleet.write_node_config(i - 1, origin);
             fleet.nodes.push(None);
             fleet.start_node(i - 1);
         }
         fleet
     }
 
-    fn write_node_config(&self, name: &str, origin: SocketAddr) -> PathBuf {
+    fn write_node_config(&self, index: usize, origin: SocketAddr) -> PathBuf {
+        let name = format!("edge-{}", index + 1);
+        let listen = self.peer_addrs[index];
+        let peers: Vec<String> = self
+            .peer_addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != index)
+            .map(|(j, addr)| format!("\"edge-{}@{addr}\"", j + 1))
+            .collect();
         self.dir.write(
             &format!("{name}.toml"),
             format!(
@@ -149,9 +170,28 @@ impl Fleet {
                  [[tls.certs]]\nhosts = [\"localhost\"]\ncert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
                  [pool]\ninstances = 50\n\
                  [cluster]\norigin = \"{origin}\"\norigin_name = \"origin\"\nca = \"cluster/ca.pem\"\n\
-                 cert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n"
+                 cert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
+                 listen = \"{listen}\"\npeers = [{}]\n",
+                peers.join(", ")
             ),
         )
+    }
+
+    /// Start the origin again after [`Fleet::kill_origin`], on the same addresses and data.
+    pub fn restart_origin(&mut self) {
+        let config = write_origin_config(
+            &self.dir,
+            &self.token_hashes,
+            &self.admin.to_string(),
+            &self.cluster.to_string(),
+        );
+        let origin = Outpost::origin(&config).unwrap_or_else(|e| panic!("origin failed: {e:?}"));
+        self.origin = Some(origin);
+    }
+
+    /// The relay between node `i` and the origin (see [`Fleet::start_with_relays`]).
+    pub fn relay(&self, i: usize) -> &UdpProxy {
+        self.proxies[i].as_ref().expect("node has a relay")
     }
 
     /// (Re)start node `i` (0-based) from its config and data directory.
@@ -213,6 +253,25 @@ impl Fleet {
 
     /// An app directory named `name` whose outpost.toml runs `component` with `config`.
     pub fn app(&self, name: &str, component: &Path, config: &[(&str, &str)]) -> PathBuf {
+        self.app_with_kv(name, component, &["*"], config, &[])
+    }
+
+    /// As [`Fleet::app`], on `routes`, binding the KV namespaces `kv`.
+    pub fn app_with_kv(
+        &self,
+        name: &str,
+        component: &Path,
+        routes: &[&str],
+        config: &[(&str, &str)],
+        kv: &[&str],
+    ) -> PathBuf {
+        let quoted = |items: &[&str]| -> String {
+            items
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let config: String = config
             .iter()
             .map(|(k, v)| format!("{k} = {v:?}\n"))
@@ -221,8 +280,11 @@ impl Fleet {
             .write(
                 &format!("apps/{name}/outpost.toml"),
                 format!(
-                    "name = \"{name}\"\ncomponent = {:?}\nroutes = [\"*\"]\n[limits]\ntimeout_ms = 5000\n[config]\n{config}",
-                    component.display().to_string()
+                    "name = \"{name}\"\ncomponent = {:?}\nroutes = [{}]\n\
+                     [limits]\ntimeout_ms = 5000\n[kv]\nnamespaces = [{}]\n[config]\n{config}",
+                    component.display().to_string(),
+                    quoted(routes),
+                    quoted(kv)
                 ),
             )
             .parent()
@@ -258,6 +320,24 @@ impl Fleet {
         }
         started.elapsed()
     }
+}
+
+fn write_origin_config(
+    dir: &TempDir,
+    (hash, read_hash): &(String, String),
+    admin: &str,
+    cluster: &str,
+) -> PathBuf {
+    dir.write(
+        "origin.toml",
+        format!(
+            "data_dir = \"origin-data\"\n\
+             [admin]\nlisten = \"{admin}\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
+             [cluster]\nlisten = \"{cluster}\"\nca = \"cluster/ca.pem\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
+             [[tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nrights = [\"read\", \"deploy\", \"admin\"]\n\
+             [[tokens]]\nname = \"viewer\"\nsha256 = \"{read_hash}\"\nrights = [\"read\"]\n"
+        ),
+    )
 }
 
 /// The probe component (see tests/guests/probe).

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod guests;
 pub mod origin;
 pub mod process;
+pub mod udp_proxy;
 
 pub use certs::TestCa;
 pub use client::{Client, Proto, Reply};

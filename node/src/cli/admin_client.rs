@@ -195,20 +195,14 @@ impl AdminClient {
             .await
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
-        let headers = response.headers().clone();
         let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        Ok(Answer { status, body })
     }
 }
 
 /// What the origin answered.
 pub struct Answer {
     pub status: http::StatusCode,
-    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 

@@ -1,0 +1,220 @@
+//! The edge KV end to end: an origin and three nodes as real processes on loopback, handlers
+//! reading and writing through `wasi:keyvalue` (the probe guest), the CLI through the admin API,
+//! crashes with `kill -9`, an origin outage, and a node cut from the origin that catches up
+//! through its peers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost_tests::client::request;
+use outpost_tests::fleet::probe;
+use outpost_tests::{Client, Fleet, Outpost, Reply, TempDir};
+
+/// Run KV op `op` of the probe (see tests/guests/probe) on namespace `data` with `query` and
+/// `body`, as app `shop` (every host) or, given `host`, the app routed there.
+async fn kv_at(client: &Client, host: Option<&str>, op: &str, query: &str, body: &str) -> Reply {
+    let path = format!("/kv/{op}?ns=data&{query}");
+    let mut request = request("POST", &path, body.to_string());
+    if let Some(host) = host {
+        request
+            .headers_mut()
+            .insert(http::header::HOST, host.parse().unwrap());
+    }
+    client
+        .send("localhost", outpost_tests::Proto::H1, request)
+        .await
+        .unwrap_or_else(|e| panic!("{op} {query}: {e:#}"))
+}
+
+async fn kv(client: &Client, op: &str, query: &str, body: &str) -> Reply {
+    kv_at(client, None, op, query, body).await
+}
+
+/// Wait until `client` reads `expected` (or, for `None`, a 404) at `key`; how long it took.
+async fn wait_for_value(
+    client: &Client,
+    key: &str,
+    expected: Option<&str>,
+    timeout: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = kv(client, "get", &format!("key={key}"), "").await;
+        let seen = (reply.status == 200).then(|| reply.text());
+        if seen.as_deref() == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{key}: expected {expected:?}, still {} {} after {timeout:?}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Deploy the probe as `app` on `routes` with the KV namespace `data`.
+async fn deploy_probe(fleet: &Fleet, app: &str, routes: &[&str]) {
+    let dir = fleet.app_with_kv(app, &probe(), routes, &[], &["data"]);
+    let out = fleet.cli(&dir, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+}
+
+/// Every key under `prefix` that `client`'s node holds, through the handler's paged listing.
+async fn keys(client: &Client, prefix: &str) -> BTreeSet<String> {
+    let reply = kv(client, "list", &format!("prefix={prefix}"), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply
+        .text()
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_for_keys(client: &Client, prefix: &str, want: &BTreeSet<String>, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let have = keys(client, prefix).await;
+        if want.is_subset(&have) {
+            return;
+        }
+        let missing: Vec<_> = want.difference(&have).take(5).collect();
+        assert!(
+            started.elapsed() < timeout,
+            "{} keys still missing after {timeout:?}, e.g. {missing:?}",
+            want.difference(&have).count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
+    let fleet = Fleet::start("kv-ops", 3);
+    deploy_probe(&fleet, "shop", &["*"]).await;
+    deploy_probe(&fleet, "other", &["other.test"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
+        .await;
+    let nodes: Vec<Client> = (0..3).map(|i| fleet.client(i)).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // Written through A: A reads its own write at once; B and C within a bound.
+    let reply = kv(a, "set", "key=greeting", "hello").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "stored"));
+    let reply = kv(a, "get", "key=greeting", "").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "hello"));
+    for node in [b, c] {
+        let took = wait_for_value(node, "greeting", Some("hello"), Duration::from_secs(5)).await;
+        println!("greeting reached a node in {took:?}");
+    }
+    assert_eq!(kv(b, "exists", "key=greeting", "").await.text(), "true");
+    assert_eq!(kv(b, "exists", "key=nothing", "").await.text(), "false");
+    assert_eq!(kv(b, "get", "key=nothing", "").await.status, 404);
+
+    // Metadata and expiration travel with the value; an expired entry reads as absent.
+    let reply = kv(b, "set", "key=short&ttl=1&meta=m1", "soon gone").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    wait_for_value(c, "short", Some("soon gone"), Duration::from_secs(5)).await;
+    let entry = kv(c, "entry", "key=short", "").await.text();
+    assert!(entry.starts_with("value=soon gone version="), "{entry}");
+    assert!(entry.contains("metadata=m1 expires="), "{entry}");
+    for node in &nodes {
+        wait_for_value(node, "short", None, Duration::from_secs(5)).await;
+    }
+
+    // Increments from every node at once, decided at the origin: none is lost.
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        for _ in 0..5 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..4 {
+                    let reply = kv(&node, "incr", "key=views&by=2", "").await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for node in &nodes {
+        wait_for_value(node, "views", Some("120"), Duration::from_secs(5)).await;
+    }
+    let reply = kv(a, "incr", "key=greeting", "").await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("not an integer"), "{}", reply.text());
+
+    // Compare-and-swap from two nodes on the same expectation: exactly one wins.
+    let (first, second) = tokio::join!(
+        kv(a, "cas", "key=views&expect=120", "a-won"),
+        kv(b, "cas", "key=views&expect=120", "b-won"),
+    );
+    let outcomes = [first.text(), second.text()];
+    assert_eq!(
+        outcomes.iter().filter(|t| *t == "true").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(kv(c, "cas", "key=fresh", "first").await.text(), "true");
+    assert_eq!(kv(c, "cas", "key=fresh", "second").await.text(), "false");
+
+    // Batches and listings, paged (the probe pages two keys at a time).
+    let reply = kv(a, "set-many", "keys=list/a,list/b,list/c,list/d,list/e", "x").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    wait_for_value(c, "list/e", Some("x"), Duration::from_secs(5)).await;
+    assert_eq!(
+        kv(c, "list", "prefix=list/", "").await.text(),
+        "list/a,list/b,list/c,list/d,list/e"
+    );
+    assert_eq!(
+        kv(c, "get-many", "keys=list/a,missing,list/e", "").await.text(),
+        "list/a=x,-,list/e=x"
+    );
+    let reply = kv(b, "delete-many", "keys=list/b,list/d", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    wait_for_value(a, "list/d", None, Duration::from_secs(5)).await;
+    assert_eq!(
+        kv(a, "list", "prefix=list/", "").await.text(),
+        "list/a,list/c,list/e"
+    );
+    let all = kv(a, "list-keys", "", "").await.text();
+    assert!(all.contains("greeting") && all.contains("list/c"), "{all}");
+    let reply = kv(a, "delete", "key=greeting", "").await;
+    assert_eq!(reply.status, 200);
+    wait_for_value(c, "greeting", None, Duration::from_secs(5)).await;
+
+    // App isolation: another app's namespace of the same name is its own, and a namespace
+    // the app does not bind cannot be opened.
+    let reply = kv(a, "set", "key=mine", "shop's").await;
+    assert_eq!(reply.status, 200);
+    let reply = kv_at(a, Some("other.test"), "set", "key=mine", "other's").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for node in &nodes {
+        wait_for_value(node, "mine", Some("shop's"), Duration::from_secs(5)).await;
+        let reply = kv_at(node, Some("other.test"), "get", "key=mine", "").await;
+        assert_eq!((reply.status, reply.text().as_str()), (200, "other's"));
+        let reply = kv_at(node, Some("other.test"), "get", "key=views", "").await;
+        assert_eq!(reply.status, 404, "{}", reply.text());
+    }
+    let reply = a
+        .send(
+            "localhost",
+            outpost_tests::Proto::H1,
+            request("GET", "/kv/get?ns=secret&key=views", ""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("not bound to this app"), "{}", reply.text());
+
+    // Limits: an oversized key is refused with 413 and a reason.
+    let long_key = "k".repeat(600);
+    let reply = kv(a, "set", &format!("key={long_key}"), "v").await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(reply.text().contains("limit is 512"), "{}", reply.text());
+}
