@@ -35,7 +35,7 @@ pub struct FollowerConfig {
 impl Default for FollowerConfig {
     fn default() -> Self {
         FollowerConfig {
-            write_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(2),
             gap_timeout: Duration::from_millis(500),
             digest_interval: Duration::from_millis(500),
         }

@@ -142,7 +142,9 @@ impl Fleet {
                 ),
                 "outpost ca issue node",
             );
-            let proxy = relayed.contains(&(i - 1)).then(|| UdpProxy::start(fleet.cluster));
+            let proxy = relayed
+                .contains(&(i - 1))
+                .then(|| UdpProxy::start(fleet.cluster));
             let origin = proxy.as_ref().map_or(fleet.cluster, |p| p.addr);
             fleet.proxies.push(proxy);
             fleet.write_node_config(i - 1, origin);

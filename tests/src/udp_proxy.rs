@@ -33,8 +33,13 @@ impl UdpProxy {
         let front = Arc::new(front);
         let back = Arc::new(back);
         {
-            let (front, back, cut, stop, client) =
-                (front.clone(), back.clone(), cut.clone(), stop.clone(), client.clone());
+            let (front, back, cut, stop, client) = (
+                front.clone(),
+                back.clone(),
+                cut.clone(),
+                stop.clone(),
+                client.clone(),
+            );
             std::thread::spawn(move || {
                 let mut buffer = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use outpost_tests::client::request;
@@ -164,7 +165,13 @@ async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
     assert_eq!(kv(c, "cas", "key=fresh", "second").await.text(), "false");
 
     // Batches and listings, paged (the probe pages two keys at a time).
-    let reply = kv(a, "set-many", "keys=list/a,list/b,list/c,list/d,list/e", "x").await;
+    let reply = kv(
+        a,
+        "set-many",
+        "keys=list/a,list/b,list/c,list/d,list/e",
+        "x",
+    )
+    .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     wait_for_value(c, "list/e", Some("x"), Duration::from_secs(5)).await;
     assert_eq!(
@@ -172,7 +179,9 @@ async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
         "list/a,list/b,list/c,list/d,list/e"
     );
     assert_eq!(
-        kv(c, "get-many", "keys=list/a,missing,list/e", "").await.text(),
+        kv(c, "get-many", "keys=list/a,missing,list/e", "")
+            .await
+            .text(),
         "list/a=x,-,list/e=x"
     );
     let reply = kv(b, "delete-many", "keys=list/b,list/d", "").await;
@@ -210,11 +219,215 @@ async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
         .await
         .unwrap();
     assert_eq!(reply.status, 500);
-    assert!(reply.text().contains("not bound to this app"), "{}", reply.text());
+    assert!(
+        reply.text().contains("not bound to this app"),
+        "{}",
+        reply.text()
+    );
 
     // Limits: an oversized key is refused with 413 and a reason.
     let long_key = "k".repeat(600);
     let reply = kv(a, "set", &format!("key={long_key}"), "v").await;
     assert_eq!(reply.status, 413, "{}", reply.text());
     assert!(reply.text().contains("limit is 512"), "{}", reply.text());
+}
+
+/// Sets `{prefix}{i}` through `client` one after another until `stop`; the keys acknowledged.
+fn writer(
+    client: Client,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(BTreeSet<String>, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut acked, mut refused) = (BTreeSet::new(), Vec::new());
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("{prefix}{i}");
+            i += 1;
+            let path = format!("/kv/set?ns=data&key={key}");
+            match client
+                .send(
+                    "localhost",
+                    outpost_tests::Proto::H1,
+                    request("POST", &path, "v"),
+                )
+                .await
+            {
+                Ok(reply) if reply.status == 200 => {
+                    acked.insert(key);
+                }
+                Ok(reply) => {
+                    refused.push(format!("{} {}", reply.status, reply.text()));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => refused.push(format!("{err:#}")),
+            }
+        }
+        (acked, refused)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acked_writes_survive_killed_nodes_and_a_killed_origin() {
+    let mut fleet = Fleet::start("kv-crash", 3);
+    deploy_probe(&fleet, "shop", &["*"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
+        .await;
+
+    // kill -9 a node while another writes; restarted, it catches up on what it missed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = writer(fleet.client(0), "n", stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.kill_node(1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.start_node(1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, refused) = writing.await.unwrap();
+    assert!(
+        refused.is_empty(),
+        "writes through a healthy node failed: {refused:?}"
+    );
+    assert!(acked.len() > 20, "only {} writes", acked.len());
+    for i in 0..3 {
+        wait_for_keys(&fleet.client(i), "n", &acked, Duration::from_secs(10)).await;
+    }
+
+    // kill -9 the origin during writes: writes fail clearly, reads keep serving.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = writer(fleet.client(0), "o", stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.kill_origin();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = kv(&fleet.client(2), "get", "key=n0", "").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "v"));
+    let reply = kv(&fleet.client(2), "set", "key=during-outage", "x").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(
+        reply.text().contains("cannot take writes"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+
+    // Back up (same addresses, same data): writes flow again and every acked one is there.
+    fleet.restart_origin();
+    let started = Instant::now();
+    while kv(&fleet.client(2), "set", "key=after-outage", "y")
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "writes did not resume after the origin came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked_o, refused) = writing.await.unwrap();
+    assert!(
+        !refused.is_empty(),
+        "no write failed while the origin was down"
+    );
+    assert!(
+        refused.iter().all(|r| r.starts_with("503")),
+        "writes failed otherwise than 503: {refused:?}"
+    );
+    for i in 0..3 {
+        wait_for_keys(&fleet.client(i), "o", &acked_o, Duration::from_secs(10)).await;
+        wait_for_keys(&fleet.client(i), "n", &acked, Duration::from_secs(10)).await;
+    }
+    // The origin's own view, through the CLI: every acked write is committed there.
+    let app = fleet.dir.path().join("apps/shop");
+    let out = fleet.cli(
+        &app,
+        &["kv", "list", "--namespace", "data", "--prefix", "o"],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let at_origin: BTreeSet<String> = out.stdout.lines().map(str::to_string).collect();
+    assert!(
+        acked_o.is_subset(&at_origin),
+        "acked but missing at the origin: {:?}",
+        acked_o.difference(&at_origin).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_from_the_origin_catches_up_through_its_peers() {
+    let fleet = Fleet::start_with_relays("kv-peers", 3, &[2]);
+    deploy_probe(&fleet, "shop", &["*"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
+        .await;
+    let cut_off = fleet.client(2);
+    let reply = kv(&cut_off, "set", "key=before", "1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    fleet.relay(2).cut();
+    let mut written = BTreeSet::new();
+    for i in 0..20 {
+        let reply = kv(&fleet.client(i % 2), "set", &format!("key=p{i}"), "v").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        written.insert(format!("p{i}"));
+    }
+    let started = Instant::now();
+    wait_for_keys(&cut_off, "p", &written, Duration::from_secs(10)).await;
+    println!(
+        "the cut-off node had every write from its peers after {:?}",
+        started.elapsed()
+    );
+
+    // Its own writes need the origin: they fail, with a 503 the client can retry on.
+    let reply = kv(&cut_off, "set", "key=while-cut", "x").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+
+    fleet.relay(2).restore();
+    let started = Instant::now();
+    while kv(&cut_off, "set", "key=after-cut", "y").await.status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the node did not get back to the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_value(
+        &fleet.client(0),
+        "after-cut",
+        Some("y"),
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dev_mode_keeps_kv_data_across_restarts() {
+    let data = TempDir::new("kv-dev");
+    let example = outpost_tests::guests::repo_root().join("examples/kv-counter");
+    outpost_tests::wasm("kv-counter");
+    let args = [example.to_str().unwrap()];
+    for expected in ["views: 1\n", "views: 2\n"] {
+        let dev = Outpost::dev(&args, data.path()).expect("outpost dev starts");
+        assert!(
+            dev.stdout().contains("KV: namespaces counter"),
+            "{}",
+            dev.stdout()
+        );
+        let client = Client::new(dev.addr, &dev.ca_pem());
+        let reply = client.get("/").await.unwrap();
+        assert_eq!((reply.status, reply.text().as_str()), (200, expected));
+        let reply = client
+            .send(
+                "localhost",
+                outpost_tests::Proto::H1,
+                request("PUT", "/api/docs/note", r#"{"a":1}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        assert_eq!(client.get("/api/docs").await.unwrap().text(), r#"["note"]"#);
+        dev.terminate(Duration::from_secs(10));
+    }
 }

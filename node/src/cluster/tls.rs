@@ -63,12 +63,15 @@ impl ClusterIdentity {
     }
 }
 
+/// Keep-alives every second and a 5-second idle timeout: a crashed origin or a cut link is
+/// noticed in seconds (KV writes fail fast, peers take over), yet it takes five keep-alives
+/// lost in a row to drop a healthy link.
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport
-        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_interval(Some(Duration::from_secs(1)))
         .max_idle_timeout(Some(
-            Duration::from_secs(20)
+            Duration::from_secs(5)
                 .try_into()
                 .expect("valid idle timeout"),
         ));
