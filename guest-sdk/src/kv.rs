@@ -14,6 +14,9 @@ use crate::bindings::outpost::kv::extras;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::{Error, Result};
 
+/// A key and its value.
+pub type KeyValue = (String, Vec<u8>);
+
 /// An open namespace.
 pub struct Store {
     bucket: store::Bucket,
@@ -168,11 +171,12 @@ impl Store {
         extras::compare_and_swap(&self.bucket, key, expected, value.as_ref()).map_err(kv_error)
     }
 
-    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<(String, Vec<u8>)>>> {
+    /// Each key's value, in order (`None` where absent).
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>> {
         batch::get_many(&self.bucket, keys).map_err(kv_error)
     }
 
-    pub fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+    pub fn set_many(&self, items: &[KeyValue]) -> Result<()> {
         batch::set_many(&self.bucket, items).map_err(kv_error)
     }
 

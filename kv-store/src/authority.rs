@@ -162,7 +162,7 @@ impl<S: AuthorityStore> Authority<S> {
             return Ok((outcomes, None));
         }
         self.store.commit(&entries, &recorded)?;
-        let batch = (!entries.is_empty()).then(|| Batch {
+        let batch = (!entries.is_empty()).then_some(Batch {
             from: first,
             through: next,
             entries,

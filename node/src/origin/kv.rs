@@ -22,6 +22,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 const GROUP: usize = 512;
 /// Log entries kept for catch-ups; a node further behind gets a snapshot.
 const LOG_RETENTION: u64 = 100_000;
+/// Compact the log after this many new versions.
+const COMPACT_EVERY: u64 = 10_000;
 /// The writer name of the origin's own writes; no node can have it (node names are DNS labels).
 const ORIGIN_WRITER: &str = "@origin";
 
@@ -69,88 +71,13 @@ impl KvAuthority {
     pub fn start(path: &Path) -> anyhow::Result<KvAuthority> {
         let store = RedbAuthorityStore::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        let mut authority = Authority::new(store);
+        let authority = Authority::new(store);
         let (requests, inbox) = std_mpsc::channel::<Request>();
         let (committed, _) = broadcast::channel(4096);
         let announce = committed.clone();
         std::thread::Builder::new()
             .name("outpost-kv-authority".into())
-            .spawn(move || {
-                while let Ok(first) = inbox.recv() {
-                    let mut writes = Vec::new();
-                    let mut others = Vec::new();
-                    for request in std::iter::once(first)
-                        .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
-                        .take(GROUP)
-                    {
-                        match request {
-                            Request::Write { write, reply } => writes.push((write, reply)),
-                            other => others.push(other),
-                        }
-                    }
-                    if !writes.is_empty() {
-                        let (incoming, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-                        let (ms, us) = now();
-                        match authority.write_all(incoming, ms, us) {
-                            Ok((outcomes, batch)) => {
-                                // Durable now: answer, then tell every subscriber.
-                                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                                    let _ = reply.send(outcome);
-                                }
-                                if let Some(batch) = batch {
-                                    let through = batch.through;
-                                    let _ = announce.send(Arc::new(batch));
-                                    if through % 10_000 == 0 {
-                                        if let Err(err) = authority.compact(LOG_RETENTION) {
-                                            tracing::error!("compacting the KV log failed: {err}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(err) => {
-                                tracing::error!("KV commit failed: {err}");
-                                for reply in replies {
-                                    let _ = reply.send(Err(WriteError::Internal(err.to_string())));
-                                }
-                            }
-                        }
-                    }
-                    for request in others {
-                        match request {
-                            Request::CatchUp { from, reply } => {
-                                let result = authority
-                                    .catch_up(from, CHUNK_BYTES)
-                                    .map(|b| (b, authority.last_version()))
-                                    .map_err(|e| e.to_string());
-                                let _ = reply.send(result);
-                            }
-                            Request::Get {
-                                namespace,
-                                key,
-                                reply,
-                            } => {
-                                let _ = reply.send(
-                                    authority.get(&namespace, &key).map_err(|e| e.to_string()),
-                                );
-                            }
-                            Request::List {
-                                namespace,
-                                prefix,
-                                after,
-                                limit,
-                                reply,
-                            } => {
-                                let _ = reply.send(
-                                    authority
-                                        .list(&namespace, &prefix, after.as_deref(), limit)
-                                        .map_err(|e| e.to_string()),
-                                );
-                            }
-                            Request::Write { .. } => unreachable!("writes were taken above"),
-                        }
-                    }
-                }
-            })?;
+            .spawn(move || run_authority(authority, inbox, announce))?;
         Ok(KvAuthority {
             requests,
             committed,
@@ -215,6 +142,92 @@ impl KvAuthority {
         self.ask(|reply| Request::CatchUp { from, reply })
             .await
             .unwrap_or_else(|| Err("the KV authority has stopped".into()))
+    }
+}
+
+/// The authority thread: take every request waiting, commit the writes among them in one
+/// transaction, answer, announce, then serve the reads.
+fn run_authority(
+    mut authority: Authority<RedbAuthorityStore>,
+    inbox: std_mpsc::Receiver<Request>,
+    announce: broadcast::Sender<Arc<Batch>>,
+) {
+    let mut compacted_at = authority.last_version();
+    while let Ok(first) = inbox.recv() {
+        let mut writes = Vec::new();
+        let mut others = Vec::new();
+        for request in std::iter::once(first)
+            .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
+            .take(GROUP)
+        {
+            match request {
+                Request::Write { write, reply } => writes.push((write, reply)),
+                other => others.push(other),
+            }
+        }
+        if !writes.is_empty() {
+            let (incoming, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+            let (ms, us) = now();
+            match authority.write_all(incoming, ms, us) {
+                Ok((outcomes, batch)) => {
+                    // Durable now: answer, then tell every subscriber.
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                    if let Some(batch) = batch {
+                        let _ = announce.send(Arc::new(batch));
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("KV commit failed: {err}");
+                    for reply in replies {
+                        let _ = reply.send(Err(WriteError::Internal(err.to_string())));
+                    }
+                }
+            }
+        }
+        if authority.last_version() >= compacted_at + COMPACT_EVERY {
+            compacted_at = authority.last_version();
+            if let Err(err) = authority.compact(LOG_RETENTION) {
+                tracing::error!("compacting the KV log failed: {err}");
+            }
+        }
+        for request in others {
+            serve_read(&authority, request);
+        }
+    }
+}
+
+fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
+    match request {
+        Request::CatchUp { from, reply } => {
+            let result = authority
+                .catch_up(from, CHUNK_BYTES)
+                .map(|b| (b, authority.last_version()))
+                .map_err(|e| e.to_string());
+            let _ = reply.send(result);
+        }
+        Request::Get {
+            namespace,
+            key,
+            reply,
+        } => {
+            let _ = reply.send(authority.get(&namespace, &key).map_err(|e| e.to_string()));
+        }
+        Request::List {
+            namespace,
+            prefix,
+            after,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(
+                authority
+                    .list(&namespace, &prefix, after.as_deref(), limit)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        Request::Write { .. } => unreachable!("writes are committed in groups, not here"),
     }
 }
 

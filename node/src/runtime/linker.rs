@@ -1,8 +1,9 @@
 //! What a handler may import, and linking a component against it once per deployment.
 //!
 //! The linker holds the `wasi:http/proxy` world plus the WASI 0.2 interfaces real toolchains
-//! emit beside it (random, clocks, cli stdio/environment/exit/terminal) and `wasi:config`.
-//! Never filesystem or sockets. wasmtime matches imports by semver, so a component built
+//! emit beside it (random, clocks, cli stdio/environment/exit/terminal), `wasi:config`, and the
+//! edge KV (`wasi:keyvalue@0.2.0-draft` store/atomics/batch and `outpost:kv/extras`, see
+//! `crate::kv::host`). Never filesystem or sockets. wasmtime matches imports by semver, so a component built
 //! against any WASI 0.2.x links against these 0.2.12 implementations.
 
 use anyhow::{anyhow, bail};

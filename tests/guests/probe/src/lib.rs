@@ -189,6 +189,25 @@ fn kv(op: &str, request: &mut Request) -> Result<Response> {
             store.delete_many(&list(param("keys")))?;
             Ok(Response::text("deleted"))
         }
+        "time-get" => {
+            // Each get timed on the guest's monotonic clock, beside empty intervals of that
+            // clock, so the clock's own cost can be told apart.
+            let n: usize = param("n").and_then(|n| n.parse().ok()).unwrap_or(1000);
+            let (mut gets, mut empty) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for _ in 0..n {
+                let started = Instant::now();
+                std::hint::black_box(store.get(&key)?);
+                gets.push(started.elapsed().as_nanos() as u64);
+                let started = Instant::now();
+                empty.push(started.elapsed().as_nanos() as u64);
+            }
+            let summary = |mut samples: Vec<u64>| {
+                samples.sort_unstable();
+                let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+                format!("p50={} p99={} max={}", at(0.5), at(0.99), at(1.0))
+            };
+            Ok(Response::text(format!("get_ns {} clock_ns {}", summary(gets), summary(empty))))
+        }
         other => Err(Error::not_found(format!("no KV op {other}"))),
     }
 }
