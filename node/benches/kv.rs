@@ -76,6 +76,9 @@ fn bench(c: &mut Criterion) {
     let mut app = AppSpec::from_component(&probe_component()).unwrap();
     app.settings.name = "probe".into();
     app.settings.kv_namespaces = vec!["data".into()];
+    // The one long timing run below needs more than the default 50 ms of CPU.
+    app.settings.limits.cpu = std::time::Duration::from_secs(10);
+    app.settings.limits.timeout = std::time::Duration::from_secs(30);
     let deployment = runtime.deploy(&app).unwrap();
 
     let path = format!("/kv/time-get?ns=data&key=greeting&n={GETS_PER_REQUEST}");
