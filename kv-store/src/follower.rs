@@ -236,6 +236,15 @@ impl Follower {
         self.advance(now_ms);
     }
 
+    /// The batch ending at `through` could not be made durable: forget it, and ask for it
+    /// again once the gap timer runs out.
+    pub fn apply_failed(&mut self, through: u64, now_ms: u64) {
+        if self.applying == Some(through) {
+            self.applying = None;
+        }
+        self.gap_since.get_or_insert(now_ms);
+    }
+
     /// Timers: gaps, write deadlines, digests.
     pub fn tick(&mut self, now_ms: u64) {
         if let Some(since) = self.gap_since

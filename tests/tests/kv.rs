@@ -431,3 +431,58 @@ async fn dev_mode_keeps_kv_data_across_restarts() {
         dev.terminate(Duration::from_secs(10));
     }
 }
+
+/// The figures for the closing note: write-ack latency and propagation to the three other
+/// nodes at 1,000 writes/s, from the nodes' own measurements (logged when they stop), and a
+/// check that every acknowledged write reached every node.
+///     cargo test --release -p outpost-tests --test kv propagation -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn propagation_at_a_thousand_writes_per_second() {
+    const RATE: u64 = 1000;
+    const SECONDS: u64 = 10;
+    let fleet = Fleet::start("kv-figure", 4);
+    deploy_probe(&fleet, "shop", &["*"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
+        .await;
+    let writer = fleet.client(0);
+    // Open loop: write i is sent at i ms whatever the others are doing, on its own task.
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..RATE * SECONDS {
+        tokio::time::sleep_until(started + Duration::from_micros(i * 1_000_000 / RATE)).await;
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = kv(&writer, "set", &format!("key=b{i}"), "value").await;
+            (reply.status == 200).then(|| format!("b{i}"))
+        }));
+    }
+    let mut acked = BTreeSet::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    println!(
+        "{} of {} writes acknowledged in {:?}",
+        acked.len(),
+        RATE * SECONDS,
+        started.elapsed()
+    );
+    for i in 0..4 {
+        wait_for_keys(&fleet.client(i), "b", &acked, Duration::from_secs(10)).await;
+    }
+    println!("every acknowledged write is on all 4 nodes");
+    for (i, node) in fleet.nodes.iter().enumerate() {
+        let node = node.as_ref().unwrap();
+        node.signal_terminate();
+        assert!(node.wait_for_log("KV latencies this run", Duration::from_secs(30)));
+        let stderr = node.stderr();
+        let line = stderr.lines().find(|l| l.contains("KV latencies")).unwrap();
+        let figures = &line[line.find("write_ack=").unwrap()..];
+        println!(
+            "edge-{} ({}): {figures}",
+            i + 1,
+            if i == 0 { "writer" } else { "reader" }
+        );
+    }
+}
