@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use outpost_load::Report;
 
+use systems::BenchApp::{Hello, KvCounter};
 use systems::{Server, Tools};
 
 #[derive(Parser, Clone)]
@@ -62,10 +63,12 @@ pub enum Subject {
     BareHttp,
     NginxHttps,
     NginxHttp,
+    OutpostKvRead,
+    OutpostKvWrite,
 }
 
 impl Subject {
-    pub const ALL: [Subject; 9] = [
+    pub const ALL: [Subject; 11] = [
         Subject::OutpostHttps,
         Subject::OutpostHttp,
         Subject::OutpostHttpsMadvise,
@@ -75,6 +78,8 @@ impl Subject {
         Subject::BareHttp,
         Subject::NginxHttps,
         Subject::NginxHttp,
+        Subject::OutpostKvRead,
+        Subject::OutpostKvWrite,
     ];
 
     pub fn label(self) -> &'static str {
@@ -92,17 +97,34 @@ impl Subject {
             Subject::BareHttp => "bare hyper (no Wasm), plain HTTP",
             Subject::NginxHttps => "nginx, HTTPS",
             Subject::NginxHttp => "nginx, plain HTTP",
+            Subject::OutpostKvRead => {
+                "Outpost, HTTPS, kv-counter: one KV get per request (GET /api/docs/bench)"
+            }
+            Subject::OutpostKvWrite => {
+                "Outpost, HTTPS, kv-counter: one durable KV increment per request (GET /)"
+            }
         }
     }
 
     fn start(self, tools: &Tools) -> anyhow::Result<(Server, String)> {
         let data = tools.work.join(format!("data-{self:?}"));
         let (server, https) = match self {
-            Subject::OutpostHttps => (systems::outpost(tools, "outpost", 4096, &data)?, true),
-            Subject::OutpostHttp => (systems::outpost(tools, "outpost", 4096, &data)?, false),
-            Subject::OutpostHttpsMadvise => {
-                (systems::outpost(tools, "outpost-madvise", 0, &data)?, true)
-            }
+            Subject::OutpostHttps => (
+                systems::outpost(tools, "outpost", Hello, 4096, &data)?,
+                true,
+            ),
+            Subject::OutpostHttp => (
+                systems::outpost(tools, "outpost", Hello, 4096, &data)?,
+                false,
+            ),
+            Subject::OutpostHttpsMadvise => (
+                systems::outpost(tools, "outpost-madvise", Hello, 0, &data)?,
+                true,
+            ),
+            Subject::OutpostKvRead | Subject::OutpostKvWrite => (
+                systems::outpost(tools, "outpost-kv", KvCounter, 4096, &data)?,
+                true,
+            ),
             Subject::WasmtimeReference => (
                 systems::wasmtime(
                     tools,
@@ -136,6 +158,23 @@ impl Subject {
             server.http.clone()
         };
         let url = url.with_context(|| format!("{} has no such listener", self.label()))?;
+        if self == Subject::OutpostKvRead {
+            // The document every request reads, written once through the handler itself.
+            let plain = server.http.as_deref().context("plain listener")?;
+            let body = r#"{"bench":true,"note":"read by every request"}"#;
+            let answer = plain_exchange(
+                plain,
+                &format!(
+                    "PUT /api/docs/bench HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            )?;
+            if !answer.starts_with("HTTP/1.1 2") {
+                bail!("seeding the KV document got: {answer}");
+            }
+            return Ok((server, format!("{url}api/docs/bench")));
+        }
         Ok((server, url))
     }
 }
@@ -320,7 +359,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Start Outpost on `data`, and return (deploy ms from its log, first request µs, idle RSS KiB).
 fn cold_start(tools: &Tools, data: &Path) -> anyhow::Result<(u64, u64, u64)> {
-    let server = systems::outpost(tools, "outpost-cold", 4096, data)?;
+    let server = systems::outpost(tools, "outpost-cold", Hello, 4096, data)?;
     let deploy_ms = server
         .output()
         .lines()
@@ -333,19 +372,32 @@ fn cold_start(tools: &Tools, data: &Path) -> anyhow::Result<(u64, u64, u64)> {
     let idle = server.rss_kib().unwrap_or(0);
     let url = server.http.clone().context("plain listener")?;
     let started = Instant::now();
-    let first = {
-        let mut stream =
-            std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))?;
-        use std::io::{Read, Write};
-        stream.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        if !response.starts_with("HTTP/1.1 200") {
-            bail!("the first request got: {response}");
-        }
-        started.elapsed()
-    };
+    let response = plain_exchange(
+        &url,
+        "GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )?;
+    let first = started.elapsed();
+    if !response.starts_with("HTTP/1.1 200") {
+        bail!("the first request got: {response}");
+    }
     Ok((deploy_ms, first.as_micros() as u64, idle))
+}
+
+/// Send one raw HTTP/1.1 request (with `connection: close`) to a plain `http://` URL and
+/// return the whole response.
+fn plain_exchange(url: &str, request: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(authority)
+        .with_context(|| format!("connecting to {authority}"))?;
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }
 
 fn setup(args: &Args) -> anyhow::Result<Tools> {
@@ -354,13 +406,18 @@ fn setup(args: &Args) -> anyhow::Result<Tools> {
         .context("binary directory")?
         .to_path_buf();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let hello = repo.join("target/guests/wasm32-wasip2/release/hello.wasm");
-    if !hello.exists() {
-        bail!(
-            "{} is missing: scripts/guest-toolchain build examples",
-            hello.display()
-        );
-    }
+    let guest = |name: &str| {
+        let path = repo.join(format!("target/guests/wasm32-wasip2/release/{name}.wasm"));
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(anyhow!(
+                "{} is missing: scripts/guest-toolchain build examples",
+                path.display()
+            ))
+        }
+    };
+    let (hello, kv_counter) = (guest("hello")?, guest("kv_counter")?);
     let work = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -376,6 +433,7 @@ fn setup(args: &Args) -> anyhow::Result<Tools> {
     Ok(Tools {
         bin_dir,
         hello,
+        kv_counter,
         wasmtime: args.wasmtime.clone(),
         nginx: systems::find_program("nginx", &["/usr/sbin/nginx"])?,
         cert,

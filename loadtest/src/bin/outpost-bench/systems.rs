@@ -128,6 +128,7 @@ fn word(text: &str) -> Option<&str> {
 pub struct Tools {
     pub bin_dir: PathBuf,
     pub hello: PathBuf,
+    pub kv_counter: PathBuf,
     pub wasmtime: PathBuf,
     pub nginx: PathBuf,
     pub cert: PathBuf,
@@ -135,23 +136,50 @@ pub struct Tools {
     pub work: PathBuf,
 }
 
-/// `outpost node` serving hello on HTTPS and plain HTTP; `keep_resident_kb` picks how slots are
+/// The app an Outpost run serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BenchApp {
+    /// `examples/hello`: the same component every system serves.
+    Hello,
+    /// `examples/kv-counter` with its `counter` namespace, on the node's embedded KV.
+    KvCounter,
+}
+
+impl BenchApp {
+    fn manifest(self, tools: &Tools) -> (&'static str, String) {
+        match self {
+            BenchApp::Hello => (
+                "hello",
+                format!(
+                    "name = \"hello\"\ncomponent = {:?}\nroutes = [\"*\"]\n",
+                    tools.hello.display().to_string()
+                ),
+            ),
+            BenchApp::KvCounter => (
+                "kv-counter",
+                format!(
+                    "name = \"kv-counter\"\ncomponent = {:?}\nroutes = [\"*\"]\n\
+                     [kv]\nnamespaces = [\"counter\"]\n",
+                    tools.kv_counter.display().to_string()
+                ),
+            ),
+        }
+    }
+}
+
+/// `outpost node` serving `app` on HTTPS and plain HTTP; `keep_resident_kb` picks how slots are
 /// reset (0 is the madvise path).
 pub fn outpost(
     tools: &Tools,
     label: &str,
+    app: BenchApp,
     keep_resident_kb: u64,
     data_dir: &Path,
 ) -> anyhow::Result<Server> {
-    let app_dir = tools.work.join("hello-app");
+    let (name, manifest) = app.manifest(tools);
+    let app_dir = tools.work.join(format!("{name}-app"));
     std::fs::create_dir_all(&app_dir)?;
-    std::fs::write(
-        app_dir.join("outpost.toml"),
-        format!(
-            "name = \"hello\"\ncomponent = {:?}\nroutes = [\"*\"]\n",
-            tools.hello.display().to_string()
-        ),
-    )?;
+    std::fs::write(app_dir.join("outpost.toml"), manifest)?;
     let config = tools.work.join(format!("{label}.toml"));
     std::fs::write(
         &config,
