@@ -120,6 +120,17 @@ impl Follower {
         self.applied
     }
 
+    /// The newest version this follower knows exists: applied, being applied, held back
+    /// waiting for a gap to fill, or reported by a peer.
+    pub fn known_version(&self) -> u64 {
+        let held = self.held.values().map(|b| b.through).max().unwrap_or(0);
+        let peers = self.peers.values().map(|p| p.through).max().unwrap_or(0);
+        self.applied
+            .max(self.applying.unwrap_or(0))
+            .max(held)
+            .max(peers)
+    }
+
     pub fn origin_up(&self) -> bool {
         self.origin_up
     }

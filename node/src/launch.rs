@@ -1,5 +1,10 @@
-//! Bringing a node up: KV, runtime, deployments, routes, TLS, listeners. Shared by `outpost dev`
-//! (one app, dev certificate) and `outpost node` (several apps, operator certificates).
+//! Bringing a node up: KV, runtime, deployments, routes, TLS, listeners, the admin listener
+//! and the drain sequence. Shared by `outpost dev` (one app, dev certificate) and `outpost
+//! node` (several apps, operator certificates).
+//!
+//! Stopping goes in order: readiness turns false and the drain hook runs (see
+//! [`crate::admin`]), the listeners stop accepting and finish their requests, then the cluster
+//! links stop, and the KV last, so a request in flight can still write.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,16 +13,20 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::{AdminHandler, Health, HealthSettings, Lifecycle, run_lifecycle};
 use crate::cluster::{OriginLink, node_link, peer_link};
 use crate::config::{AppSpec, HttpSettings, Peering, PoolSettings, TlsCertSpec};
 use crate::fleet::Deployer;
 use crate::kv::NodeKv;
 use crate::origin::kv::KvAuthority;
 use crate::runtime::{Deployment, Origin, Runtime};
-use crate::server::tls::{SniResolver, server_config};
+use crate::server::cert_reload::{ReloadingResolver, watch_certificates};
+use crate::server::handoff::{self, Inherited};
+use crate::server::tls::server_config;
 use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
 
 /// Everything a node needs to start serving.
@@ -35,6 +44,14 @@ pub struct LaunchSpec {
     pub expose_errors: bool,
     /// Join a fleet. Without one, the node keeps its KV's authority itself.
     pub cluster: Option<ClusterSpec>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin: Option<SocketAddr>,
+    pub health: HealthSettings,
+    pub access_log: bool,
+    /// Listeners taken over from the process this one replaces.
+    pub inherited: Inherited,
+    /// The node's name, for hooks.
+    pub name: String,
 }
 
 /// A node's place in a fleet.
@@ -58,6 +75,7 @@ pub struct Launched {
     pub https: SocketAddr,
     pub http_redirect: Option<SocketAddr>,
     pub plain: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     pub apps: Vec<Started>,
     pub done: JoinHandle<()>,
 }
@@ -100,7 +118,9 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     crate::memory::release_unused();
     let fixed: Vec<Arc<Deployment>> = apps.iter().map(|a| a.deployment.clone()).collect();
     let routes = Arc::new(LiveRoutes::new(routes::build(&fixed)?));
-    let mut tasks = Vec::new();
+    // The links outlive the listeners, so requests draining can still reach the KV authority.
+    let (stop_links, links_stop) = watch::channel(false);
+    let mut link_tasks = Vec::new();
     if let Some(ClusterSpec {
         link,
         node,
@@ -121,74 +141,132 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             "fleet apps restored from disk"
         );
         if let Some(peering) = peering {
-            tasks.push(tokio::spawn(peer_link::run(
+            link_tasks.push(tokio::spawn(peer_link::run(
                 node.clone(),
                 peering,
                 link.identity.clone(),
                 kv.links.clone(),
-                shutdown.clone(),
+                links_stop.clone(),
             )));
         }
-        tasks.push(tokio::spawn(node_link::run(
+        link_tasks.push(tokio::spawn(node_link::run(
             link,
             node,
             deployer,
             kv.links.clone(),
-            shutdown.clone(),
+            links_stop.clone(),
         )));
     } else {
         let authority = KvAuthority::start(&spec.data_dir.join("kv").join("authority.redb"))?;
         kv.embed(authority, "local");
     }
 
-    let resolver = Arc::new(SniResolver::load(&spec.certs)?);
-    let acceptor = TlsAcceptor::from(server_config(resolver)?);
-    let https_listener = bind(spec.https, "HTTPS").await?;
+    let resolver = Arc::new(ReloadingResolver::load(spec.certs)?);
+    let acceptor = TlsAcceptor::from(server_config(resolver.clone())?);
+    let mut inherited = spec.inherited;
+    let https_listener = bind(&mut inherited, "https", spec.https).await?;
+    let redirect_listener = bind_optional(&mut inherited, "redirect", spec.http_redirect).await?;
+    let plain_listener = bind_optional(&mut inherited, "plain", spec.plain).await?;
+    let admin_listener = bind_optional(&mut inherited, "admin", spec.admin).await?;
     let https = https_listener.local_addr()?;
-    let redirect_listener = match spec.http_redirect {
-        Some(addr) => Some(bind(addr, "HTTP redirect").await?),
-        None => None,
-    };
-    let http_redirect = redirect_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
-    let plain_listener = match spec.plain {
-        Some(addr) => Some(bind(addr, "plain HTTP").await?),
-        None => None,
-    };
-    let plain = plain_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
+    let address = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
+    let (http_redirect, plain, admin) = (
+        address(&redirect_listener)?,
+        address(&plain_listener)?,
+        address(&admin_listener)?,
+    );
 
-    let edge = Arc::new(Edge::new(runtime, routes, spec.expose_errors));
-    tasks.push(tokio::spawn(serve(
+    // Readiness and the drain sequence decide when the listeners stop.
+    let (stop_listeners, listeners_stop) = watch::channel(false);
+    let (handed_off, handoff_signal) = watch::channel(false);
+    let mut handed = vec![("https".to_string(), &https_listener)];
+    for (role, listener) in [
+        ("redirect", &redirect_listener),
+        ("plain", &plain_listener),
+        ("admin", &admin_listener),
+    ] {
+        if let Some(listener) = listener {
+            handed.push((role.to_string(), listener));
+        }
+    }
+    if let Err(err) =
+        handoff::serve_handoff(spec.data_dir.clone(), handed, handed_off, listeners_stop.clone())
+    {
+        tracing::warn!("restarts will not hand the listeners over: {err:#}");
+    }
+    let health = Arc::new(Health::new(
+        routes.clone(),
+        kv.progress.clone(),
+        spec.health.kv_max_lag,
+    ));
+    tokio::spawn(run_lifecycle(
+        Lifecycle {
+            health: health.clone(),
+            settings: spec.health,
+            node: spec.name,
+        },
+        shutdown,
+        handoff_signal,
+        stop_listeners,
+    ));
+    tokio::spawn(watch_certificates(resolver, listeners_stop.clone()));
+
+    let mut serving = Vec::new();
+    let edge = Arc::new(Edge::new(
+        runtime.clone(),
+        routes.clone(),
+        spec.expose_errors,
+        spec.access_log,
+    ));
+    serving.push(tokio::spawn(serve(
         https_listener,
         Some(acceptor),
         edge.clone(),
         spec.http.clone(),
-        shutdown.clone(),
+        listeners_stop.clone(),
     )));
     if let Some(listener) = plain_listener {
-        tasks.push(tokio::spawn(serve(
+        serving.push(tokio::spawn(serve(
             listener,
             None,
             edge,
             spec.http.clone(),
-            shutdown.clone(),
+            listeners_stop.clone(),
         )));
     }
     if let Some(listener) = redirect_listener {
         let redirect = Arc::new(RedirectToHttps {
             https_port: https.port(),
         });
-        tasks.push(tokio::spawn(serve(
-            listener, None, redirect, spec.http, shutdown,
+        serving.push(tokio::spawn(serve(
+            listener,
+            None,
+            redirect,
+            spec.http.clone(),
+            listeners_stop.clone(),
+        )));
+    }
+    if let Some(listener) = admin_listener {
+        let handler = Arc::new(AdminHandler {
+            health,
+            runtime,
+            routes,
+            kv: kv.progress.clone(),
+        });
+        serving.push(tokio::spawn(serve(
+            listener,
+            None,
+            handler,
+            spec.http,
+            listeners_stop,
         )));
     }
     let done = tokio::spawn(async move {
-        for task in tasks {
+        for task in serving {
+            let _ = task.await;
+        }
+        let _ = stop_links.send(true);
+        for task in link_tasks {
             let _ = task.await;
         }
         // Requests have drained, so no handler waits on a write any more.
@@ -198,13 +276,34 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         https,
         http_redirect,
         plain,
+        admin,
         apps,
         done,
     })
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+/// The listener for `role`: the one inherited from the process this one replaces, if it
+/// listens at `addr`, else a new one.
+async fn bind(
+    inherited: &mut Inherited,
+    role: &str,
+    addr: SocketAddr,
+) -> anyhow::Result<TcpListener> {
+    if let Some(listener) = inherited.take(role, addr) {
+        return Ok(TcpListener::from_std(listener)?);
+    }
     TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the {what} listener on {addr}"))
+        .with_context(|| format!("binding the {role} listener on {addr}"))
+}
+
+async fn bind_optional(
+    inherited: &mut Inherited,
+    role: &str,
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(bind(inherited, role, addr).await?)),
+        None => Ok(None),
+    }
 }

@@ -6,6 +6,7 @@
 //! pool, pre-linked at deploy time -> the handler under CPU, memory and time limits -> the
 //! response streamed back. Nothing on it parses config, compiles Wasm or touches disk.
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod kv;
 pub mod launch;
 pub mod memory;
+pub mod metrics;
 pub mod origin;
 pub mod pki;
 pub mod request_id;

@@ -65,6 +65,10 @@ impl<T> PathRoutes<T> {
         }
     }
 
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact.values().chain(self.prefix.values())
+    }
+
     fn len(&self) -> usize {
         self.exact.len() + self.prefix.len()
     }
@@ -167,6 +171,15 @@ impl<T> RouteTable<T> {
         self.len() == 0
     }
 
+    /// Every route's value (a value routed at several patterns comes once per pattern).
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact_hosts
+            .values()
+            .chain(self.subdomain_hosts.values())
+            .chain(std::iter::once(&self.any_host))
+            .flat_map(PathRoutes::values)
+    }
+
     /// Find the value for a request. `host` is the Host header or URI authority as received
     /// (any case, with or without a port); `path` is the URI path without the query.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
@@ -230,6 +243,20 @@ mod tests {
 
     fn at<'a>(table: &'a RouteTable<&'static str>, host: &str, path: &str) -> Option<&'a str> {
         table.lookup(host, path).copied()
+    }
+
+    #[test]
+    fn values_lists_every_route() {
+        let t = table(&[
+            ("shop.example.com/api", "api"),
+            ("*.example.com", "sub"),
+            ("/static/*", "static"),
+            ("*", "fallback"),
+        ]);
+        let mut values: Vec<&str> = t.values().copied().collect();
+        values.sort();
+        assert_eq!(values, ["api", "fallback", "static", "sub"]);
+        assert_eq!(t.len(), 4);
     }
 
     #[test]

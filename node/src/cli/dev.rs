@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::admin::HealthSettings;
 use crate::config::{AppSpec, HttpSettings, PoolSettings};
 use crate::dev_cert;
 use crate::launch::{LaunchSpec, launch};
 use crate::runtime::Origin;
 use crate::server::ShutdownSignal;
+use crate::server::handoff::{self, Inherited};
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -32,6 +34,12 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let app = load_app(&args.path)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    if handoff::running_node(&data_dir) {
+        bail!(
+            "another outpost is already running from {}; stop it, or give this one its own --data-dir",
+            data_dir.display()
+        );
+    }
     let certs = dev_cert::ensure(&data_dir.join("tls"))?;
     let ca = certs.ca_cert.clone();
     let kv_dir = data_dir.join("kv");
@@ -50,6 +58,11 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
             data_dir,
             expose_errors: true,
             cluster: None,
+            admin: None,
+            health: HealthSettings::default(),
+            access_log: true,
+            inherited: Inherited::default(),
+            name: "dev".into(),
         },
         shutdown,
     )

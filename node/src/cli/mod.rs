@@ -23,8 +23,17 @@ use tokio::sync::watch;
     about = "Serve WebAssembly HTTP handlers at the edge"
 )]
 struct Cli {
+    /// Log lines as human-readable text or as JSON objects (one per line).
+    #[arg(long, global = true, value_enum, env = "OUTPOST_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +45,10 @@ enum Command {
         /// Path of the node's configuration file.
         #[arg(long, short, default_value = "node.toml")]
         config: PathBuf,
+        /// Replace the node running from the same data directory without refusing a
+        /// connection: take its listening sockets, let it drain and exit, then serve.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Run a fleet's origin (deployment registry, admin API, cluster link) from an origin.toml.
     Origin {
@@ -119,7 +132,7 @@ enum TokenCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("outpost-worker")
@@ -135,7 +148,7 @@ pub fn main() -> ExitCode {
         let shutdown = shutdown_on_signals();
         match cli.command {
             Command::Dev(args) => dev::run(args, shutdown).await,
-            Command::Node { config } => node::run(&config, shutdown).await,
+            Command::Node { config, takeover } => node::run(&config, takeover, shutdown).await,
             Command::Origin { config } => origin::run(&config, shutdown).await,
             Command::New { name, dir } => scaffold::new_app(&name, dir.as_deref()),
             Command::Build { path } => build::build(&path).map(drop),
@@ -166,15 +179,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr, filtered by `OUTPOST_LOG` (default `info`). Request lines have the
+/// target `outpost::access`, so `OUTPOST_LOG=info,outpost::access=off` silences them alone.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_target(true)
+            .init(),
+    }
 }
 
 /// A shutdown signal that turns true on SIGTERM or Ctrl-C. A second signal exits at once.

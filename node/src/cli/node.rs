@@ -1,15 +1,34 @@
 //! `outpost node --config node.toml`: an edge node serving several apps with real certificates.
+//! With `--takeover`, it replaces the node running from the same data directory without
+//! refusing a connection (see [`crate::server::handoff`]).
 
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::config::NodeConfig;
 use crate::launch::{ClusterSpec, LaunchSpec, launch};
 use crate::server::ShutdownSignal;
+use crate::server::handoff::{self, Inherited};
 
-pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let config = NodeConfig::load(config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let inherited = if takeover {
+        // The old node finishes its requests in flight first: give it its drain time and some.
+        let wait = config.http.drain_timeout + config.health.drain_delay + Duration::from_secs(15);
+        let data_dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || handoff::take_over(&data_dir, wait)).await??
+    } else if handoff::running_node(&config.data_dir) {
+        bail!(
+            "a node is already running from {}; to replace it without downtime, start this one with --takeover",
+            config.data_dir.display()
+        );
+    } else {
+        Inherited::default()
+    };
     let launched = launch(
         LaunchSpec {
             https: config.https,
@@ -26,6 +45,11 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
                 node: config.name.clone(),
                 peering: config.peering,
             }),
+            admin: config.admin,
+            health: config.health,
+            access_log: config.access_log,
+            inherited,
+            name: config.name.clone(),
         },
         shutdown,
     )
@@ -35,6 +59,7 @@ pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> 
         https = %launched.https,
         http_redirect = ?launched.http_redirect,
         plain = ?launched.plain,
+        admin = ?launched.admin,
         local_apps = launched.apps.len(),
         "serving"
     );

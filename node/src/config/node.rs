@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{AppSpec, ConfigError, read_toml};
+use crate::admin::HealthSettings;
 use crate::cluster::peer_link::Peer;
 use crate::cluster::{ClusterIdentity, OriginLink};
 
@@ -95,6 +96,11 @@ pub struct NodeConfig {
     pub cluster: Option<OriginLink>,
     /// Other nodes of the fleet, for KV anti-entropy when the origin is out of reach.
     pub peering: Option<Peering>,
+    /// Plain-HTTP address for `/metrics`, `/healthz` and `/readyz`.
+    pub admin: Option<SocketAddr>,
+    pub health: HealthSettings,
+    /// One log line per request.
+    pub access_log: bool,
     pub source: PathBuf,
 }
 
@@ -119,6 +125,32 @@ struct NodeFile {
     #[serde(default)]
     http: HttpFile,
     cluster: Option<ClusterFile>,
+    admin: Option<AdminFile>,
+    #[serde(default)]
+    health: HealthFile,
+    #[serde(default)]
+    log: LogFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    listen: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    on_ready: Option<String>,
+    on_drain: Option<String>,
+    drain_delay_ms: Option<u64>,
+    kv_max_lag_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    requests: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +375,37 @@ impl NodeConfig {
             }
         };
 
+        let admin = parsed
+            .admin
+            .map(|a| parse_addr(&a.listen))
+            .transpose()
+            .map_err(|m| err("admin.listen", m))?;
+        let defaults = HealthSettings::default();
+        let health = HealthSettings {
+            on_ready: nonempty(parsed.health.on_ready),
+            on_drain: nonempty(parsed.health.on_drain),
+            drain_delay: Duration::from_millis(
+                bounded(
+                    parsed.health.drain_delay_ms,
+                    "drain_delay_ms",
+                    0,
+                    600_000,
+                    0,
+                )
+                .map_err(|(f, m)| err(&format!("health.{f}"), m))?,
+            ),
+            kv_max_lag: Duration::from_secs(
+                bounded(
+                    parsed.health.kv_max_lag_seconds,
+                    "kv_max_lag_seconds",
+                    1,
+                    86_400,
+                    defaults.kv_max_lag.as_secs(),
+                )
+                .map_err(|(f, m)| err(&format!("health.{f}"), m))?,
+            ),
+        };
+
         Ok(NodeConfig {
             name,
             data_dir,
@@ -355,12 +418,19 @@ impl NodeConfig {
             http,
             cluster,
             peering,
+            admin,
+            health,
+            access_log: parsed.log.requests.unwrap_or(true),
             source: file.to_path_buf(),
         })
     }
 }
 
 type FieldError = (&'static str, String);
+
+fn nonempty(command: Option<String>) -> Option<String> {
+    command.filter(|c| !c.trim().is_empty())
+}
 
 fn bounded(
     value: Option<u64>,

@@ -15,6 +15,8 @@ use outpost_kv::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::Command;
+use super::progress::KvProgress;
+use crate::metrics::metrics;
 
 /// What the links report.
 pub enum LinkEvent {
@@ -66,6 +68,13 @@ impl KvStats {
     }
 }
 
+fn link_up(link: &str, up: bool) {
+    metrics()
+        .link_up
+        .with_label_values(&[link])
+        .set(i64::from(up));
+}
+
 fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -81,6 +90,7 @@ struct Driver {
     waiting: HashMap<u64, (oneshot::Sender<WriteOutcome>, Instant)>,
     started: Instant,
     stats: Arc<Mutex<KvStats>>,
+    progress: Arc<KvProgress>,
 }
 
 /// Run the driver until `stop` fires (after the node has drained its requests, so their writes
@@ -92,6 +102,7 @@ pub async fn run_driver(
     mut links: mpsc::UnboundedReceiver<LinkEvent>,
     id_base: u64,
     stats: Arc<Mutex<KvStats>>,
+    progress: Arc<KvProgress>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let follower = Follower::new(FollowerConfig::default(), replica.applied(), id_base);
@@ -103,6 +114,7 @@ pub async fn run_driver(
         waiting: HashMap::new(),
         started: Instant::now(),
         stats,
+        progress,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -135,6 +147,10 @@ pub async fn run_driver(
             }
         }
         driver.carry_out().await;
+        driver.progress.update(
+            driver.follower.applied_version(),
+            driver.follower.known_version(),
+        );
     }
 }
 
@@ -160,19 +176,23 @@ impl Driver {
             LinkEvent::OriginUp(sender) => {
                 self.origin = Some(sender);
                 self.follower.origin_connected(now);
+                link_up("origin", true);
             }
             LinkEvent::OriginDown => {
                 self.origin = None;
                 self.follower.origin_disconnected(now);
+                link_up("origin", false);
             }
             LinkEvent::FromOrigin(message) => self.follower.on_origin(message, now),
             LinkEvent::PeerUp(peer, sender) => {
                 self.peers.insert(peer.clone(), sender);
                 self.follower.peer_connected(&peer);
+                link_up(&format!("peer/{peer}"), true);
             }
             LinkEvent::PeerDown(peer) => {
                 self.peers.remove(&peer);
                 self.follower.peer_disconnected(&peer);
+                link_up(&format!("peer/{peer}"), false);
             }
             LinkEvent::FromPeer(peer, message) => self.follower.on_peer(&peer, message, now),
         }
@@ -251,8 +271,11 @@ impl Driver {
             (Ok(()), Some(through)) => {
                 let applied_at = now_us();
                 let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                let propagation = &metrics().kv_propagation_seconds;
                 for at in committed {
-                    KvStats::push(&mut stats.propagation_us, applied_at.saturating_sub(at));
+                    let micros = applied_at.saturating_sub(at);
+                    KvStats::push(&mut stats.propagation_us, micros);
+                    propagation.observe(micros as f64 / 1e6);
                 }
                 drop(stats);
                 self.follower.applied(through, now);

@@ -89,6 +89,7 @@ impl HostState {
         key: &str,
     ) -> wasmtime::Result<Result<Option<Arc<outpost_kv::Entry>>, store::Error>> {
         let namespace = self.namespace_of(bucket)?;
+        self.app.metrics.kv_reads.inc();
         if let Err(err) = checked_key(key) {
             return Ok(Err(err));
         }
@@ -105,11 +106,13 @@ impl HostState {
 
     async fn write(&mut self, op: WriteOp) -> Result<OpResult, store::Error> {
         let client = self.kv()?.client.clone();
-        client
-            .write(op)
-            .await
-            .map(|ack| ack.result)
-            .map_err(write_error)
+        let result = client.write(op).await;
+        let metrics = &self.app.metrics;
+        match &result {
+            Ok(_) => metrics.kv_writes_ok.inc(),
+            Err(_) => metrics.kv_writes_failed.inc(),
+        }
+        result.map(|ack| ack.result).map_err(write_error)
     }
 
     fn keys_page(
@@ -119,6 +122,7 @@ impl HostState {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), store::Error> {
+        self.app.metrics.kv_reads.inc();
         let kv = self.kv()?;
         let now = now_ms();
         // Ask for one more than needed to know whether another page follows.

@@ -5,10 +5,12 @@ mod client;
 mod driver;
 pub mod frames;
 pub mod host;
+mod progress;
 mod service;
 
 pub use client::{Command, KvClient};
 pub use driver::{KvStats, LinkEvent};
+pub use progress::KvProgress;
 pub use service::NodeKv;
 
 /// Ids of this run's writes start here. The origin recognises a retried write by its writer and

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::client::KvClient;
 use super::driver::{KvStats, LinkEvent, run_driver};
+use super::progress::KvProgress;
 use super::write_id_base;
 use crate::origin::kv::{KvAuthority, serve_session};
 
@@ -24,6 +25,7 @@ pub struct NodeKv {
     /// Where links report to the driver.
     pub links: mpsc::UnboundedSender<LinkEvent>,
     pub stats: Arc<Mutex<KvStats>>,
+    pub progress: Arc<KvProgress>,
     stop: oneshot::Sender<()>,
     driver: JoinHandle<()>,
 }
@@ -42,18 +44,22 @@ impl NodeKv {
         let (links, link_inbox) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel();
         let stats = Arc::new(Mutex::new(KvStats::default()));
+        let progress = Arc::new(KvProgress::default());
+        progress.update(replica.applied(), replica.applied());
         let driver = tokio::spawn(run_driver(
             replica.clone(),
             command_inbox,
             link_inbox,
             write_id_base(),
             stats.clone(),
+            progress.clone(),
             stopped,
         ));
         Ok(NodeKv {
             client: KvClient::new(replica, commands),
             links,
             stats,
+            progress,
             stop,
             driver,
         })

@@ -34,6 +34,7 @@ use super::registry::{Registry, RegistryError};
 use crate::cluster::NodeDirectory;
 use crate::config::{AppManifest, Right, validate_name};
 use crate::fleet::{BlobStore, is_sha256_hex, sha256_hex};
+use crate::metrics::{metrics, status_class};
 use crate::runtime::ComponentValidator;
 use crate::server::Handler;
 use crate::server::body::{ResponseBody, full_response};
@@ -176,12 +177,29 @@ impl Handler for AdminApi {
             .route(request)
             .await
             .unwrap_or_else(ApiError::into_response);
-        tracing::info!(target: "outpost::admin", %method, path, status = response.status().as_u16(), "admin request");
+        let status = response.status().as_u16();
+        metrics()
+            .admin_requests
+            .with_label_values(&[status_class(status)])
+            .inc();
+        tracing::info!(target: "outpost::admin", %method, path, status, "admin request");
         response
     }
 }
 
 impl AdminApi {
+    /// `GET /metrics`: the process's metrics, with the origin's gauges brought up to date.
+    fn metrics(&self) -> Response {
+        let m = metrics();
+        let connected = self.nodes.snapshot().iter().filter(|n| n.connected).count();
+        m.origin_nodes_connected.set(connected as i64);
+        full_response(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(m.render()),
+        )
+    }
+
     fn authorize(&self, request: &http::Request<Incoming>, right: Right) -> Result<(), ApiError> {
         let header = request
             .headers()
@@ -198,6 +216,11 @@ impl AdminApi {
         let right = match (&method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => {
                 return Ok(json_response(StatusCode::OK, &json!({ "ok": true })));
+            }
+            (&Method::GET, ["metrics"]) => {
+                // Prometheus sends the token with `authorization: { credentials: ... }`.
+                self.authorize(&request, Right::Read)?;
+                return Ok(self.metrics());
             }
             (&Method::GET, ["v1", ..]) => Right::Read,
             (&Method::DELETE, ["v1", "apps", _]) => Right::Admin,

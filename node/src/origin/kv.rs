@@ -18,6 +18,8 @@ use outpost_kv::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::metrics::metrics;
+
 /// Writes taken per commit at most.
 const GROUP: usize = 512;
 /// Log entries kept for catch-ups; a node further behind gets a snapshot.
@@ -186,6 +188,9 @@ fn run_authority(
                 }
             }
         }
+        metrics()
+            .origin_kv_version
+            .set(authority.last_version() as i64);
         if authority.last_version() >= compacted_at + COMPACT_EVERY {
             compacted_at = authority.last_version();
             if let Err(err) = authority.compact(LOG_RETENTION) {

@@ -50,6 +50,10 @@ impl PoolGate {
         }
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Slots in use right now.
     pub fn in_use(&self) -> usize {
         self.capacity - self.slots.available_permits()

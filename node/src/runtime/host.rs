@@ -1,10 +1,9 @@
 //! The state each request's `Store` carries, and the host side of outbound HTTP.
 
 use std::sync::Arc;
-
-use outpost_router::RoutePattern;
 use std::time::Duration;
 
+use outpost_router::RoutePattern;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
@@ -19,6 +18,7 @@ use super::limits::GuestLimits;
 use crate::config::{AppLimits, AppSettings, OutboundPolicy};
 use crate::kv::KvClient;
 use crate::kv::host::AppKv;
+use crate::metrics::AppMetrics;
 use crate::request_id::RequestId;
 
 /// What every request of one app shares: built once per deployment, never per request.
@@ -33,6 +33,7 @@ pub struct AppShared {
     pub config: WasiConfigVariables,
     /// The KV namespaces the app's handlers may open, if this node runs a KV store.
     pub kv: Option<AppKv>,
+    pub metrics: AppMetrics,
 }
 
 impl AppShared {
@@ -44,6 +45,7 @@ impl AppShared {
                 app: name.clone(),
                 namespaces: settings.kv_namespaces.clone(),
             }),
+            metrics: AppMetrics::new(&name),
             name,
             routes: settings.routes.clone(),
             limits: settings.limits.clone(),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -20,6 +20,7 @@ use super::gate::PoolBusy;
 use super::host::{AppShared, HostState};
 use super::limits::MemoryLimitExceeded;
 use super::{Deployment, Runtime};
+use crate::metrics::metrics;
 use crate::request_id::RequestId;
 
 /// Why a request got no response from its handler.
@@ -147,6 +148,7 @@ impl Runtime {
         let app = &deployment.app;
         let mut store = self.new_store(app, request_id);
         let cpu = store.data().cpu.clone();
+        let head_cpu = cpu.clone();
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (incoming, outparam) = {
@@ -163,22 +165,31 @@ impl Runtime {
 
         let deployment = deployment.clone();
         let timeout = app.limits.timeout;
-        let log_app = app.name.clone();
         let mut guest: GuestFuture = Box::pin(async move {
             let run = async {
+                let started = Instant::now();
                 let proxy = deployment.instantiate(&mut store).await?;
+                metrics()
+                    .instantiate_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            let outcome = match tokio::time::timeout(timeout, Metered::new(run, cpu)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(GuestFailure::classify(err)),
-                Err(_) => Err(GuestFailure::Timeout(timeout)),
-            };
+            let outcome =
+                match tokio::time::timeout(timeout, Metered::new(run, cpu.clone())).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(GuestFailure::classify(err)),
+                    Err(_) => Err(GuestFailure::Timeout(timeout)),
+                };
+            let app = &deployment.app;
+            app.metrics
+                .guest_seconds
+                .observe(cpu.used(false).as_secs_f64());
             if let Err(failure) = &outcome {
-                tracing::warn!(app = %log_app, %request_id, kind = failure.kind(), "{failure}");
+                app.metrics.failure(failure.kind());
+                tracing::warn!(app = %app.name, %request_id, kind = failure.kind(), "{failure}");
             }
             // The instance goes back to the pool before the slot is released.
             drop(store);
@@ -198,20 +209,27 @@ impl Runtime {
                 Err(_) => return Err(outcome.err().unwrap_or(GuestFailure::NoResponse)),
             },
         };
-        match sent {
-            Ok(Ok(response)) if still_running => Ok(response.map(|body| {
+        let cpu_at_head = head_cpu.used(false);
+        let mut response = match sent {
+            Ok(Ok(response)) if still_running => response.map(|body| {
                 GuestBody {
                     body,
                     guest: Some(guest),
                 }
                 .boxed_unsync()
-            })),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(GuestFailure::ErrorCode(format!("{code:?}"))),
-            Err(_) => Err(guest.await.err().unwrap_or(GuestFailure::NoResponse)),
-        }
+            }),
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => return Err(GuestFailure::ErrorCode(format!("{code:?}"))),
+            Err(_) => return Err(guest.await.err().unwrap_or(GuestFailure::NoResponse)),
+        };
+        response.extensions_mut().insert(GuestCpu(cpu_at_head));
+        Ok(response)
     }
 }
+
+/// In a guest's response: the CPU time the guest had used when it sent the head.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestCpu(pub Duration);
 
 type GuestFuture = Pin<Box<dyn Future<Output = Result<(), GuestFailure>> + Send>>;
 

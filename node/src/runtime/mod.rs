@@ -29,7 +29,7 @@ pub use compile::{Origin, check_header};
 pub use cpu::CpuLimitExceeded;
 pub use engine::EPOCH_TICK;
 pub use host::{AppShared, HostState};
-pub use invoke::GuestFailure;
+pub use invoke::{GuestCpu, GuestFailure};
 pub use limits::MemoryLimitExceeded;
 pub use validate::ComponentValidator;
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -102,6 +102,11 @@ impl Runtime {
     /// Pool slots serving requests right now.
     pub fn slots_in_use(&self) -> usize {
         self.gate.in_use()
+    }
+
+    /// Pool slots in all.
+    pub fn pool_instances(&self) -> u32 {
+        self.gate.capacity() as u32
     }
 
     /// An app's shared state for its deployments, with this node's KV if it has one.

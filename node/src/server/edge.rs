@@ -10,7 +10,7 @@ use http_body::Body;
 use super::body::{LimitedBody, ResponseBody, host_response};
 use super::routes::LiveRoutes;
 use crate::request_id::RequestId;
-use crate::runtime::{GuestFailure, Runtime, Scheme};
+use crate::runtime::{GuestCpu, GuestFailure, Runtime, Scheme};
 
 /// Serves requests for a set of routed deployments.
 pub struct Edge {
@@ -18,15 +18,27 @@ pub struct Edge {
     routes: Arc<LiveRoutes>,
     /// Put the reason for a guest failure in the response body (dev); otherwise only in logs.
     expose_errors: bool,
+    /// Log one line per request (target `outpost::access`).
+    access_log: bool,
 }
 
 impl Edge {
-    pub fn new(runtime: Arc<Runtime>, routes: Arc<LiveRoutes>, expose_errors: bool) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        routes: Arc<LiveRoutes>,
+        expose_errors: bool,
+        access_log: bool,
+    ) -> Self {
         Edge {
             runtime,
             routes,
             expose_errors,
+            access_log,
         }
+    }
+
+    pub fn routes(&self) -> &Arc<LiveRoutes> {
+        &self.routes
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -79,13 +91,12 @@ impl Edge {
         let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
         let request = http::Request::from_parts(parts, body);
 
-        let method_path = tracing::enabled!(target: "outpost::access", tracing::Level::DEBUG)
-            .then(|| format!("{} {}", request.method(), request.uri().path()));
-        let scheme = if scheme == http::uri::Scheme::HTTPS {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
+        let http2 = request.version() == http::Version::HTTP_2;
+        let tls = scheme == http::uri::Scheme::HTTPS;
+        let method_path = self
+            .access_log
+            .then(|| (request.method().clone(), request.uri().path().to_string()));
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
         let response = match self
             .runtime
             .handle(&deployment, request, scheme, request_id)
@@ -95,14 +106,27 @@ impl Edge {
             Ok(response) => response,
             Err(failure) => self.failure_response(&failure, request_id),
         };
-        if let Some(method_path) = method_path {
-            tracing::debug!(
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        let metrics = &deployment.app.metrics;
+        metrics.request(status, http2, tls);
+        metrics.request_seconds.observe(elapsed.as_secs_f64());
+        if let Some((method, path)) = method_path {
+            let guest_us = response
+                .extensions()
+                .get::<GuestCpu>()
+                .map_or(0, |cpu| cpu.0.as_micros() as u64);
+            tracing::info!(
                 target: "outpost::access",
                 app = %deployment.app.name,
+                version = %deployment.digest.get(..12).unwrap_or_default(),
                 %request_id,
-                status = response.status().as_u16(),
-                micros = started.elapsed().as_micros() as u64,
-                "{method_path}"
+                %method,
+                path,
+                status,
+                micros = elapsed.as_micros() as u64,
+                guest_us,
+                "request"
             );
         }
         response

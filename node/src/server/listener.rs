@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
 use crate::config::HttpSettings;
+use crate::metrics::metrics;
 
 /// Something that answers requests: the edge itself, or the HTTP-to-HTTPS redirect.
 pub trait Handler: Send + Sync + 'static {
@@ -146,14 +147,20 @@ async fn serve_connection<H: Handler>(
         }
         return;
     };
+    let handshakes = &metrics().tls_handshakes;
     let stream = match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(stream)) => {
+            handshakes.inc();
+            stream
+        }
         Ok(Err(err)) => {
             tracing::debug!("TLS handshake failed: {err}");
+            handshake_failed("error");
             return;
         }
         Err(_) => {
             tracing::debug!("TLS handshake timed out");
+            handshake_failed("timeout");
             return;
         }
     };
@@ -167,6 +174,13 @@ async fn serve_connection<H: Handler>(
     if let Err(err) = watcher.watch(connection.into_owned()).await {
         tracing::debug!("connection ended with an error: {err}");
     }
+}
+
+fn handshake_failed(reason: &str) {
+    metrics()
+        .tls_handshake_failures
+        .with_label_values(&[reason])
+        .inc();
 }
 
 fn service<H: Handler>(

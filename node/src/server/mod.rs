@@ -1,7 +1,9 @@
 //! The HTTP front end: listeners, TLS, and the request path into the runtime.
 
 pub mod body;
+pub mod cert_reload;
 pub mod edge;
+pub mod handoff;
 pub mod listener;
 pub mod redirect;
 pub mod routes;

@@ -1,0 +1,315 @@
+//! Prometheus metrics for a node or an origin.
+//!
+//! One registry per process. Counters and histograms on the request path are resolved per app
+//! once, when the app is deployed ([`AppMetrics`]), so a request pays for atomic adds and not
+//! for label lookups. Gauges that mirror state owned elsewhere (pool slots, live versions) are
+//! filled in just before each scrape by whoever serves `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+/// Instantiation buckets in seconds: 2 µs to 10 ms.
+const INSTANTIATE_BUCKETS: &[f64] = &[
+    0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.01,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub guest_seconds: HistogramVec,
+    pub instantiate_seconds: Histogram,
+    pub guest_failures: IntCounterVec,
+    pub pool_slots: IntGauge,
+    pub pool_slots_in_use: IntGauge,
+    pub tls_handshakes: IntCounter,
+    pub tls_handshake_failures: IntCounterVec,
+    pub kv_reads: IntCounterVec,
+    pub kv_writes: IntCounterVec,
+    pub kv_applied_version: IntGauge,
+    pub kv_lag_versions: IntGauge,
+    pub kv_lag_seconds: Gauge,
+    pub kv_propagation_seconds: Histogram,
+    pub link_up: IntGaugeVec,
+    pub app_live: IntGaugeVec,
+    pub ready: IntGauge,
+    pub origin_nodes_connected: IntGauge,
+    pub origin_kv_version: IntGauge,
+    pub admin_requests: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique");
+    metric
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let metric = Histogram::with_opts(opts).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique");
+    metric
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let kv_lag_seconds = Gauge::new(
+            "outpost_kv_replication_lag_seconds",
+            "How long this node's KV replica has been behind the newest version it knows of (0 when caught up)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(kv_lag_seconds.clone())).expect("unique");
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "outpost_requests_total",
+                "Requests answered, by app, status class, protocol and TLS",
+                &["app", "status", "protocol", "tls"],
+            ),
+            request_seconds: histogram_vec(
+                &r,
+                "outpost_request_duration_seconds",
+                "From the request's arrival to the response head, by app",
+                &["app"],
+                LATENCY_BUCKETS,
+            ),
+            guest_seconds: histogram_vec(
+                &r,
+                "outpost_guest_cpu_seconds",
+                "Time spent running the guest (not waiting on I/O) per request, by app",
+                &["app"],
+                LATENCY_BUCKETS,
+            ),
+            instantiate_seconds: histogram(
+                &r,
+                "outpost_instantiate_duration_seconds",
+                "Instantiating a component from the pool for one request",
+                INSTANTIATE_BUCKETS,
+            ),
+            guest_failures: counter_vec(
+                &r,
+                "outpost_guest_failures_total",
+                "Requests a guest did not answer, by app and kind (trap, cpu_limit, memory_limit, timeout, pool_busy, ...)",
+                &["app", "kind"],
+            ),
+            pool_slots: gauge(&r, "outpost_pool_slots", "Instance pool slots"),
+            pool_slots_in_use: gauge(
+                &r,
+                "outpost_pool_slots_in_use",
+                "Instance pool slots serving a request right now",
+            ),
+            tls_handshakes: counter(
+                &r,
+                "outpost_tls_handshakes_total",
+                "TLS handshakes completed",
+            ),
+            tls_handshake_failures: counter_vec(
+                &r,
+                "outpost_tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason (error, timeout)",
+                &["reason"],
+            ),
+            kv_reads: counter_vec(
+                &r,
+                "outpost_kv_reads_total",
+                "KV reads by handlers (get, exists, list), by app",
+                &["app"],
+            ),
+            kv_writes: counter_vec(
+                &r,
+                "outpost_kv_writes_total",
+                "KV writes by handlers (set, delete, atomics, batches), by app and outcome",
+                &["app", "outcome"],
+            ),
+            kv_applied_version: gauge(
+                &r,
+                "outpost_kv_applied_version",
+                "The KV version this node's replica has made durable",
+            ),
+            kv_lag_versions: gauge(
+                &r,
+                "outpost_kv_replication_lag_versions",
+                "Versions this node knows exist but has not applied yet",
+            ),
+            kv_lag_seconds,
+            kv_propagation_seconds: histogram(
+                &r,
+                "outpost_kv_propagation_seconds",
+                "From the origin committing a KV entry to this node making it durable",
+                LATENCY_BUCKETS,
+            ),
+            link_up: gauge_vec(
+                &r,
+                "outpost_link_up",
+                "Cluster links: 1 connected, 0 not (link=\"origin\" or \"peer/NAME\")",
+                &["link"],
+            ),
+            app_live: gauge_vec(
+                &r,
+                "outpost_app_live",
+                "The version each app serves on this node (value 1), by app and component sha256",
+                &["app", "sha256"],
+            ),
+            ready: gauge(
+                &r,
+                "outpost_ready",
+                "1 while /readyz says ready, 0 otherwise",
+            ),
+            origin_nodes_connected: gauge(
+                &r,
+                "outpost_origin_nodes_connected",
+                "Nodes connected to this origin",
+            ),
+            origin_kv_version: gauge(
+                &r,
+                "outpost_origin_kv_version",
+                "The newest KV version this origin has committed",
+            ),
+            admin_requests: counter_vec(
+                &r,
+                "outpost_admin_requests_total",
+                "Admin API requests at the origin, by status class",
+                &["status"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition format, for `GET /metrics`.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|err| format!("# encoding metrics failed: {err}\n"))
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    (status / 100).clamp(1, 5) as usize - 1
+}
+
+/// "2xx" for 204, and so on.
+pub fn status_class(status: u16) -> &'static str {
+    CLASSES[class_index(status)]
+}
+
+/// An app's request-path metrics, resolved once per deployment.
+pub struct AppMetrics {
+    /// By status class, then HTTP/1 or HTTP/2, then plain or TLS.
+    requests: [[[IntCounter; 2]; 2]; 5],
+    pub request_seconds: Histogram,
+    pub guest_seconds: Histogram,
+    pub kv_reads: IntCounter,
+    pub kv_writes_ok: IntCounter,
+    pub kv_writes_failed: IntCounter,
+    app: String,
+}
+
+impl AppMetrics {
+    pub fn new(app: &str) -> Self {
+        let m = metrics();
+        let requests = CLASSES.map(|class| {
+            ["h1", "h2"].map(|protocol| {
+                ["false", "true"]
+                    .map(|tls| m.requests.with_label_values(&[app, class, protocol, tls]))
+            })
+        });
+        AppMetrics {
+            requests,
+            request_seconds: m.request_seconds.with_label_values(&[app]),
+            guest_seconds: m.guest_seconds.with_label_values(&[app]),
+            kv_reads: m.kv_reads.with_label_values(&[app]),
+            kv_writes_ok: m.kv_writes.with_label_values(&[app, "ok"]),
+            kv_writes_failed: m.kv_writes.with_label_values(&[app, "error"]),
+            app: app.to_string(),
+        }
+    }
+
+    pub fn request(&self, status: u16, http2: bool, tls: bool) {
+        self.requests[class_index(status)][usize::from(http2)][usize::from(tls)].inc();
+    }
+
+    /// Failures are rare: the label lookup happens only then.
+    pub fn failure(&self, kind: &str) {
+        metrics()
+            .guest_failures
+            .with_label_values(&[self.app.as_str(), kind])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_counted() {
+        let app = AppMetrics::new("metrics-test");
+        app.request(204, true, true);
+        app.request(503, false, false);
+        app.failure("trap");
+        app.request_seconds.observe(0.0002);
+        let text = metrics().render();
+        assert!(text.contains(
+            r#"outpost_requests_total{app="metrics-test",protocol="h2",status="2xx",tls="true"} 1"#
+        ));
+        assert!(text.contains(
+            r#"outpost_requests_total{app="metrics-test",protocol="h1",status="5xx",tls="false"} 1"#
+        ));
+        assert!(text.contains(r#"outpost_guest_failures_total{app="metrics-test",kind="trap"} 1"#));
+        assert!(text.contains(
+            r#"outpost_request_duration_seconds_bucket{app="metrics-test",le="0.00025"} 1"#
+        ));
+        assert_eq!(status_class(99), "1xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(700), "5xx");
+    }
+}
