@@ -189,9 +189,12 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             handed.push((role.to_string(), listener));
         }
     }
-    if let Err(err) =
-        handoff::serve_handoff(spec.data_dir.clone(), handed, handed_off, listeners_stop.clone())
-    {
+    if let Err(err) = handoff::serve_handoff(
+        spec.data_dir.clone(),
+        handed,
+        handed_off,
+        listeners_stop.clone(),
+    ) {
         tracing::warn!("restarts will not hand the listeners over: {err:#}");
     }
     let health = Arc::new(Health::new(

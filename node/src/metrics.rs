@@ -14,8 +14,8 @@ use prometheus::{
 
 /// Latency buckets in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 /// Instantiation buckets in seconds: 2 µs to 10 ms.
 const INSTANTIATE_BUCKETS: &[f64] = &[
@@ -24,6 +24,7 @@ const INSTANTIATE_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
+    names: Vec<String>,
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub guest_seconds: HistogramVec,
@@ -47,173 +48,158 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("unique");
-    metric
+/// A registry that remembers the names registered in it (a family with no samples yet is
+/// left out of a scrape, but it exists).
+struct Names {
+    registry: Registry,
+    names: Vec<String>,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let metric = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("unique");
-    metric
-}
+impl Names {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&mut self, metric: C) -> C {
+        for desc in metric.desc() {
+            self.names.push(desc.fq_name.clone());
+        }
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("unique metric names");
+        metric
+    }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let metric = IntGauge::new(name, help).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("unique");
-    metric
-}
+    fn counter_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("unique");
-    metric
-}
+    fn counter(&mut self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
 
-fn histogram_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-    buckets: &[f64],
-) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    let metric = HistogramVec::new(opts, labels).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("unique");
-    metric
-}
+    fn gauge(&mut self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
 
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    let metric = Histogram::with_opts(opts).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("unique");
-    metric
+    fn float_gauge(&mut self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
 }
 
 impl Metrics {
     fn new() -> Self {
-        let r = Registry::new();
-        let kv_lag_seconds = Gauge::new(
-            "outpost_kv_replication_lag_seconds",
-            "How long this node's KV replica has been behind the newest version it knows of (0 when caught up)",
-        )
-        .expect("valid metric");
-        r.register(Box::new(kv_lag_seconds.clone())).expect("unique");
+        let mut r = Names {
+            registry: Registry::new(),
+            names: Vec::new(),
+        };
         Metrics {
-            requests: counter_vec(
-                &r,
+            requests: r.counter_vec(
                 "outpost_requests_total",
                 "Requests answered, by app, status class, protocol and TLS",
                 &["app", "status", "protocol", "tls"],
             ),
-            request_seconds: histogram_vec(
-                &r,
-                "outpost_request_duration_seconds",
+            request_seconds: r.histogram_vec("outpost_request_duration_seconds",
                 "From the request's arrival to the response head, by app",
                 &["app"],
                 LATENCY_BUCKETS,
             ),
-            guest_seconds: histogram_vec(
-                &r,
-                "outpost_guest_cpu_seconds",
+            guest_seconds: r.histogram_vec("outpost_guest_cpu_seconds",
                 "Time spent running the guest (not waiting on I/O) per request, by app",
                 &["app"],
                 LATENCY_BUCKETS,
             ),
-            instantiate_seconds: histogram(
-                &r,
-                "outpost_instantiate_duration_seconds",
+            instantiate_seconds: r.histogram("outpost_instantiate_duration_seconds",
                 "Instantiating a component from the pool for one request",
                 INSTANTIATE_BUCKETS,
             ),
-            guest_failures: counter_vec(
-                &r,
+            guest_failures: r.counter_vec(
                 "outpost_guest_failures_total",
                 "Requests a guest did not answer, by app and kind (trap, cpu_limit, memory_limit, timeout, pool_busy, ...)",
                 &["app", "kind"],
             ),
-            pool_slots: gauge(&r, "outpost_pool_slots", "Instance pool slots"),
-            pool_slots_in_use: gauge(
-                &r,
-                "outpost_pool_slots_in_use",
+            pool_slots: r.gauge("outpost_pool_slots", "Instance pool slots"),
+            pool_slots_in_use: r.gauge("outpost_pool_slots_in_use",
                 "Instance pool slots serving a request right now",
             ),
-            tls_handshakes: counter(
-                &r,
-                "outpost_tls_handshakes_total",
+            tls_handshakes: r.counter("outpost_tls_handshakes_total",
                 "TLS handshakes completed",
             ),
-            tls_handshake_failures: counter_vec(
-                &r,
+            tls_handshake_failures: r.counter_vec(
                 "outpost_tls_handshake_failures_total",
                 "TLS handshakes that failed, by reason (error, timeout)",
                 &["reason"],
             ),
-            kv_reads: counter_vec(
-                &r,
+            kv_reads: r.counter_vec(
                 "outpost_kv_reads_total",
                 "KV reads by handlers (get, exists, list), by app",
                 &["app"],
             ),
-            kv_writes: counter_vec(
-                &r,
+            kv_writes: r.counter_vec(
                 "outpost_kv_writes_total",
                 "KV writes by handlers (set, delete, atomics, batches), by app and outcome",
                 &["app", "outcome"],
             ),
-            kv_applied_version: gauge(
-                &r,
-                "outpost_kv_applied_version",
+            kv_applied_version: r.gauge("outpost_kv_applied_version",
                 "The KV version this node's replica has made durable",
             ),
-            kv_lag_versions: gauge(
-                &r,
-                "outpost_kv_replication_lag_versions",
+            kv_lag_versions: r.gauge("outpost_kv_replication_lag_versions",
                 "Versions this node knows exist but has not applied yet",
             ),
-            kv_lag_seconds,
-            kv_propagation_seconds: histogram(
-                &r,
-                "outpost_kv_propagation_seconds",
+            kv_lag_seconds: r.float_gauge(
+                "outpost_kv_replication_lag_seconds",
+                "How long this node's KV replica has been behind the newest version it knows of (0 when caught up)",
+            ),
+            kv_propagation_seconds: r.histogram("outpost_kv_propagation_seconds",
                 "From the origin committing a KV entry to this node making it durable",
                 LATENCY_BUCKETS,
             ),
-            link_up: gauge_vec(
-                &r,
-                "outpost_link_up",
+            link_up: r.gauge_vec("outpost_link_up",
                 "Cluster links: 1 connected, 0 not (link=\"origin\" or \"peer/NAME\")",
                 &["link"],
             ),
-            app_live: gauge_vec(
-                &r,
-                "outpost_app_live",
+            app_live: r.gauge_vec("outpost_app_live",
                 "The version each app serves on this node (value 1), by app and component sha256",
                 &["app", "sha256"],
             ),
-            ready: gauge(
-                &r,
-                "outpost_ready",
+            ready: r.gauge("outpost_ready",
                 "1 while /readyz says ready, 0 otherwise",
             ),
-            origin_nodes_connected: gauge(
-                &r,
-                "outpost_origin_nodes_connected",
+            origin_nodes_connected: r.gauge("outpost_origin_nodes_connected",
                 "Nodes connected to this origin",
             ),
-            origin_kv_version: gauge(
-                &r,
-                "outpost_origin_kv_version",
+            origin_kv_version: r.gauge("outpost_origin_kv_version",
                 "The newest KV version this origin has committed",
             ),
-            admin_requests: counter_vec(
-                &r,
+            admin_requests: r.counter_vec(
                 "outpost_admin_requests_total",
                 "Admin API requests at the origin, by status class",
                 &["status"],
             ),
-            registry: r,
+            registry: r.registry,
+            names: r.names,
         }
+    }
+
+    /// Every metric family's name.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The text exposition format, for `GET /metrics`.
@@ -311,5 +297,39 @@ mod tests {
         assert_eq!(status_class(99), "1xx");
         assert_eq!(status_class(404), "4xx");
         assert_eq!(status_class(700), "5xx");
+    }
+
+    /// The Grafana dashboard shipped in node/deploy queries only metrics that exist.
+    #[test]
+    fn the_dashboard_uses_these_names() {
+        let dashboard = include_str!("../deploy/grafana/outpost-dashboard.json");
+        let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let mut used = Vec::new();
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let mut rest = expr;
+                while let Some(at) = rest.find("outpost_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    used.push(name);
+                }
+            }
+        }
+        assert!(used.len() > 10, "{used:?}");
+        let known = metrics().names();
+        for name in used {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                known.iter().any(|k| k == family),
+                "the dashboard queries {name}, which the node does not export"
+            );
+        }
     }
 }

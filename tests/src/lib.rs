@@ -8,6 +8,7 @@ pub mod certs;
 pub mod client;
 pub mod fleet;
 pub mod guests;
+pub mod netns;
 pub mod origin;
 pub mod process;
 pub mod udp_proxy;

@@ -87,6 +87,8 @@ pub struct Outpost {
     pub cluster: Option<SocketAddr>,
     /// For `outpost dev`: the dev CA's certificate file.
     pub ca: Option<PathBuf>,
+    /// For `outpost node`: the admin listener (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub admin: Option<SocketAddr>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -97,6 +99,7 @@ struct Ready {
     redirect: Option<SocketAddr>,
     cluster: Option<SocketAddr>,
     ca: Option<PathBuf>,
+    admin: Option<SocketAddr>,
 }
 
 impl Default for Ready {
@@ -106,8 +109,26 @@ impl Default for Ready {
             redirect: None,
             cluster: None,
             ca: None,
+            admin: None,
         }
     }
+}
+
+/// The node's "serving" line in `--log-format json`.
+fn json_serving_line(line: &str) -> Option<Ready> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    (value["message"] == "serving").then_some(())?;
+    let some = |field: &str| {
+        value[field]
+            .as_str()
+            .and_then(|s| s.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+    };
+    Some(Ready {
+        addr: value["https"].as_str()?.parse().ok()?,
+        redirect: some("http_redirect"),
+        admin: some("admin"),
+        ..Ready::default()
+    })
 }
 
 /// A process that ended before it was ready (or was expected to fail).
@@ -151,20 +172,45 @@ impl Outpost {
 
     /// `outpost node --config FILE`; ready once it logs that it is serving.
     pub fn node(config: &Path) -> Result<Outpost, Exited> {
+        Self::node_with(config, &[])
+    }
+
+    /// `outpost node --config FILE EXTRA...` (`--takeover`, say).
+    pub fn node_with(config: &Path, extra: &[&str]) -> Result<Outpost, Exited> {
+        Self::node_in(None, config, extra)
+    }
+
+    /// The same, inside network namespace `netns` if given (`ip netns exec`).
+    pub fn node_in(netns: Option<&str>, config: &Path, extra: &[&str]) -> Result<Outpost, Exited> {
         let config = config.to_str().expect("utf-8 path");
-        Self::start(&["node", "--config", config], |_, err| {
-            let line = err.lines().find(|l| l.contains("serving"))?;
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(outpost_bin());
+                command
+            }
+            None => Command::new(outpost_bin()),
+        };
+        command.args(["node", "--config", config]).args(extra);
+        Self::start_command(command, |_, err| {
+            if let Some(ready) = err.lines().find_map(json_serving_line) {
+                return Some(ready);
+            }
+            let line = err.lines().find(|l| l.contains(" serving "))?;
             let addr = after(line, "https=")?
                 .split_whitespace()
                 .next()?
                 .parse()
                 .ok()?;
-            let redirect = after(line, "http_redirect=Some(")
-                .and_then(|rest| rest.split(')').next())
-                .and_then(|a| a.parse().ok());
+            let some = |field: &str| {
+                after(line, &format!("{field}=Some("))
+                    .and_then(|rest| rest.split(')').next())
+                    .and_then(|a| a.parse().ok())
+            };
             Some(Ready {
                 addr,
-                redirect,
+                redirect: some("http_redirect"),
+                admin: some("admin"),
                 ..Ready::default()
             })
         })
@@ -211,8 +257,16 @@ impl Outpost {
         args: &[&str],
         ready: impl Fn(&str, &str) -> Option<Ready>,
     ) -> Result<Outpost, Exited> {
-        let mut child = Command::new(outpost_bin())
-            .args(args)
+        let mut command = Command::new(outpost_bin());
+        command.args(args);
+        Self::start_command(command, ready)
+    }
+
+    fn start_command(
+        mut command: Command,
+        ready: impl Fn(&str, &str) -> Option<Ready>,
+    ) -> Result<Outpost, Exited> {
+        let mut child = command
             .env("OUTPOST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -238,6 +292,7 @@ impl Outpost {
                 redirect,
                 cluster,
                 ca,
+                admin,
             }) = found
             {
                 return Ok(Outpost {
@@ -246,6 +301,7 @@ impl Outpost {
                     redirect,
                     cluster,
                     ca,
+                    admin,
                     stdout,
                     stderr,
                 });

@@ -61,7 +61,10 @@ impl Handler for AdminHandler {
                     host_response(503, &format!("not ready: {}", reasons.join("; ")))
                 }
             },
-            _ => host_response(404, "the admin listener serves /metrics, /healthz and /readyz"),
+            _ => host_response(
+                404,
+                "the admin listener serves /metrics, /healthz and /readyz",
+            ),
         }
     }
 }

@@ -24,7 +24,13 @@ use tokio::sync::watch;
 )]
 struct Cli {
     /// Log lines as human-readable text or as JSON objects (one per line).
-    #[arg(long, global = true, value_enum, env = "OUTPOST_LOG_FORMAT", default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "OUTPOST_LOG_FORMAT",
+        default_value = "pretty"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -45,8 +51,8 @@ enum Command {
         /// Path of the node's configuration file.
         #[arg(long, short, default_value = "node.toml")]
         config: PathBuf,
-        /// Replace the node running from the same data directory without refusing a
-        /// connection: take its listening sockets, let it drain and exit, then serve.
+        /// Replace the node running from the same data directory, if one is, without refusing
+        /// a connection: take its listening sockets, let it drain and exit, then serve.
         #[arg(long)]
         takeover: bool,
     },

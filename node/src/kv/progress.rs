@@ -70,7 +70,10 @@ mod tests {
     fn lag_starts_when_behind_and_ends_when_caught_up() {
         let progress = KvProgress::default();
         progress.update(10, 10);
-        assert_eq!((progress.lag_versions(), progress.lag()), (0, Duration::ZERO));
+        assert_eq!(
+            (progress.lag_versions(), progress.lag()),
+            (0, Duration::ZERO)
+        );
         progress.update(10, 15);
         assert_eq!(progress.lag_versions(), 5);
         let since = progress.behind_since_ms.load(Ordering::Relaxed);
@@ -79,6 +82,9 @@ mod tests {
         progress.update(12, 16);
         assert_eq!(progress.behind_since_ms.load(Ordering::Relaxed), since);
         progress.update(16, 16);
-        assert_eq!((progress.lag_versions(), progress.lag()), (0, Duration::ZERO));
+        assert_eq!(
+            (progress.lag_versions(), progress.lag()),
+            (0, Duration::ZERO)
+        );
     }
 }

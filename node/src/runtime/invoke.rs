@@ -177,12 +177,12 @@ impl Runtime {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            let outcome =
-                match tokio::time::timeout(timeout, Metered::new(run, cpu.clone())).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(err)) => Err(GuestFailure::classify(err)),
-                    Err(_) => Err(GuestFailure::Timeout(timeout)),
-                };
+            let outcome = match tokio::time::timeout(timeout, Metered::new(run, cpu.clone())).await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(GuestFailure::classify(err)),
+                Err(_) => Err(GuestFailure::Timeout(timeout)),
+            };
             let app = &deployment.app;
             app.metrics
                 .guest_seconds

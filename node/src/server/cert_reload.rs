@@ -61,14 +61,13 @@ impl ResolvesServerCert for ReloadingResolver {
 
 /// Reload when the files change or on SIGHUP, until `shutdown`.
 pub async fn watch_certificates(resolver: Arc<ReloadingResolver>, mut shutdown: ShutdownSignal) {
-    let mut hangup =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(signal) => Some(signal),
-            Err(err) => {
-                tracing::warn!("cannot listen for SIGHUP: {err}");
-                None
-            }
-        };
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGHUP: {err}");
+            None
+        }
+    };
     let mut seen = resolver.stamps();
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

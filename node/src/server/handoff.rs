@@ -40,7 +40,8 @@ impl Inherited {
     pub fn take(&mut self, role: &str, wanted: SocketAddr) -> Option<std::net::TcpListener> {
         let listener = self.listeners.remove(role)?;
         let bound = listener.local_addr().ok()?;
-        let same = bound.ip() == wanted.ip() && (wanted.port() == 0 || wanted.port() == bound.port());
+        let same =
+            bound.ip() == wanted.ip() && (wanted.port() == 0 || wanted.port() == bound.port());
         if same {
             Some(listener)
         } else {
@@ -56,15 +57,16 @@ pub fn running_node(data_dir: &Path) -> bool {
 }
 
 /// Take the listeners of the node running from `data_dir`, and wait (up to `wait`) until it
-/// has drained and exited.
+/// has drained and exited. With no node running there, there is nothing to take: start fresh.
 pub fn take_over(data_dir: &Path, wait: Duration) -> anyhow::Result<Inherited> {
     let path = data_dir.join(SOCKET_FILE);
-    let mut stream = UnixStream::connect(&path).with_context(|| {
-        format!(
-            "--takeover: no node answers on {} (is one running from this data directory?)",
-            path.display()
-        )
-    })?;
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::info!("no running node to take over ({err}); starting fresh");
+            return Ok(Inherited::default());
+        }
+    };
     stream.write_all(REQUEST)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (roles, fds) = receive_fds(&stream).context("receiving the listeners")?;
@@ -126,15 +128,22 @@ pub fn serve_handoff(
                 accepted = unix.accept() => accepted,
             };
             let Ok((stream, _)) = accepted else { continue };
-            let Ok(stream) = stream.into_std() else { continue };
-            let (roles, fds) = (roles.clone(), fds.iter().map(|f| f.as_raw_fd()).collect::<Vec<_>>());
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let (roles, fds) = (
+                roles.clone(),
+                fds.iter().map(|f| f.as_raw_fd()).collect::<Vec<_>>(),
+            );
             let sent = tokio::task::spawn_blocking(move || answer(stream, &roles, &fds)).await;
             match sent {
                 Ok(Ok(stream)) => {
                     // Held until this process exits: its closing tells the new one we are gone.
                     static HELD: OnceLock<Mutex<Option<UnixStream>>> = OnceLock::new();
-                    *HELD.get_or_init(|| Mutex::new(None)).lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(stream);
+                    *HELD
+                        .get_or_init(|| Mutex::new(None))
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(stream);
                     let _ = handed_off.send(true);
                     break;
                 }
@@ -184,7 +193,7 @@ fn send_fds(stream: &UnixStream, data: &[u8], fds: &[RawFd]) -> std::io::Result<
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN((fds.len() * size_of::<RawFd>()) as u32) as _;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
         std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg) as *mut RawFd, fds.len());
         if libc::sendmsg(stream.as_raw_fd(), &msg, 0) < 0 {
             return Err(std::io::Error::last_os_error());
@@ -265,7 +274,11 @@ mod tests {
         let mut inherited = Inherited::default();
         inherited.listeners.insert("https".into(), listener);
         assert!(inherited.take("plain", addr).is_none());
-        assert!(inherited.take("https", "127.0.0.1:0".parse().unwrap()).is_some());
+        assert!(
+            inherited
+                .take("https", "127.0.0.1:0".parse().unwrap())
+                .is_some()
+        );
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         inherited.listeners.insert("https".into(), other);
         assert!(inherited.take("https", addr).is_none());

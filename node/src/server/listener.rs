@@ -1,5 +1,10 @@
 //! Accepting connections: TLS with a handshake deadline, HTTP/1.1 or HTTP/2 by ALPN, and a
 //! graceful drain on shutdown.
+//!
+//! On shutdown a connection finishes what it is serving and closes (HTTP/1.1 with
+//! `connection: close`, HTTP/2 with GOAWAY). One that has not brought its first request yet gets
+//! a moment to do so: its client connected while the node was still accepting and has most
+//! likely sent the request already, so closing it would fail a request the node took on.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,9 +14,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::body::ResponseBody;
@@ -79,7 +84,7 @@ pub async fn serve<H: Handler>(
     settings: HttpSettings,
     mut shutdown: ShutdownSignal,
 ) {
-    let graceful = GracefulShutdown::new();
+    // One permit per open connection: the drain waits until all are back.
     let connections = Arc::new(Semaphore::new(settings.max_connections));
     let settings = Arc::new(settings);
     loop {
@@ -91,24 +96,48 @@ pub async fn serve<H: Handler>(
         let Some((stream, permit)) = accepted else {
             continue;
         };
-        let (handler, settings, tls, watcher) = (
+        let (handler, settings, tls, shutdown) = (
             handler.clone(),
             settings.clone(),
             tls.clone(),
-            graceful.watcher(),
+            shutdown.clone(),
         );
         tokio::spawn(async move {
-            serve_connection(stream, tls, handler, &settings, watcher).await;
+            serve_connection(stream, tls, handler, &settings, shutdown).await;
             drop(permit);
         });
     }
     drop(listener);
-    // Connections still in their TLS handshake hold a watcher too, and are waited for alike.
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    // Connections still in their TLS handshake hold a permit too, and are waited for alike.
+    let all = settings.max_connections as u32;
+    if tokio::time::timeout(settings.drain_timeout, connections.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+}
+
+/// How long a connection that has not sent a request yet may still bring one once the node
+/// is shutting down.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Notes when a connection's first request arrives.
+#[derive(Default)]
+struct FirstRequest {
+    arrived: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn mark(&self) {
+        if !self.arrived.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn arrived(&self) -> bool {
+        self.arrived.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -136,15 +165,14 @@ async fn serve_connection<H: Handler>(
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     settings: &HttpSettings,
-    watcher: Watcher,
+    shutdown: ShutdownSignal,
 ) {
     let Some(tls) = tls else {
-        let service = service(handler.clone(), http::uri::Scheme::HTTP);
+        let first = Arc::new(FirstRequest::default());
+        let service = service(handler.clone(), http::uri::Scheme::HTTP, first.clone());
         let builder = builder(settings, Protocol::Detect);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        if let Err(err) = watcher.watch(connection.into_owned()).await {
-            tracing::debug!("connection ended with an error: {err}");
-        }
+        drive(connection, first, shutdown).await;
         return;
     };
     let handshakes = &metrics().tls_handshakes;
@@ -168,10 +196,46 @@ async fn serve_connection<H: Handler>(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
-    let service = service(handler.clone(), http::uri::Scheme::HTTPS);
+    let first = Arc::new(FirstRequest::default());
+    let service = service(handler.clone(), http::uri::Scheme::HTTPS, first.clone());
     let builder = builder(settings, protocol);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = watcher.watch(connection.into_owned()).await {
+    drive(connection, first, shutdown).await;
+}
+
+/// Serve a connection to its end; on shutdown, let it finish gracefully (see the module doc).
+async fn drive<C>(connection: C, first: Arc<FirstRequest>, mut shutdown: ShutdownSignal)
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => Some(ended),
+        _ = wait_for_shutdown(&mut shutdown) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            let mut ended = None;
+            if !first.arrived() {
+                let grace = tokio::time::sleep(FIRST_REQUEST_GRACE);
+                tokio::select! {
+                    result = connection.as_mut() => ended = Some(result),
+                    _ = first.notify.notified() => {}
+                    _ = grace => {}
+                }
+            }
+            match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+    };
+    if let Err(err) = ended {
         tracing::debug!("connection ended with an error: {err}");
     }
 }
@@ -186,6 +250,7 @@ fn handshake_failed(reason: &str) {
 fn service<H: Handler>(
     handler: Arc<H>,
     scheme: http::uri::Scheme,
+    first: Arc<FirstRequest>,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
     Response = http::Response<ResponseBody>,
@@ -193,6 +258,7 @@ fn service<H: Handler>(
     Future = impl Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send,
 > + Clone {
     service_fn(move |request: http::Request<Incoming>| {
+        first.mark();
         let handler = handler.clone();
         let scheme = scheme.clone();
         async move { Ok::<_, Infallible>(handler.handle(request, scheme).await) }

@@ -124,9 +124,7 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> anyhow::Result<C
 }
 
 /// The rustls server configuration: SNI resolver, ALPN h2 and http/1.1, session tickets.
-pub fn server_config(
-    resolver: Arc<dyn ResolvesServerCert>,
-) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

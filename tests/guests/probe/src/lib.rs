@@ -61,6 +61,13 @@ impl Handler for Probe {
                 wasip2::clocks::monotonic_clock::subscribe_duration(nanos).block();
                 Ok(Response::text("slept"))
             }
+            // Which node answered (its `node` config value), after `ms` milliseconds if given.
+            "/whoami" => {
+                if let Ok(ms) = millis() {
+                    wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                }
+                Ok(Response::text(config::get("node")?.unwrap_or_default()))
+            }
             "/oom" => {
                 let mut hog: Vec<Vec<u8>> = Vec::new();
                 loop {

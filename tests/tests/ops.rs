@@ -1,0 +1,386 @@
+//! Operating a node end to end: Prometheus metrics, health and readiness with the announcer
+//! hooks, the drain sequence, certificate reload, a takeover by a new process under load, and
+//! JSON request logs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use outpost_tests::client::{get, plain, request};
+use outpost_tests::{Client, Outpost, Proto, TempDir, TestCa, wasm};
+use tokio::io::AsyncWriteExt;
+
+/// A node serving the probe at every host, with an admin listener and `extra` config (where
+/// `{dir}` stands for the test's directory).
+struct Setup {
+    dir: TempDir,
+    ca: TestCa,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(label: &str, extra: &str) -> Setup {
+        let dir = TempDir::new(label);
+        let extra = extra.replace("{dir}", &dir.path().display().to_string());
+        let ca = TestCa::new();
+        let (cert, key) = ca.issue(dir.path(), "localhost", &["localhost"]);
+        let app = dir.write(
+            "probe/outpost.toml",
+            format!(
+                "name = \"probe\"\ncomponent = {:?}\nroutes = [\"*\"]\n[kv]\nnamespaces = [\"data\"]\n",
+                wasm("probe").display().to_string()
+            ),
+        );
+        let config = dir.write(
+            "node.toml",
+            format!(
+                "name = \"ops-node\"\ndata_dir = \"data\"\napps = [{:?}]\n\
+                 [listen]\nhttps = \"127.0.0.1:0\"\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\
+                 [[tls.certs]]\nhosts = [\"localhost\"]\ncert = {cert:?}\nkey = {key:?}\n{extra}",
+                app.parent().unwrap().display().to_string()
+            ),
+        );
+        Setup { dir, ca, config }
+    }
+
+    fn start(&self, extra_args: &[&str]) -> (Outpost, Client) {
+        let node = Outpost::node_with(&self.config, extra_args)
+            .unwrap_or_else(|e| panic!("outpost node failed: {e:?}"));
+        let client = Client::new(node.addr, self.ca.pem());
+        (node, client)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn admin(node: &Outpost) -> SocketAddr {
+    node.admin.expect("the node logs its admin address")
+}
+
+/// `/metrics` as a map from `name{labels}` to value.
+async fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
+    let reply = plain(admin, get("/metrics")).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = reply.text();
+    let mut samples = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        samples.insert(name.to_string(), value);
+    }
+    assert!(!samples.is_empty(), "{text}");
+    samples
+}
+
+fn sample(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
+    *samples
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {:#?}", samples.keys().collect::<Vec<_>>()))
+}
+
+fn wait_for_file(path: &Path, needle: &str, timeout: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{} never held {needle:?}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_readiness_and_a_drain_that_tells_the_announcer_first() {
+    let setup = Setup::new(
+        "ops-metrics",
+        "[health]\non_ready = \"echo $OUTPOST_NODE $OUTPOST_STATE >> {dir}/hooks.log\"\n\
+         on_drain = \"echo $OUTPOST_NODE $OUTPOST_STATE >> {dir}/hooks.log\"\n\
+         drain_delay_ms = 1500\n",
+    );
+    let hooks = setup.path("hooks.log");
+    let (node, client) = setup.start(&[]);
+    let admin = admin(&node);
+    wait_for_file(&hooks, "ops-node ready", Duration::from_secs(5));
+
+    let healthz = plain(admin, get("/healthz")).await.unwrap();
+    assert_eq!((healthz.status, healthz.text().trim()), (200, "ok"));
+    let readyz = plain(admin, get("/readyz")).await.unwrap();
+    assert_eq!((readyz.status, readyz.text().trim()), (200, "ready"));
+    assert_eq!(plain(admin, get("/nothing")).await.unwrap().status, 404);
+
+    for _ in 0..3 {
+        assert_eq!(client.get("/ok").await.unwrap().status, 200);
+    }
+    let h2 = client
+        .send("localhost", Proto::H2, get("/ok"))
+        .await
+        .unwrap();
+    assert_eq!(h2.status, 200);
+    assert_eq!(client.get("/panic").await.unwrap().status, 500);
+    let set = client
+        .send(
+            "localhost",
+            Proto::H1,
+            request("POST", "/kv/set?ns=data&key=k", "v"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(
+        client.get("/kv/get?ns=data&key=k").await.unwrap().text(),
+        "v"
+    );
+    // A handshake that fails: garbage instead of a ClientHello.
+    let mut garbage = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    drop(garbage);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let m = scrape(admin).await;
+    let h1_ok = r#"outpost_requests_total{app="probe",protocol="h1",status="2xx",tls="true"}"#;
+    assert!(sample(&m, h1_ok) >= 5.0, "{}", sample(&m, h1_ok));
+    assert_eq!(
+        sample(
+            &m,
+            r#"outpost_requests_total{app="probe",protocol="h2",status="2xx",tls="true"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"outpost_requests_total{app="probe",protocol="h1",status="5xx",tls="true"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"outpost_guest_failures_total{app="probe",kind="trap"}"#
+        ),
+        1.0
+    );
+    assert!(sample(&m, r#"outpost_request_duration_seconds_count{app="probe"}"#) >= 7.0);
+    assert!(sample(&m, r#"outpost_guest_cpu_seconds_count{app="probe"}"#) >= 7.0);
+    assert!(sample(&m, "outpost_instantiate_duration_seconds_count") >= 7.0);
+    assert!(sample(&m, "outpost_tls_handshakes_total") >= 7.0);
+    assert!(
+        sample(
+            &m,
+            r#"outpost_tls_handshake_failures_total{reason="error"}"#
+        ) >= 1.0
+    );
+    assert_eq!(sample(&m, "outpost_pool_slots"), 1000.0);
+    assert_eq!(sample(&m, "outpost_pool_slots_in_use"), 0.0);
+    assert!(sample(&m, r#"outpost_kv_reads_total{app="probe"}"#) >= 1.0);
+    assert_eq!(
+        sample(&m, r#"outpost_kv_writes_total{app="probe",outcome="ok"}"#),
+        1.0
+    );
+    assert!(sample(&m, "outpost_kv_applied_version") >= 1.0);
+    assert_eq!(sample(&m, "outpost_kv_replication_lag_versions"), 0.0);
+    assert_eq!(sample(&m, r#"outpost_link_up{link="origin"}"#), 1.0);
+    assert_eq!(sample(&m, "outpost_ready"), 1.0);
+    let live: Vec<&String> = m
+        .keys()
+        .filter(|k| k.starts_with(r#"outpost_app_live{app="probe",sha256=""#))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+
+    // Drain: readiness turns false and the hook runs before anything closes; requests keep
+    // being served through the drain delay; the one in flight finishes.
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get("/sleep?ms=2500").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    node.signal_terminate();
+    wait_for_file(&hooks, "ops-node draining", Duration::from_secs(5));
+    let readyz = plain(admin, get("/readyz")).await.unwrap();
+    assert_eq!(readyz.status, 503);
+    assert!(readyz.text().contains("draining"), "{}", readyz.text());
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+    let during = client.get("/ok").await.unwrap();
+    assert_eq!(during.status, 200, "still serving during the drain delay");
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!((slow.status, slow.text().as_str()), (200, "slept"));
+    assert!(node.wait(Duration::from_secs(20)).success());
+    let log = std::fs::read_to_string(&hooks).unwrap();
+    assert_eq!(log, "ops-node ready\nops-node draining\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_reload_on_change_and_on_sighup_and_a_bad_one_is_refused() {
+    let setup = Setup::new("ops-certs", "");
+    let (node, client) = setup.start(&[]);
+    let first = client.get("/ok").await.unwrap().peer_cert;
+    // A connection opened before the change keeps working after it.
+    let (mut open, _) = client.connect("localhost", Proto::H2).await.unwrap();
+
+    // New files in place: noticed without a signal.
+    let fresh = setup.path("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    setup.ca.issue(&fresh, "localhost", &["localhost"]);
+    let install = |from: &Path| {
+        for file in ["localhost.pem", "localhost-key.pem"] {
+            std::fs::copy(from.join(file), setup.path(file)).unwrap();
+        }
+    };
+    install(&fresh);
+    assert!(node.wait_for_log("TLS certificates reloaded", Duration::from_secs(10)));
+    let second = client.get("/ok").await.unwrap().peer_cert;
+    assert_ne!(first, second, "new handshakes get the new certificate");
+    assert_eq!(
+        open.send("localhost", get("/ok")).await.unwrap().status,
+        200
+    );
+
+    // A broken certificate: refused, the previous one keeps serving.
+    std::fs::write(setup.path("localhost.pem"), "not a certificate").unwrap();
+    assert!(node.wait_for_log("new TLS certificates refused", Duration::from_secs(10)));
+    let still = client.get("/ok").await.unwrap();
+    assert_eq!((still.status, &still.peer_cert), (200, &second));
+
+    // SIGHUP reloads at once.
+    let third_dir = setup.path("third");
+    std::fs::create_dir_all(&third_dir).unwrap();
+    setup.ca.issue(&third_dir, "localhost", &["localhost"]);
+    install(&third_dir);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(node.pid() as libc::pid_t, libc::SIGHUP);
+    }
+    assert!(node.wait_for_log("trigger=\"SIGHUP\"", Duration::from_secs(10)));
+    let third = client.get("/ok").await.unwrap().peer_cert;
+    assert!(third != second && third != first);
+    assert!(node.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_process_takes_over_under_load_without_a_failed_request() {
+    let setup = Setup::new("ops-takeover", "");
+    let (old, client) = setup.start(&[]);
+    let set = client
+        .send(
+            "localhost",
+            Proto::H1,
+            request("POST", "/kv/set?ns=data&key=kept", "yes"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.status, 200, "{}", set.text());
+
+    // A second node on the same data directory is refused unless it takes over.
+    let refused = Outpost::node(&setup.config).err().expect("refused");
+    assert!(
+        refused.stderr.contains("already running") && refused.stderr.contains("--takeover"),
+        "{}",
+        refused.stderr
+    );
+
+    // Steady load: every request on a fresh connection, so each one needs an accept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get("/ok").await {
+                    Ok(reply) if reply.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(reply) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("status {}", reply.status));
+                    }
+                    Err(err) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("{err:#}"));
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = ok.load(Ordering::Relaxed);
+    assert!(before > 0);
+
+    let started = Instant::now();
+    let config = setup.config.clone();
+    let new = tokio::task::spawn_blocking(move || Outpost::node_with(&config, &["--takeover"]))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("takeover failed: {e:?}"));
+    let took = started.elapsed();
+    assert!(old.wait(Duration::from_secs(20)).success());
+    assert_eq!(new.addr, client.addr(), "the same socket, the same address");
+    let at_takeover = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for worker in workers {
+        errors.extend(worker.await.unwrap());
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "takeover: {ok} requests ok, {failed} failed; {before} before, {} after the new process served; takeover took {took:?}",
+        ok - at_takeover
+    );
+    assert_eq!(failed, 0, "{errors:?}");
+    assert!(ok > at_takeover, "the new process serves");
+    // The KV data came along: the new process opened the same replica.
+    assert_eq!(
+        client.get("/kv/get?ns=data&key=kept").await.unwrap().text(),
+        "yes"
+    );
+    assert!(new.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_have_one_line_per_request() {
+    let setup = Setup::new("ops-logs", "");
+    let (node, client) = setup.start(&["--log-format", "json"]);
+    assert_eq!(client.get("/ok").await.unwrap().status, 200);
+    assert!(node.wait_for_log("outpost::access", Duration::from_secs(5)));
+    let line = node
+        .stderr()
+        .lines()
+        .find(|l| l.contains("outpost::access"))
+        .unwrap()
+        .to_string();
+    let entry: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    assert_eq!(entry["app"], "probe", "{line}");
+    assert_eq!(entry["status"], 200, "{line}");
+    assert_eq!(entry["method"], "GET", "{line}");
+    assert_eq!(entry["path"], "/ok", "{line}");
+    assert_eq!(entry["version"].as_str().unwrap().len(), 12, "{line}");
+    assert!(entry["request_id"].is_string(), "{line}");
+    assert!(entry["micros"].as_u64().is_some() && entry["guest_us"].as_u64().is_some());
+    assert!(node.terminate(Duration::from_secs(20)).success());
+}
