@@ -28,6 +28,7 @@ use crate::server::cert_reload::{ReloadingResolver, watch_certificates};
 use crate::server::handoff::{self, Inherited};
 use crate::server::tls::server_config;
 use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
+use crate::tail::TailTap;
 
 /// Everything a node needs to start serving.
 pub struct LaunchSpec {
@@ -121,6 +122,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     // The links outlive the listeners, so requests draining can still reach the KV authority.
     let (stop_links, links_stop) = watch::channel(false);
     let mut link_tasks = Vec::new();
+    let tap = Arc::new(TailTap::default());
     if let Some(ClusterSpec {
         link,
         node,
@@ -154,6 +156,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             node,
             deployer,
             kv.links.clone(),
+            tap.clone(),
             links_stop.clone(),
         )));
     } else {
@@ -220,6 +223,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         routes.clone(),
         spec.expose_errors,
         spec.access_log,
+        tap,
     ));
     serving.push(tokio::spawn(serve(
         https_listener,

@@ -21,5 +21,6 @@ pub mod pki;
 pub mod request_id;
 pub mod runtime;
 pub mod server;
+pub mod tail;
 #[cfg(test)]
 mod test_support;

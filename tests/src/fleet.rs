@@ -228,6 +228,19 @@ impl Fleet {
     /// Run `outpost ARGS` in `cwd` as an author would, with the origin and a token in the
     /// environment.
     pub fn cli_with_token(&self, token: Option<&str>, cwd: &Path, args: &[&str]) -> Exited {
+        let output = self
+            .cli_command(token, cwd, args)
+            .output()
+            .expect("running outpost");
+        Exited {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The command [`Fleet::cli_with_token`] runs, for one that keeps running (`outpost tail`).
+    pub fn cli_command(&self, token: Option<&str>, cwd: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(outpost_bin());
         command
             .args(args)
@@ -241,12 +254,7 @@ impl Fleet {
         if let Some(token) = token {
             command.env("OUTPOST_TOKEN", token);
         }
-        let output = command.output().expect("running outpost");
-        Exited {
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
     }
 
     pub fn cli(&self, cwd: &Path, args: &[&str]) -> Exited {

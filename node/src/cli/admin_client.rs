@@ -164,6 +164,25 @@ impl AdminClient {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let response = self.open(method, path, content_type, headers, body).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, body })
+    }
+
+    /// Send a request; the response with its body still streaming.
+    pub async fn open<B>(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: B,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let unreachable = |e: &dyn std::fmt::Display| {
             anyhow!("cannot reach the origin at {}: {e}", self.origin())
         };
@@ -190,13 +209,10 @@ impl AdminClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = sender
+        sender
             .send_request(request.body(body)?)
             .await
-            .map_err(|e| unreachable(&e))?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
+            .map_err(|e| unreachable(&e))
     }
 }
 

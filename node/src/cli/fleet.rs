@@ -47,13 +47,22 @@ fn local_app(path: &Path) -> Option<AppSpec> {
 
 /// The app name and a client, from flags or ./outpost.toml.
 fn app_and_client(args: &AppArgs) -> anyhow::Result<(String, AdminClient)> {
+    resolve_app(args.app.as_deref(), &args.origin)
+}
+
+/// The app given, else the one in ./outpost.toml, and a client for the origin (whose address
+/// and token may also come from that file).
+pub(super) fn resolve_app(
+    app: Option<&str>,
+    origin: &OriginArgs,
+) -> anyhow::Result<(String, AdminClient)> {
     let local = local_app(Path::new("."));
-    let app = match (&args.app, &local) {
-        (Some(app), _) => app.clone(),
+    let app = match (app, &local) {
+        (Some(app), _) => app.to_string(),
         (None, Some(spec)) => spec.settings.name.clone(),
-        (None, None) => bail!("no app given: use --app NAME or run in an app directory"),
+        (None, None) => bail!("no app given: name one, or run in an app directory"),
     };
-    let client = AdminClient::new(&args.origin, local.as_ref().map(|s| &s.deploy))?;
+    let client = AdminClient::new(origin, local.as_ref().map(|s| &s.deploy))?;
     Ok((app, client))
 }
 

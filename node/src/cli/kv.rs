@@ -11,7 +11,7 @@ use http_body_util::Full;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::admin_client::{AdminClient, OriginArgs};
-use crate::config::AppSpec;
+use super::fleet::resolve_app;
 
 #[derive(Subcommand)]
 pub enum KvCommand {
@@ -67,13 +67,7 @@ pub struct KvArgs {
 
 /// The client and the namespace's path on the admin API.
 fn connect(args: &KvArgs) -> anyhow::Result<(AdminClient, String)> {
-    let local = AppSpec::load(Path::new(".")).ok();
-    let app = match (&args.app, &local) {
-        (Some(app), _) => app.clone(),
-        (None, Some(spec)) => spec.settings.name.clone(),
-        (None, None) => bail!("no app given: use --app NAME or run in an app directory"),
-    };
-    let client = AdminClient::new(&args.origin, local.as_ref().map(|s| &s.deploy))?;
+    let (app, client) = resolve_app(args.app.as_deref(), &args.origin)?;
     let base = format!(
         "/v1/kv/{}/{}",
         utf8_percent_encode(&app, NON_ALPHANUMERIC),

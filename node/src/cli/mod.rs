@@ -9,6 +9,7 @@ mod kv;
 mod node;
 mod origin;
 mod scaffold;
+mod tail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +88,8 @@ enum Command {
     Delete(fleet::AppArgs),
     /// The fleet: apps and their active versions, nodes and what they serve.
     Status(admin_client::OriginArgs),
+    /// An app's requests on every node, live (filter with --status, thin out with --sample).
+    Tail(tail::TailArgs),
     /// An app's KV data at the origin: put, get, delete, list.
     Kv {
         #[command(subcommand)]
@@ -164,6 +167,7 @@ pub fn main() -> ExitCode {
             Command::Rollback(args) => fleet::rollback(args).await,
             Command::Delete(args) => fleet::delete(args).await,
             Command::Status(args) => fleet::status(args).await,
+            Command::Tail(args) => tail::run(args).await,
             Command::Kv { command } => kv::run(command).await,
             Command::Ca {
                 command: CaCommand::Init { dir },

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::tls::{ClusterIdentity, client_config};
 use super::wire::{BlobReply, Open, read_frame, write_frame};
@@ -14,6 +14,7 @@ use crate::fleet::{BlobSource, BlobWriter, Deployer, DesiredState};
 use crate::kv::{LinkEvent, frames};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
+use crate::tail::{LogBatch, TailSet, TailTap};
 use anyhow::{Context, anyhow, bail};
 
 /// How a node reaches its origin.
@@ -37,6 +38,7 @@ pub async fn run(
     node: String,
     deployer: Arc<Deployer>,
     kv: mpsc::UnboundedSender<LinkEvent>,
+    tap: Arc<TailTap>,
     mut shutdown: ShutdownSignal,
 ) {
     let endpoint = match client_endpoint(&link) {
@@ -65,6 +67,7 @@ pub async fn run(
             tokio::select! {
                 result = subscribe(&connection, &node, &deployer) => result,
                 result = kv_session(&connection, &node, &kv) => result,
+                result = logs_session(&connection, &node, &tap) => result,
             }
         };
         let outcome = tokio::select! {
@@ -133,6 +136,66 @@ async fn subscribe(
             closed = connection.closed() => return Err(anyhow!("connection closed: {closed}")),
         }
     }
+}
+
+/// Records go out in batches: at most this many, at least this often while any are waiting.
+const LOG_BATCH: usize = 256;
+const LOG_FLUSH: Duration = Duration::from_millis(200);
+
+/// Send the origin the requests of the apps it says are tailed.
+async fn logs_session(
+    connection: &quinn::Connection,
+    node: &str,
+    tap: &TailTap,
+) -> anyhow::Result<()> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    write_frame(
+        &mut send,
+        &Open::Logs {
+            node: node.to_string(),
+        },
+    )
+    .await?;
+    let mut records = tap.subscribe();
+    let mut batch = LogBatch {
+        records: Vec::new(),
+        dropped: 0,
+    };
+    let mut flush = tokio::time::interval(LOG_FLUSH);
+    let result = loop {
+        let due = tokio::select! {
+            frame = read_frame::<_, TailSet>(&mut recv) => match frame {
+                Ok(Some(set)) => {
+                    tap.set_apps(set.apps);
+                    false
+                }
+                Ok(None) => break Err(anyhow!("the origin closed the logs stream")),
+                Err(err) => break Err(err),
+            },
+            record = records.recv() => match record {
+                Ok(record) => {
+                    batch.records.push(record);
+                    batch.records.len() >= LOG_BATCH
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    batch.dropped += missed;
+                    false
+                }
+                Err(broadcast::error::RecvError::Closed) => break Ok(()),
+            },
+            _ = flush.tick() => !batch.records.is_empty() || batch.dropped > 0,
+        };
+        if due {
+            if let Err(err) = write_frame(&mut send, &batch).await {
+                break Err(err);
+            }
+            batch.records.clear();
+            batch.dropped = 0;
+        }
+    };
+    // Nobody can be told about records any more: stop collecting them.
+    tap.set_apps(Vec::new());
+    result
 }
 
 /// Tells the driver the origin is gone when the session ends, however it ends.

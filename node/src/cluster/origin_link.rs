@@ -18,6 +18,7 @@ use crate::origin::Registry;
 use crate::origin::kv::{KvAuthority, serve_session};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
+use crate::tail::{LogBatch, TailHub, TailSet};
 
 /// What the origin knows of one node.
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +100,7 @@ pub struct ClusterServices {
     pub blobs: BlobStore,
     pub directory: Arc<NodeDirectory>,
     pub kv: KvAuthority,
+    pub tail: Arc<TailHub>,
 }
 
 /// Accept cluster connections until shutdown.
@@ -151,6 +153,7 @@ async fn stream(
         blobs,
         directory,
         kv,
+        tail,
     } = services;
     let verify = |node: &str| {
         verify_peer_name(connection, node).inspect_err(|_| {
@@ -174,6 +177,43 @@ async fn stream(
         }
         Open::Peer { node } => {
             anyhow::bail!("node {node:?} opened a peer stream to the origin; peers are nodes")
+        }
+        Open::Logs { node } => {
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
+            logs_session(&node, send, recv, tail).await
+        }
+    }
+}
+
+/// Tell a node which apps are tailed (now and on every change), and pass on its records.
+async fn logs_session(
+    node: &str,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    tail: &TailHub,
+) -> anyhow::Result<()> {
+    let mut apps = tail.apps();
+    let current = apps.borrow_and_update().clone();
+    write_frame(&mut send, &TailSet { apps: current }).await?;
+    loop {
+        tokio::select! {
+            changed = apps.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let current = apps.borrow_and_update().clone();
+                write_frame(&mut send, &TailSet { apps: current }).await?;
+            }
+            frame = read_frame::<_, LogBatch>(&mut recv) => {
+                let Some(batch) = frame? else { return Ok(()) };
+                if batch.dropped > 0 {
+                    tracing::warn!(node, dropped = batch.dropped, "a node dropped tail records");
+                }
+                for mut record in batch.records {
+                    record.node = node.to_string();
+                    tail.publish(record);
+                }
+            }
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   `outpost_kv::protocol`, see [`crate::kv::frames`]), open for the life of the connection.
 //! * `peer`: opened between two nodes; each serves the other's pulls of recent KV entries when
 //!   one of them cannot reach the origin.
+//! * `logs`: the origin sends a [`TailSet`](crate::tail::TailSet) now and whenever the set of
+//!   tailed apps changes; the node sends [`LogBatch`](crate::tail::LogBatch)es of their requests.
 
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
@@ -29,6 +31,7 @@ pub enum Open {
     Blob { sha256: String },
     Kv { node: String },
     Peer { node: String },
+    Logs { node: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

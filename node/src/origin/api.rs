@@ -16,6 +16,8 @@
 //! | `GET /v1/kv/{app}/{ns}/values/{key}` | read | a value's raw bytes                       |
 //! | `PUT /v1/kv/{app}/{ns}/values/{key}` | deploy | write (`?ttl=SECS`, `outpost-kv-metadata` header) |
 //! | `DELETE /v1/kv/{app}/{ns}/values/{key}` | deploy | delete                                |
+//! | `GET /v1/tail/{app}`             | read   | live request lines, NDJSON (`?status=5xx,404&sample=0.1`) |
+//! | `GET /metrics`                   | read   | Prometheus metrics                          |
 //!
 //! KV endpoints answer from the origin's authority, so what they read is the latest committed.
 
@@ -38,6 +40,7 @@ use crate::metrics::{metrics, status_class};
 use crate::runtime::ComponentValidator;
 use crate::server::Handler;
 use crate::server::body::{ResponseBody, full_response};
+use crate::tail::TailHub;
 
 /// Largest JSON request body.
 const MAX_JSON: usize = 1 << 20;
@@ -48,6 +51,7 @@ pub struct AdminApi {
     pub tokens: Tokens,
     pub nodes: Arc<NodeDirectory>,
     pub kv: KvAuthority,
+    pub tail: Arc<TailHub>,
     pub validator: Arc<ComponentValidator>,
     pub max_component_bytes: u64,
 }
@@ -241,6 +245,9 @@ impl AdminApi {
         }
         if let ["v1", "kv", rest @ ..] = segments.as_slice() {
             return self.kv_request(rest, request).await;
+        }
+        if let (&Method::GET, ["v1", "tail", app]) = (&method, segments.as_slice()) {
+            return self.tail_request(app, request).await;
         }
         self.json_request(&method, &path, &segments, request)
             .await

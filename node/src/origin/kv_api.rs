@@ -41,7 +41,7 @@ fn decode(text: &str) -> Result<Cow<'_, str>, ApiError> {
 }
 
 /// `?a=1&b=x` as decoded pairs.
-fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let Some(query) = query else {
         return Ok(Vec::new());
     };

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod kv;
 mod kv_api;
 mod registry;
+mod tail_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::fleet::BlobStore;
 use crate::runtime::ComponentValidator;
 use crate::server::tls::{SniResolver, server_config};
 use crate::server::{ShutdownSignal, serve};
+use crate::tail::TailHub;
 
 /// A running origin: where it listens, and the task that ends once it has stopped.
 pub struct RunningOrigin {
@@ -72,12 +74,14 @@ pub async fn start(
         .with_context(|| format!("binding the admin listener on {}", config.admin_listen))?;
     let admin = listener.local_addr()?;
 
+    let tail = Arc::new(TailHub::default());
     let api = Arc::new(AdminApi {
         registry: registry.clone(),
         blobs: blobs.clone(),
         tokens: auth::Tokens::new(config.tokens),
         nodes: nodes.clone(),
         kv: kv.clone(),
+        tail: tail.clone(),
         validator: Arc::new(ComponentValidator::new()?),
         max_component_bytes: config.max_component_bytes,
     });
@@ -95,6 +99,7 @@ pub async fn start(
             blobs,
             directory: nodes,
             kv,
+            tail,
         },
         shutdown,
     ));

@@ -11,6 +11,7 @@ use super::body::{LimitedBody, ResponseBody, host_response};
 use super::routes::LiveRoutes;
 use crate::request_id::RequestId;
 use crate::runtime::{GuestCpu, GuestFailure, Runtime, Scheme};
+use crate::tail::{RequestRecord, TailTap};
 
 /// Serves requests for a set of routed deployments.
 pub struct Edge {
@@ -20,6 +21,8 @@ pub struct Edge {
     expose_errors: bool,
     /// Log one line per request (target `outpost::access`).
     access_log: bool,
+    /// Requests of apps someone tails (`outpost tail`) go here too.
+    tap: Arc<TailTap>,
 }
 
 impl Edge {
@@ -28,12 +31,14 @@ impl Edge {
         routes: Arc<LiveRoutes>,
         expose_errors: bool,
         access_log: bool,
+        tap: Arc<TailTap>,
     ) -> Self {
         Edge {
             runtime,
             routes,
             expose_errors,
             access_log,
+            tap,
         }
     }
 
@@ -93,8 +98,8 @@ impl Edge {
 
         let http2 = request.version() == http::Version::HTTP_2;
         let tls = scheme == http::uri::Scheme::HTTPS;
-        let method_path = self
-            .access_log
+        let tailed = self.tap.wants(&deployment.app.name);
+        let method_path = (self.access_log || tailed)
             .then(|| (request.method().clone(), request.uri().path().to_string()));
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
         let response = match self
@@ -116,18 +121,38 @@ impl Edge {
                 .extensions()
                 .get::<GuestCpu>()
                 .map_or(0, |cpu| cpu.0.as_micros() as u64);
-            tracing::info!(
-                target: "outpost::access",
-                app = %deployment.app.name,
-                version = %deployment.digest.get(..12).unwrap_or_default(),
-                %request_id,
-                %method,
-                path,
-                status,
-                micros = elapsed.as_micros() as u64,
-                guest_us,
-                "request"
-            );
+            let version = deployment.digest.get(..12).unwrap_or_default();
+            let micros = elapsed.as_micros() as u64;
+            if self.access_log {
+                tracing::info!(
+                    target: "outpost::access",
+                    app = %deployment.app.name,
+                    version,
+                    %request_id,
+                    %method,
+                    path,
+                    status,
+                    micros,
+                    guest_us,
+                    "request"
+                );
+            }
+            if tailed {
+                self.tap.offer(RequestRecord {
+                    node: String::new(),
+                    app: deployment.app.name.to_string(),
+                    version: version.to_string(),
+                    at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    request_id: request_id.to_string(),
+                    method: method.to_string(),
+                    path,
+                    status,
+                    micros,
+                    guest_us,
+                });
+            }
         }
         response
     }

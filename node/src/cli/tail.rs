@@ -1,0 +1,118 @@
+//! `outpost tail [APP]`: an app's requests on every node of the fleet, live, through the origin.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Empty};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use super::admin_client::OriginArgs;
+use super::fleet::resolve_app;
+
+#[derive(Args)]
+pub struct TailArgs {
+    /// The app (default: the name in ./outpost.toml).
+    app: Option<String>,
+    /// Only these statuses: codes and classes, comma-separated (`5xx,429`).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this fraction of requests (0 < RATE <= 1), chosen by request id.
+    #[arg(long)]
+    sample: Option<f64>,
+    /// Print each request as the JSON object the origin sends.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    origin: OriginArgs,
+}
+
+pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let (app, client) = resolve_app(args.app.as_deref(), &args.origin)?;
+    let mut query = Vec::new();
+    if let Some(status) = &args.status {
+        query.push(format!(
+            "status={}",
+            utf8_percent_encode(status, NON_ALPHANUMERIC)
+        ));
+    }
+    if let Some(sample) = args.sample {
+        query.push(format!("sample={sample}"));
+    }
+    let path = format!(
+        "/v1/tail/{}?{}",
+        utf8_percent_encode(&app, NON_ALPHANUMERIC),
+        query.join("&")
+    );
+    let response = client
+        .open(
+            http::Method::GET,
+            &path,
+            "application/json",
+            &[],
+            Empty::<Bytes>::new(),
+        )
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let reason = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("the origin refused ({}): {reason}", status.as_u16());
+    }
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the tail stream broke")?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let value: Value = serde_json::from_slice(&line).context("a malformed tail line")?;
+            print_line(&value, args.json);
+        }
+    }
+    bail!("the origin ended the tail (it may be shutting down)")
+}
+
+fn print_line(value: &Value, json: bool) {
+    if let Some(app) = value["tailing"].as_str() {
+        eprintln!(
+            "tailing {app} on {} connected node(s); Ctrl-C to stop",
+            value["nodes"]
+        );
+    } else if let Some(lost) = value["lost"].as_u64() {
+        eprintln!("({lost} requests not shown: this client fell behind)");
+    } else if json {
+        println!("{value}");
+    } else {
+        println!(
+            "{} {} {} {} {} {:.2} ms (guest {:.2} ms) {} {}",
+            format_time(value["at_ms"].as_u64().unwrap_or(0)),
+            value["node"].as_str().unwrap_or("?"),
+            value["status"],
+            value["method"].as_str().unwrap_or("?"),
+            value["path"].as_str().unwrap_or("?"),
+            value["micros"].as_f64().unwrap_or(0.0) / 1000.0,
+            value["guest_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            value["version"].as_str().unwrap_or("?"),
+            value["request_id"].as_str().unwrap_or("?"),
+        );
+    }
+}
+
+/// `HH:MM:SS.mmm` UTC.
+fn format_time(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{millis:03}",
+        day / 3600,
+        day / 60 % 60,
+        day % 60
+    )
+}
