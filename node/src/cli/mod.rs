@@ -141,7 +141,7 @@ enum TokenCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _flush_logs_on_exit = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("outpost-worker")
@@ -191,12 +191,18 @@ pub fn main() -> ExitCode {
 
 /// Logs go to stderr, filtered by `OUTPOST_LOG` (default `info`). Request lines have the
 /// target `outpost::access`, so `OUTPOST_LOG=info,outpost::access=off` silences them alone.
-fn init_logging(format: LogFormat) {
+///
+/// Lines are written by a thread of their own, so a request never waits on stderr (a slow
+/// journald or pipe reader would otherwise stall the tasks that log). If that thread falls more
+/// than 128k lines behind, lines are dropped rather than slowing requests down. The returned
+/// guard flushes what is queued when it is dropped at exit.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Pretty => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -209,6 +215,7 @@ fn init_logging(format: LogFormat) {
             .with_target(true)
             .init(),
     }
+    guard
 }
 
 /// A shutdown signal that turns true on SIGTERM or Ctrl-C. A second signal exits at once.

@@ -187,7 +187,8 @@ pub fn outpost(
             "name = \"bench\"\ndata_dir = {:?}\napps = [{:?}]\n\
              [listen]\nhttps = \"127.0.0.1:0\"\nplain = \"127.0.0.1:0\"\n\
              [[tls.certs]]\nhosts = [\"localhost\"]\ncert = {:?}\nkey = {:?}\n\
-             [pool]\nkeep_resident_kb = {keep_resident_kb}\n",
+             [pool]\nkeep_resident_kb = {keep_resident_kb}\n\
+             [log]\nrequests = false\n",
             data_dir.display().to_string(),
             app_dir.display().to_string(),
             tools.cert.display().to_string(),

@@ -86,7 +86,9 @@ pub fn markdown(args: &Args, r: &Results) -> String {
     let _ = writeln!(md, "## Throughput, closed loop\n");
     let _ = writeln!(
         md,
-        "{} connections, HTTP/1.1 keep-alive, {} generator thread(s) (`outpost-load`).\n",
+        "{} connections, HTTP/1.1 keep-alive, {} generator thread(s) (`outpost-load`). Outpost \
+         runs with its per-request log lines off (`[log] requests = false`), as nginx runs with \
+         `access_log off`; its Prometheus metrics stay on.\n",
         args.connections, args.threads
     );
     let _ = writeln!(
