@@ -57,11 +57,11 @@ hosts = ["example.com", "*.example.com"]
 cert = "/etc/outpost/tls/example.com.pem"
 key = "/etc/outpost/tls/example.com-key.pem"
 
-# A 1 GiB board: 64 instances of up to 64 MiB each (their memory is only reserved address
+# A 1 GiB board: 64 instances of up to 128 MiB each (their memory is only reserved address
 # space until a request touches it), and a short queue in front.
 [pool]
 instances = 64
-memory_mb = 64
+memory_mb = 128            # the most one instance may use (apps default to 128)
 max_queued = 256
 
 [health]
