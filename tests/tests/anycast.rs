@@ -1,11 +1,12 @@
 //! Anycast with real parts: network namespaces joined by veth links, a router running BIRD 2
-//! with an ECMP route to the anycast address, and three nodes, each running `outpost node` on
-//! that address and announcing it over BGP through its own BIRD, from the node's readiness
-//! hooks (node/deploy/bird). A client in the router's namespace reaches every node; draining
-//! one withdraws its route, its requests in flight finish, and the client sees no failure.
+//! with an ECMP route to the anycast address (and router-pin.sh keeping each connection on its
+//! node), and three nodes, each running `outpost node` on that address and announcing it over
+//! BGP through its own BIRD, from the node's readiness hooks (node/deploy/bird). A client in
+//! its own namespace behind the router reaches every node; draining one withdraws its route,
+//! its requests in flight finish, and the client sees no failure.
 //!
-//! Needs root (as CI runs) and BIRD 2 (`.ci/run` installs it); elsewhere it says why it cannot
-//! run and passes without checking anything.
+//! Needs root (as CI runs), BIRD 2 and nftables (`.ci/run` installs them); elsewhere it says
+//! why it cannot run and passes without checking anything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,8 +20,10 @@ use outpost_tests::{Client, Outpost, TempDir, TestCa, wasm};
 const ANYCAST: &str = "10.99.0.1";
 const NODES: usize = 3;
 
-fn bird_available() -> bool {
-    Path::new("/usr/sbin/bird").exists() && Path::new("/usr/sbin/birdc").exists()
+fn tools_available() -> bool {
+    ["/usr/sbin/bird", "/usr/sbin/birdc", "/usr/sbin/nft"]
+        .iter()
+        .all(|tool| Path::new(tool).exists())
 }
 
 /// The router's view: how many next hops its route to the anycast address has.
@@ -46,7 +49,7 @@ fn wait_for_next_hops(router: &Netns, want: usize, timeout: Duration) {
     }
 }
 
-/// Send `count` requests, each on a fresh connection from the router's namespace, and count
+/// Send `count` requests, each on a fresh connection from the client's namespace, and count
 /// the answers by node.
 async fn spread(client: &Client, count: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -63,9 +66,9 @@ async fn spread(client: &Client, count: usize) -> BTreeMap<String, usize> {
 
 #[test]
 fn draining_a_node_withdraws_its_route_and_no_request_fails() {
-    if !netns::available() || !bird_available() {
+    if !netns::available() || !tools_available() {
         eprintln!(
-            "skipped: needs root, iproute2 and BIRD 2 (apt-get install bird2); .ci/run has them"
+            "skipped: needs root, iproute2, BIRD 2 and nftables (apt-get install bird2 nftables); .ci/run has them"
         );
         return;
     }
@@ -77,13 +80,21 @@ fn draining_a_node_withdraws_its_route_and_no_request_fails() {
 
     // The router and its BIRD: ECMP over whatever the nodes announce.
     let router = Netns::create(&format!("op{tag}r"));
-    router.ip(&["link", "set", "lo", "up"]);
-    let sysctl = router
-        .command("sysctl")
-        .args(["-w", "net.ipv4.fib_multipath_hash_policy=1"])
-        .output()
-        .unwrap();
-    assert!(sysctl.status.success());
+    for setting in [
+        "net.ipv4.fib_multipath_hash_policy=1",
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=2",
+    ] {
+        let sysctl = router
+            .command("sysctl")
+            .args(["-w", setting])
+            .output()
+            .unwrap();
+        assert!(sysctl.status.success(), "{setting}");
+    }
+    let client_ns = Netns::create(&format!("op{tag}c"));
+    router.link("c0", "10.10.0.1/24", &client_ns, "up0", "10.10.0.2/24");
+    client_ns.ip(&["route", "add", "default", "via", "10.10.0.1"]);
     let mut nodes = Vec::new();
     for i in 1..=NODES {
         let ns = Netns::create(&format!("op{tag}n{i}"));
@@ -104,6 +115,19 @@ fn draining_a_node_withdraws_its_route_and_no_request_fails() {
     let router_conf = dir.write("bird-router.conf", router_conf);
     let router_socket = dir.path().join("bird-router.ctl");
     let _router_bird = start_bird(&router, &router_conf, &router_socket);
+    let links: Vec<String> = (1..=NODES).map(|i| format!("r{i}:10.10.{i}.2")).collect();
+    let pin = router
+        .command("sh")
+        .arg(deploy.join("router-pin.sh"))
+        .arg(ANYCAST)
+        .args(&links)
+        .output()
+        .unwrap();
+    assert!(
+        pin.status.success(),
+        "router-pin.sh: {}",
+        String::from_utf8_lossy(&pin.stderr)
+    );
 
     // Each node: BIRD with the shipped node.conf (addresses adapted), and `outpost node`
     // whose readiness hooks run the shipped announce.sh against that BIRD.
@@ -161,7 +185,7 @@ fn draining_a_node_withdraws_its_route_and_no_request_fails() {
     let client = Client::new(format!("{ANYCAST}:8443").parse().unwrap(), ca.pem());
     let seen = {
         let client = client.clone();
-        router.run(move || async move { spread(&client, 90).await })
+        client_ns.run(move || async move { spread(&client, 90).await })
     };
     assert_eq!(seen.len(), NODES, "answers by node: {seen:?}");
 
@@ -169,9 +193,9 @@ fn draining_a_node_withdraws_its_route_and_no_request_fails() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (client, stop) = (client.clone(), stop.clone());
-        let router_name = router.name.clone();
+        let client_name = client_ns.name.clone();
         std::thread::spawn(move || {
-            netns::run_in(&router_name, move || async move {
+            netns::run_in(&client_name, move || async move {
                 let slow: Vec<_> = (0..12)
                     .map(|_| {
                         let client = client.clone();
@@ -213,14 +237,14 @@ fn draining_a_node_withdraws_its_route_and_no_request_fails() {
     stop.store(true, Ordering::Relaxed);
     let (fast, slow, failures) = load.join().unwrap();
     println!(
-        "anycast: during the drain, answers by node {fast:?}; slow requests by node {slow:?}; route withdrawn {:?} before n2 exited",
+        "anycast: during the drain, answers by node {fast:?}; slow requests by node {slow:?}; n2 exited {:?} after its route was withdrawn",
         withdrawn_at.elapsed()
     );
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert_eq!(slow.values().sum::<usize>(), 12);
 
     // After: only n1 and n3 answer.
-    let after = router.run(move || async move { spread(&client, 40).await });
+    let after = client_ns.run(move || async move { spread(&client, 40).await });
     assert!(!after.contains_key("n2"), "{after:?}");
     assert_eq!(after.len(), NODES - 1, "{after:?}");
     drop(birds);
