@@ -206,11 +206,14 @@ async fn an_oversized_body_gets_413() {
 async fn guest_output_becomes_tagged_log_lines() {
     let (_data, node, client) = probe("logs");
     assert_eq!(client.get("/log").await.unwrap().text(), "logged");
-    assert!(
-        node.wait_for_log("line to stderr", Duration::from_secs(5)),
-        "{}",
-        node.stderr()
-    );
+    // Log lines are written by their own thread: wait for each before reading them all.
+    for needle in ["line to stdout", "line to stderr", "leveled error line"] {
+        assert!(
+            node.wait_for_log(needle, Duration::from_secs(5)),
+            "{needle}: {}",
+            node.stderr()
+        );
+    }
     let logs = node.stderr();
     let line = |needle: &str| {
         logs.lines()
