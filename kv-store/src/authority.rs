@@ -310,14 +310,13 @@ impl AuthorityStore for MemoryAuthorityStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self
-            .current
-            .range((namespace.to_string(), prefix.to_string())..)
-            .take_while(|((ns, key), _)| ns == namespace && key.starts_with(prefix))
-            .filter(|((_, key), _)| after.is_none_or(|a| key.as_str() > a))
-            .take(limit)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(crate::model::list_prefix(
+            &self.current,
+            namespace,
+            prefix,
+            after,
+            limit,
+        ))
     }
 }
 

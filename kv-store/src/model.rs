@@ -61,6 +61,24 @@ impl Entry {
 #[error("{0}")]
 pub struct LimitError(pub String);
 
+/// Up to `limit` values of `map` (keyed by namespace and key) in `namespace` whose keys start
+/// with `prefix`, in key order, after the key `after` if given: the listing every in-memory
+/// store shares.
+pub fn list_prefix<T: Clone>(
+    map: &std::collections::BTreeMap<(String, String), T>,
+    namespace: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<T> {
+    map.range((namespace.to_string(), prefix.to_string())..)
+        .take_while(|((ns, key), _)| ns == namespace && key.starts_with(prefix))
+        .filter(|((_, key), _)| after.is_none_or(|a| key.as_str() > a))
+        .take(limit)
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
 pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {
     if namespace.is_empty() || namespace.len() > MAX_NAMESPACE_BYTES {
         return Err(LimitError(format!(

@@ -114,14 +114,13 @@ impl ReplicaStore for MemoryReplica {
         limit: usize,
     ) -> Result<Vec<Arc<Entry>>, StorageError> {
         let state = self.state.lock().unwrap();
-        Ok(state
-            .entries
-            .range((namespace.to_string(), prefix.to_string())..)
-            .take_while(|((ns, key), _)| ns == namespace && key.starts_with(prefix))
-            .filter(|((_, key), _)| after.is_none_or(|a| key.as_str() > a))
-            .take(limit)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(crate::model::list_prefix(
+            &state.entries,
+            namespace,
+            prefix,
+            after,
+            limit,
+        ))
     }
 }
 
