@@ -69,6 +69,33 @@ async fn a_trap_is_a_500_and_the_next_request_is_fine() {
     );
 }
 
+/// The host links files, sockets, name lookup and stdin (real toolchains import them) but grants
+/// none of them: the guest gets WASI's own answers, and the node keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_sockets_and_stdin_are_linked_but_not_granted() {
+    let (_data, _node, client) = probe("withheld");
+    let reply = client.get("/wasi").await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    for expected in [
+        "preopens: 0",
+        "stdin: closed",
+        "tcp-create: access-denied",
+        "udp-create: access-denied",
+        "lookup: permanent-resolver-failure",
+    ] {
+        assert!(
+            text.lines().any(|l| l == expected),
+            "expected {expected:?} in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("tcp-connect"),
+        "a socket was created:\n{text}"
+    );
+    assert_eq!(client.get("/ok").await.unwrap().text(), "ok");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_gets_a_fresh_instance() {
     let (_data, _node, client) = probe("fresh");
@@ -336,9 +363,10 @@ async fn a_wat_guest_that_traps_is_a_500() {
 #[test]
 fn bad_components_are_refused_with_a_clear_message() {
     let data = TempDir::new("bad-wasm");
-    let filesystem = TRAPPING_COMPONENT.replacen(
+    // An interface that exists but at a major version nothing here implements.
+    let future_wasi = TRAPPING_COMPONENT.replacen(
         "(component",
-        "(component (import \"wasi:filesystem/preopens@0.2.0\" (instance))",
+        "(component (import \"wasi:filesystem/preopens@1.0.0\" (instance (export \"get-directories\" (func))))",
         1,
     );
     let unknown = TRAPPING_COMPONENT.replacen(
@@ -368,9 +396,9 @@ fn bad_components_are_refused_with_a_clear_message() {
             "does not export wasi:http/incoming-handler",
         ),
         (
-            "fs.wasm",
-            wat::parse_str(&filesystem).unwrap(),
-            "no filesystem or sockets",
+            "future.wasm",
+            wat::parse_str(&future_wasi).unwrap(),
+            "wasi:filesystem/preopens@1.0.0",
         ),
         (
             "unknown.wasm",

@@ -72,6 +72,13 @@ pub struct HostState {
 impl HostState {
     pub fn new(app: &Arc<AppShared>, request_id: RequestId) -> Self {
         let mut wasi = WasiCtxBuilder::new();
+        // Grant nothing beyond what the builder already withholds (no preopened directory,
+        // stdin closed), and say so rather than rely on its defaults: no socket of any kind,
+        // no address, no name lookup. A guest that tries gets WASI's `access-denied`.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
         wasi.envs(&app.env)
             .stdout(GuestLog::new(app.name.clone(), request_id, Stream::Stdout))
             .stderr(GuestLog::new(app.name.clone(), request_id, Stream::Stderr));

@@ -46,6 +46,64 @@ impl ComponentValidator {
 mod tests {
     use super::*;
 
+    /// A proxy component whose handler traps, importing `extra` beside wasi:http/types.
+    fn component_importing(extra: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(component
+  {extra}
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $request))
+  (alias export $types "response-outparam" (type $outparam))
+  (core module $m (func (export "handle") (param i32 i32) unreachable))
+  (core instance $i (instantiate $m))
+  (func $handle (param "request" (own $request)) (param "response-out" (own $outparam))
+    (canon lift (core func $i "handle")))
+  (instance $handler (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $handler)))"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_whole_wasi_command_world_links() {
+        let validator = ComponentValidator::new().unwrap();
+        for interface in [
+            "wasi:filesystem/types@0.2.0",
+            "wasi:filesystem/preopens@0.2.3",
+            "wasi:sockets/network@0.2.0",
+            "wasi:sockets/instance-network@0.2.9",
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:sockets/tcp-create-socket@0.2.0",
+            "wasi:sockets/udp@0.2.0",
+            "wasi:sockets/udp-create-socket@0.2.0",
+            "wasi:sockets/ip-name-lookup@0.2.12",
+            "wasi:cli/stdin@0.2.0",
+            "wasi:cli/environment@0.2.0",
+            "wasi:cli/exit@0.2.0",
+            "wasi:random/insecure-seed@0.2.0",
+        ] {
+            let wasm = component_importing(&format!("(import \"{interface}\" (instance))"));
+            validator
+                .check(&wasm)
+                .unwrap_or_else(|err| panic!("{interface}: {err:#}"));
+        }
+    }
+
+    #[test]
+    fn imports_nothing_provides_are_refused_by_name() {
+        let validator = ComponentValidator::new().unwrap();
+        // (An import of an instance with no exports is satisfied by anything, so give it one.)
+        for interface in ["acme:thing/api@1.0.0", "wasi:filesystem/types@1.0.0"] {
+            let wasm = component_importing(&format!(
+                "(import \"{interface}\" (instance (export \"f\" (func))))"
+            ));
+            let err = validator.check(&wasm).unwrap_err().to_string();
+            assert!(err.contains(interface), "{interface}: {err}");
+        }
+    }
+
     #[test]
     fn refuses_what_would_not_deploy() {
         let validator = ComponentValidator::new().unwrap();

@@ -13,6 +13,7 @@
 //! | `/log`            | writes lines to stdout and stderr                            |
 //! | `/config?key=K`   | K from wasi:config and from wasi:cli/environment             |
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
+//! | `/wasi`           | tries every capability the host links but withholds (files, sockets, name lookup, stdin) and reports what WASI answered, one line each |
 //! | `/kv/OP?ns=N&key=K` | the KV: OP is get, set (body is the value; `ttl=S`), delete, exists, incr (`by=D`), cas (`expect=V`, body), list (`prefix=P`), get-many (`keys=a,b`), set-many (`keys=a,b`, body is each value) |
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -105,10 +106,55 @@ impl Handler for Probe {
                     response.text_body()?
                 )))
             }
+            "/wasi" => Ok(Response::text(withheld_capabilities())),
             path if path.starts_with("/kv/") => kv(&path["/kv/".len()..].to_string(), &mut request),
             other => Err(Error::not_found(format!("the probe has no {other}"))),
         }
     }
+}
+
+/// What the guest gets when it reaches for what the host links but does not grant. Each line is
+/// `capability: outcome`; the node must answer with WASI's own error codes, never trap.
+fn withheld_capabilities() -> String {
+    use wasip2::sockets::network::{
+        IpAddressFamily, IpSocketAddress, Ipv4SocketAddress,
+    };
+    use wasip2::sockets::{instance_network, ip_name_lookup, tcp_create_socket, udp_create_socket};
+    let mut lines = Vec::new();
+    let directories = wasip2::filesystem::preopens::get_directories();
+    lines.push(format!("preopens: {}", directories.len()));
+    let stdin = wasip2::cli::stdin::get_stdin();
+    lines.push(format!(
+        "stdin: {}",
+        match stdin.blocking_read(16) {
+            Ok(bytes) => format!("read {} bytes", bytes.len()),
+            Err(wasip2::io::streams::StreamError::Closed) => "closed".into(),
+            Err(err) => format!("{err:?}"),
+        }
+    ));
+    let network = instance_network::instance_network();
+    let outcome = |result: Result<(), wasip2::sockets::network::ErrorCode>| match result {
+        Ok(()) => "granted".to_string(),
+        Err(code) => code.name().to_string(),
+    };
+    lines.push(format!(
+        "tcp-create: {}",
+        outcome(tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4).map(drop))
+    ));
+    lines.push(format!(
+        "udp-create: {}",
+        outcome(udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4).map(drop))
+    ));
+    lines.push(format!(
+        "lookup: {}",
+        outcome(ip_name_lookup::resolve_addresses(&network, "localhost").map(drop))
+    ));
+    // If a socket could be made, it must not reach anything: connect to the loopback admin port.
+    if let Ok(socket) = tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+        let address = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 9901, address: (127, 0, 0, 1) });
+        lines.push(format!("tcp-connect: {}", outcome(socket.start_connect(&network, address))));
+    }
+    lines.join("\n")
 }
 
 fn kv(op: &str, request: &mut Request) -> Result<Response> {
