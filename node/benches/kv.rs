@@ -39,7 +39,7 @@ async fn call(runtime: &Runtime, deployment: &Arc<Deployment>, path: &str) -> By
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = runtime
-        .handle(deployment, request, Scheme::Https, RequestId::next())
+        .handle(deployment, request, Scheme::Https, RequestId::next(), None)
         .await
         .unwrap();
     assert_eq!(response.status(), 200);

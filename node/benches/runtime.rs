@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&tokio).iter(|| {
             let (runtime, deployment) = (runtime.clone(), deployment.clone());
             async move {
-                let mut store = runtime.new_store(&deployment.app, RequestId::next());
+                let mut store = runtime.new_store(&deployment.app, RequestId::next(), None);
                 deployment.instantiate(&mut store).await.unwrap();
                 // Dropping the store returns the instance to the pool: part of the cost.
                 drop(store);
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
             b.to_async(&tokio).iter(|| {
                 let (runtime, deployment) = (runtime.clone(), d2.clone());
                 async move {
-                    let mut store = runtime.new_store(&deployment.app, RequestId::next());
+                    let mut store = runtime.new_store(&deployment.app, RequestId::next(), None);
                     deployment.instantiate(&mut store).await.unwrap();
                     drop(store);
                 }
@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
                     .body(Full::new(Bytes::new()))
                     .unwrap();
                 let response = runtime
-                    .handle(&deployment, request, Scheme::Https, RequestId::next())
+                    .handle(&deployment, request, Scheme::Https, RequestId::next(), None)
                     .await
                     .unwrap();
                 let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -31,3 +31,45 @@ pub fn wasm(name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// The component of the app in `dir` (relative to the repository, e.g. `examples/js-counter`),
+/// built once per test binary with `outpost build` as an author would: for JavaScript and
+/// Python apps that installs the pinned componentize-js or componentize-py on first use, and
+/// a later build with nothing changed is a no-op.
+pub fn built_app(dir: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(dir) {
+        return path.clone();
+    }
+    let app = repo_root().join(dir);
+    let output = Command::new(crate::process::outpost_bin())
+        .args(["build", "--path"])
+        .arg(&app)
+        .output()
+        .unwrap_or_else(|e| panic!("running outpost build: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "outpost build {dir} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // "built PATH (N bytes, ...)" or "up to date: PATH (...)".
+    let path = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("built ")
+                .or_else(|| l.strip_prefix("up to date: "))
+        })
+        .and_then(|rest| rest.rsplit_once(" ("))
+        .map(|(path, _)| PathBuf::from(path))
+        .unwrap_or_else(|| panic!("outpost build {dir} printed no component:\n{stdout}"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    built.insert(dir.to_string(), path.clone());
+    path
+}

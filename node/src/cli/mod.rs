@@ -63,15 +63,19 @@ enum Command {
         #[arg(long, short, default_value = "origin.toml")]
         config: PathBuf,
     },
-    /// Create a handler crate with an outpost.toml.
+    /// Create an app (a handler and its outpost.toml) in Rust, JavaScript or Python.
     New {
         /// The app's name (lowercase letters, digits, '-').
         name: String,
         /// Where to create it [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The handler's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::config::Language,
     },
-    /// Build the app in a directory to its WebAssembly component.
+    /// Build the app in a directory to its WebAssembly component (Rust with cargo, JS/TS with
+    /// componentize-js, Python with componentize-py; pinned tools installed on first use).
     Build {
         #[arg(long, short, default_value = ".")]
         path: PathBuf,
@@ -159,7 +163,7 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args, shutdown).await,
             Command::Node { config, takeover } => node::run(&config, takeover, shutdown).await,
             Command::Origin { config } => origin::run(&config, shutdown).await,
-            Command::New { name, dir } => scaffold::new_app(&name, dir.as_deref()),
+            Command::New { name, dir, lang } => scaffold::new_app(&name, dir.as_deref(), lang),
             Command::Build { path } => build::build(&path).map(drop),
             Command::Deploy(args) => fleet::deploy(args).await,
             Command::Versions(args) => fleet::versions(args).await,

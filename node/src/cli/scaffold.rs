@@ -1,10 +1,10 @@
-//! `outpost new NAME`: a handler crate that builds and deploys as it is.
+//! `outpost new NAME [--lang rust|js|python]`: an app that builds and deploys as it is.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::config::validate_name;
+use crate::config::{Language, validate_name};
 
 /// The SDK's source directory, when this binary was built from the Outpost repository.
 fn sdk_path() -> Option<PathBuf> {
@@ -14,7 +14,7 @@ fn sdk_path() -> Option<PathBuf> {
         .filter(|p| p.join("Cargo.toml").is_file())
 }
 
-pub fn new_app(name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+pub fn new_app(name: &str, dir: Option<&Path>, language: Language) -> anyhow::Result<()> {
     validate_name(name).map_err(anyhow::Error::msg)?;
     let dir = dir
         .map(Path::to_path_buf)
@@ -22,6 +22,58 @@ pub fn new_app(name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!("{} already exists and is not empty", dir.display());
     }
+    let files = match language {
+        Language::Rust => rust_files(name),
+        Language::Js => js_files(name),
+        Language::Python => python_files(name),
+    };
+    for (file, contents) in files {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "created {} (app {name}, {})",
+        dir.display(),
+        language.as_str()
+    );
+    println!("  build:  cd {} && outpost build", dir.display());
+    println!("  run:    outpost dev");
+    println!("  deploy: outpost deploy --activate");
+    Ok(())
+}
+
+/// The part of outpost.toml every language shares, after `name` and `component`.
+fn manifest(name: &str, component: &str) -> String {
+    format!(
+        r#"name = "{name}"
+component = "{component}"
+routes = ["*"]
+
+[limits]
+cpu_ms = 50
+memory_mb = 128
+body_kb = 1024
+
+# [outbound]
+# allow = ["https://api.example.com"]
+
+# [config]
+# GREETING = "hello"
+
+# [kv]
+# namespaces = ["cache"]
+
+# [deploy]
+# origin = "https://origin.example.com:9443"   # or OUTPOST_ORIGIN; the token comes from OUTPOST_TOKEN
+"#
+    )
+}
+
+fn rust_files(name: &str) -> Vec<(&'static str, String)> {
     let crate_file = name.replace('-', "_");
     let sdk = match sdk_path() {
         Some(path) => format!(
@@ -30,7 +82,7 @@ pub fn new_app(name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
         ),
         None => "outpost-sdk = \"0.1\"".to_string(),
     };
-    let files = [
+    vec![
         (
             "Cargo.toml",
             format!(
@@ -84,39 +136,74 @@ outpost_sdk::export!(App);
         ),
         (
             "outpost.toml",
+            manifest(
+                name,
+                &format!("target/wasm32-wasip2/release/{crate_file}.wasm"),
+            ),
+        ),
+    ]
+}
+
+fn js_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "package.json",
             format!(
-                r#"name = "{name}"
-component = "target/wasm32-wasip2/release/{crate_file}.wasm"
-routes = ["*"]
-
-[limits]
-cpu_ms = 50
-memory_mb = 128
-body_kb = 1024
-
-# [outbound]
-# allow = ["https://api.example.com"]
-
-# [config]
-# GREETING = "hello"
-
-# [deploy]
-# origin = "https://origin.example.com:9443"   # or OUTPOST_ORIGIN; the token comes from OUTPOST_TOKEN
+                r#"{{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "main": "src/index.js",
+  "scripts": {{
+    "build": "outpost build",
+    "dev": "outpost dev",
+    "deploy": "outpost deploy --activate"
+  }}
+}}
 "#
             ),
         ),
-    ];
-    for (file, contents) in files {
-        let path = dir.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-    }
-    println!("created {} (app {name})", dir.display());
-    println!("  build:  cd {} && outpost build", dir.display());
-    println!("  run:    outpost dev");
-    println!("  deploy: outpost deploy --activate");
-    Ok(())
+        (
+            "src/index.js",
+            format!(
+                r#"// The {name} handler, in the shape of a Cloudflare Worker: `env` holds the app's [config]
+// values (env.vars.NAME) and its [kv] namespaces (env.KV is the first).
+export default {{
+  async fetch(request, env, ctx) {{
+    const url = new URL(request.url);
+    return new Response(`hello from {name} at ${{url.pathname}}\n`, {{
+      headers: {{ "content-type": "text/plain; charset=utf-8" }},
+    }});
+  }},
+}};
+"#
+            ),
+        ),
+        (
+            ".gitignore",
+            "/dist\n/.outpost\n/node_modules\n".to_string(),
+        ),
+        ("outpost.toml", manifest(name, &format!("dist/{name}.wasm"))),
+    ]
+}
+
+fn python_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "app.py",
+            format!(
+                r#""""The {name} handler: `env.vars` holds the app's [config] values and each [kv] namespace is
+`env.NAME` (env.KV is the first)."""
+
+from outpost import Response
+
+
+def on_fetch(request, env):
+    return Response(f"hello from {name} at {{request.path}}\n")
+"#
+            ),
+        ),
+        (".gitignore", "/dist\n/.outpost\n__pycache__/\n".to_string()),
+        ("outpost.toml", manifest(name, &format!("dist/{name}.wasm"))),
+    ]
 }

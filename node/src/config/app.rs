@@ -4,7 +4,7 @@
 //! Three forms: [`AppManifest`] is what an app *is*, minus its component (the form that travels
 //! to the origin and on to every node, as JSON); [`AppSettings`] is a manifest validated into
 //! what the runtime uses; [`AppSpec`] is a local `outpost.toml` (manifest + component path +
-//! deploy target).
+//! how to build it + deploy target).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,12 +116,50 @@ pub struct DeployTarget {
     pub ca: Option<PathBuf>,
 }
 
+/// The language an app's handler is written in, which decides how `outpost build` builds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Rust,
+    #[serde(alias = "javascript", alias = "typescript", alias = "ts")]
+    #[value(alias = "javascript", alias = "typescript", alias = "ts")]
+    Js,
+    #[serde(alias = "py")]
+    #[value(alias = "py")]
+    Python,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Js => "js",
+            Language::Python => "python",
+        }
+    }
+}
+
+/// How `outpost build` makes the component, from the `[build]` table. Everything is optional:
+/// the language is found from the app's files when not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSettings {
+    pub language: Option<Language>,
+    /// JS: the module whose default export handles requests (default: package.json's `main`,
+    /// else `src/index.ts`, `src/index.js`...). Python: the module file (default `app.py`).
+    pub entry: Option<PathBuf>,
+    /// A command of your own (run with `sh -c` in the app's directory) instead of the
+    /// language's build; it must write the component named by `component`.
+    pub command: Option<String>,
+}
+
 /// A local app: an `outpost.toml` and the component it names.
 #[derive(Debug, Clone)]
 pub struct AppSpec {
     pub settings: AppSettings,
     pub manifest: AppManifest,
     pub component: PathBuf,
+    pub build: BuildSettings,
     pub deploy: DeployTarget,
     /// The file this came from, for messages.
     pub source: PathBuf,
@@ -142,6 +180,8 @@ struct AppFile {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     kv: KvManifest,
+    #[serde(default)]
+    build: BuildSettings,
     #[serde(default)]
     deploy: DeployTarget,
 }
@@ -300,6 +340,7 @@ impl AppSpec {
             settings,
             manifest,
             component,
+            build: parsed.build,
             deploy,
             source: file.to_path_buf(),
         })
@@ -334,6 +375,7 @@ impl AppSpec {
             settings,
             manifest,
             component: path.to_path_buf(),
+            build: BuildSettings::default(),
             deploy: DeployTarget::default(),
             source: path.to_path_buf(),
         })
@@ -509,6 +551,10 @@ ca = "certs/ca.pem"
                 "name = \"a\"\ncomponent = \"x.wasm\"\n[deploy]\nurl = \"x\"",
                 "unknown field `url`",
             ),
+            (
+                "name = \"a\"\ncomponent = \"x.wasm\"\n[build]\nlanguage = \"cobol\"",
+                "unknown variant `cobol`",
+            ),
             ("name = ", "line 1"),
         ];
         for (text, needle) in cases {
@@ -516,6 +562,21 @@ ca = "certs/ca.pem"
             assert!(err.contains("outpost.toml"), "{err}");
             assert!(err.contains(needle), "expected {needle:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn build_table_names_language_entry_and_command() {
+        let app = load(
+            "name = \"a\"\ncomponent = \"dist/a.wasm\"\n[build]\nlanguage = \"typescript\"\nentry = \"src/worker.ts\"\n",
+        )
+        .unwrap();
+        assert_eq!(app.build.language, Some(Language::Js));
+        assert_eq!(app.build.entry.as_deref(), Some(Path::new("src/worker.ts")));
+        let app =
+            load("name = \"a\"\ncomponent = \"a.wasm\"\n[build]\nlanguage = \"py\"\n").unwrap();
+        assert_eq!(app.build.language, Some(Language::Python));
+        let app = load("name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        assert_eq!(app.build, BuildSettings::default());
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod origin;
 mod outbound;
 
 pub use app::{
-    AppLimits, AppManifest, AppSettings, AppSpec, DeployTarget, LimitsManifest, OutboundManifest,
-    validate_name, validate_namespace_name,
+    AppLimits, AppManifest, AppSettings, AppSpec, BuildSettings, DeployTarget, Language,
+    LimitsManifest, OutboundManifest, validate_name, validate_namespace_name,
 };
 pub use error::{ConfigError, FieldError};
 pub use node::{HttpSettings, NodeConfig, Peering, PoolSettings, TlsCertSpec};

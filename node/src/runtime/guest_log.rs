@@ -4,6 +4,10 @@
 //! `[error]` (what `outpost_sdk::log` writes) is logged at that level, otherwise stdout is info
 //! and stderr warn. A guest cannot flood the node: lines are cut at [`MAX_LINE`] bytes and a
 //! request's output at [`MAX_PER_REQUEST`] bytes.
+//!
+//! Under `outpost dev` a request's stderr is also kept in a [`StderrCapture`], so a failure
+//! page can show what the handler said before it failed (an engine's uncaught-exception report,
+//! a panic message).
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +23,29 @@ use crate::request_id::RequestId;
 
 pub const MAX_LINE: usize = 16 * 1024;
 pub const MAX_PER_REQUEST: usize = 1024 * 1024;
+/// How much of a request's stderr a [`StderrCapture`] keeps: the last this many bytes.
+pub const CAPTURE_BYTES: usize = 8 * 1024;
+
+/// The last [`CAPTURE_BYTES`] a request wrote to stderr; clones share it.
+#[derive(Clone, Default)]
+pub struct StderrCapture(Arc<Mutex<Vec<u8>>>);
+
+impl StderrCapture {
+    fn push(&self, bytes: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.extend_from_slice(bytes);
+        if kept.len() > CAPTURE_BYTES {
+            let excess = kept.len() - CAPTURE_BYTES;
+            kept.drain(..excess);
+        }
+    }
+
+    /// What was captured, as text (lossy), trimmed.
+    pub fn text(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&kept).trim().to_string()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -56,10 +83,21 @@ struct LineBuffer {
     pending: Vec<u8>,
     total: usize,
     cut_off: bool,
+    capture: Option<StderrCapture>,
 }
 
 impl GuestLog {
     pub fn new(app: Arc<str>, request_id: RequestId, stream: Stream) -> Self {
+        Self::capturing(app, request_id, stream, None)
+    }
+
+    /// Like [`GuestLog::new`], also copying the output into `capture` if given.
+    pub fn capturing(
+        app: Arc<str>,
+        request_id: RequestId,
+        stream: Stream,
+        capture: Option<StderrCapture>,
+    ) -> Self {
         GuestLog {
             state: Arc::new(Mutex::new(LineBuffer {
                 app,
@@ -68,6 +106,7 @@ impl GuestLog {
                 pending: Vec::new(),
                 total: 0,
                 cut_off: false,
+                capture,
             })),
         }
     }
@@ -90,6 +129,9 @@ impl LineBuffer {
             self.cut_off = true;
         }
         self.total += bytes.len();
+        if let Some(capture) = &self.capture {
+            capture.push(bytes);
+        }
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             if self.pending.len() < MAX_LINE {
                 let room = MAX_LINE - self.pending.len();
@@ -230,7 +272,23 @@ mod tests {
             pending: Vec::new(),
             total: 0,
             cut_off: false,
+            capture: None,
         }
+    }
+
+    #[test]
+    fn a_capture_keeps_the_last_bytes_written() {
+        let capture = StderrCapture::default();
+        let mut b = buffer();
+        b.capture = Some(capture.clone());
+        b.push(b"first line\n");
+        assert_eq!(capture.text(), "first line");
+        b.push(&vec![b'z'; CAPTURE_BYTES]);
+        b.push(b"\nError: the end\n");
+        let text = capture.text();
+        assert!(text.ends_with("Error: the end"), "{text}");
+        assert!(!text.contains("first line"));
+        assert!(text.len() <= CAPTURE_BYTES);
     }
 
     #[test]

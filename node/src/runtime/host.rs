@@ -13,7 +13,7 @@ use wasmtime_wasi_http::{
 };
 
 use super::cpu::CpuClock;
-use super::guest_log::{GuestLog, Stream};
+use super::guest_log::{GuestLog, StderrCapture, Stream};
 use super::limits::GuestLimits;
 use crate::config::{AppLimits, AppSettings, OutboundPolicy};
 use crate::kv::KvClient;
@@ -70,7 +70,11 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(app: &Arc<AppShared>, request_id: RequestId) -> Self {
+    pub fn new(
+        app: &Arc<AppShared>,
+        request_id: RequestId,
+        capture: Option<StderrCapture>,
+    ) -> Self {
         let mut wasi = WasiCtxBuilder::new();
         // Grant nothing beyond what the builder already withholds (no preopened directory,
         // stdin closed), and say so rather than rely on its defaults: no socket of any kind,
@@ -81,7 +85,12 @@ impl HostState {
             .socket_addr_check(|_, _| Box::pin(async { false }));
         wasi.envs(&app.env)
             .stdout(GuestLog::new(app.name.clone(), request_id, Stream::Stdout))
-            .stderr(GuestLog::new(app.name.clone(), request_id, Stream::Stderr));
+            .stderr(GuestLog::capturing(
+                app.name.clone(),
+                request_id,
+                Stream::Stderr,
+                capture,
+            ));
         HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

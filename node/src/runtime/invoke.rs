@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::cpu::{CpuLimitExceeded, Metered};
 use super::gate::PoolBusy;
+use super::guest_log::StderrCapture;
 use super::host::{AppShared, HostState};
 use super::limits::MemoryLimitExceeded;
 use super::{Deployment, Runtime};
@@ -122,9 +123,15 @@ impl From<PoolBusy> for GuestFailure {
 pub type GuestResponse = http::Response<HyperOutgoingBody>;
 
 impl Runtime {
-    /// A fresh store for one request of `app`, its memory limit and CPU deadline armed.
-    pub fn new_store(&self, app: &Arc<AppShared>, request_id: RequestId) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(app, request_id));
+    /// A fresh store for one request of `app`, its memory limit and CPU deadline armed; the
+    /// guest's stderr also goes to `capture` if given.
+    pub fn new_store(
+        &self,
+        app: &Arc<AppShared>,
+        request_id: RequestId,
+        capture: Option<StderrCapture>,
+    ) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(app, request_id, capture));
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(store.data().cpu.initial_ticks());
         store.epoch_deadline_callback(|ctx| ctx.data().cpu.on_deadline());
@@ -132,13 +139,15 @@ impl Runtime {
     }
 
     /// Run `request` through `deployment`. The response body streams from the guest, which keeps
-    /// running (within its limits) until it has written all of it.
+    /// running (within its limits) until it has written all of it. What the guest writes to
+    /// stderr is also kept in `capture`, if given.
     pub async fn handle<B>(
         &self,
         deployment: &Arc<Deployment>,
         request: http::Request<B>,
         scheme: Scheme,
         request_id: RequestId,
+        capture: Option<StderrCapture>,
     ) -> Result<GuestResponse, GuestFailure>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -146,7 +155,7 @@ impl Runtime {
     {
         let permit = self.gate.enter().await?;
         let app = &deployment.app;
-        let mut store = self.new_store(app, request_id);
+        let mut store = self.new_store(app, request_id, capture);
         let cpu = store.data().cpu.clone();
         let head_cpu = cpu.clone();
 

@@ -28,6 +28,7 @@ pub use address_space::PoolLayout;
 pub use compile::{Origin, check_header};
 pub use cpu::CpuLimitExceeded;
 pub use engine::EPOCH_TICK;
+pub use guest_log::StderrCapture;
 pub use host::{AppShared, HostState};
 pub use invoke::{GuestCpu, GuestFailure};
 pub use limits::MemoryLimitExceeded;

@@ -10,7 +10,7 @@ use http_body::Body;
 use super::body::{LimitedBody, ResponseBody, host_response};
 use super::routes::LiveRoutes;
 use crate::request_id::RequestId;
-use crate::runtime::{GuestCpu, GuestFailure, Runtime, Scheme};
+use crate::runtime::{GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
 use crate::tail::{RequestRecord, TailTap};
 
 /// Serves requests for a set of routed deployments.
@@ -102,14 +102,21 @@ impl Edge {
         let method_path = (self.access_log || tailed)
             .then(|| (request.method().clone(), request.uri().path().to_string()));
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        // Under `outpost dev`, failure pages show what the handler wrote to stderr.
+        let stderr = self.expose_errors.then(StderrCapture::default);
         let response = match self
             .runtime
-            .handle(&deployment, request, scheme, request_id)
+            .handle(&deployment, request, scheme, request_id, stderr.clone())
             .await
         {
             _ if tripped.load(Ordering::Acquire) => too_large(limits.body_bytes),
-            Ok(response) => response,
-            Err(failure) => self.failure_response(&failure, request_id),
+            Ok(response) => match &stderr {
+                Some(stderr) if is_bare_server_error(&response) => {
+                    dev_bare_server_error(response, stderr, request_id).await
+                }
+                _ => response,
+            },
+            Err(failure) => self.failure_response(&failure, request_id, stderr.as_ref()),
         };
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
@@ -161,10 +168,14 @@ impl Edge {
         &self,
         failure: &GuestFailure,
         request_id: RequestId,
+        stderr: Option<&StderrCapture>,
     ) -> http::Response<ResponseBody> {
         let message = match failure {
             GuestFailure::PoolBusy => "outpost: the node is at capacity; retry shortly".to_string(),
-            _ if self.expose_errors => format!("outpost: {failure}\nrequest id: {request_id}"),
+            _ if self.expose_errors => format!(
+                "outpost: {failure}\nrequest id: {request_id}{}",
+                stderr_section(stderr)
+            ),
             GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => {
                 format!(
                     "outpost: the handler exceeded its resource limits\nrequest id: {request_id}"
@@ -183,6 +194,59 @@ impl Edge {
             );
         }
         response
+    }
+}
+
+/// The handler's stderr, as a section to append to a dev failure page (empty if it said nothing).
+fn stderr_section(stderr: Option<&StderrCapture>) -> String {
+    match stderr.map(StderrCapture::text) {
+        Some(text) if !text.is_empty() => format!("\n\nthe handler wrote to stderr:\n{text}"),
+        _ => String::new(),
+    }
+}
+
+/// A 5xx from the guest with no content type: what engines send for an uncaught exception
+/// (StarlingMonkey answers 500 with an empty body and reports the exception on stderr).
+fn is_bare_server_error(response: &http::Response<ResponseBody>) -> bool {
+    response.status().is_server_error()
+        && !response.headers().contains_key(http::header::CONTENT_TYPE)
+}
+
+/// Under `outpost dev`: wait for a bare 5xx's body (the guest is still bounded by its limits);
+/// if it is empty, answer with a page that shows the handler's stderr instead.
+async fn dev_bare_server_error(
+    response: http::Response<ResponseBody>,
+    stderr: &StderrCapture,
+    request_id: RequestId,
+) -> http::Response<ResponseBody> {
+    use http_body_util::BodyExt;
+    const KEEP: usize = 1 << 20;
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    match http_body_util::Limited::new(body, KEEP).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            if !bytes.is_empty() {
+                let body = http_body_util::Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                return http::Response::from_parts(parts, body);
+            }
+            host_response(
+                status.as_u16(),
+                &format!(
+                    "outpost: the handler answered {status} with an empty body\nrequest id: {request_id}{}",
+                    stderr_section(Some(stderr))
+                ),
+            )
+        }
+        Err(err) => host_response(
+            status.as_u16(),
+            &format!(
+                "outpost: the handler answered {status} and its body failed: {err}\nrequest id: {request_id}{}",
+                stderr_section(Some(stderr))
+            ),
+        ),
     }
 }
 

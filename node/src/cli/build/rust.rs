@@ -1,17 +1,14 @@
-//! `outpost build`: compile the app in a directory to its component, with whichever guest
-//! toolchain the machine has: rustup's `wasm32-wasip2` target, or Debian's rustc-web with
-//! `-Zbuild-std` as set up by `scripts/guest-toolchain install`.
+//! Rust apps: cargo builds the crate for `wasm32-wasip2` with whichever guest toolchain the
+//! machine has: rustup's target, or Debian's rustc-web with `-Zbuild-std` as set up by
+//! `scripts/guest-toolchain install`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, bail};
-
-use crate::config::AppSpec;
-use crate::fleet::sha256_hex;
+use anyhow::bail;
 
 /// The cargo settings for the Debian toolchain: the same file the project's script uses.
-const DEBIAN_CONFIG: &str = include_str!("../../../scripts/guest-toolchain.debian.toml");
+const DEBIAN_CONFIG: &str = include_str!("../../../../scripts/guest-toolchain.debian.toml");
 
 enum Toolchain {
     Rustup,
@@ -31,10 +28,7 @@ fn detect() -> anyhow::Result<Toolchain> {
     if rustup_has_target {
         return Ok(Toolchain::Rustup);
     }
-    let tools = std::env::var_os("OUTPOST_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/outpost/tools")))
-        .unwrap_or_default();
+    let tools = super::tools::tools_dir();
     let debian_ready = Path::new("/usr/bin/rustc").exists()
         && Path::new("/usr/lib/rustlib/src/rust/library/std/Cargo.toml").exists()
         && tools.join("bin/wasm-component-ld").exists();
@@ -47,9 +41,7 @@ fn detect() -> anyhow::Result<Toolchain> {
     )
 }
 
-pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
-    let spec = AppSpec::load(path)?;
-    let dir = spec.source.parent().unwrap_or(Path::new(".")).to_path_buf();
+pub fn build(dir: &Path) -> anyhow::Result<()> {
     let mut cargo = match detect()? {
         Toolchain::Rustup => Command::new("cargo"),
         Toolchain::Debian { tools } => {
@@ -79,26 +71,8 @@ pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
     ] {
         cargo.env_remove(var);
     }
-    let status = cargo
+    cargo
         .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .current_dir(&dir)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("cargo build failed in {}", dir.display());
-    }
-    let wasm = std::fs::read(&spec.component).with_context(|| {
-        format!(
-            "the build finished but {} (the component in outpost.toml) is not there",
-            spec.component.display()
-        )
-    })?;
-    crate::runtime::check_header(&wasm)?;
-    println!(
-        "built {} ({} bytes, sha256 {})",
-        spec.component.display(),
-        wasm.len(),
-        &sha256_hex(&wasm)[..16]
-    );
-    Ok(spec.component)
+        .current_dir(dir);
+    super::tools::run(&mut cargo, &format!("cargo build in {}", dir.display()))
 }

@@ -1,0 +1,76 @@
+"""The wasi:http/incoming-handler export, around the app's ``fetch`` function.
+
+``outpost build`` generates the module componentize-py starts from; it does::
+
+    import app
+    from outpost.serve import incoming_handler
+    IncomingHandler = incoming_handler(app, kv_namespaces=[...])
+"""
+
+import asyncio
+import inspect
+import sys
+import traceback
+
+from wit_world import exports
+
+from . import _wasi
+from .env import Env
+from .errors import OutpostError
+from .http import Response
+
+
+def _entry_point(app):
+    """``on_fetch`` (as in Cloudflare's Python Workers), else a ``fetch`` the module defines
+    itself (not ``outpost.fetch`` imported into it)."""
+    function = getattr(app, "on_fetch", None)
+    if callable(function):
+        return function
+    function = getattr(app, "fetch", None)
+    if callable(function) and getattr(function, "__module__", None) == app.__name__:
+        return function
+    raise TypeError(
+        f"the app module {app.__name__!r} must define `def on_fetch(request, env)`"
+    )
+
+
+def _call(function, request, env):
+    parameters = len(inspect.signature(function).parameters)
+    result = function(request, env) if parameters >= 2 else function(request)
+    if inspect.isawaitable(result):
+        from poll_loop import PollLoop
+
+        loop = PollLoop()
+        asyncio.set_event_loop(loop)
+        try:
+            result = loop.run_until_complete(result)
+        finally:
+            asyncio.set_event_loop(None)
+    return result
+
+
+def incoming_handler(app, kv_namespaces=()):
+    """The class componentize-py exports as wasi:http/incoming-handler, serving ``app``."""
+    function = _entry_point(app)
+    namespaces = list(kv_namespaces)
+
+    class IncomingHandler(exports.IncomingHandler):
+        def handle(self, request, response_out) -> None:
+            try:
+                sdk_request = _wasi.incoming_request(request)
+                response = _call(function, sdk_request, Env(namespaces))
+                if isinstance(response, (str, bytes)):
+                    response = Response(response)
+                if not isinstance(response, Response):
+                    raise TypeError(
+                        f"fetch() must return an outpost.Response, not {type(response).__name__}"
+                    )
+            except OutpostError as err:
+                response = Response(f"{err.message}\n", err.status, err.headers)
+            except Exception as err:  # noqa: BLE001 - every failure is reported, none lost
+                print(f"Uncaught {traceback.format_exc()}", file=sys.stderr, end="")
+                _wasi.send_failure(response_out, f"{type(err).__name__}: {err}")
+                return
+            _wasi.send_response(response_out, response)
+
+    return IncomingHandler

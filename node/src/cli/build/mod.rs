@@ -1,0 +1,95 @@
+//! `outpost build`: compile the app in a directory to its component, in the app's language:
+//! Rust through cargo (rustup's `wasm32-wasip2` target, or Debian's toolchain as set up by
+//! `scripts/guest-toolchain install`), JavaScript or TypeScript through esbuild and
+//! componentize-js, Python through componentize-py. The JS and Python tools are pinned and
+//! installed on first use into the tools cache; the SDK parts they need travel inside this
+//! binary. `[build] command` replaces all of it with the author's own command.
+
+mod js;
+mod python;
+mod rust;
+mod sdk;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::config::{AppSpec, Language};
+use crate::fleet::sha256_hex;
+
+pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
+    let spec = AppSpec::load(path)?;
+    let dir = spec
+        .source
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    if let Some(parent) = spec.component.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let fresh = match &spec.build.command {
+        Some(command) => {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(command).current_dir(&dir);
+            tools::run(&mut shell, &format!("the build command `{command}`"))?;
+            true
+        }
+        None => match language(&spec, &dir)? {
+            Language::Rust => rust::build(&dir).map(|()| true)?,
+            Language::Js => js::build(&spec, &dir)?,
+            Language::Python => python::build(&spec, &dir)?,
+        },
+    };
+    let wasm = std::fs::read(&spec.component).with_context(|| {
+        format!(
+            "the build finished but {} (the component in outpost.toml) is not there",
+            spec.component.display()
+        )
+    })?;
+    crate::runtime::check_header(&wasm)?;
+    println!(
+        "{} {} ({} bytes, sha256 {})",
+        if fresh { "built" } else { "up to date:" },
+        spec.component.display(),
+        wasm.len(),
+        &sha256_hex(&wasm)[..16]
+    );
+    Ok(spec.component)
+}
+
+/// The app's language: `[build] language`, else what its files say.
+pub fn language(spec: &AppSpec, dir: &Path) -> anyhow::Result<Language> {
+    if let Some(language) = spec.build.language {
+        return Ok(language);
+    }
+    if let Some(entry) = &spec.build.entry {
+        match entry.extension().and_then(|e| e.to_str()) {
+            Some("py") => return Ok(Language::Python),
+            Some("js" | "mjs" | "cjs" | "ts" | "mts" | "jsx" | "tsx") => return Ok(Language::Js),
+            _ => {}
+        }
+    }
+    let has = |name: &str| dir.join(name).exists();
+    if has("Cargo.toml") {
+        return Ok(Language::Rust);
+    }
+    if has("package.json") || js::DEFAULT_ENTRIES.iter().any(|e| has(e)) {
+        return Ok(Language::Js);
+    }
+    if has("pyproject.toml") || has(python::DEFAULT_ENTRY) {
+        return Ok(Language::Python);
+    }
+    bail!(
+        "cannot tell the language of the app in {}: it has no Cargo.toml, package.json or app.py; \
+         set `[build] language = \"rust\" | \"js\" | \"python\"` in outpost.toml",
+        dir.display()
+    )
+}
