@@ -13,6 +13,7 @@
 | GET /fib?n=N          | the Nth Fibonacci number, the slow way: CPU work bounded by limits.cpu_ms |
 """
 
+import json
 import uuid
 
 from outpost import OutpostError, Response, fetch
@@ -87,8 +88,6 @@ def validated(item):
 
 
 def to_json(value):
-    import json
-
     return json.dumps(value)
 
 

@@ -37,20 +37,65 @@ pub fn wasm(name: &str) -> PathBuf {
 /// Python apps that installs the pinned componentize-js or componentize-py on first use, and
 /// a later build with nothing changed is a no-op.
 pub fn built_app(dir: &str) -> PathBuf {
+    build_app(&repo_root().join(dir))
+}
+
+/// As [`built_app`], for a copy of the example `dir` whose outpost.toml has `from` replaced by
+/// `to` (kept under target/test-apps/LABEL so a later test binary finds it built).
+pub fn built_variant(dir: &str, label: &str, from: &str, to: &str) -> PathBuf {
+    let source = repo_root().join(dir);
+    let copy = repo_root().join("target/test-apps").join(label);
+    copy_app(&source, &copy);
+    let manifest = std::fs::read_to_string(source.join("outpost.toml")).expect("outpost.toml");
+    assert!(
+        manifest.contains(from),
+        "{dir}/outpost.toml has no {from:?}"
+    );
+    let edited = manifest.replace(from, to);
+    let target = copy.join("outpost.toml");
+    if std::fs::read_to_string(&target).ok().as_deref() != Some(edited.as_str()) {
+        std::fs::write(&target, edited).expect("writing outpost.toml");
+    }
+    build_app(&copy)
+}
+
+/// Copy an app's sources (not what building it leaves) from `from` to `to`, leaving files that
+/// are already the same untouched so the build's up-to-date check holds.
+fn copy_app(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating the copy");
+    for entry in std::fs::read_dir(from).expect("reading the app") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if matches!(name, "dist" | ".outpost" | "node_modules" | "__pycache__") {
+            continue;
+        }
+        let target = to.join(name);
+        if path.is_dir() {
+            copy_app(&path, &target);
+        } else if std::fs::read(&path).ok() != std::fs::read(&target).ok() {
+            std::fs::copy(&path, &target).expect("copying a file");
+        }
+    }
+}
+
+fn build_app(app: &Path) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::Mutex;
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let dir = app.display().to_string();
     let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(dir) {
+    if let Some(path) = built.get(&dir) {
         return path.clone();
     }
-    let app = repo_root().join(dir);
     let output = Command::new(crate::process::outpost_bin())
         .args(["build", "--path"])
-        .arg(&app)
+        .arg(app)
         .output()
         .unwrap_or_else(|e| panic!("running outpost build: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -70,6 +115,6 @@ pub fn built_app(dir: &str) -> PathBuf {
         .map(|(path, _)| PathBuf::from(path))
         .unwrap_or_else(|| panic!("outpost build {dir} printed no component:\n{stdout}"));
     assert!(path.is_file(), "{} was not built", path.display());
-    built.insert(dir.to_string(), path.clone());
+    built.insert(dir, path.clone());
     path
 }

@@ -16,6 +16,6 @@ pub mod udp_proxy;
 pub use certs::TestCa;
 pub use client::{Client, Proto, Reply};
 pub use fleet::Fleet;
-pub use guests::{built_app, wasm};
+pub use guests::{built_app, built_variant, wasm};
 pub use origin::Origin;
 pub use process::{Exited, Outpost, TempDir};

@@ -12,6 +12,11 @@ const CPU_MS: u64 = 200;
 
 /// The probe app with tight limits, allowed to fetch from `allow` only.
 fn probe_app(dir: &TempDir, allow: &[String]) -> PathBuf {
+    probe_app_with(dir, allow, "")
+}
+
+/// As [`probe_app`], with `extra` appended to its outpost.toml.
+fn probe_app_with(dir: &TempDir, allow: &[String], extra: &str) -> PathBuf {
     let allow = allow
         .iter()
         .map(|a| format!("{a:?}"))
@@ -23,7 +28,7 @@ fn probe_app(dir: &TempDir, allow: &[String]) -> PathBuf {
             "name = \"probe\"\ncomponent = \"{}\"\n\
              [limits]\ncpu_ms = {CPU_MS}\ntimeout_ms = 1500\nmemory_mb = 32\nbody_kb = 64\n\
              [outbound]\nallow = [{allow}]\n\
-             [config]\nGREETING = \"hi there\"\n",
+             [config]\nGREETING = \"hi there\"\n{extra}",
             wasm("probe").display()
         ),
     )
@@ -94,6 +99,52 @@ async fn files_sockets_and_stdin_are_linked_but_not_granted() {
         "a socket was created:\n{text}"
     );
     assert_eq!(client.get("/ok").await.unwrap().text(), "ok");
+}
+
+/// With `[instance] reuse`, one instance serves request after request (its globals live on),
+/// up to `max_requests`, and never again after a trap, a CPU or memory breach.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_instance_keeps_its_state_until_it_fails_or_is_worn() {
+    let data = TempDir::new("reuse");
+    let app = probe_app_with(&data, &[], "[instance]\nreuse = true\nmax_requests = 4\n");
+    let (node, client) = start(&app, &data);
+    let count = || async { client.get("/count").await.unwrap().text() };
+    assert_eq!(count().await, "1");
+    assert_eq!(count().await, "2");
+    assert_eq!(count().await, "3");
+    assert_eq!(count().await, "4");
+    // Worn out after four requests: a fresh one.
+    assert_eq!(count().await, "1");
+    for (breach, status) in [("/panic", 500), ("/loop", 503), ("/oom", 503)] {
+        assert_eq!(count().await, "2", "before {breach}");
+        assert_eq!(client.get(breach).await.unwrap().status, status, "{breach}");
+        // The instance that failed is gone: the next request starts from a fresh one.
+        assert_eq!(count().await, "1", "after {breach}");
+    }
+    // Each request's log lines carry its own request id, on a reused instance too.
+    for _ in 0..2 {
+        assert_eq!(client.get("/log").await.unwrap().text(), "logged");
+    }
+    let started = Instant::now();
+    let ids = loop {
+        let ids: std::collections::BTreeSet<String> = node
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("line to stdout"))
+            .filter_map(|l| {
+                l.split("request_id=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect();
+        if ids.len() >= 2 || started.elapsed() > Duration::from_secs(5) {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ids.len(), 2, "{}", node.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,19 +2,24 @@
 //! componentize-js and componentize-py, from the registries), served by `outpost dev` and by a
 //! fleet of an origin and three nodes, with the same platform features as Rust handlers:
 //! bodies, status and headers, config, KV (read-your-writes, propagation), allowed and denied
-//! fetches, uncaught exceptions and the CPU limit.
+//! fetches, uncaught exceptions and the CPU limit. The examples reuse instances (as Workers
+//! does); a copy of the JavaScript one is also built and served with a fresh instance per
+//! request, through StarlingMonkey's own fetch event.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use outpost_tests::client::request;
-use outpost_tests::{Client, Fleet, Origin, Outpost, Proto, Reply, TempDir, built_app};
+use outpost_tests::{
+    Client, Fleet, Origin, Outpost, Proto, Reply, TempDir, built_app, built_variant,
+};
 
 const JS: &str = "examples/js-counter";
 const PYTHON: &str = "examples/py-json-api";
 
 /// An outpost.toml for `component` (one of the examples, built) with the example's KV
-/// namespace, `UPSTREAM` pointing at `upstream`, and the outbound allow-list `allow`.
+/// namespace, `UPSTREAM` pointing at `upstream`, the outbound allow-list `allow`, and instance
+/// reuse if `reuse`.
 fn app_dir(
     data: &TempDir,
     name: &str,
@@ -22,6 +27,7 @@ fn app_dir(
     namespace: &str,
     upstream: &str,
     allow: &[&str],
+    reuse: bool,
 ) -> PathBuf {
     let allow = allow
         .iter()
@@ -35,7 +41,8 @@ fn app_dir(
              [limits]\ncpu_ms = 100\ntimeout_ms = 5000\n\
              [kv]\nnamespaces = [\"{namespace}\"]\n\
              [config]\nGREETING = \"hello from the test\"\nSERVICE = \"items\"\nUPSTREAM = \"{upstream}\"\n\
-             [outbound]\nallow = [{allow}]\n",
+             [outbound]\nallow = [{allow}]\n\
+             [instance]\nreuse = {reuse}\n",
             component.display().to_string()
         ),
     )
@@ -84,6 +91,7 @@ async fn a_workers_style_javascript_app_runs_under_outpost_dev() {
         "counter",
         &format!("{}/from-js", upstream.url()),
         &[&upstream.url()],
+        true,
     );
     let (node, client) = dev(&app, &data);
 
@@ -162,6 +170,7 @@ async fn a_python_json_api_runs_under_outpost_dev() {
         "items",
         &format!("{}/from-python?x=1", upstream.url()),
         &[&upstream.url()],
+        true,
     );
     let (node, client) = dev(&app, &data);
 
@@ -236,6 +245,55 @@ async fn a_python_json_api_runs_under_outpost_dev() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_on_a_fresh_instance_per_request_uses_the_engines_fetch_event() {
+    let data = TempDir::new("js-fresh");
+    let component = built_variant(JS, "js-counter-fresh", "reuse = true", "reuse = false");
+    let app = app_dir(
+        &data,
+        "js-counter",
+        &component,
+        "counter",
+        "http://127.0.0.1:9/",
+        &[],
+        false,
+    );
+    let (node, client) = dev(&app, &data);
+    assert_eq!(send(&client, "GET", "/", "").await.text(), "views: 1\n");
+    assert_eq!(send(&client, "GET", "/", "").await.text(), "views: 2\n");
+    // The engine answers an uncaught exception with an empty 500 and reports it on stderr:
+    // the dev page shows that report.
+    let thrown = send(&client, "POST", "/counters/likes", "not json").await;
+    assert_eq!(thrown.status, 500);
+    assert!(
+        thrown.text().contains("the handler wrote to stderr"),
+        "{}",
+        thrown.text()
+    );
+    assert!(thrown.text().contains("JSON.parse"), "{}", thrown.text());
+    drop(node);
+
+    // Built for one request per instance, the component is refused for an app that reuses
+    // instances, with what to do about it.
+    let reusing = app_dir(
+        &data,
+        "js-reusing",
+        &component,
+        "counter",
+        "http://127.0.0.1:9/",
+        &[],
+        true,
+    );
+    let refused = Outpost::dev(&[reusing.to_str().unwrap()], &data.path().join("dev2"))
+        .map(|_| ())
+        .expect_err("a fresh-built component with reuse must not start");
+    assert!(
+        refused.stderr.contains("rebuild it with `outpost build`"),
+        "{}",
+        refused.stderr
+    );
+}
+
 /// Wait until `client` answers `path` with 200 and `expected`.
 async fn wait_for(client: &Client, host: &str, path: &str, expected: &str, timeout: Duration) {
     let started = Instant::now();
@@ -283,7 +341,8 @@ async fn javascript_and_python_apps_deploy_through_the_origin_to_three_nodes() {
             format!(
                 "name = \"{name}\"\ncomponent = {:?}\nroutes = [\"{name}.localhost\"]\n\
                  [limits]\ntimeout_ms = 5000\n[kv]\nnamespaces = [\"{namespace}\"]\n\
-                 [config]\nUPSTREAM = \"http://127.0.0.1:9/\"\nGREETING = \"from the fleet\"\n",
+                 [config]\nUPSTREAM = \"http://127.0.0.1:9/\"\nGREETING = \"from the fleet\"\n\
+                 [instance]\nreuse = true\n",
                 built_app(example).display().to_string()
             ),
         )

@@ -19,7 +19,17 @@ wasi:keyvalue and outpost:kv/extras for the KV, wasi:config for ``env.vars``; ``
 from .env import Env
 from .errors import OutpostError
 from .http import Headers, Request, Response, fetch
-from .kv import KVNamespace
+
+
+def __getattr__(name):
+    # The KV bindings exist only in apps that bind KV namespaces (their world has the KV
+    # interfaces); `outpost build` imports the KV module for those while the component is
+    # pre-initialized.
+    if name == "KVNamespace":
+        from .kv import KVNamespace
+
+        return KVNamespace
+    raise AttributeError(f"module 'outpost' has no attribute {name!r}")
 
 __all__ = [
     "Env",

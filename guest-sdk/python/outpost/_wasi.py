@@ -1,6 +1,6 @@
 """The wasi:http plumbing under the SDK: reading and writing bodies, converting requests and
 responses, and sending an outbound request. Bindings come from componentize-py's ``wit_world``,
-generated for the world in guest-sdk/wit (``outpost:sdk/python-handler``)."""
+generated for the world ``outpost build`` writes for the app (node/src/cli/build/world.rs)."""
 
 from urllib.parse import urlsplit
 

@@ -2,8 +2,6 @@
 
 from wit_world.imports import wasi_config_store
 
-from .kv import KVNamespace
-
 
 class Env:
     """``env.vars`` holds the ``[config]`` values (also readable as ``env.NAME``, as in
@@ -13,6 +11,10 @@ class Env:
     def __init__(self, kv_namespaces: list[str]):
         self.vars = dict(wasi_config_store.get_all())
         self._bindings = dict(self.vars)
+        if kv_namespaces:
+            # Only apps with namespaces have the KV interfaces in their world; the build
+            # imports the module for them while the component is pre-initialized.
+            from .kv import KVNamespace
         for name in kv_namespaces:
             self._bindings[name] = KVNamespace(name)
         if kv_namespaces and "KV" not in self._bindings:

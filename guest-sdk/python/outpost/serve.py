@@ -12,6 +12,8 @@ import inspect
 import sys
 import traceback
 
+# Imported now, while the component is pre-initialized: nothing can be imported later.
+from poll_loop import PollLoop
 from wit_world import exports
 
 from . import _wasi
@@ -38,8 +40,6 @@ def _call(function, request, env):
     parameters = len(inspect.signature(function).parameters)
     result = function(request, env) if parameters >= 2 else function(request)
     if inspect.isawaitable(result):
-        from poll_loop import PollLoop
-
         loop = PollLoop()
         asyncio.set_event_loop(loop)
         try:

@@ -46,8 +46,18 @@ pub fn new_app(name: &str, dir: Option<&Path>, language: Language) -> anyhow::Re
     Ok(())
 }
 
-/// The part of outpost.toml every language shares, after `name` and `component`.
-fn manifest(name: &str, component: &str) -> String {
+/// For JavaScript and Python: reuse instances, as Workers reuses isolates.
+const REUSE: &str = r#"
+# One instance serves request after request of this version, as a Worker's isolate does: far
+# faster for a JavaScript or Python engine than a fresh instance each time, and module-level
+# state lives on between requests. Remove it for a fresh instance per request.
+[instance]
+reuse = true
+"#;
+
+/// The part of outpost.toml every language shares, after `name` and `component`, with
+/// `extra` after the limits.
+fn manifest(name: &str, component: &str, extra: &str) -> String {
     format!(
         r#"name = "{name}"
 component = "{component}"
@@ -57,7 +67,7 @@ routes = ["*"]
 cpu_ms = 50
 memory_mb = 128
 body_kb = 1024
-
+{extra}
 # [outbound]
 # allow = ["https://api.example.com"]
 
@@ -139,6 +149,7 @@ outpost_sdk::export!(App);
             manifest(
                 name,
                 &format!("target/wasm32-wasip2/release/{crate_file}.wasm"),
+                "",
             ),
         ),
     ]
@@ -183,7 +194,10 @@ export default {{
             ".gitignore",
             "/dist\n/.outpost\n/node_modules\n".to_string(),
         ),
-        ("outpost.toml", manifest(name, &format!("dist/{name}.wasm"))),
+        (
+            "outpost.toml",
+            manifest(name, &format!("dist/{name}.wasm"), REUSE),
+        ),
     ]
 }
 
@@ -204,6 +218,9 @@ def on_fetch(request, env):
             ),
         ),
         (".gitignore", "/dist\n/.outpost\n__pycache__/\n".to_string()),
-        ("outpost.toml", manifest(name, &format!("dist/{name}.wasm"))),
+        (
+            "outpost.toml",
+            manifest(name, &format!("dist/{name}.wasm"), REUSE),
+        ),
     ]
 }

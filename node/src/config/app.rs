@@ -54,6 +54,29 @@ pub struct AppManifest {
     pub config: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "KvManifest::is_empty")]
     pub kv: KvManifest,
+    #[serde(default, skip_serializing_if = "InstanceManifest::is_default")]
+    pub instance: InstanceManifest,
+}
+
+/// How requests get their instance (`[instance]`). By default each request gets a fresh one.
+/// With `reuse`, as in Workers, an instance that answered a request cleanly serves the next
+/// request of the same app version, one at a time, up to `max_requests`; never another app's or
+/// version's, never after a trap, a limit breach or a timeout. Globals then persist between
+/// requests, which is faster for engines with a large heap (JavaScript, Python) but means the
+/// handler must not keep one client's data for the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceManifest {
+    #[serde(default)]
+    pub reuse: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+}
+
+impl InstanceManifest {
+    fn is_default(&self) -> bool {
+        *self == InstanceManifest::default()
+    }
 }
 
 /// The KV namespaces an app may open (`[kv] namespaces`). Each is the app's own: app `shop`'s
@@ -102,6 +125,9 @@ pub struct AppSettings {
     pub config: Vec<(String, String)>,
     /// KV namespaces the handler may open, by the name it uses.
     pub kv_namespaces: Vec<String>,
+    /// With instance reuse, how many requests one instance serves; `None`: a fresh instance per
+    /// request.
+    pub reuse_requests: Option<u32>,
 }
 
 /// Where `outpost deploy` sends an app, from the `[deploy]` table.
@@ -180,6 +206,8 @@ struct AppFile {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     kv: KvManifest,
+    #[serde(default)]
+    instance: InstanceManifest,
     #[serde(default)]
     build: BuildSettings,
     #[serde(default)]
@@ -266,6 +294,21 @@ impl AppManifest {
             }
         }
 
+        let reuse_requests = match (self.instance.reuse, self.instance.max_requests) {
+            (false, Some(_)) => {
+                return Err(FieldError::new(
+                    "instance.max_requests",
+                    "applies only with instance.reuse = true",
+                ));
+            }
+            (false, None) => None,
+            (true, max) => Some(
+                in_range(max.map(u64::from), 1, 1_000_000, DEFAULT_REUSE_REQUESTS)
+                    .map_err(|m| FieldError::new("instance.max_requests", m))?
+                    as u32,
+            ),
+        };
+
         Ok(AppSettings {
             name: self.name.clone(),
             routes,
@@ -282,9 +325,13 @@ impl AppManifest {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             kv_namespaces: self.kv.namespaces.clone(),
+            reuse_requests,
         })
     }
 }
+
+/// Requests one reused instance serves before a fresh one takes over.
+const DEFAULT_REUSE_REQUESTS: u64 = 1000;
 
 impl AppSpec {
     /// Load `outpost.toml` from an app directory, or the file itself when given one.
@@ -332,6 +379,7 @@ impl AppSpec {
             outbound: parsed.outbound,
             config,
             kv: parsed.kv,
+            instance: parsed.instance,
         };
         let settings = manifest.settings().map_err(in_file)?;
         let mut deploy = parsed.deploy;
@@ -561,6 +609,37 @@ ca = "certs/ca.pem"
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains("outpost.toml"), "{err}");
             assert!(err.contains(needle), "expected {needle:?} in: {err}");
+        }
+    }
+
+    #[test]
+    fn instance_reuse_is_opt_in_and_bounded() {
+        let fresh = load("name = \"a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        assert_eq!(fresh.settings.reuse_requests, None);
+        let reused =
+            load("name = \"a\"\ncomponent = \"a.wasm\"\n[instance]\nreuse = true\n").unwrap();
+        assert_eq!(reused.settings.reuse_requests, Some(1000));
+        let json = serde_json::to_string(&reused.manifest).unwrap();
+        assert!(json.contains(r#""instance":{"reuse":true}"#), "{json}");
+        let capped = load(
+            "name = \"a\"\ncomponent = \"a.wasm\"\n[instance]\nreuse = true\nmax_requests = 5\n",
+        )
+        .unwrap();
+        assert_eq!(capped.settings.reuse_requests, Some(5));
+        for (text, needle) in [
+            (
+                "[instance]\nmax_requests = 5\n",
+                "applies only with instance.reuse",
+            ),
+            (
+                "[instance]\nreuse = true\nmax_requests = 0\n",
+                "`instance.max_requests`: is 0",
+            ),
+        ] {
+            let err = load(&format!("name = \"a\"\ncomponent = \"a.wasm\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
         }
     }
 

@@ -29,6 +29,10 @@ pub struct PoolSettings {
     pub queue_timeout: Duration,
     /// How many requests may wait for a slot at once; more get 503 at once.
     pub max_queued: usize,
+    /// How many idle instances one app version that asks for instance reuse (`[instance] reuse`)
+    /// may keep between requests; each holds a pool slot and its memory. 0 turns reuse off on
+    /// this node.
+    pub idle_per_app: usize,
 }
 
 impl Default for PoolSettings {
@@ -44,6 +48,7 @@ impl Default for PoolSettings {
             decommit_batch: 64,
             queue_timeout: Duration::from_millis(1000),
             max_queued: 1000,
+            idle_per_app: 16,
         }
     }
 }
@@ -202,6 +207,7 @@ pub(super) struct PoolFile {
     decommit_batch: Option<u64>,
     queue_timeout_ms: Option<u64>,
     max_queued: Option<u64>,
+    idle_per_app: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -489,6 +495,13 @@ pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError>
             0,
             1_000_000,
             d.max_queued as u64,
+        )? as usize,
+        idle_per_app: bounded(
+            file.idle_per_app,
+            "idle_per_app",
+            0,
+            10_000,
+            d.idle_per_app as u64,
         )? as usize,
     })
 }

@@ -418,7 +418,7 @@ impl AdminApi {
                 ),
             ));
         }
-        request.manifest.settings().map_err(|e| {
+        let settings = request.manifest.settings().map_err(|e| {
             ApiError::field(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("manifest.{}", e.field),
@@ -434,6 +434,19 @@ impl AdminApi {
                     request.component
                 ),
             ));
+        }
+        if settings.reuse_requests.is_some() {
+            let wasm = self
+                .blobs
+                .read(&request.component)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            crate::runtime::check_reuse(&wasm, true).map_err(|reason| {
+                ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "manifest.instance.reuse",
+                    reason,
+                )
+            })?;
         }
         let version = self.registry.create_version(
             app,

@@ -33,8 +33,13 @@ impl PoolGate {
         }
     }
 
+    /// A slot if one is free right now.
+    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     pub async fn enter(&self) -> Result<OwnedSemaphorePermit, PoolBusy> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+        if let Some(permit) = self.try_enter() {
             return Ok(permit);
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {

@@ -117,6 +117,18 @@ impl GuestLog {
             .unwrap_or_else(|p| p.into_inner())
             .push(bytes);
     }
+
+    /// The stream moves on to another request of a reused instance: what the last one left
+    /// unfinished is logged under its id, the next lines under `request_id`, and the
+    /// per-request cap starts again.
+    pub fn set_request(&self, request_id: RequestId, capture: Option<StderrCapture>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.emit_pending();
+        state.request_id = request_id;
+        state.capture = capture;
+        state.total = 0;
+        state.cut_off = false;
+    }
 }
 
 impl LineBuffer {

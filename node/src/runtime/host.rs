@@ -34,6 +34,8 @@ pub struct AppShared {
     /// The KV namespaces the app's handlers may open, if this node runs a KV store.
     pub kv: Option<AppKv>,
     pub metrics: AppMetrics,
+    /// With instance reuse, how many requests one instance serves.
+    pub reuse_requests: Option<u32>,
 }
 
 impl AppShared {
@@ -52,16 +54,21 @@ impl AppShared {
             outbound: settings.outbound.clone(),
             config: settings.config.iter().cloned().collect(),
             env: settings.config.clone(),
+            reuse_requests: settings.reuse_requests,
         }
     }
 }
 
-/// The `T` of every `Store<T>`: one per request.
+/// The `T` of every `Store<T>`: one per request, or one per reused instance, renewed for each
+/// of its requests by [`HostState::begin_request`].
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
+    /// The guest's output streams, kept to retag them for each request.
+    stdout: GuestLog,
+    stderr: GuestLog,
     pub(super) limits: GuestLimits,
     pub(super) cpu: Arc<CpuClock>,
     pub(crate) app: Arc<AppShared>,
@@ -83,14 +90,11 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
+        let stdout = GuestLog::new(app.name.clone(), request_id, Stream::Stdout);
+        let stderr = GuestLog::capturing(app.name.clone(), request_id, Stream::Stderr, capture);
         wasi.envs(&app.env)
-            .stdout(GuestLog::new(app.name.clone(), request_id, Stream::Stdout))
-            .stderr(GuestLog::capturing(
-                app.name.clone(),
-                request_id,
-                Stream::Stderr,
-                capture,
-            ));
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
         HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -99,11 +103,23 @@ impl HostState {
                 app: app.clone(),
                 request_id,
             },
+            stdout,
+            stderr,
             limits: GuestLimits::new(app.limits.memory_bytes),
             cpu: CpuClock::new(app.limits.cpu),
             app: app.clone(),
             kv_cursors: Vec::new(),
         }
+    }
+
+    /// Renew what belongs to one request, for the next request of a reused instance: its id
+    /// (on log lines and outbound calls), a fresh CPU budget, the stderr capture, KV cursors.
+    pub fn begin_request(&mut self, request_id: RequestId, capture: Option<StderrCapture>) {
+        self.stdout.set_request(request_id, None);
+        self.stderr.set_request(request_id, capture);
+        self.hooks.request_id = request_id;
+        self.cpu = CpuClock::new(self.app.limits.cpu);
+        self.kv_cursors.clear();
     }
 
     pub fn config(&self) -> &WasiConfigVariables {

@@ -20,6 +20,7 @@ use super::gate::PoolBusy;
 use super::guest_log::StderrCapture;
 use super::host::{AppShared, HostState};
 use super::limits::MemoryLimitExceeded;
+use super::reuse::{Idle, Instance};
 use super::{Deployment, Runtime};
 use crate::metrics::metrics;
 use crate::request_id::RequestId;
@@ -138,6 +139,19 @@ impl Runtime {
         store
     }
 
+    /// A pool slot: a free one, else one an idle instance gives up, else wait in the queue.
+    async fn enter_pool(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PoolBusy> {
+        if let Some(permit) = self.gate.try_enter() {
+            return Ok(permit);
+        }
+        while self.idle.evict_one() {
+            if let Some(permit) = self.gate.try_enter() {
+                return Ok(permit);
+            }
+        }
+        self.gate.enter().await
+    }
+
     /// Run `request` through `deployment`. The response body streams from the guest, which keeps
     /// running (within its limits) until it has written all of it. What the guest writes to
     /// stderr is also kept in `capture`, if given.
@@ -153,9 +167,30 @@ impl Runtime {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let permit = self.gate.enter().await?;
         let app = &deployment.app;
-        let mut store = self.new_store(app, request_id, capture);
+        // An instance this deployment kept from an earlier request, or a pool slot and a fresh
+        // store to instantiate into.
+        let (mut store, reused, permit, served) = match deployment.idle.take() {
+            Some(Idle {
+                item:
+                    Instance {
+                        mut store,
+                        proxy,
+                        permit,
+                    },
+                served,
+                ..
+            }) => {
+                store.data_mut().begin_request(request_id, capture);
+                let ticks = store.data().cpu.initial_ticks();
+                store.set_epoch_deadline(ticks);
+                (store, Some(proxy), permit, served)
+            }
+            None => {
+                let permit = self.enter_pool().await?;
+                (self.new_store(app, request_id, capture), None, permit, 0)
+            }
+        };
         let cpu = store.data().cpu.clone();
         let head_cpu = cpu.clone();
 
@@ -176,19 +211,26 @@ impl Runtime {
         let timeout = app.limits.timeout;
         let mut guest: GuestFuture = Box::pin(async move {
             let run = async {
-                let started = Instant::now();
-                let proxy = deployment.instantiate(&mut store).await?;
-                metrics()
-                    .instantiate_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                let proxy = match reused {
+                    Some(proxy) => proxy,
+                    None => {
+                        let started = Instant::now();
+                        let proxy = deployment.instantiate(&mut store).await?;
+                        metrics()
+                            .instantiate_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        proxy
+                    }
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
                     .await
+                    .map(|()| proxy)
             };
             let outcome = match tokio::time::timeout(timeout, Metered::new(run, cpu.clone())).await
             {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(proxy)) => Ok(proxy),
                 Ok(Err(err)) => Err(GuestFailure::classify(err)),
                 Err(_) => Err(GuestFailure::Timeout(timeout)),
             };
@@ -196,14 +238,29 @@ impl Runtime {
             app.metrics
                 .guest_seconds
                 .observe(cpu.used(false).as_secs_f64());
-            if let Err(failure) = &outcome {
-                app.metrics.failure(failure.kind());
-                tracing::warn!(app = %app.name, %request_id, kind = failure.kind(), "{failure}");
+            match outcome {
+                // A clean return: an app that reuses instances keeps this one for its next
+                // request (if it has room); otherwise it goes back to the pool.
+                Ok(proxy) => {
+                    deployment.idle.put(Idle::new(
+                        Instance {
+                            store,
+                            proxy,
+                            permit,
+                        },
+                        served + 1,
+                    ));
+                    Ok(())
+                }
+                Err(failure) => {
+                    app.metrics.failure(failure.kind());
+                    tracing::warn!(app = %app.name, %request_id, kind = failure.kind(), "{failure}");
+                    // Never reused: the instance goes back to the pool before the slot is released.
+                    drop(store);
+                    drop(permit);
+                    Err(failure)
+                }
             }
-            // The instance goes back to the pool before the slot is released.
-            drop(store);
-            drop(permit);
-            outcome
         });
 
         // The guest runs on this task, not a spawned one: until it has sent the response head

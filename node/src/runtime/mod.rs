@@ -14,6 +14,8 @@ mod host;
 mod invoke;
 mod limits;
 mod linker;
+mod reuse;
+mod serving;
 mod validate;
 
 use std::path::Path;
@@ -32,6 +34,7 @@ pub use guest_log::StderrCapture;
 pub use host::{AppShared, HostState};
 pub use invoke::{GuestCpu, GuestFailure};
 pub use limits::MemoryLimitExceeded;
+pub use serving::{check_reuse, mark_one_request_per_instance};
 pub use validate::ComponentValidator;
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -40,6 +43,7 @@ use crate::kv::KvClient;
 use compile::ComponentCache;
 use engine::EpochTicker;
 use gate::PoolGate;
+use reuse::{IdleInstances, IdleRegistry};
 
 pub struct Runtime {
     engine: Engine,
@@ -48,7 +52,11 @@ pub struct Runtime {
     gate: PoolGate,
     layout: PoolLayout,
     kv: Option<KvClient>,
+    /// Idle instances of apps that reuse them, node-wide.
+    idle: Arc<IdleRegistry>,
+    idle_per_app: usize,
     _ticker: EpochTicker,
+    _sweeper: reuse::Sweeper,
 }
 
 /// One app, compiled and pre-linked: what the router points at.
@@ -58,6 +66,8 @@ pub struct Deployment {
     pub digest: String,
     pub origin: Origin,
     pre: ProxyPre<HostState>,
+    /// Instances waiting for this deployment's next request, if the app reuses them.
+    idle: Arc<IdleInstances>,
 }
 
 impl Deployment {
@@ -81,14 +91,18 @@ impl Runtime {
         let linker = linker::build(&engine)?;
         let cache = ComponentCache::new(cache_dir, &engine, compile)?;
         let gate = PoolGate::new(pool.instances as usize, pool.max_queued, pool.queue_timeout);
+        let idle = Arc::new(IdleRegistry::default());
         Ok(Arc::new(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
+            _sweeper: reuse::Sweeper::start(idle.clone()),
             engine,
             linker,
             cache,
             gate,
             layout,
             kv,
+            idle,
+            idle_per_app: pool.idle_per_app,
         }))
     }
 
@@ -108,6 +122,11 @@ impl Runtime {
     /// Pool slots in all.
     pub fn pool_instances(&self) -> u32 {
         self.gate.capacity() as u32
+    }
+
+    /// Pool slots held by idle instances of apps that reuse them.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.idle()
     }
 
     /// An app's shared state for its deployments, with this node's KV if it has one.
@@ -134,17 +153,21 @@ impl Runtime {
         app: Arc<AppShared>,
         wasm: &[u8],
     ) -> anyhow::Result<Arc<Deployment>> {
+        serving::check_reuse(wasm, app.reuse_requests.is_some()).map_err(anyhow::Error::msg)?;
         let (component, digest, origin) = self.cache.load(&self.engine, wasm)?;
         if origin == Origin::Compiled {
             // Compiling happened on this thread: hand its scratch memory back.
             crate::memory::release_unused();
         }
         let pre = linker::prelink(&self.linker, &component)?;
+        let idle = Arc::new(IdleInstances::new(app.reuse_requests, self.idle_per_app));
+        self.idle.register(&idle);
         Ok(Arc::new(Deployment {
             app,
             digest,
             origin,
             pre,
+            idle,
         }))
     }
 }

@@ -1,6 +1,6 @@
 //! JavaScript and TypeScript apps: esbuild bundles the app's module (and what it imports from
 //! its node_modules) with the SDK's `serve`, and componentize-js turns the bundle into a
-//! component of the SDK's `js-handler` world, on the StarlingMonkey engine. Both are pinned in
+//! component of the app's world (see `world.rs`), on the StarlingMonkey engine. Both are pinned in
 //! guest-sdk/js/toolchain (package.json and its lockfile) and installed with `npm ci` on first
 //! use. Intermediate files go to `.outpost/build/` in the app's directory.
 
@@ -10,8 +10,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use super::{sdk, tools};
-use crate::config::AppSpec;
+use super::{sdk, tools, world};
+use crate::config::{AppSpec, Language};
 
 /// Where the app's module is looked for when neither `[build] entry` nor package.json's
 /// `main` says.
@@ -24,8 +24,6 @@ pub const DEFAULT_ENTRIES: &[&str] = &[
     "index.ts",
     "index.js",
 ];
-
-const WORLD: &str = "outpost:sdk/js-handler";
 
 /// Build the app; `Ok(false)` when the component was already up to date.
 pub fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
@@ -47,7 +45,12 @@ pub fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
     let entry_js = work.join("entry.js");
     std::fs::write(
         &entry_js,
-        entry_module(&entry, &sdk_module, &spec.settings.kv_namespaces),
+        entry_module(
+            &entry,
+            &sdk.join("js/src"),
+            &spec.settings.kv_namespaces,
+            spec.settings.reuse_requests.is_some(),
+        ),
     )
     .with_context(|| format!("writing {}", entry_js.display()))?;
 
@@ -77,21 +80,36 @@ pub fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
     fingerprint.update(&bundled);
     fingerprint.update(sdk::digest());
     fingerprint.update(sdk::file("js/toolchain/package-lock.json"));
+    fingerprint.update(world::world(
+        Language::Js,
+        !spec.settings.kv_namespaces.is_empty(),
+    ));
     let stamp = tools::Stamp::new(&work, &spec.component, hex::encode(fingerprint.finalize()));
     if stamp.is_current(&spec.component) {
         return Ok(false);
     }
 
     // componentize-js reads the WIT inside a WASI sandbox that sees only the working folder.
-    sdk::copy_wit(&work.join("wit"))?;
+    let kv = !spec.settings.kv_namespaces.is_empty();
+    let reuse = spec.settings.reuse_requests.is_some();
+    world::write(&work.join("wit"), Language::Js, kv)?;
     let mut componentize = Command::new("node");
     componentize
         .arg(toolchain.join("node_modules/@bytecodealliance/componentize-js/src/cli.js"))
-        .args(["--wit", "wit", "--world-name", WORLD, "--out"])
+        .args(["--wit", "wit", "--world-name", world::WORLD, "--out"])
         .arg(absolute(&spec.component)?)
         .arg("bundle.js")
         .current_dir(&work);
     tools::run(&mut componentize, "componentize-js")?;
+    if !reuse {
+        // StarlingMonkey's fetch event answers one request per instance: say so, so the node
+        // refuses this component for an app that reuses instances.
+        let mut wasm = std::fs::read(&spec.component)
+            .with_context(|| format!("reading {}", spec.component.display()))?;
+        crate::runtime::mark_one_request_per_instance(&mut wasm);
+        std::fs::write(&spec.component, wasm)
+            .with_context(|| format!("writing {}", spec.component.display()))?;
+    }
     stamp.record()?;
     Ok(true)
 }
@@ -185,18 +203,45 @@ fn install_app_dependencies(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The module esbuild starts from: the app's module served by the SDK. A module without a
-/// default export may register its own `fetch` listener (Service Worker syntax).
-fn entry_module(app: &Path, sdk: &Path, namespaces: &[String]) -> String {
+/// The module esbuild starts from: the app's module served by the SDK (in `sdk`, its `src/`).
+/// A fresh instance per request is served by StarlingMonkey's fetch event (its native request
+/// path); an app that reuses instances exports the SDK's own incoming handler instead, since
+/// the fetch event serves one request per instance. The KV binding is imported only for an app
+/// with KV namespaces, whose world has the KV interfaces. A module without a default export may
+/// register its own `fetch` listener (Service Worker syntax).
+fn entry_module(app: &Path, sdk: &Path, namespaces: &[String], reuse: bool) -> String {
     let quote = |p: &Path| serde_json::to_string(&p.display().to_string()).expect("a string");
+    let (kv_import, kv_option) = if namespaces.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            format!(
+                "import {{ KVNamespace }} from {};\n",
+                quote(&sdk.join("kv.js"))
+            ),
+            ", KVNamespace".to_string(),
+        )
+    };
+    let options = format!(
+        "{{ kvNamespaces: {}{kv_option} }}",
+        serde_json::to_string(namespaces).expect("strings")
+    );
+    let serve = if reuse {
+        format!(
+            "import {{ incomingHandler as handlerFor }} from {};\n\
+             export const incomingHandler = handlerFor(app.default, {options});\n",
+            quote(&sdk.join("handler.js"))
+        )
+    } else {
+        format!(
+            "import {{ serve }} from {};\nserve(app.default, {options});\n",
+            quote(&sdk.join("index.js"))
+        )
+    };
     format!(
         "// Generated by `outpost build`: the app's module, served by the Outpost SDK.\n\
-         import * as app from {app};\n\
-         import {{ serve }} from {sdk};\n\
-         serve(app.default, {{ kvNamespaces: {namespaces} }});\n",
+         import * as app from {app};\n{kv_import}{serve}",
         app = quote(app),
-        sdk = quote(sdk),
-        namespaces = serde_json::to_string(namespaces).expect("strings"),
     )
 }
 
@@ -215,16 +260,43 @@ mod tests {
 
     #[test]
     fn the_entry_module_serves_the_apps_default_export_with_its_namespaces() {
+        let sdk = Path::new("/tools/sdk/x/js/src");
         let text = entry_module(
             Path::new("/app/src/index.ts"),
-            Path::new("/tools/sdk/x/js/src/index.js"),
+            sdk,
             &["counter".into(), "flags".into()],
+            false,
         );
         assert!(
             text.contains(r#"import * as app from "/app/src/index.ts";"#),
             "{text}"
         );
         assert!(text.contains(r#"import { serve } from "/tools/sdk/x/js/src/index.js";"#));
-        assert!(text.contains(r#"serve(app.default, { kvNamespaces: ["counter","flags"] });"#));
+        assert!(text.contains(r#"import { KVNamespace } from "/tools/sdk/x/js/src/kv.js";"#));
+        assert!(text.contains(
+            r#"serve(app.default, { kvNamespaces: ["counter","flags"], KVNamespace });"#
+        ));
+        let plain = entry_module(Path::new("/app/index.js"), sdk, &[], false);
+        assert!(!plain.contains("kv.js"), "{plain}");
+        assert!(
+            plain.contains("serve(app.default, { kvNamespaces: [] });"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn an_app_that_reuses_instances_exports_the_sdks_handler() {
+        let sdk = Path::new("/tools/sdk/x/js/src");
+        let reused = entry_module(Path::new("/app/index.js"), sdk, &[], true);
+        assert!(
+            reused.contains(
+                r#"import { incomingHandler as handlerFor } from "/tools/sdk/x/js/src/handler.js";"#
+            ),
+            "{reused}"
+        );
+        assert!(reused.contains(
+            "export const incomingHandler = handlerFor(app.default, { kvNamespaces: [] });"
+        ));
+        assert!(!reused.contains("serve("), "{reused}");
     }
 }

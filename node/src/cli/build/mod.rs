@@ -10,6 +10,7 @@ mod python;
 mod rust;
 mod sdk;
 mod tools;
+mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

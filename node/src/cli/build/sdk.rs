@@ -46,25 +46,6 @@ pub fn unpack(tools: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Copy the SDK's `wit/` folder to `target` (a build's work folder), replacing what is there.
-pub fn copy_wit(target: &Path) -> anyhow::Result<()> {
-    if target.exists() {
-        std::fs::remove_dir_all(target)
-            .with_context(|| format!("removing {}", target.display()))?;
-    }
-    for (path, contents) in FILES {
-        if let Some(relative) = path.strip_prefix("wit/") {
-            let file = target.join(relative);
-            if let Some(parent) = file.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&file, contents)
-                .with_context(|| format!("writing {}", file.display()))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +56,7 @@ mod tests {
             "wit/world.wit",
             "wit/deps/wasi-http-0.2.10.wit",
             "js/src/index.js",
+            "js/src/kv.js",
             "js/toolchain/package-lock.json",
             "python/outpost/__init__.py",
             "python/outpost/serve.py",
@@ -82,7 +64,6 @@ mod tests {
             assert!(!file(path).is_empty(), "{path}");
         }
         let world = std::str::from_utf8(file("wit/world.wit")).unwrap();
-        assert!(world.contains("world js-handler"));
-        assert!(world.contains("world python-handler"));
+        assert!(world.contains("world extras"));
     }
 }
