@@ -32,6 +32,10 @@ impl ComponentCache {
             .with_context(|| format!("creating the compile cache directory {}", dir.display()))?;
         let mut hasher = Sha256Hasher::default();
         engine.precompile_compatibility_hash().hash(&mut hasher);
+        // Settings that shape the artifact but that wasmtime's hash leaves out.
+        engine
+            .get_memory_guaranteed_dense_image_size()
+            .hash(&mut hasher);
         let engine_tag = hex::encode(&hasher.0.finalize()[..8]);
         Ok(ComponentCache {
             dir: dir.to_path_buf(),

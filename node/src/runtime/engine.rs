@@ -50,6 +50,11 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, Config, Pool
         .wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
+        // JavaScript and Python components pre-initialize their engine's heap into data
+        // segments of 10-30 MB spread over the memory; past wasmtime's 16 MiB default such a
+        // sparse image is not made and every instantiation copies the segments. Any image up
+        // to the largest memory an instance may have is made (and mapped copy-on-write).
+        .memory_guaranteed_dense_image_size(pool.max_memory_bytes)
         .memory_reservation(layout.memory_reservation)
         .memory_guard_size(address_space::MEMORY_GUARD_BYTES)
         .memory_reservation_for_growth(0)

@@ -5,6 +5,7 @@
 //!
 //! Run it through `loadtest/run`, which installs and builds what it needs.
 
+mod cpu;
 mod systems;
 mod write;
 
@@ -16,8 +17,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use outpost_load::Report;
 
-use systems::BenchApp::{Hello, KvCounter};
-use systems::{Server, Tools};
+use systems::BenchApp::{Guest, Hello, KvCounter};
+use systems::{Lang, Server, Tools};
 
 #[derive(Parser, Clone)]
 #[command(name = "outpost-bench")]
@@ -40,6 +41,9 @@ pub struct Args {
     /// Connections for the memory-under-load run.
     #[arg(long, default_value_t = 1000)]
     many: usize,
+    /// Connections for the JavaScript and Python rows.
+    #[arg(long, default_value_t = 16)]
+    guest_connections: usize,
     /// The wasmtime CLI to compare with.
     #[arg(long)]
     wasmtime: PathBuf,
@@ -134,17 +138,7 @@ impl Subject {
                 false,
             ),
             Subject::WasmtimeTuned => (
-                systems::wasmtime(
-                    tools,
-                    "wasmtime-tuned",
-                    &[
-                        "pooling-allocator",
-                        "pooling-decommit-batch-size=64",
-                        "pooling-memory-keep-resident=4194304",
-                        "pooling-table-keep-resident=4194304",
-                        "pooling-pagemap-scan=auto",
-                    ],
-                )?,
+                systems::wasmtime(tools, "wasmtime-tuned", &WASMTIME_BEST)?,
                 false,
             ),
             Subject::BareHttps => (systems::bare(tools)?, true),
@@ -179,31 +173,163 @@ impl Subject {
     }
 }
 
-/// Run `outpost-load` against `url` and parse its JSON report.
-pub fn load(
+/// A row of the large-guest table: a JavaScript or Python hello on Outpost (a fresh instance
+/// per request, or reused instances) or on `wasmtime serve` at its best settings, all over
+/// plain HTTP (the only protocol `wasmtime serve` speaks).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuestSubject {
+    Outpost { lang: Lang, reuse: bool },
+    Wasmtime(Lang),
+}
+
+impl GuestSubject {
+    pub const ALL: [GuestSubject; 6] = [
+        GuestSubject::Outpost {
+            lang: Lang::Js,
+            reuse: false,
+        },
+        GuestSubject::Outpost {
+            lang: Lang::Js,
+            reuse: true,
+        },
+        GuestSubject::Wasmtime(Lang::Js),
+        GuestSubject::Outpost {
+            lang: Lang::Python,
+            reuse: false,
+        },
+        GuestSubject::Outpost {
+            lang: Lang::Python,
+            reuse: true,
+        },
+        GuestSubject::Wasmtime(Lang::Python),
+    ];
+
+    pub fn lang(self) -> Lang {
+        match self {
+            GuestSubject::Outpost { lang, .. } | GuestSubject::Wasmtime(lang) => lang,
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            GuestSubject::Outpost { reuse: false, .. } => {
+                "Outpost, a fresh instance per request (the default)".into()
+            }
+            GuestSubject::Outpost { reuse: true, .. } => {
+                "Outpost, `[instance] reuse = true`".into()
+            }
+            GuestSubject::Wasmtime(_) => {
+                "wasmtime serve -S cli -S config, the tuned row's -O settings".into()
+            }
+        }
+    }
+
+    fn start(self, tools: &Tools) -> anyhow::Result<(Server, String)> {
+        let server = match self {
+            GuestSubject::Outpost { lang, reuse } => systems::outpost(
+                tools,
+                &format!("outpost-{lang:?}-{reuse}"),
+                Guest(lang, reuse),
+                4096,
+                // One data directory for these rows: its compile cache is content-addressed,
+                // so each component is compiled once per run.
+                &tools.work.join("data-guests"),
+            )?,
+            GuestSubject::Wasmtime(lang) => systems::wasmtime_serving(
+                tools,
+                &format!("wasmtime-{lang:?}"),
+                &WASMTIME_BEST,
+                &["cli", "config"],
+                lang.component(&tools.guests, false),
+            )?,
+        };
+        let url = server.http.clone().context("plain listener")?;
+        Ok((server, url))
+    }
+}
+
+/// `wasmtime serve`'s best `-O` settings found here (its tuned row).
+const WASMTIME_BEST: [&str; 5] = [
+    "pooling-allocator",
+    "pooling-decommit-batch-size=64",
+    "pooling-memory-keep-resident=4194304",
+    "pooling-table-keep-resident=4194304",
+    "pooling-pagemap-scan=auto",
+];
+
+/// One measured run: the load generator's report, its command line, and the server's CPU time
+/// per answered request over the measured span (µs).
+pub struct Measured {
+    pub report: Report,
+    pub shown: String,
+    pub cpu_us: f64,
+    /// Outpost only: instances created per request, and their mean instantiation time (µs).
+    pub instantiations: Option<(f64, f64)>,
+}
+
+/// Warm `server` up at `url`, then load it for the measured span, counting its CPU time.
+pub fn measure(
+    tools: &Tools,
+    args: &Args,
+    server: &Server,
+    url: &str,
+    connections: usize,
+    extra: &[String],
+) -> anyhow::Result<Measured> {
+    if args.warmup > 0.0 {
+        run_load(tools, args, url, connections, args.warmup, extra)?;
+    }
+    let before = cpu::process_tree_seconds(server.pid());
+    let instantiated = systems::instantiations(server);
+    let (report, shown) = run_load(tools, args, url, connections, args.duration, extra)?;
+    let spent = cpu::process_tree_seconds(server.pid()) - before;
+    let requests = report.requests.max(1) as f64;
+    let instantiations = match (instantiated, systems::instantiations(server)) {
+        (Some((count0, sum0)), Some((count1, sum1))) => {
+            let created = count1 - count0;
+            let mean_us = if created > 0.0 {
+                (sum1 - sum0) * 1e6 / created
+            } else {
+                0.0
+            };
+            Some((created / requests, mean_us))
+        }
+        _ => None,
+    };
+    Ok(Measured {
+        cpu_us: spent * 1e6 / requests,
+        report,
+        shown,
+        instantiations,
+    })
+}
+
+/// Run `outpost-load` against `url` for `duration` seconds and parse its JSON report.
+fn run_load(
     tools: &Tools,
     args: &Args,
     url: &str,
+    connections: usize,
+    duration: f64,
     extra: &[String],
 ) -> anyhow::Result<(Report, String)> {
     let mut command = Command::new(tools.bin_dir.join("outpost-load"));
     command
         .arg(url)
-        .args(["--connections", &args.connections.to_string()])
+        .args(["--connections", &connections.to_string()])
         .args(["--threads", &args.threads.to_string()])
-        .args(["--duration", &args.duration.to_string()])
-        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--duration", &duration.to_string()])
+        .args(["--warmup", "0"])
         .arg("--ca")
         .arg(tools.work.join("certs/ca.pem"))
         .arg("--json")
         .args(extra);
     let shown = format!(
-        "outpost-load {url} --connections {} --threads {} --duration {} --warmup {} --ca ca.pem {}",
-        args.connections,
+        "outpost-load {url} --connections {connections} --threads {} --duration {duration} --ca ca.pem {} \
+         (after a {} s warm-up run)",
         args.threads,
-        args.duration,
-        args.warmup,
-        extra.join(" ")
+        extra.join(" "),
+        args.warmup
     );
     let output = command.output().context("running outpost-load")?;
     if !output.status.success() {
@@ -213,7 +339,7 @@ pub fn load(
         );
     }
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    Ok((report_from_json(&report)?, shown.trim().to_string()))
+    Ok((report_from_json(&report)?, shown))
 }
 
 fn report_from_json(value: &serde_json::Value) -> anyhow::Result<Report> {
@@ -237,10 +363,43 @@ fn report_from_json(value: &serde_json::Value) -> anyhow::Result<Report> {
     })
 }
 
+/// A subject's runs, one per round.
+pub struct Row<S> {
+    pub subject: S,
+    pub reports: Vec<Report>,
+    /// Server CPU µs per request, per round.
+    pub cpu_us: Vec<f64>,
+    /// Instances the node created per request and the mean instantiation time (µs), per round
+    /// (Outpost only).
+    pub instantiations: Vec<(f64, f64)>,
+}
+
+impl<S> Row<S> {
+    fn new(subject: S) -> Self {
+        Row {
+            subject,
+            reports: Vec::new(),
+            cpu_us: Vec::new(),
+            instantiations: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, measured: &Measured) {
+        self.reports.push(measured.report.clone());
+        self.cpu_us.push(measured.cpu_us);
+        if let Some(instantiations) = measured.instantiations {
+            self.instantiations.push(instantiations);
+        }
+    }
+}
+
 /// Everything measured in one run of the harness.
 pub struct Results {
-    pub throughput: Vec<(Subject, Vec<Report>)>,
-    pub commands: Vec<(Subject, String)>,
+    pub throughput: Vec<Row<Subject>>,
+    pub guests: Vec<Row<GuestSubject>>,
+    /// (language, reuse) -> (cached restart: load ms, first request µs).
+    pub guest_cold: Vec<((Lang, bool), u64, u64)>,
+    pub commands: Vec<(String, String)>,
     pub half_rate: Option<(f64, Report, String)>,
     pub cold_compiled_ms: u64,
     pub cold_compiled_first_us: u64,
@@ -262,35 +421,74 @@ fn main() -> anyhow::Result<()> {
     let tools = setup(&args)?;
     eprintln!("outpost-bench: work directory {}", tools.work.display());
 
-    let mut throughput: Vec<(Subject, Vec<Report>)> =
-        Subject::ALL.iter().map(|s| (*s, Vec::new())).collect();
+    let mut throughput: Vec<Row<Subject>> = Subject::ALL.iter().map(|s| Row::new(*s)).collect();
+    let mut guests: Vec<Row<GuestSubject>> =
+        GuestSubject::ALL.iter().map(|s| Row::new(*s)).collect();
     let mut commands = Vec::new();
     for round in 0..args.rounds {
-        for (subject, reports) in throughput.iter_mut() {
-            let (server, url) = subject.start(&tools)?;
-            let (report, shown) = load(&tools, &args, &url, &[])?;
+        for row in throughput.iter_mut() {
+            let (server, url) = row.subject.start(&tools)?;
+            let measured = measure(&tools, &args, &server, &url, args.connections, &[])?;
             eprintln!(
-                "round {} {:<70} {:>9.0} req/s  p99 {:>6} us  errors {}",
+                "round {} {:<70} {:>9.0} req/s  p99 {:>6} us  cpu {:>6.1} us/req  errors {}",
                 round + 1,
-                subject.label(),
-                report.rps,
-                report.latency_us.p99,
-                report.error_count()
+                row.subject.label(),
+                measured.report.rps,
+                measured.report.latency_us.p99,
+                measured.cpu_us,
+                measured.report.error_count()
             );
             if round == 0 {
-                commands.push((*subject, shown));
+                commands.push((format!("{:?}", row.subject), measured.shown.clone()));
             }
-            reports.push(report);
+            row.record(&measured);
+            drop(server);
+        }
+        for row in guests.iter_mut() {
+            let (server, url) = row.subject.start(&tools)?;
+            let measured = measure(&tools, &args, &server, &url, args.guest_connections, &[])?;
+            eprintln!(
+                "round {} {:<12} {:<58} {:>9.0} req/s  p99 {:>6} us  cpu {:>7.1} us/req  errors {}",
+                round + 1,
+                format!("{:?}", row.subject.lang()),
+                row.subject.label(),
+                measured.report.rps,
+                measured.report.latency_us.p99,
+                measured.cpu_us,
+                measured.report.error_count()
+            );
+            if round == 0 {
+                commands.push((format!("{:?}", row.subject), measured.shown.clone()));
+            }
+            row.record(&measured);
             drop(server);
         }
     }
 
+    // Cached cold start of the JavaScript and Python hellos: the rows above compiled them into
+    // this data directory's cache, so a start now loads from it.
+    let mut guest_cold = Vec::new();
+    for lang in [Lang::Js, Lang::Python] {
+        for reuse in [false, true] {
+            let dir = tools.work.join("data-guests");
+            let (ms, first_us, _) = cold_start(&tools, Guest(lang, reuse), &dir)?;
+            guest_cold.push(((lang, reuse), ms, first_us));
+        }
+    }
+
     // Latency at half of Outpost's peak, open loop.
-    let peak = median(throughput[0].1.iter().map(|r| r.rps).collect());
+    let peak = median(throughput[0].reports.iter().map(|r| r.rps).collect());
     let half_rate = if peak > 0.0 {
         let (server, url) = Subject::OutpostHttps.start(&tools)?;
         let rate = (peak / 2.0).round();
-        let (report, shown) = load(&tools, &args, &url, &["--rate".into(), rate.to_string()])?;
+        let Measured { report, shown, .. } = measure(
+            &tools,
+            &args,
+            &server,
+            &url,
+            args.connections,
+            &["--rate".into(), rate.to_string()],
+        )?;
         eprintln!(
             "open loop at {rate} req/s: p50 {} p99 {} us",
             report.latency_us.p50, report.latency_us.p99
@@ -304,9 +502,10 @@ fn main() -> anyhow::Result<()> {
     // Cold start: a never-compiled component, then a restart that loads it from the cache.
     let cold_dir = tools.work.join("data-cold");
     let _ = std::fs::remove_dir_all(&cold_dir);
-    let (cold_compiled_ms, cold_compiled_first_us, idle_rss_kib) = cold_start(&tools, &cold_dir)?;
+    let (cold_compiled_ms, cold_compiled_first_us, idle_rss_kib) =
+        cold_start(&tools, Hello, &cold_dir)?;
     let (cold_cached_ms, cold_cached_first_us, idle_rss_cached_kib) =
-        cold_start(&tools, &cold_dir)?;
+        cold_start(&tools, Hello, &cold_dir)?;
 
     // Memory and errors with many connections at once.
     let many = {
@@ -320,11 +519,7 @@ fn main() -> anyhow::Result<()> {
             }
             peak
         });
-        let many_args = Args {
-            connections: args.many,
-            ..args.clone()
-        };
-        let (report, shown) = load(&tools, &many_args, &url, &[])?;
+        let Measured { report, shown, .. } = measure(&tools, &args, &server, &url, args.many, &[])?;
         drop(server);
         let peak = sampler.join().unwrap_or(0);
         eprintln!(
@@ -339,6 +534,8 @@ fn main() -> anyhow::Result<()> {
 
     let results = Results {
         throughput,
+        guests,
+        guest_cold,
         commands,
         half_rate,
         cold_compiled_ms,
@@ -357,9 +554,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Start Outpost on `data`, and return (deploy ms from its log, first request µs, idle RSS KiB).
-fn cold_start(tools: &Tools, data: &Path) -> anyhow::Result<(u64, u64, u64)> {
-    let server = systems::outpost(tools, "outpost-cold", Hello, 4096, data)?;
+/// Start Outpost serving `app` on `data`, and return (deploy ms from its log, first request µs,
+/// idle RSS KiB).
+fn cold_start(
+    tools: &Tools,
+    app: systems::BenchApp,
+    data: &Path,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let server = systems::outpost(tools, "outpost-cold", app, 4096, data)?;
     let deploy_ms = server
         .output()
         .lines()
@@ -421,6 +623,8 @@ fn setup(args: &Args) -> anyhow::Result<Tools> {
     let work = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    eprintln!("outpost-bench: building the JavaScript and Python hellos (outpost build)");
+    let guests = systems::build_guests(&bin_dir, &repo, &work)?;
     let certs = work.join("certs");
     let ca = outpost_node::pki::CertAuthority::create(&certs, "ca", "outpost-bench CA")?;
     let (cert, key) = ca.issue(
@@ -434,6 +638,7 @@ fn setup(args: &Args) -> anyhow::Result<Tools> {
         bin_dir,
         hello,
         kv_counter,
+        guests,
         wasmtime: args.wasmtime.clone(),
         nginx: systems::find_program("nginx", &["/usr/sbin/nginx"])?,
         cert,

@@ -129,11 +129,106 @@ pub struct Tools {
     pub bin_dir: PathBuf,
     pub hello: PathBuf,
     pub kv_counter: PathBuf,
+    /// The JavaScript and Python hellos (loadtest/apps), built by `outpost build` with and
+    /// without instance reuse.
+    pub guests: Guests,
     pub wasmtime: PathBuf,
     pub nginx: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub work: PathBuf,
+}
+
+/// The JavaScript and Python hello components, each built for a fresh instance per request and
+/// for instance reuse.
+pub struct Guests {
+    pub js_fresh: PathBuf,
+    pub js_reuse: PathBuf,
+    pub py_fresh: PathBuf,
+    pub py_reuse: PathBuf,
+}
+
+/// A language of the large-guest rows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lang {
+    Js,
+    Python,
+}
+
+impl Lang {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::Js => "JavaScript (componentize-js 0.23.0)",
+            Lang::Python => "Python (componentize-py 0.25.1)",
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Lang::Js => "js-hello",
+            Lang::Python => "py-hello",
+        }
+    }
+
+    pub fn component(self, guests: &Guests, reuse: bool) -> &Path {
+        match (self, reuse) {
+            (Lang::Js, false) => &guests.js_fresh,
+            (Lang::Js, true) => &guests.js_reuse,
+            (Lang::Python, false) => &guests.py_fresh,
+            (Lang::Python, true) => &guests.py_reuse,
+        }
+    }
+}
+
+/// Build loadtest/apps/{js,py}-hello twice each into `work` with `outpost build`.
+pub fn build_guests(bin_dir: &Path, repo: &Path, work: &Path) -> anyhow::Result<Guests> {
+    let build = |lang: Lang, reuse: bool| -> anyhow::Result<PathBuf> {
+        let source = repo.join("loadtest/apps").join(lang.dir());
+        let dir = work.join("apps").join(format!(
+            "{}-{}",
+            lang.dir(),
+            if reuse { "reuse" } else { "fresh" }
+        ));
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&source)? {
+            let path = entry?.path();
+            let target = dir.join(path.file_name().context("file name")?);
+            if path.is_dir() {
+                std::fs::create_dir_all(&target)?;
+                for inner in std::fs::read_dir(&path)? {
+                    let inner = inner?.path();
+                    std::fs::copy(&inner, target.join(inner.file_name().context("name")?))?;
+                }
+            } else {
+                std::fs::copy(&path, &target)?;
+            }
+        }
+        if reuse {
+            let manifest = dir.join("outpost.toml");
+            let text = std::fs::read_to_string(&manifest)?;
+            std::fs::write(&manifest, format!("{text}\n[instance]\nreuse = true\n"))?;
+        }
+        let output = Command::new(bin_dir.join("outpost"))
+            .args(["build", "--path"])
+            .arg(&dir)
+            .output()
+            .context("running outpost build")?;
+        if !output.status.success() {
+            bail!(
+                "outpost build {} failed:\n{}{}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(dir.join("dist").join(format!("{}.wasm", lang.dir())))
+    };
+    Ok(Guests {
+        js_fresh: build(Lang::Js, false)?,
+        js_reuse: build(Lang::Js, true)?,
+        py_fresh: build(Lang::Python, false)?,
+        py_reuse: build(Lang::Python, true)?,
+    })
 }
 
 /// The app an Outpost run serves.
@@ -143,10 +238,34 @@ pub enum BenchApp {
     Hello,
     /// `examples/kv-counter` with its `counter` namespace, on the node's embedded KV.
     KvCounter,
+    /// A JavaScript or Python hello, with or without instance reuse.
+    Guest(Lang, bool),
 }
 
 impl BenchApp {
-    fn manifest(self, tools: &Tools) -> (&'static str, String) {
+    fn manifest(self, tools: &Tools) -> (String, String) {
+        match self {
+            BenchApp::Guest(lang, reuse) => {
+                let name = format!("{}-{}", lang.dir(), if reuse { "reuse" } else { "fresh" });
+                let manifest = format!(
+                    "name = \"{name}\"\ncomponent = {:?}\nroutes = [\"*\"]\n{}",
+                    lang.component(&tools.guests, reuse).display().to_string(),
+                    if reuse {
+                        "[instance]\nreuse = true\n"
+                    } else {
+                        ""
+                    }
+                );
+                (name, manifest)
+            }
+            app => {
+                let (name, manifest) = app.fixed_manifest(tools);
+                (name.to_string(), manifest)
+            }
+        }
+    }
+
+    fn fixed_manifest(self, tools: &Tools) -> (&'static str, String) {
         match self {
             BenchApp::Hello => (
                 "hello",
@@ -163,6 +282,7 @@ impl BenchApp {
                     tools.kv_counter.display().to_string()
                 ),
             ),
+            BenchApp::Guest(..) => unreachable!("guests have their own manifest"),
         }
     }
 }
@@ -188,6 +308,7 @@ pub fn outpost(
              [listen]\nhttps = \"127.0.0.1:0\"\nplain = \"127.0.0.1:0\"\n\
              [[tls.certs]]\nhosts = [\"localhost\"]\ncert = {:?}\nkey = {:?}\n\
              [pool]\nkeep_resident_kb = {keep_resident_kb}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
              [log]\nrequests = false\n",
             data_dir.display().to_string(),
             app_dir.display().to_string(),
@@ -211,6 +332,34 @@ pub fn outpost(
     })
 }
 
+/// Outpost's admin address (for /metrics), from its start-up line.
+pub fn admin_addr(server: &Server) -> Option<SocketAddr> {
+    let output = server.output();
+    let line = output.lines().find(|l| l.contains(" serving "))?;
+    word(after(line, "admin=Some(")?)?.parse().ok()
+}
+
+/// The node's instantiation histogram from its /metrics: (instances created, seconds in all).
+pub fn instantiations(server: &Server) -> Option<(f64, f64)> {
+    use std::io::{Read, Write};
+    let addr = admin_addr(server)?;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+    };
+    Some((
+        value("outpost_instantiate_duration_seconds_count")?,
+        value("outpost_instantiate_duration_seconds_sum")?,
+    ))
+}
+
 fn port(addr: &str) -> Option<u16> {
     addr.parse::<SocketAddr>().ok().map(|a| a.port())
 }
@@ -232,14 +381,28 @@ pub fn bare(tools: &Tools) -> anyhow::Result<Server> {
     })
 }
 
-/// `wasmtime serve` with the given `-O` options.
+/// `wasmtime serve` on `examples/hello` with the given `-O` options.
 pub fn wasmtime(tools: &Tools, label: &str, options: &[&str]) -> anyhow::Result<Server> {
+    wasmtime_serving(tools, label, options, &[], &tools.hello)
+}
+
+/// `wasmtime serve` on `component` with the given `-O` and `-S` options.
+pub fn wasmtime_serving(
+    tools: &Tools,
+    label: &str,
+    options: &[&str],
+    wasi: &[&str],
+    component: &Path,
+) -> anyhow::Result<Server> {
     let mut command = Command::new(&tools.wasmtime);
     command.args(["serve", "--addr", "127.0.0.1:0"]);
     for option in options {
         command.args(["-O", option]);
     }
-    command.arg(&tools.hello);
+    for option in wasi {
+        command.args(["-S", option]);
+    }
+    command.arg(component);
     start(label, command, |out| {
         let rest = after(out, "Serving HTTP on http://")?;
         let addr = port(rest.split('/').next()?)?;

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::{Args, Results, Subject, median};
+use crate::systems::Lang;
+use crate::{Args, GuestSubject, Results, Row, Subject, median};
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -42,20 +43,10 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 pub fn markdown(args: &Args, r: &Results) -> String {
-    let rps = |s: Subject| {
-        r.throughput
-            .iter()
-            .find(|(x, _)| *x == s)
-            .map(|(_, reports)| median(reports.iter().map(|x| x.rps).collect()))
-            .unwrap_or(0.0)
-    };
-    let p99 = |s: Subject| {
-        r.throughput
-            .iter()
-            .find(|(x, _)| *x == s)
-            .map(|(_, reports)| median(reports.iter().map(|x| x.latency_us.p99 as f64).collect()))
-            .unwrap_or(0.0)
-    };
+    let row = |s: Subject| r.throughput.iter().find(|x| x.subject == s);
+    let rps = |s: Subject| row(s).map(median_rps).unwrap_or(0.0);
+    let p99 = |s: Subject| row(s).map(median_p99).unwrap_or(0.0);
+    let cpu = |s: Subject| row(s).map(|x| median(x.cpu_us.clone())).unwrap_or(0.0);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let outpost = rps(Subject::OutpostHttps);
     let outpost_http = rps(Subject::OutpostHttp);
@@ -88,27 +79,29 @@ pub fn markdown(args: &Args, r: &Results) -> String {
         md,
         "{} connections, HTTP/1.1 keep-alive, {} generator thread(s) (`outpost-load`). Outpost \
          runs with its per-request log lines off (`[log] requests = false`), as nginx runs with \
-         `access_log off`; its Prometheus metrics stay on.\n",
+         `access_log off`; its Prometheus metrics stay on. CPU per request is the server's \
+         user + system time over the measured span (after a separate warm-up run; nginx's workers \
+         included) divided by the requests it answered: the load generator shares the two cores, \
+         so this is the steadier figure.\n",
         args.connections, args.threads
     );
+    table(&mut md, &r.throughput, |s| s.label().to_string());
+
     let _ = writeln!(
         md,
-        "| system | req/s (median) | p50 µs | p99 µs | errors | req/s per round |"
+        "\nCPU per request against the targets: Outpost HTTPS {:.1} µs, `wasmtime serve` at its best \
+         {:.1} µs ({:.2}x leaner; target 3x), nginx HTTPS {:.1} µs (Outpost {:.2}x heavier; target 2.5x).",
+        cpu(Subject::OutpostHttps),
+        cpu(Subject::WasmtimeTuned).min(cpu(Subject::WasmtimeReference)),
+        ratio(
+            cpu(Subject::WasmtimeTuned).min(cpu(Subject::WasmtimeReference)),
+            cpu(Subject::OutpostHttps)
+        ),
+        cpu(Subject::NginxHttps),
+        ratio(cpu(Subject::OutpostHttps), cpu(Subject::NginxHttps)),
     );
-    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | --- |");
-    for (subject, reports) in &r.throughput {
-        let rounds: Vec<String> = reports.iter().map(|x| format!("{:.0}", x.rps)).collect();
-        let _ = writeln!(
-            md,
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {} |",
-            subject.label(),
-            median(reports.iter().map(|x| x.rps).collect()),
-            median(reports.iter().map(|x| x.latency_us.p50 as f64).collect()),
-            p99(*subject),
-            reports.iter().map(|x| x.error_count()).sum::<u64>(),
-            rounds.join(", ")
-        );
-    }
+
+    guests(&mut md, args, r);
 
     let _ = writeln!(md, "\n## Against the targets\n");
     let _ = writeln!(md, "| target | measured | |");
@@ -264,11 +257,150 @@ pub fn markdown(args: &Args, r: &Results) -> String {
     let _ = writeln!(md, "Each row's load (the URL differs per system):\n");
     let _ = writeln!(md, "```text");
     for (subject, shown) in &r.commands {
-        let _ = writeln!(md, "{:<12} {shown}", format!("{subject:?}"));
+        let _ = writeln!(md, "{subject:<12} {shown}");
     }
     if let Some((_, _, shown)) = &r.half_rate {
         let _ = writeln!(md, "{:<12} {shown}", "HalfRate");
     }
     let _ = writeln!(md, "```");
     md
+}
+
+fn median_rps<S>(row: &Row<S>) -> f64 {
+    median(row.reports.iter().map(|x| x.rps).collect())
+}
+
+fn median_p99<S>(row: &Row<S>) -> f64 {
+    median(
+        row.reports
+            .iter()
+            .map(|x| x.latency_us.p99 as f64)
+            .collect(),
+    )
+}
+
+/// A throughput table: one line per row, medians over rounds.
+fn table<S>(md: &mut String, rows: &[Row<S>], label: impl Fn(&S) -> String) {
+    let _ = writeln!(
+        md,
+        "| system | req/s (median) | p50 µs | p99 µs | CPU µs/req | errors | req/s per round |"
+    );
+    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for row in rows {
+        let rounds: Vec<String> = row
+            .reports
+            .iter()
+            .map(|x| format!("{:.0}", x.rps))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
+            label(&row.subject),
+            median_rps(row),
+            median(
+                row.reports
+                    .iter()
+                    .map(|x| x.latency_us.p50 as f64)
+                    .collect()
+            ),
+            median_p99(row),
+            median(row.cpu_us.clone()),
+            row.reports.iter().map(|x| x.error_count()).sum::<u64>(),
+            rounds.join(", ")
+        );
+    }
+}
+
+/// The JavaScript and Python section: each language's hello on Outpost (fresh and reused
+/// instances) beside `wasmtime serve` on the very same fresh-built component.
+fn guests(md: &mut String, args: &Args, r: &Results) {
+    let _ = writeln!(md, "\n## JavaScript and Python handlers\n");
+    let _ = writeln!(
+        md,
+        "`loadtest/apps/js-hello` and `loadtest/apps/py-hello`, built by `outpost build` (so with \
+         the pinned componentize-js and componentize-py), each twice: for a fresh instance per \
+         request, and with `[instance] reuse = true`. `wasmtime serve` runs the fresh-built \
+         component (the one without reuse, which is a plain proxy component) at its best settings. \
+         {} connections, plain HTTP on every system. \"Instances per request\" and \"instantiate \
+         µs\" come from the node's `outpost_instantiate_duration_seconds` histogram over the run.\n",
+        args.guest_connections
+    );
+    for lang in [Lang::Js, Lang::Python] {
+        let rows: Vec<&Row<GuestSubject>> = r
+            .guests
+            .iter()
+            .filter(|x| x.subject.lang() == lang)
+            .collect();
+        let _ = writeln!(md, "### {}\n", lang.name());
+        let _ = writeln!(
+            md,
+            "| system | req/s (median) | p50 µs | p99 µs | CPU µs/req | instances per request | instantiate µs | errors |"
+        );
+        let _ = writeln!(
+            md,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for row in &rows {
+            let (per_request, mean_us) = if row.instantiations.is_empty() {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (
+                    format!(
+                        "{:.3}",
+                        median(row.instantiations.iter().map(|i| i.0).collect())
+                    ),
+                    format!(
+                        "{:.0}",
+                        median(row.instantiations.iter().map(|i| i.1).collect())
+                    ),
+                )
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {per_request} | {mean_us} | {} |",
+                row.subject.label(),
+                median_rps(row),
+                median(
+                    row.reports
+                        .iter()
+                        .map(|x| x.latency_us.p50 as f64)
+                        .collect()
+                ),
+                median_p99(row),
+                median(row.cpu_us.clone()),
+                row.reports.iter().map(|x| x.error_count()).sum::<u64>(),
+            );
+        }
+        let find = |wanted: GuestSubject| rows.iter().find(|x| x.subject == wanted);
+        let wasmtime = find(GuestSubject::Wasmtime(lang))
+            .map(|x| median_rps(x))
+            .unwrap_or(0.0);
+        for reuse in [false, true] {
+            let outpost = find(GuestSubject::Outpost { lang, reuse })
+                .map(|x| median_rps(x))
+                .unwrap_or(0.0);
+            let ratio = if wasmtime > 0.0 {
+                outpost / wasmtime
+            } else {
+                0.0
+            };
+            let cold = r
+                .guest_cold
+                .iter()
+                .find(|((l, re), _, _)| *l == lang && *re == reuse)
+                .map(|(_, ms, us)| format!("; restart from the compile cache: {ms} ms to load, {:.2} ms for the first request", *us as f64 / 1000.0))
+                .unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "\n- {}: **{ratio:.2}x** `wasmtime serve` (target 3x: {}){cold}.",
+                if reuse {
+                    "Reused instances"
+                } else {
+                    "Fresh instances"
+                },
+                verdict(ratio >= 3.0)
+            );
+        }
+        let _ = writeln!(md);
+    }
 }
