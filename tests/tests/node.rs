@@ -1,86 +1,15 @@
 //! `outpost node --config node.toml` end to end: several apps, host and path routes, real PEM
 //! certificates picked by SNI, HTTP limits, pool admission, graceful shutdown, config errors.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use outpost_tests::client::request;
-use outpost_tests::{Client, Outpost, Proto, TempDir, TestCa, wasm};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use outpost_tests::{NodeDir, Outpost, Proto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Fleet {
-    dir: TempDir,
-    ca: TestCa,
-}
-
-impl Fleet {
-    fn new(label: &str) -> Fleet {
-        Fleet {
-            dir: TempDir::new(label),
-            ca: TestCa::new(),
-        }
-    }
-
-    fn app(&self, name: &str, guest: &str, routes: &[&str], extra: &str) -> PathBuf {
-        let routes = routes
-            .iter()
-            .map(|r| format!("{r:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.dir
-            .write(
-                &format!("apps/{name}/outpost.toml"),
-                format!(
-                    "name = \"{name}\"\ncomponent = \"{}\"\nroutes = [{routes}]\n{extra}",
-                    wasm(guest).display()
-                ),
-            )
-            .parent()
-            .unwrap()
-            .to_path_buf()
-    }
-
-    /// A node.toml serving `apps`, with certificates for a.test (and *.a.test) and b.test.
-    fn config(&self, apps: &[PathBuf], extra: &str) -> PathBuf {
-        self.config_named("node.toml", apps, extra)
-    }
-
-    fn config_named(&self, file: &str, apps: &[PathBuf], extra: &str) -> PathBuf {
-        let (a_cert, a_key) = self.ca.issue(self.dir.path(), "a", &["a.test", "*.a.test"]);
-        let (b_cert, b_key) = self.ca.issue(self.dir.path(), "b", &["b.test"]);
-        let apps = apps
-            .iter()
-            .map(|a| format!("{:?}", a.display().to_string()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.dir.write(
-            file,
-            format!(
-                "name = \"test-node\"\ndata_dir = \"data\"\napps = [{apps}]\n\
-                 [listen]\nhttps = \"127.0.0.1:0\"\n\
-                 [[tls.certs]]\nhosts = [\"a.test\", \"*.a.test\"]\ncert = {a_cert:?}\nkey = {a_key:?}\n\
-                 [[tls.certs]]\nhosts = [\"b.test\"]\ncert = {b_cert:?}\nkey = {b_key:?}\n{extra}"
-            ),
-        )
-    }
-
-    fn start(&self, config: &Path) -> (Outpost, Client) {
-        let node = Outpost::node(config).unwrap_or_else(|e| panic!("outpost node failed: {e:?}"));
-        let client = Client::new(node.addr, self.ca.pem());
-        (node, client)
-    }
-
-    fn cert_der(&self, name: &str) -> Vec<u8> {
-        let pem = std::fs::read(self.dir.path().join(format!("{name}.pem"))).unwrap();
-        CertificateDer::from_pem_slice(&pem).unwrap().to_vec()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_by_host_and_path_with_a_certificate_per_host() {
-    let fleet = Fleet::new("routes");
+    let fleet = NodeDir::new("routes");
     let apps = [
         fleet.app("hello", "hello", &["a.test", "*.a.test"], ""),
         fleet.app("csv", "json-to-csv", &["a.test/convert"], ""),
@@ -153,7 +82,7 @@ async fn routes_by_host_and_path_with_a_certificate_per_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn guest_failures_do_not_leak_details_outside_dev() {
-    let fleet = Fleet::new("opaque");
+    let fleet = NodeDir::new("opaque");
     let apps = [fleet.app("probe", "probe", &["*"], "")];
     let (node, client) = fleet.start(&fleet.config(&apps, ""));
     let reply = client
@@ -176,7 +105,7 @@ async fn guest_failures_do_not_leak_details_outside_dev() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_headers_and_silent_clients_are_disconnected() {
-    let fleet = Fleet::new("slow");
+    let fleet = NodeDir::new("slow");
     let apps = [fleet.app("hello", "hello", &["*"], "")];
     let (_node, client) = fleet.start(&fleet.config(&apps, "[http]\nheader_timeout_ms = 500\n"));
 
@@ -210,7 +139,7 @@ async fn slow_headers_and_silent_clients_are_disconnected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_are_refused() {
-    let fleet = Fleet::new("headers");
+    let fleet = NodeDir::new("headers");
     let apps = [fleet.app("hello", "hello", &["*"], "")];
     let (_node, client) = fleet.start(&fleet.config(&apps, "[http]\nmax_header_kb = 8\n"));
 
@@ -232,7 +161,7 @@ async fn oversized_headers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_pool_answers_503_with_retry_after() {
-    let fleet = Fleet::new("busy");
+    let fleet = NodeDir::new("busy");
     let apps = [fleet.app("probe", "probe", &["*"], "[limits]\ntimeout_ms = 5000\n")];
     let config = fleet.config(
         &apps,
@@ -282,7 +211,7 @@ async fn a_full_pool_answers_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_requests_in_flight_then_exits() {
-    let fleet = Fleet::new("drain");
+    let fleet = NodeDir::new("drain");
     let apps = [fleet.app("probe", "probe", &["*"], "")];
     let (node, client) = fleet.start(&fleet.config(&apps, ""));
 
@@ -316,7 +245,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
 
 #[test]
 fn config_errors_name_the_file_and_the_field() {
-    let fleet = Fleet::new("config-errors");
+    let fleet = NodeDir::new("config-errors");
     let good_app = fleet.app("hello", "hello", &["*"], "");
     let configs = [
         (

@@ -3,8 +3,11 @@
 //! With async wasmtime, guest code runs inside `Future::poll` of the call; while the guest waits
 //! on a fetch or on the client's body the future is pending and no time is charged. So
 //! [`Metered`] adds up the time spent inside `poll`, and the epoch deadline callback
-//! ([`CpuClock::on_deadline`]) compares that total with the budget: under it, the deadline is
-//! pushed out by the remainder; over it, the guest traps with [`CpuLimitExceeded`].
+//! ([`CpuClock::on_deadline`]) compares that total with the budget: over it, the guest traps
+//! with [`CpuLimitExceeded`]; under it, the guest gives its worker thread back (a tokio yield,
+//! so every other task on that worker runs first) and the deadline is set again, at most
+//! [`YIELD_SLICE`] of CPU ahead. A guest that computes for seconds thus runs in slices of a
+//! few milliseconds, still charged for every one, and never holds a worker thread.
 
 use std::fmt;
 use std::future::Future;
@@ -17,6 +20,9 @@ use std::time::{Duration, Instant};
 use wasmtime::UpdateDeadline;
 
 use super::engine::EPOCH_TICK;
+
+/// The most CPU a guest runs for before it yields its worker thread.
+pub const YIELD_SLICE: Duration = Duration::from_millis(2);
 
 /// The trap raised when a request uses up its CPU budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,19 +77,23 @@ impl CpuClock {
 
     /// The epoch deadline to set before the first call.
     pub fn initial_ticks(&self) -> u64 {
-        ticks_for(self.budget)
+        ticks_for(self.budget.min(YIELD_SLICE))
     }
 
-    /// The epoch deadline callback: extend by what is left, or trap.
+    /// The epoch deadline callback: trap past the budget, else yield the worker and run on
+    /// for the next slice.
     pub fn on_deadline(&self) -> wasmtime::Result<UpdateDeadline> {
         let used = self.used(true);
         if used >= self.budget {
-            Err(wasmtime::Error::new(CpuLimitExceeded {
+            return Err(wasmtime::Error::new(CpuLimitExceeded {
                 budget: self.budget,
-            }))
-        } else {
-            Ok(UpdateDeadline::Continue(ticks_for(self.budget - used)))
+            }));
         }
+        let next = ticks_for((self.budget - used).min(YIELD_SLICE));
+        Ok(UpdateDeadline::YieldCustom(
+            next,
+            Box::pin(tokio::task::yield_now()),
+        ))
     }
 
     fn now(&self) -> u64 {
@@ -138,13 +148,21 @@ mod tests {
     }
 
     #[test]
-    fn deadline_extends_while_budget_remains_then_traps() {
+    fn deadline_yields_in_slices_while_budget_remains_then_traps() {
         let clock = CpuClock::new(Duration::from_millis(30));
+        assert_eq!(clock.initial_ticks(), ticks_for(YIELD_SLICE));
         clock.used.store(10_000_000, Ordering::Relaxed);
         clock.slice_start.store(clock.now(), Ordering::Relaxed);
         match clock.on_deadline().unwrap() {
-            UpdateDeadline::Continue(ticks) => assert!((1..=20).contains(&ticks), "{ticks}"),
-            _ => panic!("expected Continue"),
+            UpdateDeadline::YieldCustom(ticks, _) => {
+                assert!((1..=ticks_for(YIELD_SLICE)).contains(&ticks), "{ticks}")
+            }
+            _ => panic!("expected a yield"),
+        }
+        clock.used.store(29_500_000, Ordering::Relaxed);
+        match clock.on_deadline().unwrap() {
+            UpdateDeadline::YieldCustom(ticks, _) => assert_eq!(ticks, 1),
+            _ => panic!("expected a yield"),
         }
         clock.used.store(31_000_000, Ordering::Relaxed);
         let Err(err) = clock.on_deadline() else {

@@ -72,6 +72,9 @@ impl<T> IdleInstances<T> {
 
     /// The most recently used idle instance (its pages are the likeliest to be warm).
     pub fn take(&self) -> Option<Idle<T>> {
+        if !self.enabled() {
+            return None;
+        }
         self.lock().pop()
     }
 
