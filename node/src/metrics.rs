@@ -34,6 +34,8 @@ pub struct Metrics {
     pub pool_slots_in_use: IntGauge,
     pub tls_handshakes: IntCounter,
     pub tls_handshake_failures: IntCounterVec,
+    pub connections_closed: IntCounterVec,
+    pub connections_refused: IntCounterVec,
     pub kv_reads: IntCounterVec,
     pub kv_writes: IntCounterVec,
     pub kv_applied_version: IntGauge,
@@ -144,6 +146,16 @@ impl Metrics {
             tls_handshake_failures: r.counter_vec(
                 "outpost_tls_handshake_failures_total",
                 "TLS handshakes that failed, by reason (error, timeout)",
+                &["reason"],
+            ),
+            connections_closed: r.counter_vec(
+                "outpost_connections_closed_total",
+                "Connections the node closed for a deadline (no_first_request, idle)",
+                &["reason"],
+            ),
+            connections_refused: r.counter_vec(
+                "outpost_connections_refused_total",
+                "Connections refused at accept (per_client: the client's cap was reached)",
                 &["reason"],
             ),
             kv_reads: r.counter_vec(

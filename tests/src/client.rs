@@ -46,6 +46,8 @@ impl Reply {
 pub struct Client {
     addr: SocketAddr,
     roots: Arc<rustls::RootCertStore>,
+    /// The local address to connect from (another loopback address is another client).
+    source: Option<std::net::IpAddr>,
 }
 
 /// An open connection that can carry several requests (one at a time on HTTP/1.1, many at
@@ -65,7 +67,41 @@ impl Client {
         Client {
             addr,
             roots: Arc::new(roots),
+            source: None,
         }
+    }
+
+    /// The same client, connecting from `source` (e.g. 127.0.0.2: another client to the server).
+    pub fn from_source(&self, source: std::net::IpAddr) -> Self {
+        Client {
+            source: Some(source),
+            ..self.clone()
+        }
+    }
+
+    /// A TCP connection to the server (from the source address, if set).
+    pub async fn tcp(&self) -> anyhow::Result<TcpStream> {
+        match self.source {
+            None => TcpStream::connect(self.addr).await.context("connecting"),
+            Some(source) => {
+                let socket = match source {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(self.addr).await.context("connecting")
+            }
+        }
+    }
+
+    /// A bare TLS stream that offered only `alpn` (say `b"h2"`), for tests that write raw bytes
+    /// or none at all.
+    pub async fn tls_alpn(
+        &self,
+        server_name: &str,
+        alpn: &[u8],
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.handshake(server_name, alpn).await
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -106,7 +142,7 @@ impl Client {
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
         config.alpn_protocols = vec![alpn.to_vec()];
-        let tcp = TcpStream::connect(self.addr).await.context("connecting")?;
+        let tcp = self.tcp().await?;
         let name = ServerName::try_from(server_name.to_string())?;
         TlsConnector::from(Arc::new(config))
             .connect(name, tcp)

@@ -49,6 +49,18 @@ impl NodeDir {
     }
 
     pub fn config_named(&self, file: &str, apps: &[PathBuf], extra: &str) -> PathBuf {
+        self.config_listening(file, apps, "", extra)
+    }
+
+    /// As [`NodeDir::config_named`], with `listen` added to the `[listen]` table (say
+    /// `plain = "127.0.0.1:0"`).
+    pub fn config_listening(
+        &self,
+        file: &str,
+        apps: &[PathBuf],
+        listen: &str,
+        extra: &str,
+    ) -> PathBuf {
         let (a_cert, a_key) = self.ca.issue(self.dir.path(), "a", &["a.test", "*.a.test"]);
         let (b_cert, b_key) = self.ca.issue(self.dir.path(), "b", &["b.test"]);
         let apps = apps
@@ -60,7 +72,7 @@ impl NodeDir {
             file,
             format!(
                 "name = \"test-node\"\ndata_dir = \"data\"\napps = [{apps}]\n\
-                 [listen]\nhttps = \"127.0.0.1:0\"\n\
+                 [listen]\nhttps = \"127.0.0.1:0\"\n{listen}\n\
                  [[tls.certs]]\nhosts = [\"a.test\", \"*.a.test\"]\ncert = {a_cert:?}\nkey = {a_key:?}\n\
                  [[tls.certs]]\nhosts = [\"b.test\"]\ncert = {b_cert:?}\nkey = {b_key:?}\n{extra}"
             ),

@@ -89,6 +89,8 @@ pub struct Outpost {
     pub ca: Option<PathBuf>,
     /// For `outpost node`: the admin listener (`/metrics`, `/healthz`, `/readyz`), if any.
     pub admin: Option<SocketAddr>,
+    /// For `outpost node`: the plain-HTTP serving listener (`[listen] plain`), if any.
+    pub plain: Option<SocketAddr>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -100,6 +102,7 @@ struct Ready {
     cluster: Option<SocketAddr>,
     ca: Option<PathBuf>,
     admin: Option<SocketAddr>,
+    plain: Option<SocketAddr>,
 }
 
 impl Default for Ready {
@@ -110,6 +113,7 @@ impl Default for Ready {
             cluster: None,
             ca: None,
             admin: None,
+            plain: None,
         }
     }
 }
@@ -127,6 +131,7 @@ fn json_serving_line(line: &str) -> Option<Ready> {
         addr: value["https"].as_str()?.parse().ok()?,
         redirect: some("http_redirect"),
         admin: some("admin"),
+        plain: some("plain"),
         ..Ready::default()
     })
 }
@@ -211,6 +216,7 @@ impl Outpost {
                 addr,
                 redirect: some("http_redirect"),
                 admin: some("admin"),
+                plain: some("plain"),
                 ..Ready::default()
             })
         })
@@ -293,6 +299,7 @@ impl Outpost {
                 cluster,
                 ca,
                 admin,
+                plain,
             }) = found
             {
                 return Ok(Outpost {
@@ -302,6 +309,7 @@ impl Outpost {
                     cluster,
                     ca,
                     admin,
+                    plain,
                     stdout,
                     stderr,
                 });

@@ -84,3 +84,113 @@ async fn a_spinning_guest_does_not_hold_a_worker_thread() {
         .unwrap();
     assert_eq!(stopped.status, 503, "{}", stopped.text());
 }
+
+/// Connections that negotiate HTTP/2 (or reach the plain listener) and never send anything are
+/// closed at the first-request deadline, so they cannot hold every connection slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_of_any_protocol_cannot_lock_clients_out() {
+    let node_dir = NodeDir::new("silent-h2");
+    let apps = [node_dir.app("hello", "hello", &["*"], "")];
+    let config = node_dir.config_listening(
+        "node.toml",
+        &apps,
+        "plain = \"127.0.0.1:0\"",
+        "[http]\nmax_connections = 8\nheader_timeout_ms = 1000\nmax_connections_per_client = 0\n",
+    );
+    let (node, client) = node_dir.start(&config);
+    let plain = node.plain.expect("a plain listener");
+
+    // Take every slot: TLS connections that agree to h2 and send no preface, and plain TCP
+    // connections that send nothing for the protocol sniffing to see.
+    let mut silent = Vec::new();
+    for i in 0..8 {
+        if i % 2 == 0 {
+            silent.push(Box::new(client.tls_alpn("a.test", b"h2").await.unwrap())
+                as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+        } else {
+            silent.push(Box::new(
+                tokio::net::TcpStream::connect(plain).await.unwrap(),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.send("a.test", Proto::H2, get("/")),
+    )
+    .await
+    .expect("locked out behind silent connections")
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut connection in silent {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), connection.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a silent connection was left open");
+    }
+}
+
+/// An HTTP/2 connection that has had no request in flight for the idle timeout is closed, its
+/// keep-alive pings notwithstanding.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed() {
+    let node_dir = NodeDir::new("idle-h2");
+    let apps = [node_dir.app("hello", "hello", &["*"], "")];
+    let (node, client) =
+        node_dir.start(&node_dir.config(&apps, "[http]\nidle_timeout_ms = 1000\n"));
+    let (mut conn, _) = client.connect("a.test", Proto::H2).await.unwrap();
+    assert_eq!(conn.send("a.test", get("/")).await.unwrap().status, 200);
+    assert_eq!(conn.send("a.test", get("/")).await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        conn.send("a.test", get("/")).await.is_err(),
+        "the idle connection still carried a request\n{}",
+        node.stderr()
+    );
+}
+
+/// One client address holds at most `max_connections_per_client` connections; other clients
+/// are still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_take_every_connection() {
+    let node_dir = NodeDir::new("per-client");
+    let apps = [node_dir.app("hello", "hello", &["*"], "")];
+    let (_node, client) = node_dir.start(&node_dir.config(
+        &apps,
+        "[http]\nmax_connections_per_client = 4\nheader_timeout_ms = 10000\n",
+    ));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(client.tcp().await.unwrap());
+    }
+    // The fifth from the same address is closed at once.
+    let mut fifth = client.tcp().await.unwrap();
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let closed = tokio::time::timeout(Duration::from_secs(2), fifth.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a fifth connection from one client was kept"
+    );
+    // Another client (another loopback address) is served.
+    let other = client.from_source("127.0.0.2".parse().unwrap());
+    let reply = other.send("a.test", Proto::H1, get("/")).await.unwrap();
+    assert_eq!(reply.status, 200);
+    drop(held);
+    // Places come back when connections close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        client
+            .send("a.test", Proto::H1, get("/"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}

@@ -62,6 +62,13 @@ pub struct HttpSettings {
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// How long a connection may sit with no request in flight before it is closed, whatever
+    /// its protocol (HTTP/2 pings do not count). Its first request must come within
+    /// `header_timeout`.
+    pub idle_timeout: Duration,
+    /// Open connections from one client address (an IPv6 client's /64); 0: no cap (behind a
+    /// balancer every connection comes from it).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpSettings {
@@ -71,6 +78,8 @@ impl Default for HttpSettings {
             max_header_bytes: 64 << 10,
             drain_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_client: 256,
         }
     }
 }
@@ -217,6 +226,8 @@ pub(super) struct HttpFile {
     max_header_kb: Option<u64>,
     drain_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections_per_client: Option<u64>,
 }
 
 impl NodeConfig {
@@ -537,6 +548,20 @@ pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError>
             1,
             1_000_000,
             d.max_connections as u64,
+        )? as usize,
+        idle_timeout: Duration::from_millis(bounded(
+            file.idle_timeout_ms,
+            "idle_timeout_ms",
+            100,
+            3_600_000,
+            ms(d.idle_timeout),
+        )?),
+        max_connections_per_client: bounded(
+            file.max_connections_per_client,
+            "max_connections_per_client",
+            0,
+            1_000_000,
+            d.max_connections_per_client as u64,
         )? as usize,
     })
 }

@@ -1,6 +1,11 @@
 //! Accepting connections: TLS with a handshake deadline, HTTP/1.1 or HTTP/2 by ALPN, and a
 //! graceful drain on shutdown.
 //!
+//! Every connection, whatever its protocol, must bring its first request within the header
+//! timeout and is closed after the idle timeout with no request in flight (see `activity`): a
+//! client that opens connections and sends nothing cannot hold them. One client address holds at
+//! most `max_connections_per_client` of them (see `client_cap`).
+//!
 //! On shutdown a connection finishes what it is serving and closes (HTTP/1.1 with
 //! `connection: close`, HTTP/2 with GOAWAY). One that has not brought its first request yet gets
 //! a moment to do so: its client connected while the node was still accepting and has most
@@ -19,9 +24,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::activity::{Activity, TrackedBody, Verdict};
 use super::body::ResponseBody;
+use super::client_cap::{ClientCap, ClientSlot};
 use crate::config::HttpSettings;
 use crate::metrics::metrics;
+
+/// How long a connection closed for a deadline gets to say goodbye (HTTP/2 GOAWAY) before its
+/// socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Something that answers requests: the edge itself, or the HTTP-to-HTTPS redirect.
 pub trait Handler: Send + Sync + 'static {
@@ -86,14 +97,15 @@ pub async fn serve<H: Handler>(
 ) {
     // One permit per open connection: the drain waits until all are back.
     let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let clients = ClientCap::new(settings.max_connections_per_client);
     let settings = Arc::new(settings);
     loop {
         let accepted = tokio::select! {
             biased;
             _ = wait_for_shutdown(&mut shutdown) => break,
-            accepted = accept(&listener, &connections) => accepted,
+            accepted = accept(&listener, &connections, &clients) => accepted,
         };
-        let Some((stream, permit)) = accepted else {
+        let Some((stream, permit, slot)) = accepted else {
             continue;
         };
         let (handler, settings, tls, shutdown) = (
@@ -104,6 +116,7 @@ pub async fn serve<H: Handler>(
         );
         tokio::spawn(async move {
             serve_connection(stream, tls, handler, &settings, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -144,12 +157,21 @@ impl FirstRequest {
 async fn accept(
     listener: &TcpListener,
     connections: &Arc<Semaphore>,
-) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    clients: &Arc<ClientCap>,
+) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit, ClientSlot)> {
     let permit = connections.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
-        Ok((stream, _)) => {
+        Ok((stream, peer)) => {
+            let Some(slot) = clients.admit(peer.ip()) else {
+                // Closed at once: this client already holds its share of connections.
+                metrics()
+                    .connections_refused
+                    .with_label_values(&["per_client"])
+                    .inc();
+                return None;
+            };
             let _ = stream.set_nodelay(true);
-            Some((stream, permit))
+            Some((stream, permit, slot))
         }
         Err(err) => {
             // Out of file descriptors and the like: back off instead of spinning.
@@ -167,12 +189,18 @@ async fn serve_connection<H: Handler>(
     settings: &HttpSettings,
     shutdown: ShutdownSignal,
 ) {
+    let activity = Activity::new();
     let Some(tls) = tls else {
         let first = Arc::new(FirstRequest::default());
-        let service = service(handler.clone(), http::uri::Scheme::HTTP, first.clone());
+        let service = service(
+            handler.clone(),
+            http::uri::Scheme::HTTP,
+            first.clone(),
+            activity.clone(),
+        );
         let builder = builder(settings, Protocol::Detect);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        drive(connection, first, shutdown).await;
+        drive(connection, first, activity, settings, shutdown).await;
         return;
     };
     let handshakes = &metrics().tls_handshakes;
@@ -197,22 +225,48 @@ async fn serve_connection<H: Handler>(
         _ => Protocol::Http1,
     };
     let first = Arc::new(FirstRequest::default());
-    let service = service(handler.clone(), http::uri::Scheme::HTTPS, first.clone());
+    let service = service(
+        handler.clone(),
+        http::uri::Scheme::HTTPS,
+        first.clone(),
+        activity.clone(),
+    );
     let builder = builder(settings, protocol);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
-    drive(connection, first, shutdown).await;
+    drive(connection, first, activity, settings, shutdown).await;
 }
 
-/// Serve a connection to its end; on shutdown, let it finish gracefully (see the module doc).
-async fn drive<C>(connection: C, first: Arc<FirstRequest>, mut shutdown: ShutdownSignal)
-where
+/// Serve a connection to its end, closing it at its deadlines; on shutdown, let it finish
+/// gracefully (see the module doc).
+async fn drive<C>(
+    connection: C,
+    first: Arc<FirstRequest>,
+    activity: Arc<Activity>,
+    settings: &HttpSettings,
+    mut shutdown: ShutdownSignal,
+) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
     tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => Some(ended),
-        _ = wait_for_shutdown(&mut shutdown) => None,
+    let (first_request, idle) = (settings.header_timeout, settings.idle_timeout);
+    let ended = loop {
+        let check = tokio::time::sleep(activity.next_check(first_request, idle));
+        tokio::select! {
+            ended = connection.as_mut() => break Some(ended),
+            _ = wait_for_shutdown(&mut shutdown) => break None,
+            _ = check => {
+                let reason = match activity.verdict(first_request, idle) {
+                    Verdict::Keep => continue,
+                    Verdict::NoFirstRequest => "no_first_request",
+                    Verdict::Idle => "idle",
+                };
+                metrics().connections_closed.with_label_values(&[reason]).inc();
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await;
+                return;
+            }
+        }
     };
     let ended = match ended {
         Some(ended) => ended,
@@ -247,20 +301,28 @@ fn handshake_failed(reason: &str) {
         .inc();
 }
 
+type Tracked = TrackedBody<ResponseBody>;
+
 fn service<H: Handler>(
     handler: Arc<H>,
     scheme: http::uri::Scheme,
     first: Arc<FirstRequest>,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
-    Response = http::Response<ResponseBody>,
+    Response = http::Response<Tracked>,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send,
+    Future = impl Future<Output = Result<http::Response<Tracked>, Infallible>> + Send,
 > + Clone {
     service_fn(move |request: http::Request<Incoming>| {
         first.mark();
+        // In flight until the response body is done.
+        let in_flight = activity.begin();
         let handler = handler.clone();
         let scheme = scheme.clone();
-        async move { Ok::<_, Infallible>(handler.handle(request, scheme).await) }
+        async move {
+            let response = handler.handle(request, scheme).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+        }
     })
 }

@@ -1,7 +1,9 @@
 //! The HTTP front end: listeners, TLS, and the request path into the runtime.
 
+mod activity;
 pub mod body;
 pub mod cert_reload;
+mod client_cap;
 pub mod edge;
 pub mod handoff;
 pub mod listener;
