@@ -10,7 +10,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::model::Entry;
+use crate::model::{Entry, KeyInfo};
 use crate::ops::{WriteAck, WriteError, WriteOp, WriteOutcome};
 use crate::protocol::{Batch, decode, encode};
 
@@ -53,6 +53,14 @@ pub trait AuthorityStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError>;
+    /// The same keys as [`AuthorityStore::list`], without their values.
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError>;
 }
 
 pub struct Authority<S> {
@@ -91,6 +99,17 @@ impl<S: AuthorityStore> Authority<S> {
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
         self.store.list(namespace, prefix, after, limit)
+    }
+
+    /// Keys of a namespace by prefix, without their values.
+    pub fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError> {
+        self.store.list_keys(namespace, prefix, after, limit)
     }
 
     /// Decide and commit `writes`, in order, with one durable commit. Returns each write's
@@ -316,6 +335,24 @@ impl AuthorityStore for MemoryAuthorityStore {
             prefix,
             after,
             limit,
+            Entry::clone,
+        ))
+    }
+
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError> {
+        Ok(crate::model::list_prefix(
+            &self.current,
+            namespace,
+            prefix,
+            after,
+            limit,
+            |entry: &Entry| KeyInfo::from(entry),
         ))
     }
 }
@@ -479,23 +516,22 @@ impl AuthorityStore for RedbAuthorityStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let txn = self.db.begin_read()?;
         let current = txn.open_table(CURRENT)?;
-        let start = after.map_or(prefix, |a| a.max(prefix));
-        let mut entries = Vec::new();
-        for item in current.range((namespace, start)..)? {
-            let (key, value) = item?;
-            let (ns, k) = key.value();
-            if ns != namespace || !k.starts_with(prefix) {
-                break;
-            }
-            if after.is_some_and(|a| k <= a) {
-                continue;
-            }
-            entries.push(decode_entry(value.value())?);
-            if entries.len() >= limit {
-                break;
-            }
-        }
-        Ok(entries)
+        crate::scan::scan_prefix(&current, namespace, prefix, after, limit, decode_entry)
+    }
+
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let current = txn.open_table(CURRENT)?;
+        crate::scan::scan_prefix(&current, namespace, prefix, after, limit, |bytes| {
+            crate::model::decode_key_info(bytes)
+                .map_err(|e| StorageError(format!("corrupt entry: {e}")))
+        })
     }
 }
 
@@ -571,6 +607,15 @@ mod tests {
         }
         fn compact(&mut self, through: u64) -> Result<(), StorageError> {
             (**self).compact(through)
+        }
+        fn list_keys(
+            &self,
+            n: &str,
+            p: &str,
+            a: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<KeyInfo>, StorageError> {
+            (**self).list_keys(n, p, a, l)
         }
         fn list(
             &self,

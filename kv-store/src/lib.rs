@@ -25,10 +25,11 @@ pub mod model;
 pub mod ops;
 pub mod protocol;
 pub mod replica;
+mod scan;
 
 pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};
 pub use follower::{Follower, FollowerConfig, Output, PeerId};
-pub use model::{Entry, LimitError, validate_key, validate_namespace};
+pub use model::{Entry, KeyInfo, LimitError, validate_key, validate_namespace};
 pub use ops::{OpResult, WriteAck, WriteError, WriteOp, WriteOutcome};
 pub use protocol::{Batch, FromOrigin, PeerMsg, ToOrigin};
 pub use replica::{MemoryReplica, RedbReplica, ReplicaStore};

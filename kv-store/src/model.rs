@@ -61,21 +61,82 @@ impl Entry {
 #[error("{0}")]
 pub struct LimitError(pub String);
 
+/// A key as a listing reports it: everything about its entry but the value, which a listing
+/// never reads (a value may be 25 MiB; a page has up to a thousand keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub key: String,
+    /// False for a tombstone.
+    pub present: bool,
+    pub metadata: Option<Vec<u8>>,
+    pub expires_at_ms: Option<u64>,
+    pub version: u64,
+}
+
+impl KeyInfo {
+    /// Whether the key reads as set at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.present && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+impl From<&Entry> for KeyInfo {
+    fn from(entry: &Entry) -> Self {
+        KeyInfo {
+            key: entry.key.clone(),
+            present: entry.value.is_some(),
+            metadata: entry.metadata.clone(),
+            expires_at_ms: entry.expires_at_ms,
+            version: entry.version,
+        }
+    }
+}
+
+/// An encoded [`Entry`] read in place: the value is looked at, not copied.
+#[derive(Deserialize)]
+struct EntryInPlace<'a> {
+    #[serde(borrow)]
+    _namespace: &'a str,
+    #[serde(borrow)]
+    key: &'a str,
+    #[serde(borrow)]
+    value: Option<&'a [u8]>,
+    #[serde(borrow)]
+    metadata: Option<&'a [u8]>,
+    expires_at_ms: Option<u64>,
+    version: u64,
+    _committed_at_us: u64,
+}
+
+/// The [`KeyInfo`] of an entry encoded with [`crate::protocol::encode`], without copying its
+/// value.
+pub fn decode_key_info(bytes: &[u8]) -> Result<KeyInfo, postcard::Error> {
+    let entry: EntryInPlace<'_> = postcard::from_bytes(bytes)?;
+    Ok(KeyInfo {
+        key: entry.key.to_string(),
+        present: entry.value.is_some(),
+        metadata: entry.metadata.map(<[u8]>::to_vec),
+        expires_at_ms: entry.expires_at_ms,
+        version: entry.version,
+    })
+}
+
 /// Up to `limit` values of `map` (keyed by namespace and key) in `namespace` whose keys start
-/// with `prefix`, in key order, after the key `after` if given: the listing every in-memory
-/// store shares.
-pub fn list_prefix<T: Clone>(
+/// with `prefix`, in key order, after the key `after` if given, each as `view` makes it: the
+/// listing every in-memory store shares.
+pub fn list_prefix<T, U>(
     map: &std::collections::BTreeMap<(String, String), T>,
     namespace: &str,
     prefix: &str,
     after: Option<&str>,
     limit: usize,
-) -> Vec<T> {
+    view: impl Fn(&T) -> U,
+) -> Vec<U> {
     map.range((namespace.to_string(), prefix.to_string())..)
         .take_while(|((ns, key), _)| ns == namespace && key.starts_with(prefix))
         .filter(|((_, key), _)| after.is_none_or(|a| key.as_str() > a))
         .take(limit)
-        .map(|(_, value)| value.clone())
+        .map(|(_, value)| view(value))
         .collect()
 }
 
@@ -171,5 +232,32 @@ mod tests {
         e.expires_at_ms = None;
         e.value = None;
         assert!(!e.is_live(0));
+    }
+}
+
+#[cfg(test)]
+mod key_info_tests {
+    use super::*;
+
+    #[test]
+    fn an_encoded_entry_gives_its_key_info_without_its_value() {
+        let entry = Entry {
+            namespace: "app/ns".into(),
+            key: "k".into(),
+            value: Some(vec![7; 1 << 20]),
+            metadata: Some(b"m".to_vec()),
+            expires_at_ms: Some(50),
+            version: 9,
+            committed_at_us: 1,
+        };
+        let info = decode_key_info(&crate::protocol::encode(&entry)).unwrap();
+        assert_eq!(info, KeyInfo::from(&entry));
+        assert!(info.is_live(49) && !info.is_live(50));
+        let tombstone = Entry {
+            value: None,
+            ..entry
+        };
+        let info = decode_key_info(&crate::protocol::encode(&tombstone)).unwrap();
+        assert!(!info.present && !info.is_live(0));
     }
 }

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::authority::StorageError;
-use crate::model::Entry;
+use crate::model::{Entry, KeyInfo};
 use crate::protocol::{decode, encode};
 
 /// A replica's storage. All methods take `&self`: request handlers read while the replication
@@ -37,6 +37,14 @@ pub trait ReplicaStore: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Arc<Entry>>, StorageError>;
+    /// The same keys as [`ReplicaStore::list`], without reading their values.
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError>;
 }
 
 /// For the simulation: a crash keeps what `apply` returned from.
@@ -120,6 +128,25 @@ impl ReplicaStore for MemoryReplica {
             prefix,
             after,
             limit,
+            Arc::clone,
+        ))
+    }
+
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError> {
+        let state = self.state.lock().unwrap();
+        Ok(crate::model::list_prefix(
+            &state.entries,
+            namespace,
+            prefix,
+            after,
+            limit,
+            |entry| KeyInfo::from(&**entry),
         ))
     }
 }
@@ -198,6 +225,10 @@ impl RedbReplica {
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
     decode(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
+}
+
+fn decode_key_info(bytes: &[u8]) -> Result<KeyInfo, StorageError> {
+    crate::model::decode_key_info(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
 }
 
 impl ReplicaStore for RedbReplica {
@@ -287,23 +318,21 @@ impl ReplicaStore for RedbReplica {
     ) -> Result<Vec<Arc<Entry>>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ENTRIES)?;
-        let start = after.map_or(prefix, |a| a.max(prefix));
-        let mut entries = Vec::new();
-        for item in table.range((namespace, start)..)? {
-            let (key, value) = item?;
-            let (ns, k) = key.value();
-            if ns != namespace || !k.starts_with(prefix) {
-                break;
-            }
-            if after.is_some_and(|a| k <= a) {
-                continue;
-            }
-            entries.push(Arc::new(decode_entry(value.value())?));
-            if entries.len() >= limit {
-                break;
-            }
-        }
-        Ok(entries)
+        crate::scan::scan_prefix(&table, namespace, prefix, after, limit, |bytes| {
+            decode_entry(bytes).map(Arc::new)
+        })
+    }
+
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENTRIES)?;
+        crate::scan::scan_prefix(&table, namespace, prefix, after, limit, decode_key_info)
     }
 }
 
@@ -357,6 +386,13 @@ mod tests {
             .map(|e| e.key.clone())
             .collect();
         assert_eq!(listed, vec!["b", "c"]);
+        // Listing keys alone gives the same keys and what stands beside them, not the values.
+        let keys = replica.list_keys("ns", "", Some("a"), 10).unwrap();
+        let full = replica.list("ns", "", Some("a"), 10).unwrap();
+        assert_eq!(
+            keys,
+            full.iter().map(|e| KeyInfo::from(&**e)).collect::<Vec<_>>()
+        );
         assert!(replica.get("other", "a").unwrap().is_none());
     }
 

@@ -25,6 +25,7 @@ use crate::kv::NodeKv;
 use crate::origin::kv::KvAuthority;
 use crate::runtime::{Deployment, Origin, Runtime};
 use crate::server::cert_reload::{ReloadingResolver, watch_certificates};
+use crate::server::front::FrontBuffering;
 use crate::server::handoff::{self, Inherited};
 use crate::server::tls::server_config;
 use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
@@ -224,6 +225,10 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         spec.expose_errors,
         spec.access_log,
         tap,
+        FrontBuffering::new(
+            spec.http.body_read_ahead_bytes,
+            spec.http.body_read_ahead_total_bytes,
+        ),
     ));
     serving.push(tokio::spawn(serve(
         https_listener,

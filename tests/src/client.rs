@@ -48,6 +48,8 @@ pub struct Client {
     roots: Arc<rustls::RootCertStore>,
     /// The local address to connect from (another loopback address is another client).
     source: Option<std::net::IpAddr>,
+    /// A small socket receive buffer, for a client that reads slowly.
+    recv_buffer: Option<u32>,
 }
 
 /// An open connection that can carry several requests (one at a time on HTTP/1.1, many at
@@ -68,6 +70,15 @@ impl Client {
             addr,
             roots: Arc::new(roots),
             source: None,
+            recv_buffer: None,
+        }
+    }
+
+    /// The same client, with a socket receive buffer of `bytes` (a small TCP window).
+    pub fn with_recv_buffer(&self, bytes: u32) -> Self {
+        Client {
+            recv_buffer: Some(bytes),
+            ..self.clone()
         }
     }
 
@@ -81,17 +92,21 @@ impl Client {
 
     /// A TCP connection to the server (from the source address, if set).
     pub async fn tcp(&self) -> anyhow::Result<TcpStream> {
-        match self.source {
-            None => TcpStream::connect(self.addr).await.context("connecting"),
-            Some(source) => {
-                let socket = match source {
-                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-                };
-                socket.bind(SocketAddr::new(source, 0))?;
-                socket.connect(self.addr).await.context("connecting")
-            }
+        if self.source.is_none() && self.recv_buffer.is_none() {
+            return TcpStream::connect(self.addr).await.context("connecting");
         }
+        let socket = if self.addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(source) = self.source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        if let Some(bytes) = self.recv_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        socket.connect(self.addr).await.context("connecting")
     }
 
     /// A bare TLS stream that offered only `alpn` (say `b"h2"`), for tests that write raw bytes

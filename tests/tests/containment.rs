@@ -194,3 +194,214 @@ async fn one_client_cannot_take_every_connection() {
         200
     );
 }
+
+/// Hello's requests all succeed, fast, while `attack` runs.
+async fn hello_stays_fast(client: &Client, label: &str) {
+    let seen = latencies(client, "a.test", "/", 10).await;
+    let slowest = seen.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_millis(800),
+        "{label}: hello's slowest request took {slowest:?}"
+    );
+}
+
+/// Clients that send their bodies a byte at a time hold their connections, not instances: the
+/// body is read ahead before the request takes one. (Every app may use the whole pool here,
+/// so only the read-ahead protects hello.)
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_request_bodies_hold_no_instance() {
+    use tokio::io::AsyncWriteExt;
+    let node_dir = NodeDir::new("slow-bodies");
+    let apps = [
+        node_dir.app("hello", "hello", &["a.test"], ""),
+        node_dir.app("probe", "probe", &["b.test"], "[limits]\nbody_kb = 64\n"),
+    ];
+    let (_node, client) = node_dir.start(&node_dir.config(
+        &apps,
+        "[pool]\ninstances = 16\napp_share_percent = 100\n[http]\nmax_connections_per_client = 0\n",
+    ));
+    let mut dribblers = Vec::new();
+    for _ in 0..16 {
+        let mut tls = client.tls("b.test").await.unwrap();
+        tls.write_all(b"POST /echo HTTP/1.1\r\nhost: b.test\r\ncontent-length: 1000\r\n\r\nx")
+            .await
+            .unwrap();
+        dribblers.push(tls);
+    }
+    let dribbling = tokio::spawn(async move {
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for tls in dribblers.iter_mut() {
+                let _ = tls.write_all(b"x").await;
+            }
+        }
+        dribblers
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hello_stays_fast(&client, "beside 16 dribbled bodies").await;
+    drop(dribbling.await);
+}
+
+/// One app with every request of its own busy cannot take the pool from another: it has its
+/// share (`app_share_percent`), and past it its requests wait and then get 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_app_cannot_take_the_whole_pool() {
+    let node_dir = NodeDir::new("app-share");
+    let apps = [
+        node_dir.app("hello", "hello", &["a.test"], ""),
+        node_dir.app(
+            "probe",
+            "probe",
+            &["b.test"],
+            "[limits]\ntimeout_ms = 10000\n",
+        ),
+    ];
+    let (_node, client) = node_dir.start(&node_dir.config(
+        &apps,
+        "[pool]\ninstances = 8\napp_share_percent = 50\nqueue_timeout_ms = 500\n",
+    ));
+    let sleepers: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .send("b.test", Proto::H1, get("/sleep?ms=2000"))
+                    .await
+                    .map(|r| r.status)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hello_stays_fast(&client, "beside an app holding its whole share").await;
+    let mut statuses = Vec::new();
+    for sleeper in sleepers {
+        statuses.push(sleeper.await.unwrap().unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 200, 503, 503, 503, 503],
+        "four ran (the share), four waited past the queue timeout"
+    );
+}
+
+/// An HTTP/2 client that reads its responses slowly (it gives the server no more flow-control
+/// window than the first 64 KiB) does not hold the guests that write them: a guest finishes into
+/// a bounded buffer on the node (about 576 KiB) and gives its instance back.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_readers_hold_no_instance() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let node_dir = NodeDir::new("slow-readers");
+    let apps = [
+        node_dir.app("hello", "hello", &["a.test"], ""),
+        node_dir.app(
+            "probe",
+            "probe",
+            &["b.test"],
+            "[limits]\ntimeout_ms = 20000\n",
+        ),
+    ];
+    let (_node, client) = node_dir.start(&node_dir.config(
+        &apps,
+        "[pool]\ninstances = 2\napp_share_percent = 100\nqueue_timeout_ms = 500\n",
+    ));
+    let tls = client.tls_alpn("b.test", b"h2").await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(1 << 20)
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Two responses of 400 KiB, on a pool of two instances, whose bodies nobody reads.
+    let mut unread = Vec::new();
+    for _ in 0..2 {
+        let request = http::Request::builder()
+            .uri("https://b.test/bytes?kb=400")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        unread.push(response);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    hello_stays_fast(&client, "beside two responses nobody reads").await;
+    drop(unread);
+}
+
+/// Every KV host call is bounded: a bulk read takes at most 100 keys and returns at most
+/// 32 MiB of values (the same large key asked for again and again is refused, not copied
+/// a hundred times), and one request makes at most 1,000 KV operations.
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_host_calls_are_bounded() {
+    use outpost_tests::client::request;
+    let data = outpost_tests::TempDir::new("kv-bounds");
+    let app = data
+        .write(
+            "probe/outpost.toml",
+            format!(
+                "name = \"probe\"\ncomponent = {:?}\n[limits]\nbody_kb = 2048\ncpu_ms = 5000\n\
+                 [kv]\nnamespaces = [\"data\"]\n",
+                outpost_tests::wasm("probe").display().to_string()
+            ),
+        )
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let node = outpost_tests::Outpost::dev(&[app.to_str().unwrap()], &data.path().join("dev"))
+        .unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
+    let client = Client::new(node.addr, &node.ca_pem());
+    let send = |method: &str, path: String, body: Vec<u8>| {
+        let client = client.clone();
+        let request = request(method, &path, body);
+        async move { client.send("localhost", Proto::H1, request).await.unwrap() }
+    };
+
+    let stored = send(
+        "POST",
+        "/kv/set?ns=data&key=big".into(),
+        vec![b'v'; 1 << 20],
+    )
+    .await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+
+    let many_keys: Vec<String> = (0..150).map(|i| format!("k{i}")).collect();
+    let refused = send(
+        "GET",
+        format!("/kv/get-many?ns=data&keys={}", many_keys.join(",")),
+        vec![],
+    )
+    .await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(
+        refused.text().contains("at most 100 keys"),
+        "{}",
+        refused.text()
+    );
+
+    let same = vec!["big"; 100].join(",");
+    let refused = send("GET", format!("/kv/get-many?ns=data&keys={same}"), vec![]).await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(
+        refused.text().contains("MiB of values"),
+        "{}",
+        refused.text()
+    );
+    let fine = send("GET", "/kv/get-many?ns=data&keys=big,big".into(), vec![]).await;
+    assert_eq!(fine.status, 200);
+
+    let refused = send(
+        "GET",
+        "/kv/time-get?ns=data&key=small&n=1500".into(),
+        vec![],
+    )
+    .await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(
+        refused.text().contains("1000 KV operations"),
+        "{}",
+        refused.text()
+    );
+    let fine = send("GET", "/kv/time-get?ns=data&key=small&n=900".into(), vec![]).await;
+    assert_eq!(fine.status, 200, "{}", fine.text());
+}

@@ -165,7 +165,7 @@ async fn a_full_pool_answers_503_with_retry_after() {
     let apps = [fleet.app("probe", "probe", &["*"], "[limits]\ntimeout_ms = 5000\n")];
     let config = fleet.config(
         &apps,
-        "[pool]\ninstances = 2\nqueue_timeout_ms = 100\nmax_queued = 10\n",
+        "[pool]\ninstances = 2\nqueue_timeout_ms = 100\nmax_queued = 10\napp_share_percent = 100\n",
     );
     let (_node, client) = fleet.start(&config);
 

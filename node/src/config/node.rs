@@ -33,6 +33,16 @@ pub struct PoolSettings {
     /// may keep between requests; each holds a pool slot and its memory. 0 turns reuse off on
     /// this node.
     pub idle_per_app: usize,
+    /// The share of `instances` one app may have running at once, in percent, so that one app
+    /// (its bug or its attacker) cannot take the whole pool from the others.
+    pub app_share_percent: u32,
+}
+
+impl PoolSettings {
+    /// How many instances one app may have running at once.
+    pub fn app_share(&self) -> usize {
+        ((u64::from(self.instances) * u64::from(self.app_share_percent)) / 100).max(1) as usize
+    }
 }
 
 impl Default for PoolSettings {
@@ -49,6 +59,7 @@ impl Default for PoolSettings {
             queue_timeout: Duration::from_millis(1000),
             max_queued: 1000,
             idle_per_app: 16,
+            app_share_percent: 50,
         }
     }
 }
@@ -69,6 +80,10 @@ pub struct HttpSettings {
     /// Open connections from one client address (an IPv6 client's /64); 0: no cap (behind a
     /// balancer every connection comes from it).
     pub max_connections_per_client: usize,
+    /// How much of a request's body is read before it takes an instance (so a slow client
+    /// holds no guest while it sends that much), and how much all requests may hold so at once.
+    pub body_read_ahead_bytes: usize,
+    pub body_read_ahead_total_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -80,6 +95,8 @@ impl Default for HttpSettings {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(60),
             max_connections_per_client: 256,
+            body_read_ahead_bytes: 1 << 20,
+            body_read_ahead_total_bytes: 64 << 20,
         }
     }
 }
@@ -217,6 +234,7 @@ pub(super) struct PoolFile {
     queue_timeout_ms: Option<u64>,
     max_queued: Option<u64>,
     idle_per_app: Option<u64>,
+    app_share_percent: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +246,8 @@ pub(super) struct HttpFile {
     max_connections: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_connections_per_client: Option<u64>,
+    body_read_ahead_kb: Option<u64>,
+    body_read_ahead_total_mb: Option<u64>,
 }
 
 impl NodeConfig {
@@ -514,6 +534,13 @@ pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError>
             10_000,
             d.idle_per_app as u64,
         )? as usize,
+        app_share_percent: bounded(
+            file.app_share_percent,
+            "app_share_percent",
+            1,
+            100,
+            d.app_share_percent.into(),
+        )? as u32,
     })
 }
 
@@ -563,6 +590,20 @@ pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError>
             1_000_000,
             d.max_connections_per_client as u64,
         )? as usize,
+        body_read_ahead_bytes: (bounded(
+            file.body_read_ahead_kb,
+            "body_read_ahead_kb",
+            0,
+            1 << 20,
+            d.body_read_ahead_bytes as u64 >> 10,
+        )? << 10) as usize,
+        body_read_ahead_total_bytes: (bounded(
+            file.body_read_ahead_total_mb,
+            "body_read_ahead_total_mb",
+            0,
+            1 << 16,
+            d.body_read_ahead_total_bytes as u64 >> 20,
+        )? << 20) as usize,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use outpost_kv::{Entry, ReplicaStore, WriteError, WriteOp, WriteOutcome};
+use outpost_kv::{Entry, KeyInfo, ReplicaStore, WriteError, WriteOp, WriteOutcome};
 use tokio::sync::{mpsc, oneshot};
 
 /// A request to the driver.
@@ -30,15 +30,17 @@ impl KvClient {
         self.replica.get(namespace, key).map_err(|e| e.to_string())
     }
 
-    pub fn list(
+    /// Keys by prefix from the local replica, without their values (tombstones and expired
+    /// keys included: callers ask whether each is live).
+    pub fn list_keys(
         &self,
         namespace: &str,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Arc<Entry>>, String> {
+    ) -> Result<Vec<KeyInfo>, String> {
         self.replica
-            .list(namespace, prefix, after, limit)
+            .list_keys(namespace, prefix, after, limit)
             .map_err(|e| e.to_string())
     }
 

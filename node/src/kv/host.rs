@@ -41,6 +41,13 @@ pub struct AppKv {
 
 /// Keys per page of `list-keys` and the most `list-prefix` returns.
 const PAGE: usize = 1000;
+/// Most keys one `get-many` reads (Workers KV's bulk get takes 100).
+const MAX_GET_MANY_KEYS: usize = 100;
+/// Most value bytes one `get-many` returns.
+const MAX_GET_MANY_BYTES: usize = outpost_kv::model::MAX_BATCH_BYTES;
+/// KV operations one request may make (as Workers allows per invocation): each a bounded
+/// synchronous host call, so a handler cannot keep the host busy past this inside one request.
+pub const MAX_OPS_PER_REQUEST: u32 = 1000;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
@@ -72,6 +79,17 @@ fn checked_key(key: &str) -> Result<(), store::Error> {
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
 impl HostState {
+    /// Count `ops` KV operations against the request's allowance.
+    fn spend_kv_ops(&mut self, ops: u32) -> Result<(), store::Error> {
+        self.kv_ops = self.kv_ops.saturating_add(ops);
+        if self.kv_ops > MAX_OPS_PER_REQUEST {
+            return Err(store::Error::Other(format!(
+                "limit: more than {MAX_OPS_PER_REQUEST} KV operations in one request"
+            )));
+        }
+        Ok(())
+    }
+
     fn kv(&self) -> Result<&AppKv, store::Error> {
         self.app
             .kv
@@ -90,7 +108,7 @@ impl HostState {
     ) -> wasmtime::Result<Result<Option<Arc<outpost_kv::Entry>>, store::Error>> {
         let namespace = self.namespace_of(bucket)?;
         self.app.metrics.kv_reads.inc();
-        if let Err(err) = checked_key(key) {
+        if let Err(err) = self.spend_kv_ops(1).and_then(|()| checked_key(key)) {
             return Ok(Err(err));
         }
         let kv = match self.kv() {
@@ -105,6 +123,7 @@ impl HostState {
     }
 
     async fn write(&mut self, op: WriteOp) -> Result<OpResult, store::Error> {
+        self.spend_kv_ops(1)?;
         let client = self.kv()?.client.clone();
         let result = client.write(op).await;
         let metrics = &self.app.metrics;
@@ -123,12 +142,13 @@ impl HostState {
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), store::Error> {
         self.app.metrics.kv_reads.inc();
+        self.spend_kv_ops(1)?;
         let kv = self.kv()?;
         let now = now_ms();
         // Ask for one more than needed to know whether another page follows.
         let entries = kv
             .client
-            .list(namespace, prefix, after, limit + 1)
+            .list_keys(namespace, prefix, after, limit + 1)
             .map_err(store::Error::Other)?;
         let mut keys: Vec<String> = Vec::new();
         let mut last_seen = None;
@@ -258,10 +278,27 @@ impl batch::Host for HostState {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        if keys.len() > MAX_GET_MANY_KEYS {
+            return Ok(Err(store::Error::Other(format!(
+                "limit: get-many reads at most {MAX_GET_MANY_KEYS} keys (asked for {})",
+                keys.len()
+            ))));
+        }
         let mut found = Vec::with_capacity(keys.len());
+        let mut bytes = 0usize;
         for key in keys {
             match self.read(&bucket, &key)? {
-                Ok(entry) => found.push(entry.and_then(|e| e.value.clone()).map(|v| (key, v))),
+                Ok(entry) => {
+                    let value = entry.and_then(|e| e.value.clone());
+                    bytes += value.as_ref().map_or(0, Vec::len);
+                    if bytes > MAX_GET_MANY_BYTES {
+                        return Ok(Err(store::Error::Other(format!(
+                            "limit: get-many returns at most {} MiB of values",
+                            MAX_GET_MANY_BYTES >> 20
+                        ))));
+                    }
+                    found.push(value.map(|v| (key, v)));
+                }
                 Err(err) => return Ok(Err(err)),
             }
         }

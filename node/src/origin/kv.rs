@@ -13,8 +13,8 @@ use std::sync::mpsc as std_mpsc;
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::{
-    Authority, Batch, Entry, FromOrigin, RedbAuthorityStore, ToOrigin, WriteError, WriteOp,
-    WriteOutcome,
+    Authority, Batch, Entry, FromOrigin, KeyInfo, RedbAuthorityStore, ToOrigin, WriteError,
+    WriteOp, WriteOutcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -48,7 +48,7 @@ enum Request {
         prefix: String,
         after: Option<String>,
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<Entry>, String>>,
+        reply: oneshot::Sender<Result<Vec<KeyInfo>, String>>,
     },
 }
 
@@ -121,13 +121,14 @@ impl KvAuthority {
         .unwrap_or_else(|| Err("the KV authority has stopped".into()))
     }
 
+    /// Keys by prefix, without their values.
     pub async fn list(
         &self,
         namespace: &str,
         prefix: &str,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<Entry>, String> {
+    ) -> Result<Vec<KeyInfo>, String> {
         let (namespace, prefix) = (namespace.to_string(), prefix.to_string());
         self.ask(|reply| Request::List {
             namespace,
@@ -228,7 +229,7 @@ fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
         } => {
             let _ = reply.send(
                 authority
-                    .list(&namespace, &prefix, after.as_deref(), limit)
+                    .list_keys(&namespace, &prefix, after.as_deref(), limit)
                     .map_err(|e| e.to_string()),
             );
         }

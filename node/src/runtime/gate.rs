@@ -2,7 +2,8 @@
 //!
 //! A request that finds every slot busy waits up to the queue timeout, and at most `max_queued`
 //! requests wait at once; beyond either bound it is refused at once (the caller answers 503 with
-//! Retry-After) rather than failing later with an opaque instantiation error.
+//! Retry-After) rather than failing later with an opaque instantiation error. The same gate,
+//! sized to an app's share of the pool, keeps one app from taking every slot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -36,10 +36,16 @@ pub struct AppShared {
     pub metrics: AppMetrics,
     /// With instance reuse, how many requests one instance serves.
     pub reuse_requests: Option<u32>,
+    /// The app's share of the instance pool (shared by all its deployments on this node).
+    pub(super) share: Arc<super::gate::PoolGate>,
 }
 
 impl AppShared {
-    pub fn new(settings: &AppSettings, kv: Option<&KvClient>) -> Self {
+    pub(super) fn new(
+        settings: &AppSettings,
+        kv: Option<&KvClient>,
+        share: Arc<super::gate::PoolGate>,
+    ) -> Self {
         let name: Arc<str> = settings.name.as_str().into();
         AppShared {
             kv: kv.map(|client| AppKv {
@@ -55,6 +61,7 @@ impl AppShared {
             config: settings.config.iter().cloned().collect(),
             env: settings.config.clone(),
             reuse_requests: settings.reuse_requests,
+            share,
         }
     }
 }
@@ -74,6 +81,8 @@ pub struct HostState {
     pub(crate) app: Arc<AppShared>,
     /// `wasi:keyvalue` list cursors handed out in this request (see `kv::host`).
     pub(crate) kv_cursors: Vec<String>,
+    /// KV operations this request has made (see `kv::host`).
+    pub(crate) kv_ops: u32,
 }
 
 impl HostState {
@@ -89,7 +98,8 @@ impl HostState {
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .max_random_size(MAX_RANDOM_BYTES);
         let stdout = GuestLog::new(app.name.clone(), request_id, Stream::Stdout);
         let stderr = GuestLog::capturing(app.name.clone(), request_id, Stream::Stderr, capture);
         wasi.envs(&app.env)
@@ -98,7 +108,11 @@ impl HostState {
         HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             hooks: OutboundHooks {
                 app: app.clone(),
                 request_id,
@@ -109,6 +123,7 @@ impl HostState {
             cpu: CpuClock::new(app.limits.cpu),
             app: app.clone(),
             kv_cursors: Vec::new(),
+            kv_ops: 0,
         }
     }
 
@@ -120,6 +135,7 @@ impl HostState {
         self.hooks.request_id = request_id;
         self.cpu = CpuClock::new(self.app.limits.cpu);
         self.kv_cursors.clear();
+        self.kv_ops = 0;
     }
 
     pub fn config(&self) -> &WasiConfigVariables {
@@ -157,6 +173,15 @@ struct OutboundHooks {
     request_id: RequestId,
 }
 
+/// Host resources (streams, fields, KV buckets...) a request may hold at once: far more than
+/// a handler needs, far fewer than the million wasmtime allows, each of which holds host memory.
+const MAX_RESOURCES: usize = 20_000;
+/// The most random bytes one call may ask for (wasmtime allows 64 MiB).
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// The most a guest's body writes carry at once: the response buffer takes them whole.
+const BODY_CHUNK: usize = 64 * 1024;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
@@ -167,6 +192,10 @@ type SendResult = wasmtime_wasi_http::Result<(
 )>;
 
 impl WasiHttpHooks for OutboundHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

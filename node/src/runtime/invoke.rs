@@ -4,11 +4,11 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
@@ -20,6 +20,7 @@ use super::gate::PoolBusy;
 use super::guest_log::StderrCapture;
 use super::host::{AppShared, HostState};
 use super::limits::MemoryLimitExceeded;
+use super::response::BufferedBody;
 use super::reuse::{Idle, Instance};
 use super::{Deployment, Runtime};
 use crate::metrics::metrics;
@@ -30,6 +31,8 @@ use crate::request_id::RequestId;
 pub enum GuestFailure {
     /// Every pool slot stayed busy: try again shortly.
     PoolBusy,
+    /// The app had its whole share of the pool busy: try again shortly.
+    AppBusy,
     CpuLimit(Duration),
     MemoryLimit(String),
     /// The whole request took longer than the app's `limits.timeout_ms`.
@@ -47,9 +50,10 @@ pub enum GuestFailure {
 impl GuestFailure {
     pub fn status(&self) -> u16 {
         match self {
-            GuestFailure::PoolBusy | GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => {
-                503
-            }
+            GuestFailure::PoolBusy
+            | GuestFailure::AppBusy
+            | GuestFailure::CpuLimit(_)
+            | GuestFailure::MemoryLimit(_) => 503,
             GuestFailure::Timeout(_) => 504,
             GuestFailure::Trap(_)
             | GuestFailure::ErrorCode(_)
@@ -62,6 +66,7 @@ impl GuestFailure {
     pub fn kind(&self) -> &'static str {
         match self {
             GuestFailure::PoolBusy => "pool_busy",
+            GuestFailure::AppBusy => "app_busy",
             GuestFailure::CpuLimit(_) => "cpu_limit",
             GuestFailure::MemoryLimit(_) => "memory_limit",
             GuestFailure::Timeout(_) => "timeout",
@@ -96,6 +101,10 @@ impl fmt::Display for GuestFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GuestFailure::PoolBusy => write!(f, "every instance slot is busy; retry shortly"),
+            GuestFailure::AppBusy => write!(
+                f,
+                "the app has its whole share of the instance pool busy; retry shortly"
+            ),
             GuestFailure::CpuLimit(budget) => {
                 write!(
                     f,
@@ -123,6 +132,9 @@ impl From<PoolBusy> for GuestFailure {
 
 pub type GuestResponse = http::Response<HyperOutgoingBody>;
 
+/// Bytes one host call may bring from the guest (a 32 MiB KV batch fits).
+const HOSTCALL_BYTES: usize = 40 << 20;
+
 impl Runtime {
     /// A fresh store for one request of `app`, its memory limit and CPU deadline armed; the
     /// guest's stderr also goes to `capture` if given.
@@ -133,6 +145,9 @@ impl Runtime {
         capture: Option<StderrCapture>,
     ) -> Store<HostState> {
         let mut store = Store::new(&self.engine, HostState::new(app, request_id, capture));
+        // What one host call may carry from the guest: the largest KV batch and then some,
+        // rather than wasmtime's 128 MiB.
+        store.set_hostcall_fuel(HOSTCALL_BYTES);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(store.data().cpu.initial_ticks());
         store.epoch_deadline_callback(|ctx| ctx.data().cpu.on_deadline());
@@ -168,6 +183,11 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let app = &deployment.app;
+        // The app's share of the pool first: one app cannot have every slot.
+        let share = app.share.enter().await.map_err(|_| {
+            app.metrics.failure(GuestFailure::AppBusy.kind());
+            GuestFailure::AppBusy
+        })?;
         // An instance this deployment kept from an earlier request, or a pool slot and a fresh
         // store to instantiate into.
         let (mut store, reused, permit, served) = match deployment.idle.take() {
@@ -258,13 +278,15 @@ impl Runtime {
                     // Never reused: the instance goes back to the pool before the slot is released.
                     drop(store);
                     drop(permit);
+                    drop(share);
                     Err(failure)
                 }
             }
         });
 
-        // The guest runs on this task, not a spawned one: until it has sent the response head
-        // here, then from inside the response body (see `GuestBody`).
+        // The guest runs on this task until it has sent the response head; then on a task of
+        // its own, its body buffered up to a bound, so it finishes at its own pace and gives
+        // its instance back whether or not the client reads (see `response`).
         let mut receiver = receiver;
         let (sent, still_running) = tokio::select! {
             biased;
@@ -277,13 +299,9 @@ impl Runtime {
         };
         let cpu_at_head = head_cpu.used(false);
         let mut response = match sent {
-            Ok(Ok(response)) if still_running => response.map(|body| {
-                GuestBody {
-                    body,
-                    guest: Some(guest),
-                }
-                .boxed_unsync()
-            }),
+            Ok(Ok(response)) if still_running => {
+                response.map(|body| BufferedBody::spawn(guest, body).boxed_unsync())
+            }
             Ok(Ok(response)) => response,
             Ok(Err(code)) => return Err(GuestFailure::ErrorCode(format!("{code:?}"))),
             Err(_) => return Err(guest.await.err().unwrap_or(GuestFailure::NoResponse)),
@@ -298,42 +316,3 @@ impl Runtime {
 pub struct GuestCpu(pub Duration);
 
 type GuestFuture = Pin<Box<dyn Future<Output = Result<(), GuestFailure>> + Send>>;
-
-/// A response body that also drives the guest writing it. Hyper polls it on the connection's
-/// task, so the guest needs no task of its own; the body ends only once the guest has returned
-/// (and so has given its instance back to the pool). If the client goes away, dropping the
-/// body drops the guest with it.
-struct GuestBody {
-    body: HyperOutgoingBody,
-    guest: Option<GuestFuture>,
-}
-
-impl Body for GuestBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(guest) = self.guest.as_mut()
-            && guest.as_mut().poll(cx).is_ready()
-        {
-            self.guest = None;
-        }
-        match Pin::new(&mut self.body).poll_frame(cx) {
-            // The body is complete but the guest has not returned yet: it was just polled,
-            // so it wakes this task when it gets further.
-            Poll::Ready(None) if self.guest.is_some() => Poll::Pending,
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.guest.is_none() && self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}

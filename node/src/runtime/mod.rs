@@ -14,6 +14,7 @@ mod host;
 mod invoke;
 mod limits;
 mod linker;
+mod response;
 mod reuse;
 mod serving;
 mod validate;
@@ -55,6 +56,10 @@ pub struct Runtime {
     /// Idle instances of apps that reuse them, node-wide.
     idle: Arc<IdleRegistry>,
     idle_per_app: usize,
+    /// Each app's share of the pool, by name, shared by its deployments.
+    shares: std::sync::Mutex<std::collections::HashMap<String, Arc<PoolGate>>>,
+    share_size: usize,
+    queue_timeout: std::time::Duration,
     _ticker: EpochTicker,
     _sweeper: reuse::Sweeper,
 }
@@ -103,6 +108,9 @@ impl Runtime {
             kv,
             idle,
             idle_per_app: pool.idle_per_app,
+            shares: Default::default(),
+            share_size: pool.app_share(),
+            queue_timeout: pool.queue_timeout,
         }))
     }
 
@@ -129,9 +137,24 @@ impl Runtime {
         self.idle.idle()
     }
 
-    /// An app's shared state for its deployments, with this node's KV if it has one.
+    /// An app's shared state for its deployments, with this node's KV if it has one and the
+    /// app's share of the pool.
     pub fn app(&self, settings: &AppSettings) -> Arc<AppShared> {
-        Arc::new(AppShared::new(settings, self.kv.as_ref()))
+        let share = {
+            let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+            shares
+                .entry(settings.name.clone())
+                .or_insert_with(|| {
+                    // Waiting for the app's share queues like waiting for the pool.
+                    Arc::new(PoolGate::new(
+                        self.share_size,
+                        self.share_size,
+                        self.queue_timeout,
+                    ))
+                })
+                .clone()
+        };
+        Arc::new(AppShared::new(settings, self.kv.as_ref(), share))
     }
 
     /// Compile (or load from cache) and link an app's component from its file.

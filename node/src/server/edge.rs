@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::body::{LimitedBody, ResponseBody, host_response};
+use super::front::FrontBuffering;
 use super::routes::LiveRoutes;
 use crate::request_id::RequestId;
 use crate::runtime::{GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
@@ -23,6 +24,8 @@ pub struct Edge {
     access_log: bool,
     /// Requests of apps someone tails (`outpost tail`) go here too.
     tap: Arc<TailTap>,
+    /// Request bodies are read ahead before they take an instance.
+    front: FrontBuffering,
 }
 
 impl Edge {
@@ -32,6 +35,7 @@ impl Edge {
         expose_errors: bool,
         access_log: bool,
         tap: Arc<TailTap>,
+        front: FrontBuffering,
     ) -> Self {
         Edge {
             runtime,
@@ -39,6 +43,7 @@ impl Edge {
             expose_errors,
             access_log,
             tap,
+            front,
         }
     }
 
@@ -94,6 +99,28 @@ impl Edge {
         }
         let (parts, body) = request.into_parts();
         let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
+        // The body's front arrives before the request takes an instance: a slow client holds
+        // its connection, not a guest.
+        let read_ahead = self.front.read(body, limits.body_bytes);
+        let body = match tokio::time::timeout(limits.timeout, read_ahead).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) if tripped.load(Ordering::Acquire) => return too_large(limits.body_bytes),
+            Ok(Err(err)) => {
+                return host_response(
+                    400,
+                    &format!("outpost: reading the request body failed: {err}"),
+                );
+            }
+            Err(_) => {
+                return host_response(
+                    408,
+                    &format!(
+                        "outpost: the request body did not arrive within this app's {} ms",
+                        limits.timeout.as_millis()
+                    ),
+                );
+            }
+        };
         let request = http::Request::from_parts(parts, body);
 
         let http2 = request.version() == http::Version::HTTP_2;
@@ -172,6 +199,9 @@ impl Edge {
     ) -> http::Response<ResponseBody> {
         let message = match failure {
             GuestFailure::PoolBusy => "outpost: the node is at capacity; retry shortly".to_string(),
+            GuestFailure::AppBusy => {
+                "outpost: this app is at its capacity on this node; retry shortly".to_string()
+            }
             _ if self.expose_errors => format!(
                 "outpost: {failure}\nrequest id: {request_id}{}",
                 stderr_section(stderr)
@@ -187,7 +217,7 @@ impl Edge {
             _ => format!("outpost: the handler failed\nrequest id: {request_id}"),
         };
         let mut response = host_response(failure.status(), &message);
-        if matches!(failure, GuestFailure::PoolBusy) {
+        if matches!(failure, GuestFailure::PoolBusy | GuestFailure::AppBusy) {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

@@ -5,6 +5,7 @@ pub mod body;
 pub mod cert_reload;
 mod client_cap;
 pub mod edge;
+pub mod front;
 pub mod handoff;
 pub mod listener;
 pub mod redirect;

@@ -5,6 +5,7 @@
 //! | `/ok`             | 200 `ok`                                                     |
 //! | `/count`          | bumps a static counter and returns it (always 1: fresh instance per request) |
 //! | `/echo`           | returns the request body                                     |
+//! | `/bytes?kb=N`     | answers N KiB of `x`                                         |
 //! | `/panic`          | panics (a trap)                                              |
 //! | `/loop`           | spins forever (the CPU limit must stop it)                   |
 //! | `/spin?ms=N`      | burns N ms of CPU, then 200                                  |
@@ -41,6 +42,13 @@ impl Handler for Probe {
             "/echo" => {
                 let body = request.take_body()?;
                 Ok(Response::bytes("application/octet-stream", body))
+            }
+            "/bytes" => {
+                let kb: usize = request
+                    .query_param("kb")
+                    .and_then(|kb| kb.parse().ok())
+                    .ok_or_else(|| Error::bad_request("give ?kb=N"))?;
+                Ok(Response::bytes("application/octet-stream", vec![b'x'; kb << 10]))
             }
             "/panic" => panic!("the probe was asked to panic"),
             "/loop" => {
