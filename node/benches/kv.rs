@@ -72,7 +72,13 @@ fn bench(c: &mut Criterion) {
     // Reads never reach the driver, so nothing serves the write channel here.
     let (commands, _unserved) = tokio::sync::mpsc::channel(1);
     let client = KvClient::new(replica.clone(), commands);
-    let runtime = Runtime::new(&PoolSettings::default(), &dir.join("cache"), Some(client)).unwrap();
+    let runtime = Runtime::new(
+        &PoolSettings::default(),
+        &dir.join("cache"),
+        Some(client),
+        Default::default(),
+    )
+    .unwrap();
     let mut app = AppSpec::from_component(&probe_component()).unwrap();
     app.settings.name = "probe".into();
     app.settings.kv_namespaces = vec!["data".into()];

@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let cache = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
-    let runtime = Runtime::new(&PoolSettings::default(), &cache, None).unwrap();
+    let runtime = Runtime::new(&PoolSettings::default(), &cache, None, Default::default()).unwrap();
     let app = AppSpec::from_component(&hello_component()).unwrap();
     let deployment = runtime.deploy(&app).unwrap();
 

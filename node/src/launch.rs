@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{AdminHandler, Health, HealthSettings, Lifecycle, run_lifecycle};
 use crate::cluster::{OriginLink, node_link, peer_link};
-use crate::config::{AppSpec, HttpSettings, Peering, PoolSettings, TlsCertSpec};
+use crate::config::{AppSpec, HttpSettings, Peering, PoolSettings, Tenancy, TlsCertSpec};
 use crate::fleet::Deployer;
 use crate::kv::NodeKv;
 use crate::origin::kv::KvAuthority;
@@ -50,6 +50,8 @@ pub struct LaunchSpec {
     pub admin: Option<SocketAddr>,
     pub health: HealthSettings,
     pub access_log: bool,
+    /// What any one app may take of the node.
+    pub tenancy: Tenancy,
     /// Listeners taken over from the process this one replaces.
     pub inherited: Inherited,
     /// The node's name, for hooks.
@@ -88,6 +90,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         &spec.pool,
         &spec.data_dir.join("cache"),
         Some(kv.client.clone()),
+        spec.tenancy.clone(),
     )?;
     tracing::info!(
         instances = spec.pool.instances,
@@ -179,6 +182,13 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         address(&plain_listener)?,
         address(&admin_listener)?,
     );
+    // No app may fetch from this node's own listeners.
+    let ports: Vec<u16> = [Some(https), http_redirect, plain, admin]
+        .into_iter()
+        .flatten()
+        .map(|a| a.port())
+        .collect();
+    runtime.set_listening_ports(&ports);
 
     // Readiness and the drain sequence decide when the listeners stop.
     let (stop_listeners, listeners_stop) = watch::channel(false);

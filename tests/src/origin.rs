@@ -20,8 +20,9 @@ pub struct Origin {
 impl Origin {
     /// Serve on 127.0.0.1 on an ephemeral port, in the current tokio runtime.
     ///
-    /// `GET /redirect` answers 302 to `http://ADDR/moved`; anything else answers 200 with
-    /// `origin saw METHOD PATH_AND_QUERY host=HOST forwarded=X-FORWARDED-HOST body=BODY`.
+    /// `GET /redirect` answers 302 to `http://ADDR/moved`; `/slow` answers after a second;
+    /// anything else answers 200 with `origin saw METHOD PATH_AND_QUERY host=HOST
+    /// forwarded=X-FORWARDED-HOST body=BODY` (and its `cdn-loop` header as `loop=...`).
     pub async fn start() -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -73,14 +74,22 @@ async fn answer(
             .to_string()
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if parts.uri.path() == "/slow" {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     let mut response = http::Response::builder().header("server", "test-origin");
     if path == "/redirect" {
         response = response
             .status(302)
             .header("location", format!("http://{addr}/moved"));
     }
+    let looped = if parts.headers.contains_key("cdn-loop") {
+        format!(" loop={}", header("cdn-loop"))
+    } else {
+        String::new()
+    };
     let text = format!(
-        "origin saw {} {path} host={} forwarded={} body={}",
+        "origin saw {} {path} host={} forwarded={} body={}{looped}",
         parts.method,
         header("host"),
         header("x-forwarded-host"),

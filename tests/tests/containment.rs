@@ -405,3 +405,310 @@ async fn kv_host_calls_are_bounded() {
     let fine = send("GET", "/kv/time-get?ns=data&key=small&n=900".into(), vec![]).await;
     assert_eq!(fine.status, 200, "{}", fine.text());
 }
+
+/// Outbound requests are checked on the address they resolve to, against the node's policy,
+/// whatever the app's allow-list says: loopback, private and link-local addresses (the cloud
+/// metadata service) and the node's own listeners are refused unless the operator opens them;
+/// each request makes a bounded number of subrequests, each app holds a bounded number of
+/// outbound connections, and a request that has looped through Outpost is stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_requests_reach_only_what_the_operator_allows() {
+    let origin = outpost_tests::Origin::start().await;
+    let port = origin.addr.port();
+    // The node's admin listener, on a port the app is allowed to name.
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node_dir = NodeDir::new("egress");
+    let allow = format!(
+        "[outbound]\nallow = [\"http://127.0.0.1:{port}\", \"http://localhost:{port}\", \
+         \"http://169.254.169.254\", \"http://10.0.0.1\", \"http://127.0.0.1:{admin}\"]\n"
+    );
+    let apps = [node_dir.app("probe", "probe", &["*"], &allow)];
+    let fetch = |client: Client, url: String| async move {
+        client
+            .send("a.test", Proto::H1, get(&format!("/fetch?url={url}")))
+            .await
+            .unwrap()
+    };
+
+    // The default policy: none of these reach anything.
+    let (node, client) = node_dir.start(&node_dir.config(&apps, ""));
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1/".to_string(),
+    ] {
+        let reply = fetch(client.clone(), url.clone()).await;
+        assert_eq!(reply.status, 502, "{url}: {}", reply.text());
+        assert!(!reply.text().contains("origin saw"), "{url} was reached");
+    }
+    assert!(
+        node.wait_for_log(
+            "169.254.169.254 is a link-local address",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        node.stderr()
+    );
+    assert!(node.wait_for_log("127.0.0.1 is a loopback address", Duration::from_secs(5)));
+    drop(node);
+
+    // Loopback opened for one address: the origin is reached, the node's own listener is not;
+    // subrequests and concurrent connections are capped; a looping request is stopped.
+    let config = node_dir.config_named(
+        "open.toml",
+        &apps,
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [outbound]\nallow = [\"127.0.0.1\"]\nmax_subrequests = 3\nmax_concurrent_per_app = 1\n"
+        ),
+    );
+    let (node, client) = node_dir.start(&config);
+    let reached = fetch(client.clone(), format!("http://127.0.0.1:{port}/hello")).await;
+    assert_eq!(reached.status, 200, "{}", reached.text());
+    assert!(
+        reached.text().contains("origin saw GET /hello"),
+        "{}",
+        reached.text()
+    );
+    assert!(
+        reached.text().contains("loop=outpost"),
+        "the subrequest carries its hop: {}",
+        reached.text()
+    );
+    let own = fetch(client.clone(), format!("http://127.0.0.1:{admin}/metrics")).await;
+    assert_eq!(own.status, 502, "{}", own.text());
+    assert!(node.wait_for_log("one of this node's own listeners", Duration::from_secs(5)));
+
+    let many = client
+        .send(
+            "a.test",
+            Proto::H1,
+            get(&format!("/fetch-many?url=http://127.0.0.1:{port}/&n=5")),
+        )
+        .await
+        .unwrap();
+    let text = many.text();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(&lines[..3], &["200", "200", "200"], "{}", many.text());
+    assert!(
+        lines[3].starts_with("error") && lines[4].starts_with("error"),
+        "{}",
+        many.text()
+    );
+
+    // With one outbound connection for the app, a second fetch waits for the first (each takes
+    // a second at the origin).
+    let slow = format!("http://127.0.0.1:{port}/slow");
+    let started = Instant::now();
+    let (first, second) = tokio::join!(fetch(client.clone(), slow.clone()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fetch(client.clone(), slow.clone()).await
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "the fetches ran side by side: {:?}",
+        started.elapsed()
+    );
+    let statuses = [first.status, second.status];
+    assert_eq!(
+        statuses,
+        [200, 200],
+        "one connection at a time: {} / {}",
+        first.text(),
+        second.text()
+    );
+
+    let mut looping = get(&format!("/fetch?url=http://127.0.0.1:{port}/"));
+    looping
+        .headers_mut()
+        .insert("cdn-loop", ["outpost"; 7].join(", ").parse().unwrap());
+    let stopped = client.send("a.test", Proto::H1, looping).await.unwrap();
+    assert_eq!(stopped.status, 502, "{}", stopped.text());
+    let mut looped = get("/ok");
+    looped
+        .headers_mut()
+        .insert("cdn-loop", ["outpost"; 8].join(", ").parse().unwrap());
+    assert_eq!(
+        client
+            .send("a.test", Proto::H1, looped)
+            .await
+            .unwrap()
+            .status,
+        508
+    );
+}
+
+/// A guest that floods stdout and stderr runs out its app's log budget: its extra lines are
+/// dropped and counted, not queued, and another app's lines and the node's own still get out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_flood_is_dropped_and_counted_not_queued() {
+    let node_dir = NodeDir::new("log-flood");
+    let apps = [
+        node_dir.app("noisy", "probe", &["a.test"], "[limits]\ncpu_ms = 2000\n"),
+        node_dir.app("quiet", "probe", &["b.test"], ""),
+    ];
+    let config = node_dir.config(
+        &apps,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nguest_lines_per_second = 20\n",
+    );
+    let (node, client) = node_dir.start(&config);
+
+    // 20,000 lines of 40 bytes in one request (within the 1 MiB a request may write); the
+    // app's budget is ten seconds of 20 lines a second.
+    let flood = client
+        .send("a.test", Proto::H1, get("/log-flood?n=20000&size=40"))
+        .await
+        .unwrap();
+    assert_eq!(flood.status, 200, "{}", flood.text());
+    let quiet = client.send("b.test", Proto::H1, get("/log")).await.unwrap();
+    assert_eq!(quiet.status, 200);
+    assert!(
+        node.wait_for_log("leveled error line", Duration::from_secs(5)),
+        "the quiet app's lines are written"
+    );
+    assert!(node.wait_for_log("guest log lines dropped", Duration::from_secs(5)));
+
+    let written = node.stderr().matches("flood line").count();
+    assert!(
+        (150..=260).contains(&written),
+        "{written} flood lines written; the budget is about 200"
+    );
+    let admin = node.admin.expect("the node logs its admin address");
+    let metrics = outpost_tests::client::plain(admin, get("/metrics"))
+        .await
+        .unwrap()
+        .text();
+    let dropped = |app: &str| -> f64 {
+        let prefix = format!("outpost_guest_log_dropped_total{{app=\"{app}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    assert!(dropped("noisy") >= 19_000.0, "{metrics}");
+    assert_eq!(dropped("quiet"), 0.0, "the quiet app lost nothing");
+}
+
+/// The operator's `[limits]` in node.toml are ceilings over what an app's own limits ask for:
+/// an app asking for more runs with the ceiling, and the node says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_cannot_ask_for_more_than_the_node_allows() {
+    use outpost_tests::client::request;
+    let node_dir = NodeDir::new("ceilings");
+    let apps = [node_dir.app(
+        "greedy",
+        "probe",
+        &["a.test"],
+        "[limits]\ncpu_ms = 20000\ntimeout_ms = 60000\nbody_kb = 8192\n",
+    )];
+    let (node, client) = node_dir.start(&node_dir.config(
+        &apps,
+        "[limits]\nmax_cpu_ms = 200\nmax_timeout_ms = 1500\nmax_body_mb = 1\n",
+    ));
+    assert!(
+        node.wait_for_log("run lowered", Duration::from_secs(5)),
+        "{}",
+        node.stderr()
+    );
+    assert!(
+        node.stderr()
+            .contains("cpu_ms 20000 ms > node ceiling 200 ms"),
+        "{}",
+        node.stderr()
+    );
+
+    let started = Instant::now();
+    let spun = client
+        .send("a.test", Proto::H1, get("/loop"))
+        .await
+        .unwrap();
+    assert_eq!(spun.status, 503, "{}", spun.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let slept = client
+        .send("a.test", Proto::H1, get("/sleep?ms=5000"))
+        .await
+        .unwrap();
+    assert_eq!(slept.status, 504, "{}", slept.text());
+
+    // 2 MiB declared, over the 1 MiB ceiling: refused before any of it is read.
+    let big = client
+        .exchange(
+            "a.test",
+            b"POST /echo HTTP/1.1\r\nhost: a.test\r\ncontent-length: 2097152\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    let fits = client
+        .send(
+            "a.test",
+            Proto::H1,
+            request("POST", "/echo", vec![b'x'; 512 << 10]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits.status, 200, "{}", fits.text());
+}
+
+/// An app's live instances together hold at most its share of the node's memory budget
+/// (`[pool] memory_budget_mb` x `app_share_percent`), so many instances of one app each within
+/// its own limit cannot take the machine's memory; another app still gets its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apps_instances_together_stay_within_its_share_of_memory() {
+    let node_dir = NodeDir::new("memory-share");
+    let apps = [
+        node_dir.app("hog", "probe", &["a.test"], "[limits]\nmemory_mb = 40\n"),
+        node_dir.app("other", "probe", &["b.test"], "[limits]\nmemory_mb = 40\n"),
+    ];
+    let (node, client) = node_dir.start(&node_dir.config(
+        &apps,
+        "[pool]\ninstances = 8\nmemory_mb = 64\nmemory_budget_mb = 100\napp_share_percent = 50\n",
+    ));
+    let hold = |host: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .send(host, Proto::H1, get("/hold?mb=30&ms=1500"))
+                .await
+                .unwrap()
+        })
+    };
+    let first = hold("a.test");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 30 MiB more would take the app past its 50 MiB.
+    let second = hold("a.test");
+    // The other app has its own share.
+    let other = hold("b.test");
+    let (first, second, other) = (
+        first.await.unwrap(),
+        second.await.unwrap(),
+        other.await.unwrap(),
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert!(
+        node.wait_for_log(
+            "the app's instances together hold its share",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        node.stderr()
+    );
+    // What the instances held is given back.
+    let again = client
+        .send("a.test", Proto::H1, get("/hold?mb=30&ms=10"))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 200, "{}", again.text());
+}

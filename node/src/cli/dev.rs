@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::admin::HealthSettings;
-use crate::config::{AppSpec, HttpSettings, PoolSettings};
+use crate::config::{AppSpec, HttpSettings, PoolSettings, Tenancy};
 use crate::dev_cert;
 use crate::launch::{LaunchSpec, launch};
 use crate::runtime::Origin;
@@ -61,6 +61,8 @@ pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> 
             admin: None,
             health: HealthSettings::default(),
             access_log: true,
+            // The author's machine: fetching local services is what development needs.
+            tenancy: Tenancy::for_development(),
             inherited: Inherited::default(),
             name: "dev".into(),
         },

@@ -6,6 +6,7 @@ mod ca;
 mod dev;
 mod fleet;
 mod kv;
+mod log_queue;
 mod node;
 mod origin;
 mod scaffold;
@@ -198,12 +199,13 @@ pub fn main() -> ExitCode {
 ///
 /// Lines are written by a thread of their own, so a request never waits on stderr (a slow
 /// journald or pipe reader would otherwise stall the tasks that log). If that thread falls more
-/// than 128k lines behind, lines are dropped rather than slowing requests down. The returned
-/// guard flushes what is queued when it is dropped at exit.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// than [`log_queue::MAX_QUEUED_BYTES`] behind, lines are dropped (and counted) rather than
+/// slowing requests down. The returned guard flushes what is queued when it is dropped at exit.
+fn init_logging(format: LogFormat) -> log_queue::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, guard) =
+        log_queue::LogQueue::start(std::io::stderr(), log_queue::MAX_QUEUED_BYTES);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -48,6 +48,7 @@ pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> any
             admin: config.admin,
             health: config.health,
             access_log: config.access_log,
+            tenancy: config.tenancy,
             inherited,
             name: config.name.clone(),
         },

@@ -4,19 +4,23 @@
 //! of the node uses. Every error names the file, the field and what is wrong with it.
 
 mod app;
+mod egress;
 mod error;
 mod node;
 mod origin;
 mod outbound;
+mod tenancy;
 
 pub use app::{
     AppLimits, AppManifest, AppSettings, AppSpec, BuildSettings, DeployTarget, Language,
     LimitsManifest, OutboundManifest, validate_name, validate_namespace_name,
 };
+pub use egress::EgressPolicy;
 pub use error::{ConfigError, FieldError};
 pub use node::{HttpSettings, NodeConfig, Peering, PoolSettings, TlsCertSpec};
 pub use origin::{OriginConfig, Right, TokenSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
+pub use tenancy::{GuestLogLimits, LimitCeilings, Tenancy};
 
 use std::path::Path;
 

@@ -23,7 +23,8 @@ pub struct PoolSettings {
     pub memory_reservation_bytes: Option<u64>,
     /// Memory kept resident (reset with memset, not madvise) per slot after each request.
     pub keep_resident_bytes: u64,
-    /// How many slot decommits are batched into one madvise round.
+    /// How many slot decommits are batched into one madvise round; until then their memory
+    /// stays resident.
     pub decommit_batch: usize,
     /// How long a request waits for a free slot before 503.
     pub queue_timeout: Duration,
@@ -36,6 +37,9 @@ pub struct PoolSettings {
     /// The share of `instances` one app may have running at once, in percent, so that one app
     /// (its bug or its attacker) cannot take the whole pool from the others.
     pub app_share_percent: u32,
+    /// Linear memory all live instances together may hold; `None`: three quarters of the
+    /// machine's memory. Each app may hold `app_share_percent` of it.
+    pub memory_budget_bytes: Option<u64>,
 }
 
 impl PoolSettings {
@@ -55,11 +59,17 @@ impl Default for PoolSettings {
             // ones, where the kernel supports PAGEMAP_SCAN) instead of madvise: madvise's TLB
             // shootdowns and the next request's page faults cost more than the memset.
             keep_resident_bytes: 4 << 20,
-            decommit_batch: 64,
+            // A slot whose memory waits in a decommit batch stays resident: with batches of
+            // 64, an app looping a handler that grows to its memory limit kept 32 slots x
+            // 64 MiB resident (the hostile-load suite). Small instances never reach the batch
+            // (their dirtied pages are reset in place, above), so batching only saved a madvise
+            // per large fresh instance.
+            decommit_batch: 1,
             queue_timeout: Duration::from_millis(1000),
             max_queued: 1000,
             idle_per_app: 16,
             app_share_percent: 50,
+            memory_budget_bytes: None,
         }
     }
 }
@@ -132,6 +142,9 @@ pub struct NodeConfig {
     pub health: HealthSettings,
     /// One log line per request.
     pub access_log: bool,
+    /// What any one app may take of the node: `[limits]` ceilings, `[log]` guest budgets,
+    /// `[outbound]` egress policy.
+    pub tenancy: super::Tenancy,
     pub source: PathBuf,
 }
 
@@ -160,7 +173,11 @@ struct NodeFile {
     #[serde(default)]
     health: HealthFile,
     #[serde(default)]
-    log: LogFile,
+    log: super::tenancy::LogFile,
+    #[serde(default)]
+    limits: super::tenancy::CeilingsFile,
+    #[serde(default)]
+    outbound: super::egress::EgressFile,
 }
 
 #[derive(Deserialize)]
@@ -176,12 +193,6 @@ struct HealthFile {
     on_drain: Option<String>,
     drain_delay_ms: Option<u64>,
     kv_max_lag_seconds: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct LogFile {
-    requests: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +246,7 @@ pub(super) struct PoolFile {
     max_queued: Option<u64>,
     idle_per_app: Option<u64>,
     app_share_percent: Option<u64>,
+    memory_budget_mb: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -443,6 +455,19 @@ impl NodeConfig {
             ),
         };
 
+        let field_err = |e: super::FieldError| ConfigError::field(file, e.field, e.message);
+        let mut egress = parsed.outbound.policy().map_err(field_err)?;
+        egress.own_ports = [Some(https), http_redirect, plain, admin]
+            .into_iter()
+            .chain(std::iter::once(peering.as_ref().map(|p| p.listen)))
+            .flatten()
+            .map(|a| a.port())
+            .collect();
+        let ceilings = parsed
+            .limits
+            .ceilings(pool.max_memory_bytes)
+            .map_err(field_err)?;
+        let guest_log = parsed.log.guest_limits().map_err(field_err)?;
         Ok(NodeConfig {
             name,
             data_dir,
@@ -458,6 +483,11 @@ impl NodeConfig {
             admin,
             health,
             access_log: parsed.log.requests.unwrap_or(true),
+            tenancy: super::Tenancy {
+                egress,
+                ceilings,
+                guest_log,
+            },
             source: file.to_path_buf(),
         })
     }
@@ -541,6 +571,10 @@ pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError>
             100,
             d.app_share_percent.into(),
         )? as u32,
+        memory_budget_bytes: file
+            .memory_budget_mb
+            .map(|mb| bounded(Some(mb), "memory_budget_mb", 1, 1 << 30, 0).map(|mb| mb << 20))
+            .transpose()?,
     })
 }
 

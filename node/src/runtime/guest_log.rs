@@ -2,8 +2,9 @@
 //!
 //! Output is split into lines; a line that starts with `[debug]`, `[info]`, `[warn]` or
 //! `[error]` (what `outpost_sdk::log` writes) is logged at that level, otherwise stdout is info
-//! and stderr warn. A guest cannot flood the node: lines are cut at [`MAX_LINE`] bytes and a
-//! request's output at [`MAX_PER_REQUEST`] bytes.
+//! and stderr warn. A guest cannot flood the node: lines are cut at [`MAX_LINE`] bytes, a
+//! request's output at [`MAX_PER_REQUEST`] bytes, and every line is paid for from the app's
+//! [`LogBudget`] (lines beyond it are dropped and counted).
 //!
 //! Under `outpost dev` a request's stderr is also kept in a [`StderrCapture`], so a failure
 //! page can show what the handler said before it failed (an engine's uncaught-exception report,
@@ -19,6 +20,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::log_budget::{Admission, LogBudget};
 use crate::request_id::RequestId;
 
 pub const MAX_LINE: usize = 16 * 1024;
@@ -78,6 +80,7 @@ pub struct GuestLog {
 
 struct LineBuffer {
     app: Arc<str>,
+    budget: Option<LogBudget>,
     request_id: RequestId,
     stream: Stream,
     pending: Vec<u8>,
@@ -87,13 +90,10 @@ struct LineBuffer {
 }
 
 impl GuestLog {
-    pub fn new(app: Arc<str>, request_id: RequestId, stream: Stream) -> Self {
-        Self::capturing(app, request_id, stream, None)
-    }
-
-    /// Like [`GuestLog::new`], also copying the output into `capture` if given.
-    pub fn capturing(
+    /// The app's `stream`, its lines paid for from `budget`, and copied into `capture` if given.
+    pub fn new(
         app: Arc<str>,
+        budget: LogBudget,
         request_id: RequestId,
         stream: Stream,
         capture: Option<StderrCapture>,
@@ -101,6 +101,7 @@ impl GuestLog {
         GuestLog {
             state: Arc::new(Mutex::new(LineBuffer {
                 app,
+                budget: Some(budget),
                 request_id,
                 stream,
                 pending: Vec::new(),
@@ -172,6 +173,22 @@ impl LineBuffer {
         }
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches(['\n', '\r']);
+        let admission = match &self.budget {
+            Some(budget) => budget.admit(line.len()),
+            None => Admission::Write,
+        };
+        if let Admission::Drop { report } = admission {
+            if let Some(dropped) = report {
+                tracing::warn!(
+                    app = %self.app,
+                    dropped,
+                    "guest log lines dropped: the app writes more than the node's log budget \
+                     for one app ([log] guest_lines_per_second, guest_kb_per_second)"
+                );
+            }
+            self.pending.clear();
+            return;
+        }
         let default = match self.stream {
             Stream::Stdout => Level::Info,
             Stream::Stderr => Level::Warn,
@@ -279,6 +296,7 @@ mod tests {
     fn buffer() -> LineBuffer {
         LineBuffer {
             app: "t".into(),
+            budget: None,
             request_id: RequestId::next(),
             stream: Stream::Stdout,
             pending: Vec::new(),

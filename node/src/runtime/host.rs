@@ -15,7 +15,7 @@ use wasmtime_wasi_http::{
 use super::cpu::CpuClock;
 use super::guest_log::{GuestLog, StderrCapture, Stream};
 use super::limits::GuestLimits;
-use crate::config::{AppLimits, AppSettings, OutboundPolicy};
+use crate::config::{AppLimits, AppSettings, EgressPolicy, OutboundPolicy};
 use crate::kv::KvClient;
 use crate::kv::host::AppKv;
 use crate::metrics::AppMetrics;
@@ -36,15 +36,32 @@ pub struct AppShared {
     pub metrics: AppMetrics,
     /// With instance reuse, how many requests one instance serves.
     pub reuse_requests: Option<u32>,
-    /// The app's share of the instance pool (shared by all its deployments on this node).
-    pub(super) share: Arc<super::gate::PoolGate>,
+    /// The app's shares of the node (shared by all its deployments on it).
+    pub(super) shares: AppShares,
+}
+
+/// What one app may take of the node, whichever of its versions runs.
+#[derive(Clone)]
+pub(super) struct AppShares {
+    /// Its share of the instance pool.
+    pub pool: Arc<super::gate::PoolGate>,
+    /// Outbound connections it may have open at once.
+    pub outbound: Arc<tokio::sync::Semaphore>,
+    /// The node's egress policy (one for every app).
+    pub egress: Arc<arc_swap::ArcSwap<EgressPolicy>>,
+    /// What its guests may write to stdout and stderr.
+    pub log: super::log_budget::LogBudget,
+    /// Linear memory its live instances together may hold, and the node's for all apps.
+    pub memory: Arc<super::limits::MemoryBudget>,
+    pub node_memory: Arc<super::limits::MemoryBudget>,
 }
 
 impl AppShared {
     pub(super) fn new(
         settings: &AppSettings,
+        limits: AppLimits,
         kv: Option<&KvClient>,
-        share: Arc<super::gate::PoolGate>,
+        shares: AppShares,
     ) -> Self {
         let name: Arc<str> = settings.name.as_str().into();
         AppShared {
@@ -56,12 +73,12 @@ impl AppShared {
             metrics: AppMetrics::new(&name),
             name,
             routes: settings.routes.clone(),
-            limits: settings.limits.clone(),
+            limits,
             outbound: settings.outbound.clone(),
             config: settings.config.iter().cloned().collect(),
             env: settings.config.clone(),
             reuse_requests: settings.reuse_requests,
-            share,
+            shares,
         }
     }
 }
@@ -100,8 +117,17 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .max_random_size(MAX_RANDOM_BYTES);
-        let stdout = GuestLog::new(app.name.clone(), request_id, Stream::Stdout);
-        let stderr = GuestLog::capturing(app.name.clone(), request_id, Stream::Stderr, capture);
+        let log = |stream, capture| {
+            GuestLog::new(
+                app.name.clone(),
+                app.shares.log.clone(),
+                request_id,
+                stream,
+                capture,
+            )
+        };
+        let stdout = log(Stream::Stdout, None);
+        let stderr = log(Stream::Stderr, capture);
         wasi.envs(&app.env)
             .stdout(stdout.clone())
             .stderr(stderr.clone());
@@ -116,10 +142,16 @@ impl HostState {
             hooks: OutboundHooks {
                 app: app.clone(),
                 request_id,
+                sent: 0,
+                hops: 0,
             },
             stdout,
             stderr,
-            limits: GuestLimits::new(app.limits.memory_bytes),
+            limits: GuestLimits::new(
+                app.limits.memory_bytes,
+                app.shares.memory.clone(),
+                app.shares.node_memory.clone(),
+            ),
             cpu: CpuClock::new(app.limits.cpu),
             app: app.clone(),
             kv_cursors: Vec::new(),
@@ -133,9 +165,15 @@ impl HostState {
         self.stdout.set_request(request_id, None);
         self.stderr.set_request(request_id, capture);
         self.hooks.request_id = request_id;
+        self.hooks.sent = 0;
         self.cpu = CpuClock::new(self.app.limits.cpu);
         self.kv_cursors.clear();
         self.kv_ops = 0;
+    }
+
+    /// How many Outpost hops the request being served has made (see [`hops`]).
+    pub fn set_hops(&mut self, hops: usize) {
+        self.hooks.hops = hops;
     }
 
     pub fn config(&self) -> &WasiConfigVariables {
@@ -171,6 +209,26 @@ impl WasiHttpView for HostState {
 struct OutboundHooks {
     app: Arc<AppShared>,
     request_id: RequestId,
+    /// Outbound requests this request has made.
+    sent: u32,
+    /// How many Outpost hops the request had made before this node (its `cdn-loop` entries).
+    hops: usize,
+}
+
+/// The `cdn-loop` token (RFC 8586) each Outpost hop adds to a subrequest: an app that fetches
+/// itself, directly or through others, is stopped after [`MAX_HOPS`] hops.
+pub const LOOP_TOKEN: &str = "outpost";
+pub const MAX_HOPS: usize = 8;
+
+/// The hops a request has been through Outpost nodes, from its `cdn-loop` header.
+pub fn hops(headers: &http::HeaderMap) -> usize {
+    headers
+        .get_all("cdn-loop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| entry.trim().split(';').next() == Some(LOOP_TOKEN))
+        .count()
 }
 
 /// Host resources (streams, fields, KV buckets...) a request may hold at once: far more than
@@ -186,10 +244,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<WasiBody>,
-    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-)>;
+type SendResult = wasmtime_wasi_http::Result<super::egress::Sent>;
 
 impl WasiHttpHooks for OutboundHooks {
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
@@ -209,13 +264,43 @@ impl WasiHttpHooks for OutboundHooks {
             .authority()
             .map(|a| a.as_str().to_string())
             .unwrap_or_default();
-        if !self.app.outbound.allows(&scheme, &authority) {
+        let refuse = |why: &str, code: ErrorCode| -> Box<dyn Future<Output = SendResult> + Send> {
             tracing::warn!(
                 app = %self.app.name,
                 request_id = %self.request_id,
-                "outbound request to {scheme}://{authority} denied: not in [outbound] allow"
+                "outbound request to {scheme}://{authority} denied: {why}"
             );
-            return Box::new(async { Err(ErrorCode::HttpRequestDenied.into()) });
+            Box::new(async move { Err(code.into()) })
+        };
+        if !self.app.outbound.allows(&scheme, &authority) {
+            return refuse("not in [outbound] allow", ErrorCode::HttpRequestDenied);
+        }
+        let policy = self.app.shares.egress.load_full();
+        self.sent += 1;
+        if self.sent > policy.max_subrequests {
+            return refuse(
+                &format!(
+                    "more than {} outbound requests in one request",
+                    policy.max_subrequests
+                ),
+                ErrorCode::HttpRequestDenied,
+            );
+        }
+        if self.hops + 1 >= MAX_HOPS {
+            return refuse(
+                &format!(
+                    "the request has been through Outpost {} times already (a loop?)",
+                    self.hops
+                ),
+                ErrorCode::LoopDetected,
+            );
+        }
+        let mut request = request;
+        let trail = std::iter::repeat_n(LOOP_TOKEN, self.hops + 1)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(value) = http::HeaderValue::from_str(&trail) {
+            request.headers_mut().insert("cdn-loop", value);
         }
         let options = options.unwrap_or_default();
         let options = RequestOptions {
@@ -225,14 +310,23 @@ impl WasiHttpHooks for OutboundHooks {
                 .between_bytes_timeout
                 .or(Some(BETWEEN_BYTES_TIMEOUT)),
         };
+        // Past the app's share of outbound connections a fetch waits for one to close (as
+        // Workers queues fetches past its six connections), for as long as it may take to
+        // connect.
+        let share = self.app.shares.outbound.clone();
+        let wait = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let (app, request_id) = (self.app.name.clone(), self.request_id);
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let Ok(Ok(permit)) = tokio::time::timeout(wait, share.acquire_owned()).await else {
+                tracing::warn!(
+                    %app,
+                    %request_id,
+                    "outbound request to {scheme}://{authority} failed: the app had as many \
+                     outbound connections open as the node allows for {wait:?}"
+                );
+                return Err(ErrorCode::ConnectionLimitReached.into());
+            };
+            super::egress::send(request, options, policy, permit).await
         })
     }
 }

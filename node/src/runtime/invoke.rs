@@ -184,7 +184,7 @@ impl Runtime {
     {
         let app = &deployment.app;
         // The app's share of the pool first: one app cannot have every slot.
-        let share = app.share.enter().await.map_err(|_| {
+        let share = app.shares.pool.enter().await.map_err(|_| {
             app.metrics.failure(GuestFailure::AppBusy.kind());
             GuestFailure::AppBusy
         })?;
@@ -211,6 +211,9 @@ impl Runtime {
                 (self.new_store(app, request_id, capture), None, permit, 0)
             }
         };
+        store
+            .data_mut()
+            .set_hops(super::host::hops(request.headers()));
         let cpu = store.data().cpu.clone();
         let head_cpu = cpu.clone();
 

@@ -7,6 +7,7 @@
 mod address_space;
 mod compile;
 mod cpu;
+mod egress;
 mod engine;
 mod gate;
 mod guest_log;
@@ -14,6 +15,7 @@ mod host;
 mod invoke;
 mod limits;
 mod linker;
+mod log_budget;
 mod response;
 mod reuse;
 mod serving;
@@ -32,14 +34,14 @@ pub use compile::{Origin, check_header};
 pub use cpu::CpuLimitExceeded;
 pub use engine::EPOCH_TICK;
 pub use guest_log::StderrCapture;
-pub use host::{AppShared, HostState};
+pub use host::{AppShared, HostState, MAX_HOPS, hops};
 pub use invoke::{GuestCpu, GuestFailure};
 pub use limits::MemoryLimitExceeded;
 pub use serving::{check_reuse, mark_one_request_per_instance};
 pub use validate::ComponentValidator;
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::config::{AppSettings, AppSpec, PoolSettings};
+use crate::config::{AppSettings, AppSpec, EgressPolicy, LimitCeilings, PoolSettings, Tenancy};
 use crate::kv::KvClient;
 use compile::ComponentCache;
 use engine::EpochTicker;
@@ -56,10 +58,19 @@ pub struct Runtime {
     /// Idle instances of apps that reuse them, node-wide.
     idle: Arc<IdleRegistry>,
     idle_per_app: usize,
-    /// Each app's share of the pool, by name, shared by its deployments.
-    shares: std::sync::Mutex<std::collections::HashMap<String, Arc<PoolGate>>>,
+    /// Each app's shares of the node, by name, shared by its deployments.
+    shares: std::sync::Mutex<std::collections::HashMap<String, host::AppShares>>,
     share_size: usize,
     queue_timeout: std::time::Duration,
+    /// Where outbound requests may go; the listeners' ports are added once they are bound.
+    egress: Arc<arc_swap::ArcSwap<EgressPolicy>>,
+    /// The most any app's limits may be.
+    ceilings: LimitCeilings,
+    /// What all guests together may log.
+    log: log_budget::NodeLogBudget,
+    /// Linear memory all live instances together may hold, and each app's part of it.
+    memory: Arc<limits::MemoryBudget>,
+    app_memory: u64,
     _ticker: EpochTicker,
     _sweeper: reuse::Sweeper,
 }
@@ -91,12 +102,23 @@ impl Runtime {
         pool: &PoolSettings,
         cache_dir: &Path,
         kv: Option<KvClient>,
+        tenancy: Tenancy,
     ) -> anyhow::Result<Arc<Self>> {
         let (engine, compile, layout) = engine::build_engine(pool)?;
         let linker = linker::build(&engine)?;
         let cache = ComponentCache::new(cache_dir, &engine, compile)?;
         let gate = PoolGate::new(pool.instances as usize, pool.max_queued, pool.queue_timeout);
         let idle = Arc::new(IdleRegistry::default());
+        let memory_budget = pool.memory_budget_bytes.unwrap_or_else(|| {
+            crate::memory::machine_bytes()
+                .map(|total| total / 4 * 3)
+                .unwrap_or(u64::from(pool.instances) * pool.max_memory_bytes)
+        });
+        tracing::info!(
+            budget_mb = memory_budget >> 20,
+            per_app_mb = (memory_budget / 100 * u64::from(pool.app_share_percent)) >> 20,
+            "memory for instances"
+        );
         Ok(Arc::new(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             _sweeper: reuse::Sweeper::start(idle.clone()),
@@ -111,6 +133,11 @@ impl Runtime {
             shares: Default::default(),
             share_size: pool.app_share(),
             queue_timeout: pool.queue_timeout,
+            egress: Arc::new(arc_swap::ArcSwap::from_pointee(tenancy.egress)),
+            ceilings: tenancy.ceilings,
+            log: log_budget::NodeLogBudget::new(tenancy.guest_log),
+            memory: limits::MemoryBudget::new(memory_budget),
+            app_memory: memory_budget / 100 * u64::from(pool.app_share_percent),
         }))
     }
 
@@ -132,29 +159,62 @@ impl Runtime {
         self.gate.capacity() as u32
     }
 
+    /// Linear memory held by live instances.
+    pub fn instance_memory(&self) -> u64 {
+        self.memory.held()
+    }
+
     /// Pool slots held by idle instances of apps that reuse them.
     pub fn idle_instances(&self) -> usize {
         self.idle.idle()
     }
 
     /// An app's shared state for its deployments, with this node's KV if it has one and the
-    /// app's share of the pool.
+    /// app's shares of the node.
     pub fn app(&self, settings: &AppSettings) -> Arc<AppShared> {
-        let share = {
+        let shares = {
             let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
             shares
                 .entry(settings.name.clone())
-                .or_insert_with(|| {
+                .or_insert_with(|| host::AppShares {
                     // Waiting for the app's share queues like waiting for the pool.
-                    Arc::new(PoolGate::new(
+                    pool: Arc::new(PoolGate::new(
                         self.share_size,
                         self.share_size,
                         self.queue_timeout,
-                    ))
+                    )),
+                    outbound: Arc::new(tokio::sync::Semaphore::new(
+                        self.egress.load().max_concurrent_per_app,
+                    )),
+                    egress: self.egress.clone(),
+                    memory: limits::MemoryBudget::new(self.app_memory),
+                    node_memory: self.memory.clone(),
+                    log: self.log.for_app(
+                        crate::metrics::metrics()
+                            .guest_log_dropped
+                            .with_label_values(&[settings.name.as_str()]),
+                    ),
                 })
                 .clone()
         };
-        Arc::new(AppShared::new(settings, self.kv.as_ref(), share))
+        let (limits, lowered) = self.ceilings.clamp(&settings.limits);
+        if !lowered.is_empty() {
+            tracing::warn!(
+                app = %settings.name,
+                "the app's limits are above this node's ceilings ([limits] in node.toml) and run lowered: {}",
+                lowered.join(", ")
+            );
+        }
+        Arc::new(AppShared::new(settings, limits, self.kv.as_ref(), shares))
+    }
+
+    /// The ports this node listens on, which no outbound request may reach on a local address.
+    pub fn set_listening_ports(&self, ports: &[u16]) {
+        let mut policy = (**self.egress.load()).clone();
+        policy.own_ports.extend_from_slice(ports);
+        policy.own_ports.sort_unstable();
+        policy.own_ports.dedup();
+        self.egress.store(Arc::new(policy));
     }
 
     /// Compile (or load from cache) and link an app's component from its file.

@@ -80,6 +80,12 @@ impl Edge {
         if host.is_empty() {
             return host_response(400, "outpost: the request has no Host header");
         }
+        if crate::runtime::hops(request.headers()) >= crate::runtime::MAX_HOPS {
+            return host_response(
+                508,
+                "outpost: this request has been through Outpost too many times (a fetch loop)",
+            );
+        }
         let Some(deployment) = self.routes.lookup(host, request.uri().path()) else {
             let message = format!(
                 "outpost: no app is routed at {host}{}",

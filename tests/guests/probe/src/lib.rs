@@ -14,6 +14,7 @@
 //! | `/log`            | writes lines to stdout and stderr                            |
 //! | `/config?key=K`   | K from wasi:config and from wasi:cli/environment             |
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
+//! | `/fetch-many?url=U&n=N` | fetches U N times, one after another; a line per fetch (status or error) |
 //! | `/wasi`           | tries every capability the host links but withholds (files, sockets, name lookup, stdin) and reports what WASI answered, one line each |
 //! | `/kv/OP?ns=N&key=K` | the KV: OP is get, set (body is the value; `ttl=S`), delete, exists, incr (`by=D`), cas (`expect=V`, body), list (`prefix=P`), get-many (`keys=a,b`), set-many (`keys=a,b`, body is each value) |
 
@@ -90,6 +91,25 @@ impl Handler for Probe {
                 outpost_sdk::error!("leveled error line");
                 Ok(Response::text("logged"))
             }
+            // `mb` MiB of memory written, then held for `ms` milliseconds.
+            "/hold" => {
+                let mb: usize = request.query_param("mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let held = std::hint::black_box(vec![1u8; mb << 20]);
+                wasip2::clocks::monotonic_clock::subscribe_duration(millis()? * 1_000_000).block();
+                Ok(Response::text(format!("held {} MiB", held.len() >> 20)))
+            }
+            // `n` lines of `size` bytes to stderr, as fast as the guest can write them.
+            "/log-flood" => {
+                let number = |name: &str, default: usize| {
+                    request.query_param(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+                };
+                let (n, size) = (number("n", 1000), number("size", 64));
+                let line = format!("flood line {}", "x".repeat(size.saturating_sub(11)));
+                for _ in 0..n {
+                    eprintln!("{line}");
+                }
+                Ok(Response::text(format!("wrote {n} lines")))
+            }
             "/config" => {
                 let key = request
                     .query_param("key")
@@ -115,6 +135,19 @@ impl Handler for Probe {
                 )))
             }
             "/wasi" => Ok(Response::text(withheld_capabilities())),
+            "/fetch-many" => {
+                let url = request
+                    .query_param("url")
+                    .ok_or_else(|| Error::bad_request("give ?url=U"))?;
+                let n: usize = request.query_param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
+                let lines: Vec<String> = (0..n)
+                    .map(|_| match Request::get(&url).and_then(fetch) {
+                        Ok(response) => response.status().to_string(),
+                        Err(err) => format!("error: {}", err.message()),
+                    })
+                    .collect();
+                Ok(Response::text(lines.join("\n")))
+            }
             path if path.starts_with("/kv/") => kv(&path["/kv/".len()..].to_string(), &mut request),
             other => Err(Error::not_found(format!("the probe has no {other}"))),
         }
