@@ -22,7 +22,7 @@ impl Origin {
     ///
     /// `GET /redirect` answers 302 to `http://ADDR/moved`; `/slow` answers after a second;
     /// anything else answers 200 with `origin saw METHOD PATH_AND_QUERY host=HOST
-    /// forwarded=X-FORWARDED-HOST body=BODY` (and its `cdn-loop` header as `loop=...`).
+    /// forwarded=X-FORWARDED-HOST body=BODY` (with its `cdn-loop` header as `loop=...` before `body=`).
     pub async fn start() -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -89,7 +89,7 @@ async fn answer(
         String::new()
     };
     let text = format!(
-        "origin saw {} {path} host={} forwarded={} body={}{looped}",
+        "origin saw {} {path} host={} forwarded={}{looped} body={}",
         parts.method,
         header("host"),
         header("x-forwarded-host"),
