@@ -104,6 +104,25 @@ where
     });
 }
 
+/// `copies` tasks each sending `GET path` to the attacker's app from `client`, again and again.
+fn keep_getting(
+    stop: &Arc<AtomicBool>,
+    rounds: &Arc<AtomicU64>,
+    client: &Client,
+    copies: usize,
+    path: &'static str,
+) {
+    for _ in 0..copies {
+        let c = client.clone();
+        keep_attacking(stop, rounds, move || {
+            let c = c.clone();
+            async move {
+                let _ = c.send("b.test", Proto::H1, get(path)).await;
+            }
+        });
+    }
+}
+
 /// A TCP connection to `addr` from the source address `from`.
 async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
@@ -174,41 +193,17 @@ async fn every_attack_at_once_leaves_a_well_behaved_app_fast() {
     if chosen("cpu") {
         // CPU: requests that compute until stopped at their 1 s CPU budget.
         let rounds = attack("spinning guests (3 at once)");
-        for _ in 0..3 {
-            let c = attacker(0);
-            keep_attacking(&stop, &rounds, move || {
-                let c = c.clone();
-                async move {
-                    let _ = c.send("b.test", Proto::H1, get("/loop")).await;
-                }
-            });
-        }
+        keep_getting(&stop, &rounds, &attacker(0), 3, "/loop");
     }
     if chosen("memory") {
         // Memory: requests that grow until stopped at 64 MiB.
         let rounds = attack("memory hogs (2 at once)");
-        for _ in 0..2 {
-            let c = attacker(1);
-            keep_attacking(&stop, &rounds, move || {
-                let c = c.clone();
-                async move {
-                    let _ = c.send("b.test", Proto::H1, get("/oom")).await;
-                }
-            });
-        }
+        keep_getting(&stop, &rounds, &attacker(1), 2, "/oom");
     }
     if chosen("pool") {
         // The pool: sleeping requests holding the attacker's whole share.
         let rounds = attack("pool holders (10 sleeping at once)");
-        for _ in 0..10 {
-            let c = attacker(2);
-            keep_attacking(&stop, &rounds, move || {
-                let c = c.clone();
-                async move {
-                    let _ = c.send("b.test", Proto::H1, get("/sleep?ms=2000")).await;
-                }
-            });
-        }
+        keep_getting(&stop, &rounds, &attacker(2), 10, "/sleep?ms=2000");
     }
     if chosen("silent") {
         // Connections: TLS connections that agree to h2 and say nothing, plain TCP connections
@@ -298,17 +293,13 @@ async fn every_attack_at_once_leaves_a_well_behaved_app_fast() {
     if chosen("logs") {
         // Logs: 5,000 lines of 1 KiB per request.
         let rounds = attack("log floods (2 at once)");
-        for _ in 0..2 {
-            let c = attacker(7);
-            keep_attacking(&stop, &rounds, move || {
-                let c = c.clone();
-                async move {
-                    let _ = c
-                        .send("b.test", Proto::H1, get("/log-flood?n=5000&size=1024"))
-                        .await;
-                }
-            });
-        }
+        keep_getting(
+            &stop,
+            &rounds,
+            &attacker(7),
+            2,
+            "/log-flood?n=5000&size=1024",
+        );
     }
     if chosen("outbound") {
         // Outbound: the metadata service, and a burst of subrequests past the cap.

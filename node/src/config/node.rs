@@ -456,13 +456,8 @@ impl NodeConfig {
         };
 
         let field_err = |e: super::FieldError| ConfigError::field(file, e.field, e.message);
-        let mut egress = parsed.outbound.policy().map_err(field_err)?;
-        egress.own_ports = [Some(https), http_redirect, plain, admin]
-            .into_iter()
-            .chain(std::iter::once(peering.as_ref().map(|p| p.listen)))
-            .flatten()
-            .map(|a| a.port())
-            .collect();
+        // The ports of this node's own listeners are added once they are bound (launch).
+        let egress = parsed.outbound.policy().map_err(field_err)?;
         let ceilings = parsed
             .limits
             .ceilings(pool.max_memory_bytes)
