@@ -31,6 +31,7 @@ pub struct Metrics {
     pub instantiate_seconds: Histogram,
     pub guest_failures: IntCounterVec,
     pub guest_log_dropped: IntCounterVec,
+    pub cpu_turns_waited: IntCounterVec,
     pub pool_slots: IntGauge,
     pub pool_slots_in_use: IntGauge,
     pub instance_memory: IntGauge,
@@ -141,6 +142,11 @@ impl Metrics {
             guest_log_dropped: r.counter_vec(
                 "outpost_guest_log_dropped_total",
                 "Guest stdout/stderr lines dropped because the app wrote more than its log budget, by app",
+                &["app"],
+            ),
+            cpu_turns_waited: r.counter_vec(
+                "outpost_guest_cpu_turns_waited_total",
+                "Slices of long-running guests (past 10 ms of CPU) that waited for a turn on the app's or the node's CPU share, by app",
                 &["app"],
             ),
             pool_slots: r.gauge("outpost_pool_slots", "Instance pool slots"),

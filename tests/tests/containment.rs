@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use outpost_tests::client::get;
 use outpost_tests::{Client, NodeDir, Proto};
 
+/// node.toml lines for an admin listener (metrics) on a free port.
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
 /// Latencies of `count` requests to `host`, one after another.
 async fn latencies(client: &Client, host: &str, path: &str, count: usize) -> Vec<Duration> {
     let mut seen = Vec::with_capacity(count);
@@ -18,9 +21,28 @@ async fn latencies(client: &Client, host: &str, path: &str, count: usize) -> Vec
     seen
 }
 
+/// The value of counter `name` for `app` in a Prometheus scrape, 0 if absent.
+fn app_counter(metrics: &str, name: &str, app: &str) -> f64 {
+    let prefix = format!("{name}{{app=\"{app}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// The node's metrics, from its admin listener.
+async fn scrape(node: &outpost_tests::Outpost) -> String {
+    let admin = node.admin.expect("the node logs its admin address");
+    outpost_tests::client::plain(admin, get("/metrics"))
+        .await
+        .unwrap()
+        .text()
+}
+
 /// Guest code that computes for seconds gives its worker thread back every few milliseconds:
-/// another app's requests are not held behind it, several spinners share the cores, and each
-/// is still charged (and stopped) for all the CPU it uses.
+/// another app's requests are not held behind it, several spinners share the cores (their
+/// app's share of them, taking turns), and each is still charged (and stopped) for all the
+/// CPU it uses.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spinning_guest_does_not_hold_a_worker_thread() {
     let node_dir = NodeDir::new("spinners");
@@ -33,7 +55,7 @@ async fn a_spinning_guest_does_not_hold_a_worker_thread() {
             "[limits]\ncpu_ms = 3000\ntimeout_ms = 20000\n",
         ),
     ];
-    let (_node, client) = node_dir.start(&node_dir.config(&apps, ""));
+    let (node, client) = node_dir.start(&node_dir.config(&apps, ADMIN));
     let quiet = latencies(&client, "a.test", "/", 20).await;
 
     // Four requests each computing for 1.5 s of CPU, on a node with two cores.
@@ -76,6 +98,13 @@ async fn a_spinning_guest_does_not_hold_a_worker_thread() {
         *last < Duration::from_millis(2500),
         "the spinners finished at {finished:?}: they waited for one another"
     );
+
+    // Past 10 ms of CPU the spinners took turns on their app's share of the threads; hello's
+    // quick requests never waited for one.
+    let metrics = scrape(&node).await;
+    let waited = |app| app_counter(&metrics, "outpost_guest_cpu_turns_waited_total", app);
+    assert!(waited("spinner") > 0.0, "{metrics}");
+    assert_eq!(waited("hello"), 0.0, "{metrics}");
 
     // Still charged for every slice: past its CPU budget a spinner is stopped.
     let stopped = client
@@ -554,7 +583,7 @@ async fn a_log_flood_is_dropped_and_counted_not_queued() {
     ];
     let config = node_dir.config(
         &apps,
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nguest_lines_per_second = 20\n",
+        &format!("{ADMIN}[log]\nguest_lines_per_second = 20\n"),
     );
     let (node, client) = node_dir.start(&config);
 
@@ -578,18 +607,8 @@ async fn a_log_flood_is_dropped_and_counted_not_queued() {
         (150..=260).contains(&written),
         "{written} flood lines written; the budget is about 200"
     );
-    let admin = node.admin.expect("the node logs its admin address");
-    let metrics = outpost_tests::client::plain(admin, get("/metrics"))
-        .await
-        .unwrap()
-        .text();
-    let dropped = |app: &str| -> f64 {
-        let prefix = format!("outpost_guest_log_dropped_total{{app=\"{app}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .map_or(0.0, |v| v.parse().unwrap())
-    };
+    let metrics = scrape(&node).await;
+    let dropped = |app| app_counter(&metrics, "outpost_guest_log_dropped_total", app);
     assert!(dropped("noisy") >= 19_000.0, "{metrics}");
     assert_eq!(dropped("quiet"), 0.0, "the quiet app lost nothing");
 }

@@ -347,8 +347,16 @@ async fn javascript_and_python_apps_deploy_through_the_origin_to_three_nodes() {
             ),
         )
         .unwrap();
-        let out = fleet.cli(&dir, &["deploy", "--activate"]);
+        // Each of the three nodes compiles the engine inside the component (megabytes of
+        // code) at once, on two cores shared with the other tests: far slower than one node
+        // on its own machine, hence more than the CLI's default minute.
+        let started = std::time::Instant::now();
+        let out = fleet.cli(&dir, &["deploy", "--activate", "--timeout", "300"]);
         assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+        eprintln!(
+            "{name}: live on three nodes {:?} after the deploy began",
+            started.elapsed()
+        );
     }
     let clients: Vec<Client> = (0..3).map(|i| fleet.client(i)).collect();
     for client in &clients {

@@ -40,6 +40,9 @@ pub struct PoolSettings {
     /// Linear memory all live instances together may hold; `None`: three quarters of the
     /// machine's memory. Each app may hold `app_share_percent` of it.
     pub memory_budget_bytes: Option<u64>,
+    /// The share of the node's worker threads one app's long-running requests (past 10 ms of
+    /// CPU) may occupy at once, in percent; all apps' together get every thread but one.
+    pub cpu_share_percent: u32,
 }
 
 impl PoolSettings {
@@ -70,6 +73,7 @@ impl Default for PoolSettings {
             idle_per_app: 16,
             app_share_percent: 50,
             memory_budget_bytes: None,
+            cpu_share_percent: 50,
         }
     }
 }
@@ -247,6 +251,7 @@ pub(super) struct PoolFile {
     idle_per_app: Option<u64>,
     app_share_percent: Option<u64>,
     memory_budget_mb: Option<u64>,
+    cpu_share_percent: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -570,6 +575,13 @@ pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError>
             .memory_budget_mb
             .map(|mb| bounded(Some(mb), "memory_budget_mb", 1, 1 << 30, 0).map(|mb| mb << 20))
             .transpose()?,
+        cpu_share_percent: bounded(
+            file.cpu_share_percent,
+            "cpu_share_percent",
+            1,
+            100,
+            d.cpu_share_percent.into(),
+        )? as u32,
     })
 }
 

@@ -7,18 +7,21 @@
 //! with [`CpuLimitExceeded`]; under it, the guest gives its worker thread back (a tokio yield,
 //! so every other task on that worker runs first) and the deadline is set again, at most
 //! [`YIELD_SLICE`] of CPU ahead. A guest that computes for seconds thus runs in slices of a
-//! few milliseconds, still charged for every one, and never holds a worker thread.
+//! few milliseconds, still charged for every one, and never holds a worker thread. Past
+//! [`LONG_RUNNING`], each slice also waits for a lane of the app's CPU share (`cpu_share.rs`),
+//! which [`Metered`] gives back whenever the guest stops running.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use wasmtime::UpdateDeadline;
 
+use super::cpu_share::{CpuLanes, LONG_RUNNING, Lane};
 use super::engine::EPOCH_TICK;
 
 /// The most CPU a guest runs for before it yields its worker thread.
@@ -44,7 +47,6 @@ impl std::error::Error for CpuLimitExceeded {}
 
 /// CPU time used by one request, shared by the metering future and the epoch callback (which
 /// run on the same thread, one after the other, so relaxed atomics suffice).
-#[derive(Debug)]
 pub struct CpuClock {
     budget: Duration,
     origin: Instant,
@@ -52,15 +54,21 @@ pub struct CpuClock {
     used: AtomicU64,
     /// When the current poll began, in nanoseconds since `origin`.
     slice_start: AtomicU64,
+    /// The app's CPU share, if long runners must take turns (they must on a serving node).
+    lanes: Option<CpuLanes>,
+    /// The lane the guest runs its current slice on, once past [`LONG_RUNNING`].
+    lane: Mutex<Option<Lane>>,
 }
 
 impl CpuClock {
-    pub fn new(budget: Duration) -> Arc<Self> {
+    pub fn new(budget: Duration, lanes: Option<CpuLanes>) -> Arc<Self> {
         Arc::new(CpuClock {
             budget,
             origin: Instant::now(),
             used: AtomicU64::new(0),
             slice_start: AtomicU64::new(0),
+            lanes,
+            lane: Mutex::new(None),
         })
     }
 
@@ -81,8 +89,8 @@ impl CpuClock {
     }
 
     /// The epoch deadline callback: trap past the budget, else yield the worker and run on
-    /// for the next slice.
-    pub fn on_deadline(&self) -> wasmtime::Result<UpdateDeadline> {
+    /// for the next slice (a long runner once it has a lane).
+    pub fn on_deadline(self: &Arc<Self>) -> wasmtime::Result<UpdateDeadline> {
         let used = self.used(true);
         if used >= self.budget {
             return Err(wasmtime::Error::new(CpuLimitExceeded {
@@ -90,10 +98,24 @@ impl CpuClock {
             }));
         }
         let next = ticks_for((self.budget - used).min(YIELD_SLICE));
-        Ok(UpdateDeadline::YieldCustom(
-            next,
-            Box::pin(tokio::task::yield_now()),
-        ))
+        let turn = match (&self.lanes, used >= LONG_RUNNING) {
+            (Some(lanes), true) => {
+                let (lanes, clock) = (lanes.clone(), self.clone());
+                Box::pin(async move {
+                    // Yielding returns from the poll, which gives back the lane of the
+                    // slice just run; then this request queues for its next turn.
+                    tokio::task::yield_now().await;
+                    let lane = lanes.take().await;
+                    *clock.lane_slot() = Some(lane);
+                }) as Pin<Box<dyn Future<Output = ()> + Send>>
+            }
+            _ => Box::pin(tokio::task::yield_now()),
+        };
+        Ok(UpdateDeadline::YieldCustom(next, turn))
+    }
+
+    fn lane_slot(&self) -> std::sync::MutexGuard<'_, Option<Lane>> {
+        self.lane.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn now(&self) -> u64 {
@@ -131,6 +153,10 @@ impl<F: Future> Future for Metered<F> {
         let result = self.inner.as_mut().poll(cx);
         let spent = self.clock.now().saturating_sub(start);
         self.clock.used.fetch_add(spent, Ordering::Relaxed);
+        // The guest stopped running: whatever it waits for now, it waits without a lane.
+        if self.clock.lanes.is_some() {
+            self.clock.lane_slot().take();
+        }
         result
     }
 }
@@ -149,7 +175,7 @@ mod tests {
 
     #[test]
     fn deadline_yields_in_slices_while_budget_remains_then_traps() {
-        let clock = CpuClock::new(Duration::from_millis(30));
+        let clock = CpuClock::new(Duration::from_millis(30), None);
         assert_eq!(clock.initial_ticks(), ticks_for(YIELD_SLICE));
         clock.used.store(10_000_000, Ordering::Relaxed);
         clock.slice_start.store(clock.now(), Ordering::Relaxed);
@@ -178,7 +204,7 @@ mod tests {
 
     #[test]
     fn waiting_is_not_charged() {
-        let clock = CpuClock::new(Duration::from_secs(1));
+        let clock = CpuClock::new(Duration::from_secs(1), None);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

@@ -54,6 +54,8 @@ pub(super) struct AppShares {
     /// Linear memory its live instances together may hold, and the node's for all apps.
     pub memory: Arc<super::limits::MemoryBudget>,
     pub node_memory: Arc<super::limits::MemoryBudget>,
+    /// The worker threads its long-running guests may occupy at once.
+    pub cpu: super::cpu_share::CpuLanes,
 }
 
 impl AppShared {
@@ -152,7 +154,7 @@ impl HostState {
                 app.shares.memory.clone(),
                 app.shares.node_memory.clone(),
             ),
-            cpu: CpuClock::new(app.limits.cpu),
+            cpu: CpuClock::new(app.limits.cpu, Some(app.shares.cpu.clone())),
             app: app.clone(),
             kv_cursors: Vec::new(),
             kv_ops: 0,
@@ -166,7 +168,7 @@ impl HostState {
         self.stderr.set_request(request_id, capture);
         self.hooks.request_id = request_id;
         self.hooks.sent = 0;
-        self.cpu = CpuClock::new(self.app.limits.cpu);
+        self.cpu = CpuClock::new(self.app.limits.cpu, Some(self.app.shares.cpu.clone()));
         self.kv_cursors.clear();
         self.kv_ops = 0;
     }

@@ -7,6 +7,7 @@
 mod address_space;
 mod compile;
 mod cpu;
+mod cpu_share;
 mod egress;
 mod engine;
 mod gate;
@@ -71,6 +72,9 @@ pub struct Runtime {
     /// Linear memory all live instances together may hold, and each app's part of it.
     memory: Arc<limits::MemoryBudget>,
     app_memory: u64,
+    /// Worker threads long-running guests may occupy: all apps together, and one app.
+    node_lanes: Arc<tokio::sync::Semaphore>,
+    app_lanes: usize,
     _ticker: EpochTicker,
     _sweeper: reuse::Sweeper,
 }
@@ -114,6 +118,8 @@ impl Runtime {
                 .map(|total| total / 4 * 3)
                 .unwrap_or(u64::from(pool.instances) * pool.max_memory_bytes)
         });
+        // Tokio's runtime runs one worker thread per core, as counted here.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         tracing::info!(
             budget_mb = memory_budget >> 20,
             per_app_mb = (memory_budget / 100 * u64::from(pool.app_share_percent)) >> 20,
@@ -138,6 +144,8 @@ impl Runtime {
             log: log_budget::NodeLogBudget::new(tenancy.guest_log),
             memory: limits::MemoryBudget::new(memory_budget),
             app_memory: memory_budget / 100 * u64::from(pool.app_share_percent),
+            node_lanes: cpu_share::node_lanes(threads),
+            app_lanes: cpu_share::app_lane_count(threads, pool.cpu_share_percent),
         }))
     }
 
@@ -189,6 +197,13 @@ impl Runtime {
                     egress: self.egress.clone(),
                     memory: limits::MemoryBudget::new(self.app_memory),
                     node_memory: self.memory.clone(),
+                    cpu: cpu_share::CpuLanes::new(
+                        self.app_lanes,
+                        self.node_lanes.clone(),
+                        crate::metrics::metrics()
+                            .cpu_turns_waited
+                            .with_label_values(&[settings.name.as_str()]),
+                    ),
                     log: self.log.for_app(
                         crate::metrics::metrics()
                             .guest_log_dropped
