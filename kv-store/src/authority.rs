@@ -140,12 +140,21 @@ impl<S: AuthorityStore> Authority<S> {
                 outcomes.push(outcome);
                 continue;
             }
+            // A key the store cannot read is not an absent key (an increment would restart
+            // from 0): the first storage error fails the whole round, committing nothing.
+            let unreadable = std::cell::RefCell::new(None);
             let planned = write.op.plan(now_ms, |namespace, key| {
-                staged
-                    .get(&(namespace.to_string(), key.to_string()))
-                    .cloned()
-                    .or_else(|| self.store.get(namespace, key).ok().flatten())
+                if let Some(entry) = staged.get(&(namespace.to_string(), key.to_string())) {
+                    return Some(entry.clone());
+                }
+                self.store.get(namespace, key).unwrap_or_else(|err| {
+                    unreadable.borrow_mut().get_or_insert(err);
+                    None
+                })
             });
+            if let Some(err) = unreadable.into_inner() {
+                return Err(err);
+            }
             let outcome = match planned {
                 Ok((changes, result)) => {
                     let committed: Vec<Entry> = changes
@@ -696,6 +705,86 @@ mod tests {
                 vec!["b", "n"]
             );
         }
+    }
+
+    /// A store whose reads of current entries fail, as a disk error would make them.
+    struct UnreadableEntries(MemoryAuthorityStore);
+
+    impl AuthorityStore for UnreadableEntries {
+        fn last_version(&self) -> u64 {
+            self.0.last_version()
+        }
+        fn get(&self, _: &str, _: &str) -> Result<Option<Entry>, StorageError> {
+            Err(StorageError("read failed".into()))
+        }
+        fn outcome(&self, w: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError> {
+            self.0.outcome(w, id)
+        }
+        fn commit(
+            &mut self,
+            e: &[Entry],
+            o: &[(String, u64, WriteOutcome)],
+        ) -> Result<(), StorageError> {
+            self.0.commit(e, o)
+        }
+        fn log_after(&self, f: u64, m: usize) -> Result<Option<Vec<Entry>>, StorageError> {
+            self.0.log_after(f, m)
+        }
+        fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
+            self.0.snapshot()
+        }
+        fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+            self.0.compact(through)
+        }
+        fn list(
+            &self,
+            n: &str,
+            p: &str,
+            a: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<Entry>, StorageError> {
+            self.0.list(n, p, a, l)
+        }
+        fn list_keys(
+            &self,
+            n: &str,
+            p: &str,
+            a: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<KeyInfo>, StorageError> {
+            self.0.list_keys(n, p, a, l)
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_read_fails_the_write_instead_of_reading_as_absent() {
+        let mut store = MemoryAuthorityStore::default();
+        let entry = Entry {
+            namespace: "ns".into(),
+            key: "n".into(),
+            value: Some(b"41".to_vec()),
+            metadata: None,
+            expires_at_ms: None,
+            version: 1,
+            committed_at_us: 0,
+        };
+        store.commit(&[entry], &[]).unwrap();
+        let mut authority = Authority::new(UnreadableEntries(store));
+        let increment = WriteOp::Increment {
+            namespace: "ns".into(),
+            key: "n".into(),
+            delta: 1,
+        };
+        let failed = authority.write_all(vec![write(1, increment)], 0, 0);
+        assert_eq!(failed, Err(StorageError("read failed".into())));
+        // Nothing was committed: no "1" over the 41 that could not be read.
+        assert_eq!(authority.last_version(), 1);
+        // A put needs no read and still goes through.
+        assert!(
+            authority
+                .write_all(vec![write(2, put("k", "v"))], 0, 0)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub enum WriteError {
     Unavailable(String),
     #[error("the KV origin failed: {0}")]
     Internal(String),
+    /// The writer may not write there (a node writing a namespace no deployed app binds).
+    #[error("refused by the KV origin: {0}")]
+    Refused(String),
 }
 
 pub type WriteOutcome = Result<WriteAck, WriteError>;

@@ -167,6 +167,9 @@ pub struct RedbReplica {
     /// Entries by `namespace \0 key`: every read after the first is served from here.
     cache: DashMap<String, Option<Arc<Entry>>>,
     cached_bytes: AtomicUsize,
+    /// Applies committed so far. A read caches what it found on disk only if no apply
+    /// committed while it read: otherwise it could write an entry back over a newer one.
+    applies: AtomicU64,
 }
 
 fn cache_key(namespace: &str, key: &str) -> String {
@@ -201,7 +204,26 @@ impl RedbReplica {
             applied: AtomicU64::new(applied),
             cache: DashMap::new(),
             cached_bytes: AtomicUsize::new(0),
+            applies: AtomicU64::new(0),
         })
+    }
+
+    fn read_disk(&self, namespace: &str, key: &str) -> Result<Option<Arc<Entry>>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENTRIES)?;
+        Ok(table
+            .get((namespace, key))?
+            .map(|g| decode_entry(g.value()))
+            .transpose()?
+            .map(Arc::new))
+    }
+
+    /// Cache what a read found on disk, unless an apply has committed since the read began
+    /// (`applies` is the count it saw then).
+    fn remember_read(&self, applies: u64, key: String, entry: Option<Arc<Entry>>) {
+        if self.applies.load(Ordering::SeqCst) == applies {
+            self.remember(key, entry);
+        }
     }
 
     fn remember(&self, key: String, entry: Option<Arc<Entry>>) {
@@ -269,6 +291,9 @@ impl ReplicaStore for RedbReplica {
             txn.commit()?;
             applied
         };
+        // Counted before the cache is updated: a read that began before this commit either
+        // sees the count move (and caches nothing) or caches first and is overwritten below.
+        self.applies.fetch_add(1, Ordering::SeqCst);
         for entry in written {
             let key = cache_key(&entry.namespace, &entry.key);
             self.remember(key, Some(Arc::new(entry)));
@@ -282,16 +307,9 @@ impl ReplicaStore for RedbReplica {
         if let Some(hit) = self.cache.get(&cache_key) {
             return Ok(hit.clone());
         }
-        let entry = {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            table
-                .get((namespace, key))?
-                .map(|g| decode_entry(g.value()))
-                .transpose()?
-                .map(Arc::new)
-        };
-        self.remember(cache_key, entry.clone());
+        let applies = self.applies.load(Ordering::SeqCst);
+        let entry = self.read_disk(namespace, key)?;
+        self.remember_read(applies, cache_key, entry.clone());
         Ok(entry)
     }
 
@@ -411,6 +429,31 @@ mod tests {
         let reopened = RedbReplica::open(&path).unwrap();
         assert_eq!(reopened.applied(), 3);
         assert_eq!(reopened.get("ns", "c").unwrap().unwrap().version, 9);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_read_racing_a_newer_apply_does_not_pin_the_old_entry() {
+        let dir = std::env::temp_dir().join(format!("outpost-kv-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let replica = RedbReplica::open(&dir.join("replica.redb")).unwrap();
+        replica
+            .apply(&[entry("k", Some("old"), 1)], Some(1))
+            .unwrap();
+        replica.cache.clear();
+        // A read misses the cache and finds the old entry on disk; a newer one is applied
+        // before the read gets to cache what it found.
+        let applies = replica.applies.load(Ordering::SeqCst);
+        let found = replica.read_disk("ns", "k").unwrap();
+        replica
+            .apply(&[entry("k", Some("new"), 2)], Some(2))
+            .unwrap();
+        replica.remember_read(applies, cache_key("ns", "k"), found);
+        assert_eq!(
+            replica.get("ns", "k").unwrap().unwrap().value.as_deref(),
+            Some(b"new".as_slice())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dev_cert;
+pub mod files;
 pub mod fleet;
 pub mod kv;
 pub mod launch;

@@ -284,7 +284,7 @@ async fn tokens_and_cluster_certificates_keep_strangers_out() {
         (Some("opt_not-a-real-token"), "the origin refused (401)"),
         (
             Some(fleet.read_token.as_str()),
-            "the origin refused (403): token \"viewer\" lacks the Deploy right",
+            "the origin refused (403): the token lacks the Deploy right",
         ),
     ] {
         let out = fleet.cli_with_token(token, &app, &["deploy", "--activate"]);
@@ -297,6 +297,67 @@ async fn tokens_and_cluster_certificates_keep_strangers_out() {
         let rollback = fleet.cli_with_token(token, &app, &["rollback", "1"]);
         assert!(!rollback.status.success());
     }
+    // What the origin and the node keep is theirs alone, whatever the umask they started with.
+    for dir in ["origin-data", "edge-1-data"] {
+        let dir = fleet.dir.path().join(dir);
+        for entry in walk(&dir) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.display());
+        }
+    }
+
+    // A stranger's upload is refused before the origin reads it: the answer comes at once,
+    // not after 64 MiB or a timeout, and the connection is closed.
+    let admin = outpost_tests::Client::new(fleet.admin, &fleet.ca_pem());
+    let started = Instant::now();
+    let refused = admin
+        .exchange(
+            "localhost",
+            format!(
+                "PUT /v1/blobs/{} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer opt_wrong\r\n\
+                 content-length: 67108864\r\n\r\n{}",
+                "0".repeat(64),
+                "x".repeat(1000)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+
+    // A `read` token sees an app's config names, not their values; a deploy token sees both.
+    let app_json = |token: &str| {
+        let admin = admin.clone();
+        let token = token.to_string();
+        async move {
+            let reply = admin
+                .exchange(
+                    "localhost",
+                    format!(
+                        "GET /v1/apps/shop HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\
+                         connection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+            reply
+        }
+    };
+    let as_reader = app_json(&fleet.read_token).await;
+    assert!(as_reader.contains("\"VERSION\": null"), "{as_reader}");
+    assert!(!as_reader.contains("\"v1\""), "{as_reader}");
+    let as_deployer = app_json(&fleet.token).await;
+    assert!(as_deployer.contains("\"VERSION\": \"v1\""), "{as_deployer}");
+
     // Nothing changed: still one version, still served.
     let versions = fleet.cli_with_token(Some(&fleet.read_token), &app, &["versions"]);
     assert!(versions.status.success(), "{}", versions.stderr);
@@ -304,6 +365,16 @@ async fn tokens_and_cluster_certificates_keep_strangers_out() {
     assert_eq!(
         fleet.client(0).get(VERSION_PATH).await.unwrap().text(),
         served("v1")
+    );
+    // Deploying the same component again uploads nothing.
+    let again = fleet.cli(&app, &["deploy"]);
+    assert!(again.status.success(), "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("the origin has this component already"),
+        "{}",
+        again.stdout
     );
 
     // QUIC without a client certificate, or with one from another CA: refused.
@@ -337,12 +408,101 @@ async fn tokens_and_cluster_certificates_keep_strangers_out() {
     assert!(state.contains("\"app\":\"shop\""), "{state}");
 }
 
+/// A node takes KV peer links only from the peers its config names, and of those only the ones
+/// that dial it: another holder of a cluster certificate is turned away before it can send a
+/// thing, as is a configured peer calling in the wrong direction.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_take_peer_links_only_from_their_configured_peers() {
+    let fleet = Fleet::start("peer-allow", 2);
+    let cluster = fleet.dir.path().join("cluster");
+    let issued = fleet.cli(
+        fleet.dir.path(),
+        &["ca", "issue", "--node", "edge-9", "--dir", "cluster"],
+    );
+    assert!(issued.status.success(), "{}", issued.stderr);
+    let ca = cluster.join("ca.pem");
+    let member = |name: &str| {
+        (
+            cluster.join(format!("{name}.pem")),
+            cluster.join(format!("{name}-key.pem")),
+        )
+    };
+    let peer_open = |name: &str| format!("{{\"open\":\"peer\",\"node\":{name:?}}}");
+
+    // edge-1 dials edge-2 (names sort so), so edge-2 takes edge-1's link...
+    let edge1 = member("edge-1");
+    let _digest = quic_open(
+        fleet.peer_addrs[1],
+        "edge-2",
+        &ca,
+        Some((&edge1.0, &edge1.1)),
+        &peer_open("edge-1"),
+    )
+    .await
+    .expect("edge-2 takes a link from edge-1 (and sends it a digest)");
+    // ...but not from a member that is not among its peers,
+    let stranger = member("edge-9");
+    let refused = quic_open(
+        fleet.peer_addrs[1],
+        "edge-2",
+        &ca,
+        Some((&stranger.0, &stranger.1)),
+        &peer_open("edge-9"),
+    )
+    .await;
+    assert!(refused.is_err(), "edge-9 got {refused:?}");
+    // and edge-1 does not take edge-2 calling it: it dials edge-2 itself.
+    let edge2 = member("edge-2");
+    let reversed = quic_open(
+        fleet.peer_addrs[0],
+        "edge-1",
+        &ca,
+        Some((&edge2.0, &edge2.1)),
+        &peer_open("edge-2"),
+    )
+    .await;
+    assert!(reversed.is_err(), "edge-2 calling in got {reversed:?}");
+    for node in 0..2 {
+        assert!(
+            fleet
+                .node(node)
+                .wait_for_log("refused a KV peer link", Duration::from_secs(5)),
+            "{}",
+            fleet.node(node).stderr()
+        );
+    }
+}
+
+/// `dir` and everything beneath it.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            found.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    found
+}
+
 /// Connect to the origin's cluster port and subscribe as `node`; the first desired state frame.
 async fn quic_subscribe(
     origin: std::net::SocketAddr,
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
     node: &str,
+) -> anyhow::Result<String> {
+    let open = format!("{{\"open\":\"subscribe\",\"node\":{node:?}}}");
+    quic_open(origin, "origin", ca, identity, &open).await
+}
+
+/// Connect to a cluster member at `addr` (its certificate naming `name`), open a stream with
+/// the frame `open`; the first frame it answers with.
+async fn quic_open(
+    addr: std::net::SocketAddr,
+    name: &str,
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    open: &str,
 ) -> anyhow::Result<String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -368,16 +528,16 @@ async fn quic_subscribe(
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(config);
     let attempt = async {
-        let connection = endpoint.connect(origin, "origin")?.await?;
+        let connection = endpoint.connect(addr, name)?.await?;
         let (mut send, mut recv) = connection.open_bi().await?;
-        let open = format!("{{\"open\":\"subscribe\",\"node\":{node:?}}}");
         send.write_all(&(open.len() as u32).to_be_bytes()).await?;
         send.write_all(open.as_bytes()).await?;
         let mut len = [0u8; 4];
         recv.read_exact(&mut len).await?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         recv.read_exact(&mut body).await?;
-        anyhow::Ok(String::from_utf8(body)?)
+        // JSON from the origin; a binary KV frame from a peer.
+        anyhow::Ok(String::from_utf8_lossy(&body).into_owned())
     };
     let result = tokio::time::timeout(Duration::from_secs(10), attempt).await?;
     endpoint.close(0u32.into(), b"");

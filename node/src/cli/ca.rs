@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use anyhow::bail;
+
 use crate::origin::auth::new_token;
 use crate::pki::{CertAuthority, Usage};
 
@@ -21,6 +23,7 @@ pub fn init(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn issue(dir: &Path, node: &str, hosts: &[String]) -> anyhow::Result<()> {
+    member_name(node)?;
     let ca = CertAuthority::load(dir, CA_STEM, CA_NAME)?;
     let mut names = vec![node.to_string()];
     names.extend(hosts.iter().cloned());
@@ -30,6 +33,30 @@ pub fn issue(dir: &Path, node: &str, hosts: &[String]) -> anyhow::Result<()> {
         cert.display(),
         key.display()
     );
+    Ok(())
+}
+
+/// A member's name becomes its certificate's subject and the stem of two files beside the CA,
+/// so it must be a DNS name (lowercase labels of letters, digits and '-') that names neither the
+/// CA's files nor anything outside the directory.
+fn member_name(name: &str) -> anyhow::Result<()> {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        bail!(
+            "{name:?} is not a usable member name: use a DNS name of lowercase letters, digits, \
+             '-' and '.', such as \"edge-1\" or \"origin\""
+        );
+    }
+    if name == CA_STEM || name == format!("{CA_STEM}-key") {
+        bail!("{name:?} would overwrite the cluster CA's own files: pick another name");
+    }
     Ok(())
 }
 
@@ -45,4 +72,34 @@ pub fn token(name: &str, rights: &[String]) -> anyhow::Result<()> {
         "add to origin.toml:\n[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nrights = [{rights}]"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_are_dns_names_that_spare_the_ca() {
+        for good in ["edge-1", "origin", "edge-1.fra.example", "a"] {
+            member_name(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "ca", "ca-key", "../x", "a/b", "", "-edge", "edge-", "Edge", "a..b", "edge 1", ".",
+        ] {
+            assert!(member_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn issuing_refuses_a_name_that_would_replace_the_ca() {
+        let dir = crate::test_support::temp_dir("ca-names");
+        init(&dir).unwrap();
+        let before = std::fs::read(dir.join("ca-key.pem")).unwrap();
+        assert!(issue(&dir, "ca", &[]).is_err());
+        assert!(issue(&dir, "ca-key", &[]).is_err());
+        assert!(issue(&dir, "../outside", &[]).is_err());
+        assert_eq!(std::fs::read(dir.join("ca-key.pem")).unwrap(), before);
+        issue(&dir, "edge-1", &[]).unwrap();
+        assert!(dir.join("edge-1.pem").exists());
+    }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
+use http_body_util::Empty;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -78,14 +79,36 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     })?;
     let sha256 = sha256_hex(&wasm);
 
-    let bar = ProgressBar::new(wasm.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("valid template"),
-    );
-    client
-        .put_with_progress(&format!("/v1/blobs/{sha256}"), Bytes::from(wasm), bar)
+    // Ask first: the origin may have the component already, and it refuses a token that may
+    // not deploy before reading any upload.
+    let blob = format!("/v1/blobs/{sha256}");
+    let asked = client
+        .exchange(
+            http::Method::HEAD,
+            &blob,
+            "application/wasm",
+            &[],
+            Empty::<Bytes>::new(),
+        )
         .await?;
+    match asked.status.as_u16() {
+        200 => println!("{app}: the origin has this component already"),
+        404 => {
+            let bar = ProgressBar::new(wasm.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template"),
+            );
+            client
+                .put_with_progress(&blob, Bytes::from(wasm), bar)
+                .await?;
+        }
+        401 => bail!("the origin refused (401): missing or unknown bearer token"),
+        403 => bail!("the origin refused (403): the token lacks the Deploy right"),
+        other => bail!("the origin answered {other} when asked for the component {sha256}"),
+    }
     let created = client
         .post(
             &format!("/v1/apps/{app}/versions"),

@@ -146,6 +146,13 @@ enum TokenCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Dev(_) | Command::Node { .. } | Command::Origin { .. }
+    ) {
+        // What the serving processes write (KV data, app config, components, keys) is theirs.
+        crate::files::keep_new_files_private();
+    }
     let _flush_logs_on_exit = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

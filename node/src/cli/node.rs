@@ -14,8 +14,7 @@ use crate::server::handoff::{self, Inherited};
 
 pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let config = NodeConfig::load(config)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    crate::files::private_dir(&config.data_dir)?;
     let inherited = if takeover {
         // The old node finishes its requests in flight first: give it its drain time and some.
         let wait = config.http.drain_timeout + config.health.drain_delay + Duration::from_secs(15);

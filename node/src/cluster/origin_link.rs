@@ -12,10 +12,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::tls::verify_peer_name;
 use super::wire::{BlobReply, Open, read_frame, write_frame};
-use crate::fleet::{BlobStore, NodeReport, is_sha256_hex};
+use crate::fleet::{BlobStore, DesiredState, NodeReport, is_sha256_hex};
 use crate::kv::frames;
 use crate::origin::Registry;
-use crate::origin::kv::{KvAuthority, serve_session};
+use crate::origin::kv::{KvAuthority, WriteScope, serve_session};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailHub, TailSet};
@@ -173,14 +173,17 @@ async fn stream(
         Open::Blob { sha256 } => send_blob(&mut send, blobs, &sha256).await,
         Open::Kv { node } => {
             verify(&node).with_context(|| format!("node {node:?} refused"))?;
-            kv_session(node, send, recv, kv.clone()).await
+            let registry = registry.clone();
+            let scope: WriteScope =
+                Arc::new(move |namespace| bound_namespace(&registry.current_state(), namespace));
+            kv_session(node, send, recv, kv.clone(), scope).await
         }
         Open::Peer { node } => {
             anyhow::bail!("node {node:?} opened a peer stream to the origin; peers are nodes")
         }
         Open::Logs { node } => {
             verify(&node).with_context(|| format!("node {node:?} refused"))?;
-            logs_session(&node, send, recv, tail).await
+            logs_session(&node, send, recv, tail, registry).await
         }
     }
 }
@@ -191,6 +194,7 @@ async fn logs_session(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     tail: &TailHub,
+    registry: &Registry,
 ) -> anyhow::Result<()> {
     let mut apps = tail.apps();
     let current = apps.borrow_and_update().clone();
@@ -209,12 +213,37 @@ async fn logs_session(
                 if batch.dropped > 0 {
                     tracing::warn!(node, dropped = batch.dropped, "a node dropped tail records");
                 }
+                // A node speaks only for the apps the fleet runs: a record naming another is
+                // dropped, not shown to whoever tails that name.
+                let state = registry.current_state();
                 for mut record in batch.records {
+                    if !state.releases.iter().any(|r| r.app == record.app) {
+                        tracing::warn!(node, app = record.app, "dropped a tail record for an app the fleet does not run");
+                        continue;
+                    }
                     record.node = node.to_string();
                     tail.publish(record);
                 }
             }
         }
+    }
+}
+
+/// Whether a node may write `namespace` (stored as `app/namespace`): only if an app the fleet
+/// runs binds it in its `[kv] namespaces`.
+pub fn bound_namespace(state: &DesiredState, namespace: &str) -> Result<(), String> {
+    let bound = namespace.split_once('/').is_some_and(|(app, name)| {
+        state
+            .releases
+            .iter()
+            .any(|r| r.app == app && r.manifest.kv.namespaces.iter().any(|n| n == name))
+    });
+    if bound {
+        Ok(())
+    } else {
+        Err(format!(
+            "no app the fleet runs binds the namespace {namespace:?}"
+        ))
     }
 }
 
@@ -224,11 +253,12 @@ async fn kv_session(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     kv: KvAuthority,
+    scope: WriteScope,
 ) -> anyhow::Result<()> {
     let (to_session, from_node) = tokio::sync::mpsc::unbounded_channel();
     let (to_node, outbox) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(node, "KV session open");
-    let session = serve_session(node.clone(), kv, from_node, to_node);
+    let session = serve_session(node.clone(), kv, scope, from_node, to_node);
     let pumping = frames::pump(send, recv, outbox, |message| {
         to_session.send(message).is_ok()
     });
@@ -283,4 +313,40 @@ async fn send_blob(
     send.flush().await?;
     send.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppManifest;
+    use crate::fleet::Release;
+
+    #[test]
+    fn a_node_writes_only_namespaces_a_running_app_binds() {
+        let mut manifest = AppManifest {
+            name: "shop".into(),
+            ..Default::default()
+        };
+        manifest.kv.namespaces = vec!["carts".into()];
+        let state = DesiredState {
+            revision: 1,
+            releases: vec![Release {
+                app: "shop".into(),
+                version: 1,
+                sha256: "0".repeat(64),
+                manifest,
+            }],
+        };
+        assert!(bound_namespace(&state, "shop/carts").is_ok());
+        for refused in [
+            "shop/orders",
+            "bank/carts",
+            "carts",
+            "shop/",
+            "/carts",
+            "shop/carts/x",
+        ] {
+            assert!(bound_namespace(&state, refused).is_err(), "{refused}");
+        }
+    }
 }

@@ -62,6 +62,14 @@ pub async fn run(
         }
     };
     tracing::info!(listen = ?endpoint.local_addr().ok(), peers = peering.peers.len(), "KV peer links");
+    // Peers whose names sort before ours dial us; only they may. Any other holder of a cluster
+    // certificate (a node not in `peers`, or one of those we dial) is turned away.
+    let callers: Vec<String> = peering
+        .peers
+        .iter()
+        .filter(|p| p.name < node)
+        .map(|p| p.name.clone())
+        .collect();
     for peer in peering.peers.into_iter().filter(|p| p.name > node) {
         tokio::spawn(dial(
             endpoint.clone(),
@@ -71,7 +79,7 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    accept(endpoint, links, shutdown).await;
+    accept(endpoint, callers, links, shutdown).await;
 }
 
 fn endpoint(peering: &Peering, identity: &ClusterIdentity) -> anyhow::Result<quinn::Endpoint> {
@@ -83,16 +91,19 @@ fn endpoint(peering: &Peering, identity: &ClusterIdentity) -> anyhow::Result<qui
 
 async fn accept(
     endpoint: quinn::Endpoint,
+    callers: Vec<String>,
     links: mpsc::UnboundedSender<LinkEvent>,
     mut shutdown: ShutdownSignal,
 ) {
+    let callers = std::sync::Arc::new(callers);
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = wait_for_shutdown(&mut shutdown) => break,
         };
         let Some(incoming) = incoming else { break };
-        let links = links.clone();
+        let (links, callers) = (links.clone(), callers.clone());
+        let remote = incoming.remote_address();
         tokio::spawn(async move {
             let result = async {
                 let connection = incoming.await?;
@@ -102,11 +113,16 @@ async fn accept(
                     bail!("a peer stream must open with Open::Peer");
                 };
                 verify_peer_name(&connection, &peer)?;
+                if !callers.contains(&peer) {
+                    connection.close(1u32.into(), b"not a peer of this node");
+                    tracing::warn!(%remote, peer, "refused a KV peer link: not one of the peers that dial this node");
+                    return Ok(());
+                }
                 serve_link(peer, send, recv, &links).await
             }
             .await;
             if let Err(err) = result {
-                tracing::debug!("peer link ended: {err:#}");
+                tracing::debug!(%remote, "peer link ended: {err:#}");
             }
         });
     }

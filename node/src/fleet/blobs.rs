@@ -125,7 +125,7 @@ impl BlobWriter {
             );
         }
         self.file.sync_all()?;
-        std::fs::rename(&self.tmp_path, &self.final_path)?;
+        crate::files::rename_durably(&self.tmp_path, &self.final_path)?;
         Ok(self.final_path.clone())
     }
 }

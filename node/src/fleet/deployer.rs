@@ -238,17 +238,9 @@ impl Deployer {
             revision: inner.revision,
             releases: inner.running.values().map(|r| r.release.clone()).collect(),
         };
-        let tmp = self.state_file.with_extension("json.tmp");
         let written = serde_json::to_vec_pretty(&state)
             .map_err(anyhow::Error::from)
-            .and_then(|bytes| {
-                use std::io::Write;
-                let mut file = std::fs::File::create(&tmp)?;
-                file.write_all(&bytes)?;
-                file.sync_all()?;
-                std::fs::rename(&tmp, &self.state_file)?;
-                Ok(())
-            });
+            .and_then(|bytes| crate::files::write_atomic(&self.state_file, &bytes));
         if let Err(err) = written {
             tracing::error!(
                 "could not save the fleet state to {}: {err:#}",

@@ -72,9 +72,11 @@ impl NodeKv {
         if self.links.send(LinkEvent::OriginUp(to_origin)).is_err() {
             return;
         }
+        // One process, its own apps: the host already keeps each to its namespaces.
         tokio::spawn(serve_session(
             name.to_string(),
             authority,
+            std::sync::Arc::new(|_| Ok(())),
             from_node,
             to_node,
         ));

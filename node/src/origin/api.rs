@@ -227,6 +227,8 @@ impl AdminApi {
                 return Ok(self.metrics());
             }
             (&Method::GET, ["v1", ..]) => Right::Read,
+            // "Is this component there already?", asked before an upload.
+            (&Method::HEAD, ["v1", "blobs", _]) => Right::Deploy,
             (&Method::DELETE, ["v1", "apps", _]) => Right::Admin,
             (&Method::DELETE, ["v1", "kv", ..]) => Right::Deploy,
             (&Method::PUT | &Method::POST, ["v1", ..]) => Right::Deploy,
@@ -238,10 +240,15 @@ impl AdminApi {
             }
         };
         if let Err(denied) = self.authorize(&request, right) {
-            // Read what the client is sending before refusing, so it sees the answer rather
-            // than a connection closed under its upload.
-            discard_body(request, self.max_component_bytes as usize).await;
-            return Err(denied);
+            // Refused before a byte of the body is read: a stranger cannot make the origin
+            // take in (or wait for) an upload. The connection closes after the answer; the
+            // CLI asks before it uploads (`HEAD /v1/blobs/...`), so it sees the refusal.
+            let mut response = denied.into_response();
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Ok(response);
         }
         if let ["v1", "kv", rest @ ..] = segments.as_slice() {
             return self.kv_request(rest, request).await;
@@ -264,7 +271,13 @@ impl AdminApi {
         match (method, segments) {
             (&Method::GET, ["v1", "status"]) => self.status(),
             (&Method::GET, ["v1", "apps"]) => self.list_apps(),
-            (&Method::GET, ["v1", "apps", app]) => self.show_app(app),
+            (&Method::GET, ["v1", "apps", app]) => {
+                // Config values are for those who may deploy; a `read` token (Prometheus, a
+                // dashboard) sees their names only.
+                let reveal = self.authorize(&request, Right::Deploy).is_ok();
+                self.show_app(app, reveal)
+            }
+            (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256),
             (&Method::DELETE, ["v1", "apps", app]) => {
                 self.registry.delete_app(app)?;
                 Ok((StatusCode::OK, json!({ "deleted": app })))
@@ -333,12 +346,33 @@ impl AdminApi {
         Ok((StatusCode::OK, json!({ "apps": apps })))
     }
 
-    fn show_app(&self, app: &str) -> ApiResult {
+    fn show_app(&self, app: &str, reveal_config: bool) -> ApiResult {
         let (record, versions) = self.registry.app(app)?;
+        let mut versions = json!(versions);
+        if !reveal_config {
+            for version in versions.as_array_mut().into_iter().flatten() {
+                if let Some(config) = version["manifest"]["config"].as_object_mut() {
+                    config
+                        .values_mut()
+                        .for_each(|v| *v = serde_json::Value::Null);
+                }
+            }
+        }
         Ok((
             StatusCode::OK,
             json!({ "app": record, "versions": versions }),
         ))
+    }
+
+    fn has_blob(&self, sha256: &str) -> ApiResult {
+        if self.blobs.contains(sha256) {
+            Ok((StatusCode::OK, json!({ "sha256": sha256, "stored": true })))
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no component {sha256}"),
+            ))
+        }
     }
 
     async fn put_blob(&self, sha256: &str, request: http::Request<Incoming>) -> ApiResult {
@@ -466,11 +500,6 @@ impl AdminApi {
             json!({ "app": app, "version": version.version, "sha256": version.sha256, "active": request.activate }),
         ))
     }
-}
-
-async fn discard_body(request: http::Request<Incoming>, limit: usize) {
-    let drained = Limited::new(request.into_body(), limit).collect();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drained).await;
 }
 
 async fn read_json_body(request: http::Request<Incoming>) -> Result<Bytes, ApiError> {

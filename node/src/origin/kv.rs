@@ -237,12 +237,16 @@ fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
     }
 }
 
+/// Which namespaces a node's writes may touch: `Err` with the reason for one it may not.
+pub type WriteScope = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Serve one node's KV session: its subscription and its writes. `incoming` and `outgoing` are
 /// the session's two directions, whatever carries them (a QUIC stream, or a channel in
-/// `outpost dev`).
+/// `outpost dev`). A write outside `scope` is refused without reaching the authority.
 pub async fn serve_session(
     node: String,
     authority: KvAuthority,
+    scope: WriteScope,
     mut incoming: mpsc::UnboundedReceiver<ToOrigin>,
     outgoing: mpsc::UnboundedSender<FromOrigin>,
 ) {
@@ -270,6 +274,12 @@ pub async fn serve_session(
                     }
                 }
                 Some(ToOrigin::Write { id, op }) => {
+                    if let Err(reason) = scope(op.namespace()) {
+                        tracing::warn!(node, namespace = op.namespace(), "refused a node's KV write: {reason}");
+                        let outcome = Err(WriteError::Refused(reason));
+                        let _ = outgoing.send(FromOrigin::WriteResult { id, outcome });
+                        continue;
+                    }
                     let (authority, outgoing, node) = (authority.clone(), outgoing.clone(), node.clone());
                     tokio::spawn(async move {
                         let outcome = authority.write(&node, id, op).await;
@@ -326,4 +336,64 @@ fn send_batch(batch: Batch, outgoing: &mpsc::UnboundedSender<FromOrigin>) -> Res
             .map_err(|_| "the session closed".to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(namespace: &str) -> WriteOp {
+        WriteOp::Put {
+            namespace: namespace.into(),
+            key: "k".into(),
+            value: b"v".to_vec(),
+            metadata: None,
+            ttl_secs: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_refuses_writes_outside_its_scope_before_the_authority_sees_them() {
+        let dir = crate::test_support::temp_dir("kv-scope");
+        let authority = KvAuthority::start(&dir.join("kv.redb")).unwrap();
+        let scope: WriteScope = Arc::new(|namespace| {
+            (namespace == "shop/carts")
+                .then_some(())
+                .ok_or_else(|| format!("{namespace} is not bound"))
+        });
+        let (to_session, incoming) = mpsc::unbounded_channel();
+        let (outgoing, mut answers) = mpsc::unbounded_channel();
+        tokio::spawn(serve_session(
+            "edge-1".into(),
+            authority.clone(),
+            scope,
+            incoming,
+            outgoing,
+        ));
+        to_session
+            .send(ToOrigin::Write {
+                id: 1,
+                op: put("bank/accounts"),
+            })
+            .unwrap();
+        to_session
+            .send(ToOrigin::Write {
+                id: 2,
+                op: put("shop/carts"),
+            })
+            .unwrap();
+        let mut outcomes = std::collections::BTreeMap::new();
+        while outcomes.len() < 2 {
+            if let Some(FromOrigin::WriteResult { id, outcome }) = answers.recv().await {
+                outcomes.insert(id, outcome);
+            }
+        }
+        assert!(
+            matches!(outcomes[&1], Err(WriteError::Refused(_))),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[&2].is_ok(), "{outcomes:?}");
+        assert_eq!(authority.get("bank/accounts", "k").await.unwrap(), None);
+        assert!(authority.get("shop/carts", "k").await.unwrap().is_some());
+    }
 }

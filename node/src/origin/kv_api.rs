@@ -65,6 +65,7 @@ fn write_error(err: WriteError) -> ApiError {
         WriteError::NotAnInteger { .. } | WriteError::Overflow { .. } => StatusCode::CONFLICT,
         WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        WriteError::Refused(_) => StatusCode::FORBIDDEN,
     };
     ApiError::new(status, err.to_string())
 }

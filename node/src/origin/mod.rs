@@ -40,8 +40,7 @@ pub async fn start(
     config: OriginConfig,
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<RunningOrigin> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    crate::files::private_dir(&config.data_dir)?;
     let registry = Arc::new(
         Registry::open(&config.data_dir.join("registry.redb")).map_err(|e| {
             anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())

@@ -3,6 +3,9 @@
 //! Compiled artifacts are kept on disk keyed by the component's sha256 and a hash of the engine's
 //! settings, so a restarted node loads instead of recompiling, and a node whose settings or
 //! wasmtime version changed compiles afresh rather than loading something incompatible.
+//! An artifact is native code the node will run, so each is kept with the sha256 it had when
+//! written (`.cwasm.sha256`) and loaded only if it still has it: a torn, truncated or altered
+//! file is compiled afresh, never mapped.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -91,18 +94,30 @@ impl ComponentCache {
     }
 
     fn store(&self, artifact: &[u8], path: &Path) -> anyhow::Result<()> {
-        // Write then rename, so a crash never leaves a torn entry under the final name.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, artifact)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        // The checksum first: an artifact without its checksum is never loaded, and both are
+        // written whole under their final names or not at all.
+        let checksum = hex::encode(Sha256::digest(artifact));
+        crate::files::write_atomic(&checksum_path(path), checksum.as_bytes())?;
+        crate::files::write_atomic(path, artifact)
     }
 }
 
+fn checksum_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// Load the artifact at `path` if it still has the checksum it was written with.
 fn load_file(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    let expected = std::fs::read_to_string(checksum_path(path)).context("no checksum")?;
+    let actual = hex::encode(Sha256::digest(std::fs::read(path)?));
+    if expected.trim() != actual {
+        bail!("its checksum does not match");
+    }
     // SAFETY: the file was written by `precompile_component` of an engine with the same
-    // compatibility hash, into a directory only this node writes. wasmtime still checks the
-    // header and refuses a mismatch.
+    // compatibility hash, into a directory only this node writes (0700), and still has the
+    // checksum it was written with. wasmtime still checks the header and refuses a mismatch.
     unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
 }
 
@@ -159,5 +174,32 @@ mod tests {
         );
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
         assert!(check_header(b"\0asm").is_err());
+    }
+
+    #[test]
+    fn an_altered_artifact_is_compiled_afresh_never_loaded() {
+        let dir = crate::test_support::temp_dir("compile-cache");
+        let config = wasmtime::Config::new();
+        let engine = Engine::new(&config).unwrap();
+        let cache = ComponentCache::new(&dir, &engine, config.clone()).unwrap();
+        let wasm = wat::parse_str("(component (core module (func (export \"f\"))))").unwrap();
+        assert_eq!(cache.load(&engine, &wasm).unwrap().2, Origin::Compiled);
+        assert_eq!(cache.load(&engine, &wasm).unwrap().2, Origin::Cache);
+
+        let artifact = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .expect("an artifact in the cache");
+        let mut bytes = std::fs::read(&artifact).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&artifact, &bytes).unwrap();
+        assert_eq!(cache.load(&engine, &wasm).unwrap().2, Origin::Compiled);
+        assert_eq!(cache.load(&engine, &wasm).unwrap().2, Origin::Cache);
+
+        // An artifact without its checksum (a cache from before checksums) is not trusted.
+        std::fs::remove_file(checksum_path(&artifact)).unwrap();
+        assert_eq!(cache.load(&engine, &wasm).unwrap().2, Origin::Compiled);
     }
 }
