@@ -98,8 +98,8 @@ impl CpuClock {
             }));
         }
         let next = ticks_for((self.budget - used).min(YIELD_SLICE));
-        let turn = match (&self.lanes, used >= LONG_RUNNING) {
-            (Some(lanes), true) => {
+        let turn = match &self.lanes {
+            Some(lanes) if lanes.must_take_turns(used >= LONG_RUNNING) => {
                 let (lanes, clock) = (lanes.clone(), self.clone());
                 Box::pin(async move {
                     // Yielding returns from the poll, which gives back the lane of the
@@ -112,6 +112,17 @@ impl CpuClock {
             _ => Box::pin(tokio::task::yield_now()),
         };
         Ok(UpdateDeadline::YieldCustom(next, turn))
+    }
+
+    /// Before the guest starts: if its app has used more than its CPU share lately, wait for
+    /// a lane, as a long runner would at each slice.
+    pub async fn wait_turn_if_over_share(&self) {
+        if let Some(lanes) = &self.lanes
+            && lanes.must_take_turns(false)
+        {
+            let lane = lanes.take().await;
+            *self.lane_slot() = Some(lane);
+        }
     }
 
     fn lane_slot(&self) -> std::sync::MutexGuard<'_, Option<Lane>> {
@@ -154,7 +165,8 @@ impl<F: Future> Future for Metered<F> {
         let spent = self.clock.now().saturating_sub(start);
         self.clock.used.fetch_add(spent, Ordering::Relaxed);
         // The guest stopped running: whatever it waits for now, it waits without a lane.
-        if self.clock.lanes.is_some() {
+        if let Some(lanes) = &self.clock.lanes {
+            lanes.charge(spent);
             self.clock.lane_slot().take();
         }
         result

@@ -234,6 +234,8 @@ impl Runtime {
         let timeout = app.limits.timeout;
         let mut guest: GuestFuture = Box::pin(async move {
             let run = async {
+                // An app past its CPU share waits its turn before it runs at all.
+                cpu.wait_turn_if_over_share().await;
                 let proxy = match reused {
                     Some(proxy) => proxy,
                     None => {

@@ -73,7 +73,7 @@ pub struct Runtime {
     memory: Arc<limits::MemoryBudget>,
     app_memory: u64,
     /// Worker threads long-running guests may occupy: all apps together, and one app.
-    node_lanes: Arc<tokio::sync::Semaphore>,
+    node_lanes: cpu_share::NodeLanes,
     app_lanes: usize,
     _ticker: EpochTicker,
     _sweeper: reuse::Sweeper,
@@ -144,7 +144,7 @@ impl Runtime {
             log: log_budget::NodeLogBudget::new(tenancy.guest_log),
             memory: limits::MemoryBudget::new(memory_budget),
             app_memory: memory_budget / 100 * u64::from(pool.app_share_percent),
-            node_lanes: cpu_share::node_lanes(threads),
+            node_lanes: cpu_share::NodeLanes::new(threads),
             app_lanes: cpu_share::app_lane_count(threads, pool.cpu_share_percent),
         }))
     }
