@@ -362,6 +362,32 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request() {
     assert!(new.terminate(Duration::from_secs(20)).success());
 }
 
+/// A takeover that could not serve stops before it asks for the sockets: the running node
+/// keeps them and keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_that_cannot_serve_leaves_the_running_node_alone() {
+    let setup = Setup::new("ops-bad-takeover", "");
+    let (old, client) = setup.start(&[]);
+    assert_eq!(client.get("/ok").await.unwrap().status, 200);
+    // The key the new process would load is now garbage.
+    std::fs::write(setup.path("localhost-key.pem"), "not a key").unwrap();
+    let config = setup.config.clone();
+    let refused = tokio::task::spawn_blocking(move || Outpost::node_with(&config, &["--takeover"]))
+        .await
+        .unwrap()
+        .err()
+        .expect("the takeover is refused");
+    assert!(
+        refused.stderr.contains("not taking over"),
+        "{}",
+        refused.stderr
+    );
+    for _ in 0..5 {
+        assert_eq!(client.get("/ok").await.unwrap().status, 200);
+    }
+    assert!(old.terminate(Duration::from_secs(20)).success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_have_one_line_per_request() {
     let setup = Setup::new("ops-logs", "");

@@ -16,6 +16,7 @@ pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> any
     let config = NodeConfig::load(config)?;
     crate::files::private_dir(&config.data_dir)?;
     let inherited = if takeover {
+        preflight(&config).context("not taking over: this process could not serve")?;
         // The old node finishes its requests in flight first: give it its drain time and some.
         let wait = config.http.drain_timeout + config.health.drain_delay + Duration::from_secs(15);
         let data_dir = config.data_dir.clone();
@@ -65,5 +66,24 @@ pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> any
     );
     launched.done.await.context("the server task failed")?;
     tracing::info!("drained; bye");
+    Ok(())
+}
+
+/// What a new process must be able to do before it asks a running node for its sockets: once
+/// it has them the old process drains and exits, so a failure after that point would leave
+/// nothing serving. Its certificates and keys load, its cluster identity loads, and each local
+/// app's component can be read and is a component.
+fn preflight(config: &NodeConfig) -> anyhow::Result<()> {
+    let resolver = crate::server::cert_reload::ReloadingResolver::load(config.certs.clone())?;
+    crate::server::tls::server_config(std::sync::Arc::new(resolver))?;
+    if let Some(link) = &config.cluster {
+        crate::cluster::tls::client_config(&link.identity)?;
+    }
+    for app in &config.apps {
+        let wasm = std::fs::read(&app.component)
+            .with_context(|| format!("reading {}", app.component.display()))?;
+        crate::runtime::check_header(&wasm)
+            .with_context(|| format!("{}", app.component.display()))?;
+    }
     Ok(())
 }
