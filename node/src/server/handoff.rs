@@ -128,6 +128,19 @@ pub fn serve_handoff(
                 accepted = unix.accept() => accepted,
             };
             let Ok((stream, _)) = accepted else { continue };
+            // Only a process of this node's own user may take its sockets (the socket file is
+            // already private to it; this holds even if the directory's modes were loosened).
+            match stream.peer_cred() {
+                Ok(peer) if peer.uid() == current_uid() => {}
+                Ok(peer) => {
+                    tracing::warn!(uid = peer.uid(), pid = ?peer.pid(), "refused a takeover request from another user");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!("refused a takeover request without credentials: {err}");
+                    continue;
+                }
+            }
             let Ok(stream) = stream.into_std() else {
                 continue;
             };
@@ -152,6 +165,11 @@ pub fn serve_handoff(
             }
         }
     }))
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// Read the request and send the listeners.
