@@ -15,7 +15,7 @@ use super::wire::{BlobReply, Open, read_frame, write_frame};
 use crate::fleet::{BlobStore, DesiredState, NodeReport, is_sha256_hex};
 use crate::kv::frames;
 use crate::origin::Registry;
-use crate::origin::kv::{KvAuthority, WriteScope, serve_session};
+use crate::origin::kv::{KvAuthority, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailHub, TailSet};
@@ -255,12 +255,22 @@ async fn kv_session(
     kv: KvAuthority,
     scope: WriteScope,
 ) -> anyhow::Result<()> {
-    let (to_session, from_node) = tokio::sync::mpsc::unbounded_channel();
-    let (to_node, outbox) = tokio::sync::mpsc::unbounded_channel();
+    let (to_session, from_node) = tokio::sync::mpsc::channel(SESSION_INBOX);
+    let (to_node, outbox) = tokio::sync::mpsc::channel(SESSION_OUTBOX);
     tracing::info!(node, "KV session open");
     let session = serve_session(node.clone(), kv, scope, from_node, to_node);
     let pumping = frames::pump(send, recv, outbox, |message| {
-        to_session.send(message).is_ok()
+        match to_session.try_send(message) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    node,
+                    "closing the KV session: the node sent {SESSION_INBOX} messages more than the origin took in"
+                );
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
     });
     let result = tokio::select! {
         () = session => Ok(()),

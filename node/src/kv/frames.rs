@@ -43,12 +43,31 @@ pub async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
     Ok(Some(decode(&body).context("malformed KV message")?))
 }
 
+/// Where a stream's outgoing messages wait: an unbounded channel (fed by the KV driver, whose
+/// own input is bounded by the streams it reads) or a bounded one (the origin's side of a
+/// node's session, so a node that stops reading holds the origin to a fixed number).
+pub trait Outbox<T>: Send {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send;
+}
+
+impl<T: Send> Outbox<T> for tokio::sync::mpsc::UnboundedReceiver<T> {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+impl<T: Send> Outbox<T> for tokio::sync::mpsc::Receiver<T> {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
 /// Run a KV stream in both directions until either ends: messages from `outbox` are written
 /// to `send`; messages read from `recv` are handed to `deliver` (which returns false to stop).
 pub async fn pump<S, R, In, Out>(
     mut send: S,
     mut recv: R,
-    mut outbox: tokio::sync::mpsc::UnboundedReceiver<Out>,
+    mut outbox: impl Outbox<Out>,
     mut deliver: impl FnMut(In) -> bool,
 ) -> anyhow::Result<()>
 where
@@ -58,7 +77,7 @@ where
     Out: Serialize,
 {
     let writing = async {
-        while let Some(message) = outbox.recv().await {
+        while let Some(message) = outbox.next().await {
             write(&mut send, &message).await?;
         }
         anyhow::Ok(())

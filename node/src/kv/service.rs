@@ -14,7 +14,7 @@ use super::client::KvClient;
 use super::driver::{KvStats, LinkEvent, run_driver};
 use super::progress::KvProgress;
 use super::write_id_base;
-use crate::origin::kv::{KvAuthority, serve_session};
+use crate::origin::kv::{KvAuthority, SESSION_INBOX, SESSION_OUTBOX, serve_session};
 
 /// Handler writes waiting for the driver at most; more wait in the handlers themselves.
 const COMMAND_QUEUE: usize = 4096;
@@ -67,11 +67,20 @@ impl NodeKv {
 
     /// Follow an authority in this process, as a node follows the origin's.
     pub fn embed(&self, authority: KvAuthority, name: &str) {
-        let (to_origin, from_node) = mpsc::unbounded_channel();
-        let (to_node, mut from_origin) = mpsc::unbounded_channel();
+        let (to_origin, mut from_driver) = mpsc::unbounded_channel();
+        let (to_session, from_node) = mpsc::channel(SESSION_INBOX);
+        let (to_node, mut from_origin) = mpsc::channel(SESSION_OUTBOX);
         if self.links.send(LinkEvent::OriginUp(to_origin)).is_err() {
             return;
         }
+        // The driver sends without waiting; the session takes its messages at its own pace.
+        tokio::spawn(async move {
+            while let Some(message) = from_driver.recv().await {
+                if to_session.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
         // One process, its own apps: the host already keeps each to its namespaces.
         tokio::spawn(serve_session(
             name.to_string(),

@@ -22,6 +22,15 @@ use crate::metrics::metrics;
 
 /// Writes taken per commit at most.
 const GROUP: usize = 512;
+/// Messages the origin holds for one node before the session waits for the node to read: a
+/// node that stops reading costs the origin this much, not everything committed since.
+pub const SESSION_OUTBOX: usize = 64;
+/// Messages from one node waiting for its session; past this the node is sending faster than
+/// the origin takes them in, and its link is closed.
+pub const SESSION_INBOX: usize = 4096;
+/// One node's writes waiting for the authority at once; past this they are refused as
+/// unavailable (the node's callers may retry) rather than queued.
+const WRITES_IN_FLIGHT: usize = 1024;
 /// Log entries kept for catch-ups; a node further behind gets a snapshot.
 const LOG_RETENTION: u64 = 100_000;
 /// Compact the log after this many new versions.
@@ -247,9 +256,10 @@ pub async fn serve_session(
     node: String,
     authority: KvAuthority,
     scope: WriteScope,
-    mut incoming: mpsc::UnboundedReceiver<ToOrigin>,
-    outgoing: mpsc::UnboundedSender<FromOrigin>,
+    mut incoming: mpsc::Receiver<ToOrigin>,
+    outgoing: mpsc::Sender<FromOrigin>,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT));
     let mut live: Option<broadcast::Receiver<Arc<Batch>>> = None;
     let mut sent_through = 0;
     loop {
@@ -277,13 +287,25 @@ pub async fn serve_session(
                     if let Err(reason) = scope(op.namespace()) {
                         tracing::warn!(node, namespace = op.namespace(), "refused a node's KV write: {reason}");
                         let outcome = Err(WriteError::Refused(reason));
-                        let _ = outgoing.send(FromOrigin::WriteResult { id, outcome });
+                        if outgoing.send(FromOrigin::WriteResult { id, outcome }).await.is_err() {
+                            break;
+                        }
                         continue;
                     }
+                    let Ok(slot) = in_flight.clone().try_acquire_owned() else {
+                        let outcome = Err(WriteError::Unavailable(format!(
+                            "{WRITES_IN_FLIGHT} writes from this node are already waiting at the origin"
+                        )));
+                        if outgoing.send(FromOrigin::WriteResult { id, outcome }).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    };
                     let (authority, outgoing, node) = (authority.clone(), outgoing.clone(), node.clone());
                     tokio::spawn(async move {
                         let outcome = authority.write(&node, id, op).await;
-                        let _ = outgoing.send(FromOrigin::WriteResult { id, outcome });
+                        let _ = outgoing.send(FromOrigin::WriteResult { id, outcome }).await;
+                        drop(slot);
                     });
                 }
             },
@@ -291,7 +313,7 @@ pub async fn serve_session(
                 Ok(batch) => {
                     if batch.through > sent_through {
                         sent_through = batch.through;
-                        if send_batch((*batch).clone(), &outgoing).is_err() {
+                        if send_batch((*batch).clone(), &outgoing).await.is_err() {
                             break;
                         }
                     }
@@ -314,13 +336,13 @@ pub async fn serve_session(
 async fn send_catch_up(
     authority: &KvAuthority,
     mut from: u64,
-    outgoing: &mpsc::UnboundedSender<FromOrigin>,
+    outgoing: &mpsc::Sender<FromOrigin>,
 ) -> Result<u64, String> {
     loop {
         let (batch, last) = authority.catch_up(from).await?;
         from = batch.through;
         if !batch.entries.is_empty() || batch.through > batch.from {
-            send_batch(batch, outgoing)?;
+            send_batch(batch, outgoing).await?;
         }
         if from >= last {
             return Ok(from);
@@ -328,11 +350,13 @@ async fn send_catch_up(
     }
 }
 
-/// Send a batch in parts small enough for one message each.
-fn send_batch(batch: Batch, outgoing: &mpsc::UnboundedSender<FromOrigin>) -> Result<(), String> {
+/// Send a batch in parts small enough for one message each, waiting while the node's outbox
+/// is full.
+async fn send_batch(batch: Batch, outgoing: &mpsc::Sender<FromOrigin>) -> Result<(), String> {
     for part in batch.split(CHUNK_BYTES) {
         outgoing
             .send(FromOrigin::Batch(part))
+            .await
             .map_err(|_| "the session closed".to_string())?;
     }
     Ok(())
@@ -361,8 +385,8 @@ mod tests {
                 .then_some(())
                 .ok_or_else(|| format!("{namespace} is not bound"))
         });
-        let (to_session, incoming) = mpsc::unbounded_channel();
-        let (outgoing, mut answers) = mpsc::unbounded_channel();
+        let (to_session, incoming) = mpsc::channel(SESSION_INBOX);
+        let (outgoing, mut answers) = mpsc::channel(SESSION_OUTBOX);
         tokio::spawn(serve_session(
             "edge-1".into(),
             authority.clone(),
@@ -375,12 +399,14 @@ mod tests {
                 id: 1,
                 op: put("bank/accounts"),
             })
+            .await
             .unwrap();
         to_session
             .send(ToOrigin::Write {
                 id: 2,
                 op: put("shop/carts"),
             })
+            .await
             .unwrap();
         let mut outcomes = std::collections::BTreeMap::new();
         while outcomes.len() < 2 {
@@ -395,5 +421,38 @@ mod tests {
         assert!(outcomes[&2].is_ok(), "{outcomes:?}");
         assert_eq!(authority.get("bank/accounts", "k").await.unwrap(), None);
         assert!(authority.get("shop/carts", "k").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_node_that_stops_reading_holds_a_bounded_outbox_and_still_gets_everything() {
+        let dir = crate::test_support::temp_dir("kv-backpressure");
+        let authority = KvAuthority::start(&dir.join("kv.redb")).unwrap();
+        let (to_session, incoming) = mpsc::channel(8);
+        let (outgoing, mut answers) = mpsc::channel(4);
+        tokio::spawn(serve_session(
+            "edge-1".into(),
+            authority.clone(),
+            Arc::new(|_| Ok(())),
+            incoming,
+            outgoing,
+        ));
+        to_session
+            .send(ToOrigin::Subscribe { from: 0 })
+            .await
+            .unwrap();
+        // The node reads nothing while 200 writes commit, one batch each.
+        for _ in 0..200 {
+            assert!(authority.write_as_origin(put("shop/carts")).await.is_ok());
+        }
+        assert!(answers.len() <= 4, "{} messages held", answers.len());
+        // Once it reads, it gets every version.
+        let mut through = 0;
+        while through < 200 {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), answers.recv()).await {
+                Ok(Some(FromOrigin::Batch(batch))) => through = through.max(batch.through),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => panic!("the session stopped at version {through}"),
+            }
+        }
     }
 }
