@@ -421,46 +421,27 @@ async fn nodes_take_peer_links_only_from_their_configured_peers() {
     );
     assert!(issued.status.success(), "{}", issued.stderr);
     let ca = cluster.join("ca.pem");
-    let member = |name: &str| {
-        (
-            cluster.join(format!("{name}.pem")),
-            cluster.join(format!("{name}-key.pem")),
-        )
+    // Member `caller`, with its own certificate, opens a peer link to node `to` (0-based).
+    let call = |caller: &str, to: usize| {
+        let (cert, key) = (
+            cluster.join(format!("{caller}.pem")),
+            cluster.join(format!("{caller}-key.pem")),
+        );
+        let (addr, name) = (fleet.peer_addrs[to], format!("edge-{}", to + 1));
+        let open = format!("{{\"open\":\"peer\",\"node\":{caller:?}}}");
+        let ca = ca.clone();
+        async move { quic_open(addr, &name, &ca, Some((&cert, &key)), &open).await }
     };
-    let peer_open = |name: &str| format!("{{\"open\":\"peer\",\"node\":{name:?}}}");
 
     // edge-1 dials edge-2 (names sort so), so edge-2 takes edge-1's link...
-    let edge1 = member("edge-1");
-    let _digest = quic_open(
-        fleet.peer_addrs[1],
-        "edge-2",
-        &ca,
-        Some((&edge1.0, &edge1.1)),
-        &peer_open("edge-1"),
-    )
-    .await
-    .expect("edge-2 takes a link from edge-1 (and sends it a digest)");
+    call("edge-1", 1)
+        .await
+        .expect("edge-2 takes a link from edge-1 (and sends it a digest)");
     // ...but not from a member that is not among its peers,
-    let stranger = member("edge-9");
-    let refused = quic_open(
-        fleet.peer_addrs[1],
-        "edge-2",
-        &ca,
-        Some((&stranger.0, &stranger.1)),
-        &peer_open("edge-9"),
-    )
-    .await;
+    let refused = call("edge-9", 1).await;
     assert!(refused.is_err(), "edge-9 got {refused:?}");
     // and edge-1 does not take edge-2 calling it: it dials edge-2 itself.
-    let edge2 = member("edge-2");
-    let reversed = quic_open(
-        fleet.peer_addrs[0],
-        "edge-1",
-        &ca,
-        Some((&edge2.0, &edge2.1)),
-        &peer_open("edge-2"),
-    )
-    .await;
+    let reversed = call("edge-2", 0).await;
     assert!(reversed.is_err(), "edge-2 calling in got {reversed:?}");
     for node in 0..2 {
         assert!(
