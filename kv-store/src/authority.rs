@@ -6,9 +6,10 @@
 //! committed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::model::{Entry, KeyInfo};
 use crate::ops::{WriteAck, WriteError, WriteOp, WriteOutcome};
@@ -41,8 +42,13 @@ pub trait AuthorityStore {
     /// that far (it was compacted).
     /// Log entries after `from`, stopping after `max_bytes` (at least one entry).
     fn log_after(&self, from: u64, max_bytes: usize) -> Result<Option<Vec<Entry>>, StorageError>;
-    /// Every key's latest entry, tombstones included: the state at `last_version()`.
-    fn snapshot(&self) -> Result<Vec<Entry>, StorageError>;
+    /// Every key's latest entry, tombstones included, in key order after the key `after`,
+    /// stopping after `max_bytes` (at least one entry); and whether keys remain past them.
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError>;
     /// Forget log entries and write outcomes up to version `through`.
     fn compact(&mut self, through: u64) -> Result<(), StorageError>;
     /// Entries of a namespace with keys starting with `prefix`, after `after` (exclusive).
@@ -198,32 +204,24 @@ impl<S: AuthorityStore> Authority<S> {
         Ok((outcomes, batch))
     }
 
-    /// What a replica that has applied everything up to `from` needs next: the log after
-    /// `from` (about `max_bytes` of it), or, if the log was compacted past it, a snapshot.
-    pub fn catch_up(&self, from: u64, max_bytes: usize) -> Result<Batch, StorageError> {
-        let last = self.store.last_version();
-        if from >= last {
-            return Ok(Batch {
-                from,
-                through: from.max(last),
-                entries: Vec::new(),
-            });
-        }
-        match self.store.log_after(from, max_bytes)? {
-            Some(entries) => {
-                let through = entries.last().map_or(last, |e| e.version);
-                Ok(Batch {
-                    from,
-                    through,
-                    entries,
-                })
-            }
-            None => Ok(Batch {
-                from: 0,
-                through: last,
-                entries: self.store.snapshot()?,
-            }),
-        }
+    /// Log entries after `from` (about `max_bytes` of them), or `None` if the log was compacted
+    /// past `from`.
+    pub fn log_after(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        self.store.log_after(from, max_bytes)
+    }
+
+    /// Current entries in key order after `after` (about `max_bytes` of them), and whether
+    /// more keys follow.
+    pub fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
+        self.store.snapshot_after(after, max_bytes)
     }
 
     /// Keep only the newest `keep` versions of the log.
@@ -236,22 +234,23 @@ impl<S: AuthorityStore> Authority<S> {
     }
 }
 
-/// Entries from `entries` until `max_bytes` are taken (at least one, whatever its size).
+/// Entries from `entries` until `max_bytes` are taken (at least one, whatever its size), and
+/// whether any were left.
 fn within_budget(
     entries: impl Iterator<Item = Result<Entry, StorageError>>,
     max_bytes: usize,
-) -> Result<Vec<Entry>, StorageError> {
+) -> Result<(Vec<Entry>, bool), StorageError> {
     let mut taken = Vec::new();
     let mut bytes = 0;
     for entry in entries {
         let entry = entry?;
         if !taken.is_empty() && bytes + entry.size() > max_bytes {
-            break;
+            return Ok((taken, true));
         }
         bytes += entry.size();
         taken.push(entry);
     }
-    Ok(taken)
+    Ok((taken, false))
 }
 
 /// The authority's state in memory, for the simulation: what `commit` returned from is
@@ -312,16 +311,27 @@ impl AuthorityStore for MemoryAuthorityStore {
         if from < self.compacted_through {
             return Ok(None);
         }
-        Ok(Some(within_budget(
-            self.log.range(from + 1..).map(|(_, e)| Ok(e.clone())),
-            max_bytes,
-        )?))
+        Ok(Some(
+            within_budget(
+                self.log.range(from + 1..).map(|(_, e)| Ok(e.clone())),
+                max_bytes,
+            )?
+            .0,
+        ))
     }
 
-    fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
-        let mut entries: Vec<Entry> = self.current.values().cloned().collect();
-        entries.sort_by_key(|e| e.version);
-        Ok(entries)
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        within_budget(
+            self.current
+                .range::<(String, String), _>((start, Bound::Unbounded))
+                .map(|(_, e)| Ok(e.clone())),
+            max_bytes,
+        )
     }
 
     fn compact(&mut self, through: u64) -> Result<(), StorageError> {
@@ -480,21 +490,27 @@ impl AuthorityStore for RedbAuthorityStore {
             item.map_err(StorageError::from)
                 .and_then(|(_, v)| decode_entry(v.value()))
         });
-        Ok(Some(within_budget(entries, max_bytes)?))
+        Ok(Some(within_budget(entries, max_bytes)?.0))
     }
 
-    fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
         let txn = self.db.begin_read()?;
         let current = txn.open_table(CURRENT)?;
-        let mut entries = current
-            .iter()?
+        let start = match after {
+            Some((namespace, key)) => Bound::Excluded((namespace.as_str(), key.as_str())),
+            None => Bound::Unbounded,
+        };
+        let entries = current
+            .range::<(&str, &str)>((start, Bound::Unbounded))?
             .map(|item| {
                 item.map_err(StorageError::from)
                     .and_then(|(_, v)| decode_entry(v.value()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        entries.sort_by_key(|e| e.version);
-        Ok(entries)
+            });
+        within_budget(entries, max_bytes)
     }
 
     fn compact(&mut self, through: u64) -> Result<(), StorageError> {
@@ -611,8 +627,12 @@ mod tests {
         ) -> Result<Option<Vec<Entry>>, StorageError> {
             (**self).log_after(from, max_bytes)
         }
-        fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
-            (**self).snapshot()
+        fn snapshot_after(
+            &self,
+            after: Option<&(String, String)>,
+            max_bytes: usize,
+        ) -> Result<(Vec<Entry>, bool), StorageError> {
+            (**self).snapshot_after(after, max_bytes)
         }
         fn compact(&mut self, through: u64) -> Result<(), StorageError> {
             (**self).compact(through)
@@ -681,24 +701,27 @@ mod tests {
             );
             assert_eq!(authority.last_version(), 4);
 
-            let from_log = authority.catch_up(1, 1 << 20).unwrap();
-            assert_eq!((from_log.from, from_log.through), (1, 4));
+            let from_log = authority.log_after(1, 1 << 20).unwrap().unwrap();
             assert_eq!(
-                from_log
-                    .entries
-                    .iter()
-                    .map(|e| e.version)
-                    .collect::<Vec<_>>(),
+                from_log.iter().map(|e| e.version).collect::<Vec<_>>(),
                 vec![2, 3, 4]
             );
             // A byte budget smaller than one entry still moves on by one entry.
-            let small = authority.catch_up(1, 1).unwrap();
-            assert_eq!((small.from, small.through, small.entries.len()), (1, 2, 1));
+            assert_eq!(authority.log_after(1, 1).unwrap().unwrap().len(), 1);
             authority.compact(1).unwrap();
-            let snapshot = authority.catch_up(1, 1 << 20).unwrap();
-            assert_eq!((snapshot.from, snapshot.through), (0, 4));
-            // Latest per key: a, b, n (n's first increment is superseded).
-            assert_eq!(snapshot.entries.len(), 3);
+            assert!(authority.log_after(1, 1 << 20).unwrap().is_none());
+            // Latest per key, in key order: a, b, n (n's first increment is superseded).
+            let (snapshot, more) = authority.snapshot_after(None, 1 << 20).unwrap();
+            assert!(!more);
+            assert_eq!(
+                snapshot.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+                vec!["a", "b", "n"]
+            );
+            let after_a = ("ns".to_string(), "a".to_string());
+            let (part, more) = authority.snapshot_after(Some(&after_a), 1).unwrap();
+            assert!(more);
+            assert_eq!(part.len(), 1);
+            assert_eq!(part[0].key, "b");
             let listed = authority.list("ns", "", Some("a"), 10).unwrap();
             assert_eq!(
                 listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
@@ -730,8 +753,12 @@ mod tests {
         fn log_after(&self, f: u64, m: usize) -> Result<Option<Vec<Entry>>, StorageError> {
             self.0.log_after(f, m)
         }
-        fn snapshot(&self) -> Result<Vec<Entry>, StorageError> {
-            self.0.snapshot()
+        fn snapshot_after(
+            &self,
+            after: Option<&(String, String)>,
+            max_bytes: usize,
+        ) -> Result<(Vec<Entry>, bool), StorageError> {
+            self.0.snapshot_after(after, max_bytes)
         }
         fn compact(&mut self, through: u64) -> Result<(), StorageError> {
             self.0.compact(through)

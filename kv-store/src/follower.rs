@@ -10,17 +10,26 @@
 //! * batches that arrive early are held until the gap before them fills; a gap that stays open
 //!   makes the node ask again, from the origin or from a peer;
 //! * with the origin out of reach, the node learns from peers' digests who is ahead, and pulls;
+//! * a peer is believed only as far as the origin has vouched for: its own link's batches, or a
+//!   [`Head`] the origin signed, which peers pass on and [`HeadCheck`] verifies. A digest or a
+//!   batch claiming more is cut back to that, so a buggy or compromised peer can neither move
+//!   `applied` past the origin's history (the node would ignore the origin from then on) nor
+//!   make nodes think they are behind;
 //! * writes need the origin: without it they fail at once, and a write whose connection breaks
 //!   before an answer is reported as unavailable (it may or may not have been applied).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::Entry;
 use crate::ops::{WriteError, WriteOp, WriteOutcome};
-use crate::protocol::{Batch, FromOrigin, PeerMsg, ToOrigin};
+use crate::protocol::{Batch, FromOrigin, Head, PeerMsg, SnapshotPart, ToOrigin};
 
 pub type PeerId = String;
+
+/// Whether a head's proof holds (the origin signed it). A head from a peer counts only if so.
+pub type HeadCheck = Arc<dyn Fn(&Head) -> bool + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct FollowerConfig {
@@ -69,16 +78,34 @@ pub enum Output {
 struct PeerState {
     connected: bool,
     through: u64,
+    /// When this node last served the peer a pull: reading the replica for it is costly, so a
+    /// peer gets one per `gap_timeout`, however often it asks.
+    served_at: Option<u64>,
+    /// The newest head passed on to the peer.
+    head_sent: u64,
+    /// When a head from the peer last failed its check: checking costs a signature
+    /// verification, so after a failure the peer's heads are ignored for a `gap_timeout`.
+    refused_head_at: Option<u64>,
 }
 
 pub struct Follower {
     config: FollowerConfig,
     applied: u64,
+    /// The newest version the origin has vouched for: what peers are believed up to.
+    origin_head: u64,
+    /// The newest signed head held, to pass on to peers.
+    head: Option<Head>,
+    head_check: HeadCheck,
     /// The `through` of the batch being made durable.
     applying: Option<u64>,
     /// Batches that cannot be applied yet, by their `from`.
     held: BTreeMap<u64, Batch>,
     gap_since: Option<u64>,
+    /// A snapshot under way from the origin: the version it started at, and the last key
+    /// received, which the next part must start after.
+    snapshot: Option<(u64, Option<(String, String)>)>,
+    /// A snapshot's run broke: it must be asked for again.
+    lost_snapshot: bool,
     origin_up: bool,
     pending: BTreeMap<u64, u64>,
     next_id: u64,
@@ -102,9 +129,14 @@ impl Follower {
         Follower {
             config,
             applied,
+            origin_head: applied,
+            head: None,
+            head_check: Arc::new(|_| false),
             applying: None,
             held: BTreeMap::new(),
             gap_since: None,
+            snapshot: None,
+            lost_snapshot: false,
             origin_up: false,
             pending: BTreeMap::new(),
             next_id: id_base,
@@ -114,6 +146,13 @@ impl Follower {
             last_digest: 0,
             out: VecDeque::new(),
         }
+    }
+
+    /// How to verify the heads peers pass on; without one, peers are believed only as far as
+    /// this node's own link to the origin has shown.
+    pub fn with_head_check(mut self, check: HeadCheck) -> Self {
+        self.head_check = check;
+        self
     }
 
     pub fn applied_version(&self) -> u64 {
@@ -177,11 +216,22 @@ impl Follower {
 
     pub fn on_origin(&mut self, message: FromOrigin, now_ms: u64) {
         match message {
-            FromOrigin::Batch(batch) => self.receive(batch, now_ms),
+            FromOrigin::Batch(batch) => {
+                self.vouched(batch.through);
+                self.receive(batch, now_ms)
+            }
+            FromOrigin::SnapshotPart(part) => {
+                self.vouched(part.started_at);
+                self.receive_snapshot_part(part, now_ms)
+            }
+            FromOrigin::Head(head) => self.keep_head(head),
             FromOrigin::WriteResult { id, outcome } => {
                 if let Ok(ack) = &outcome
                     && !ack.entries.is_empty()
                 {
+                    if let Some(newest) = ack.entries.iter().map(|e| e.version).max() {
+                        self.vouched(newest);
+                    }
                     self.out.push_back(Output::ApplyEarly(ack.entries.clone()));
                 }
                 if self.pending.remove(&id).is_some() {
@@ -191,14 +241,64 @@ impl Follower {
         }
     }
 
-    pub fn peer_connected(&mut self, peer: &str) {
-        self.peers.entry(peer.to_string()).or_default().connected = true;
+    /// The origin (over this node's own link, which TLS vouches for) has shown `version` exists.
+    fn vouched(&mut self, version: u64) {
+        self.origin_head = self.origin_head.max(version);
+    }
+
+    /// A head from the origin, or one a peer passed on that has been checked.
+    fn keep_head(&mut self, head: Head) {
+        self.vouched(head.version);
+        if self.head.as_ref().is_none_or(|h| h.version < head.version) {
+            self.head = Some(head);
+        }
+    }
+
+    /// Tell a peer how far this node is, with the newest head it has not passed on yet (first,
+    /// so the peer believes what follows).
+    fn send_progress(&mut self, peer: &str) {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if let Some(head) = &self.head
+            && head.version > state.head_sent
+        {
+            state.head_sent = head.version;
+            self.out.push_back(Output::ToPeer(
+                peer.to_string(),
+                PeerMsg::Head(head.clone()),
+            ));
+        }
         self.out.push_back(Output::ToPeer(
             peer.to_string(),
             PeerMsg::Digest {
                 through: self.applied,
             },
         ));
+    }
+
+    /// The part of a peer's batch the origin has vouched for. A batch holds each key's latest
+    /// entry only, so one entry past `origin_head` hides that key's earlier versions, which may
+    /// lie anywhere in the range: then the batch cannot move `applied`, and only its vouched-for
+    /// entries are applied (early). `None` when nothing moves `applied`.
+    fn believable(&mut self, mut batch: Batch) -> Option<Batch> {
+        let head = self.origin_head;
+        if batch.entries.iter().any(|e| e.version > head) {
+            batch.entries.retain(|e| e.version <= head);
+            if !batch.entries.is_empty() {
+                self.out.push_back(Output::ApplyEarly(batch.entries));
+            }
+            return None;
+        }
+        batch.through = batch.through.min(head);
+        (batch.through > batch.from).then_some(batch)
+    }
+
+    pub fn peer_connected(&mut self, peer: &str) {
+        let state = self.peers.entry(peer.to_string()).or_default();
+        state.connected = true;
+        state.head_sent = 0;
+        self.send_progress(peer);
     }
 
     pub fn peer_disconnected(&mut self, peer: &str) {
@@ -213,6 +313,7 @@ impl Follower {
     pub fn on_peer(&mut self, peer: &str, message: PeerMsg, now_ms: u64) {
         match message {
             PeerMsg::Digest { through } => {
+                let through = through.min(self.origin_head);
                 let state = self.peers.entry(peer.to_string()).or_default();
                 state.through = state.through.max(through);
                 if through > self.applied && self.behind_since.is_none() {
@@ -221,7 +322,13 @@ impl Follower {
                 self.maybe_pull(now_ms);
             }
             PeerMsg::Pull { from } => {
-                if from < self.applied {
+                let state = self.peers.entry(peer.to_string()).or_default();
+                let recently = state
+                    .served_at
+                    .is_some_and(|at| now_ms.saturating_sub(at) < ms(self.config.gap_timeout));
+                if from < self.applied && !recently {
+                    state.served_at = Some(now_ms);
+                    self.send_progress(peer);
                     self.out.push_back(Output::ServePull {
                         peer: peer.to_string(),
                         from,
@@ -233,7 +340,63 @@ impl Follower {
                 if self.pull.as_ref().is_some_and(|(p, _)| p == peer) {
                     self.pull = None;
                 }
+                if let Some(batch) = self.believable(batch) {
+                    self.receive(batch, now_ms);
+                }
+            }
+            PeerMsg::Head(head) => {
+                let newer = self.head.as_ref().is_none_or(|h| h.version < head.version);
+                let gap_timeout = ms(self.config.gap_timeout);
+                let state = self.peers.entry(peer.to_string()).or_default();
+                let refused_lately = state
+                    .refused_head_at
+                    .is_some_and(|at| now_ms.saturating_sub(at) < gap_timeout);
+                if !newer || refused_lately {
+                    return;
+                }
+                if (self.head_check)(&head) {
+                    self.keep_head(head);
+                    self.maybe_pull(now_ms);
+                } else {
+                    state.refused_head_at = Some(now_ms);
+                }
+            }
+        }
+    }
+
+    /// Each key's entry as the origin holds it: newer-wins makes applying parts as they come
+    /// safe, but only the last part of a run with none missing brings `applied` to the
+    /// snapshot's version. A run that breaks (a lost or repeated part) is asked for again.
+    fn receive_snapshot_part(&mut self, part: SnapshotPart, now_ms: u64) {
+        let joins = match (&part.after, &self.snapshot) {
+            (None, _) => true,
+            (Some(after), Some((started_at, last_key))) => {
+                *started_at == part.started_at && last_key.as_ref() == Some(after)
+            }
+            (Some(_), None) => false,
+        };
+        if !joins {
+            self.snapshot = None;
+            self.lost_snapshot = true;
+            self.gap_since.get_or_insert(now_ms);
+        }
+        match (joins, part.last) {
+            (true, true) => {
+                self.snapshot = None;
+                let batch = Batch {
+                    from: 0,
+                    through: part.started_at,
+                    entries: part.entries,
+                };
                 self.receive(batch, now_ms);
+            }
+            (joins, _) => {
+                if joins {
+                    self.snapshot = Some((part.started_at, part.last_key()));
+                }
+                if !part.entries.is_empty() {
+                    self.out.push_back(Output::ApplyEarly(part.entries));
+                }
             }
         }
     }
@@ -262,6 +425,7 @@ impl Follower {
             && now_ms.saturating_sub(since) >= ms(self.config.gap_timeout)
         {
             // Ask again: the origin resends from where we stand; a peer may have it too.
+            self.lost_snapshot = false;
             if self.origin_up {
                 self.out
                     .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
@@ -294,15 +458,14 @@ impl Follower {
         }
         if now_ms.saturating_sub(self.last_digest) >= ms(self.config.digest_interval) {
             self.last_digest = now_ms;
-            for (peer, state) in &self.peers {
-                if state.connected {
-                    self.out.push_back(Output::ToPeer(
-                        peer.clone(),
-                        PeerMsg::Digest {
-                            through: self.applied,
-                        },
-                    ));
-                }
+            let connected: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, state)| state.connected)
+                .map(|(peer, _)| peer.clone())
+                .collect();
+            for peer in connected {
+                self.send_progress(&peer);
             }
             self.maybe_pull(now_ms);
         }
@@ -352,9 +515,17 @@ impl Follower {
         if self.peers.values().all(|p| p.through <= self.applied) {
             self.behind_since = None;
         }
-        if self.applying.is_some() {
-            return;
+        if self.applying.is_none() {
+            self.start_applying();
         }
+        self.gap_since = match (self.waiting_on_a_gap(), self.gap_since) {
+            (false, _) => None,
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(now_ms),
+        };
+    }
+
+    fn start_applying(&mut self) {
         self.held.retain(|_, b| b.through > self.applied);
         let mut through = self.applied;
         let mut entries: Vec<Entry> = Vec::new();
@@ -377,11 +548,23 @@ impl Follower {
                 entries,
             }));
         }
-        self.gap_since = match (self.held.is_empty(), self.gap_since) {
-            (true, _) => None,
-            (false, Some(since)) => Some(since),
-            (false, None) => Some(now_ms),
-        };
+    }
+
+    /// Whether a held batch waits for versions nobody is sending: batches that join on to the
+    /// one being applied are only waiting their turn (a long catch-up over a slow disk), and
+    /// asking again for them would only make the origin send them twice.
+    fn waiting_on_a_gap(&self) -> bool {
+        if self.lost_snapshot {
+            return true;
+        }
+        let mut reached = self.applying.unwrap_or(self.applied);
+        for (from, batch) in &self.held {
+            if *from > reached {
+                return true;
+            }
+            reached = reached.max(batch.through);
+        }
+        false
     }
 }
 
@@ -522,13 +705,28 @@ mod tests {
         ));
     }
 
+    fn signed(version: u64) -> Head {
+        Head {
+            version,
+            proof: b"signed".to_vec(),
+        }
+    }
+
+    fn checking() -> Follower {
+        Follower::new(FollowerConfig::default(), 0, 0)
+            .with_head_check(Arc::new(|h| h.proof == b"signed"))
+    }
+
     #[test]
     fn without_the_origin_a_node_pulls_from_the_peer_ahead() {
-        let mut f = Follower::new(FollowerConfig::default(), 2, 0);
+        let mut f = Follower::new(FollowerConfig::default(), 2, 0)
+            .with_head_check(Arc::new(|h| h.proof == b"signed"));
         f.peer_connected("b");
         f.peer_connected("c");
         drain(&mut f);
+        f.on_peer("b", PeerMsg::Head(signed(5)), 0);
         f.on_peer("b", PeerMsg::Digest { through: 5 }, 0);
+        f.on_peer("c", PeerMsg::Head(signed(9)), 0);
         f.on_peer("c", PeerMsg::Digest { through: 9 }, 0);
         let out = drain(&mut f);
         assert_eq!(
@@ -545,15 +743,230 @@ mod tests {
             out.contains(&Output::ToPeer("c".into(), PeerMsg::Pull { from: 5 })),
             "{out:?}"
         );
-        // And it serves pulls from behind it.
+        // It passes the newest head on with its digests...
+        assert!(
+            out.contains(&Output::ToPeer("b".into(), PeerMsg::Head(signed(9)))),
+            "{out:?}"
+        );
+        // ...and serves pulls from behind it, the head first.
         f.on_peer("b", PeerMsg::Pull { from: 1 }, 700);
         assert_eq!(
             drain(&mut f),
-            vec![Output::ServePull {
-                peer: "b".into(),
-                from: 1,
-                through: 5
-            }]
+            vec![
+                Output::ToPeer("b".into(), PeerMsg::Digest { through: 5 }),
+                Output::ServePull {
+                    peer: "b".into(),
+                    from: 1,
+                    through: 5
+                }
+            ]
         );
+    }
+
+    #[test]
+    fn a_peer_is_believed_only_as_far_as_the_origin_has_vouched() {
+        let mut f = checking();
+        f.origin_connected(0);
+        f.on_origin(FromOrigin::Batch(batch(0, 3)), 0);
+        f.applied(3, 0);
+        f.peer_connected("b");
+        drain(&mut f);
+        // A peer claiming the end of time, with a head it forged, makes the node neither
+        // behind nor pull.
+        let forged = Head {
+            version: u64::MAX,
+            proof: b"forged".to_vec(),
+        };
+        f.on_peer("b", PeerMsg::Head(forged), 10);
+        f.on_peer("b", PeerMsg::Digest { through: u64::MAX }, 10);
+        assert_eq!(f.known_version(), 3);
+        f.origin_disconnected(20);
+        f.tick(700);
+        assert!(
+            !drain(&mut f)
+                .iter()
+                .any(|o| matches!(o, Output::ToPeer(_, PeerMsg::Pull { .. }))),
+            "nothing to pull: the origin never vouched for anything past 3"
+        );
+        // Nor can an unsolicited batch move `applied` past what the origin vouched for.
+        let poison = Batch {
+            from: 3,
+            through: u64::MAX,
+            entries: vec![entry(u64::MAX)],
+        };
+        f.on_peer("b", PeerMsg::Batch(poison), 800);
+        let overreach = Batch {
+            from: 0,
+            through: 10,
+            entries: (1..=10).map(entry).collect(),
+        };
+        f.on_peer("b", PeerMsg::Batch(overreach), 810);
+        // (Its entries the origin did vouch for may be applied early: they change nothing here.)
+        assert!(
+            drain(&mut f)
+                .iter()
+                .all(|o| matches!(o, Output::ApplyEarly(e) if e.iter().all(|e| e.version <= 3))),
+        );
+        assert_eq!((f.applied_version(), f.known_version()), (3, 3));
+        // The origin's stream goes on where it left off.
+        f.origin_connected(900);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ToOrigin(ToOrigin::Subscribe { from: 3 })]
+        );
+        f.on_origin(FromOrigin::Batch(batch(3, 5)), 910);
+        assert_eq!(drain(&mut f), vec![Output::Apply(batch(3, 5))]);
+    }
+
+    #[test]
+    fn a_batch_with_an_entry_past_the_head_does_not_move_applied() {
+        let mut f = checking();
+        f.peer_connected("b");
+        f.on_peer("b", PeerMsg::Head(signed(6)), 0);
+        drain(&mut f);
+        // The key written at 3 was written again at 8: its entry at 3 is not in the batch, and
+        // where it was cannot be told, so the batch cannot claim any prefix.
+        let mut merged = batch(0, 9);
+        merged.entries.retain(|e| e.version <= 6);
+        merged.entries[2].version = 8;
+        f.on_peer("b", PeerMsg::Batch(merged), 10);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ApplyEarly(vec![
+                entry(1),
+                entry(2),
+                entry(4),
+                entry(5),
+                entry(6)
+            ])]
+        );
+        assert_eq!(f.applied_version(), 0);
+        // Within the head, the same peer's batch counts.
+        f.on_peer("b", PeerMsg::Batch(batch(0, 6)), 20);
+        assert_eq!(drain(&mut f), vec![Output::Apply(batch(0, 6))]);
+    }
+
+    #[test]
+    fn a_peer_whose_head_fails_its_check_is_not_checked_again_for_a_while() {
+        let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = checks.clone();
+        let mut f =
+            Follower::new(FollowerConfig::default(), 0, 0).with_head_check(Arc::new(move |h| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                h.proof == b"signed"
+            }));
+        f.peer_connected("b");
+        for version in 1..100 {
+            let forged = Head {
+                version,
+                proof: vec![],
+            };
+            f.on_peer("b", PeerMsg::Head(forged), version);
+        }
+        assert_eq!(checks.load(std::sync::atomic::Ordering::Relaxed), 1);
+        f.on_peer("b", PeerMsg::Head(signed(4)), 600);
+        assert_eq!(f.known_version(), 0, "no digest yet");
+        assert_eq!(checks.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_long_catch_up_is_not_asked_for_again() {
+        let mut f = Follower::new(FollowerConfig::default(), 0, 0);
+        f.origin_connected(0);
+        drain(&mut f);
+        f.on_origin(FromOrigin::Batch(batch(0, 2)), 0);
+        f.on_origin(FromOrigin::Batch(batch(2, 4)), 1);
+        f.on_origin(FromOrigin::Batch(batch(4, 6)), 2);
+        assert_eq!(drain(&mut f), vec![Output::Apply(batch(0, 2))]);
+        // The disk is slow: the rest waits its turn, which is no gap.
+        for now in [600, 1200, 1800] {
+            f.tick(now);
+        }
+        assert!(drain(&mut f).is_empty(), "no re-subscribe");
+        f.applied(2, 1900);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::Apply(Batch {
+                from: 2,
+                through: 6,
+                entries: (3..=6).map(entry).collect(),
+            })]
+        );
+    }
+
+    fn part(after: Option<u64>, versions: &[u64], last: bool) -> FromOrigin {
+        FromOrigin::SnapshotPart(SnapshotPart {
+            started_at: 9,
+            after: after.map(|v| ("ns".into(), format!("k{v}"))),
+            entries: versions.iter().map(|v| entry(*v)).collect(),
+            last,
+        })
+    }
+
+    #[test]
+    fn snapshot_parts_apply_early_and_the_last_one_moves_applied() {
+        let mut f = Follower::new(FollowerConfig::default(), 0, 0);
+        f.origin_connected(0);
+        drain(&mut f);
+        f.on_origin(part(None, &[4, 9], false), 1);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ApplyEarly(vec![entry(4), entry(9)])]
+        );
+        assert_eq!((f.applied_version(), f.known_version()), (0, 0));
+        f.on_origin(part(Some(9), &[7], true), 2);
+        let closing = Batch {
+            from: 0,
+            through: 9,
+            entries: vec![entry(7)],
+        };
+        assert_eq!(drain(&mut f), vec![Output::Apply(closing)]);
+        f.applied(9, 3);
+        assert_eq!(f.applied_version(), 9);
+    }
+
+    #[test]
+    fn a_snapshot_missing_a_part_is_asked_for_again() {
+        let mut f = Follower::new(FollowerConfig::default(), 0, 0);
+        f.origin_connected(0);
+        drain(&mut f);
+        f.on_origin(part(None, &[4], false), 1);
+        // The part after k4 never came.
+        f.on_origin(part(Some(6), &[7], true), 2);
+        assert_eq!(
+            drain(&mut f),
+            vec![
+                Output::ApplyEarly(vec![entry(4)]),
+                Output::ApplyEarly(vec![entry(7)])
+            ]
+        );
+        assert_eq!(f.applied_version(), 0, "a broken run does not move applied");
+        f.tick(600);
+        assert_eq!(
+            drain(&mut f),
+            vec![Output::ToOrigin(ToOrigin::Subscribe { from: 0 })]
+        );
+    }
+
+    #[test]
+    fn a_peer_is_served_one_pull_per_gap_timeout() {
+        let mut f = Follower::new(FollowerConfig::default(), 0, 0);
+        f.origin_connected(0);
+        f.on_origin(FromOrigin::Batch(batch(0, 5)), 0);
+        f.applied(5, 0);
+        f.peer_connected("b");
+        drain(&mut f);
+        let served = |f: &mut Follower| {
+            drain(f)
+                .iter()
+                .filter(|o| matches!(o, Output::ServePull { .. }))
+                .count()
+        };
+        for now in 0..100 {
+            f.on_peer("b", PeerMsg::Pull { from: 0 }, 1000 + now);
+        }
+        assert_eq!(served(&mut f), 1);
+        f.on_peer("b", PeerMsg::Pull { from: 0 }, 1600);
+        assert_eq!(served(&mut f), 1);
     }
 }

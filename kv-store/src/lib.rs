@@ -6,8 +6,10 @@
 //!   Workers-KV-style limits, enforced with clear errors;
 //! * [`ops`]: the writes a handler can ask for (put, delete, increment, compare-and-swap, batches);
 //! * [`authority`]: the origin's single writer. It assigns every committed entry the next global
-//!   version, commits durably before acknowledging, keeps a write log with compaction, serves
-//!   catch-ups from the log or from a snapshot, and deduplicates retried writes;
+//!   version, commits durably before acknowledging, keeps a write log with compaction, and
+//!   deduplicates retried writes;
+//! * [`catch_up`]: what the origin sends a node that is behind, from the log or, past it, a
+//!   snapshot, in bounded steps;
 //! * [`replica`]: a node's durable copy (redb) with an in-memory layer for hot reads;
 //! * [`follower`]: the replication protocol on a node, as a sans-IO state machine. It is fed
 //!   messages and clock ticks and answers with messages to send and batches to apply; it
@@ -20,6 +22,7 @@
 //! duplicates, partitions and crashes, deterministically from a seed.
 
 pub mod authority;
+pub mod catch_up;
 pub mod follower;
 pub mod model;
 pub mod ops;
@@ -28,8 +31,9 @@ pub mod replica;
 mod scan;
 
 pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};
-pub use follower::{Follower, FollowerConfig, Output, PeerId};
+pub use catch_up::CatchUp;
+pub use follower::{Follower, FollowerConfig, HeadCheck, Output, PeerId};
 pub use model::{Entry, KeyInfo, LimitError, validate_key, validate_namespace};
 pub use ops::{OpResult, WriteAck, WriteError, WriteOp, WriteOutcome};
-pub use protocol::{Batch, FromOrigin, PeerMsg, ToOrigin};
+pub use protocol::{Batch, FromOrigin, Head, PeerMsg, SnapshotPart, ToOrigin};
 pub use replica::{MemoryReplica, RedbReplica, ReplicaStore};

@@ -71,7 +71,46 @@ pub enum ToOrigin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromOrigin {
     Batch(Batch),
-    WriteResult { id: u64, outcome: WriteOutcome },
+    WriteResult {
+        id: u64,
+        outcome: WriteOutcome,
+    },
+    /// Part of a snapshot, for a node further behind than the origin's log reaches. This and
+    /// `Head` come after the other variants so their encoding is unchanged (protocol 2).
+    SnapshotPart(SnapshotPart),
+    /// The origin has committed everything up to this version (sent after each batch).
+    Head(Head),
+}
+
+/// The origin's signed word that versions up to `version` exist. `proof` is opaque here (the
+/// node checks it against the cluster CA); peers pass it on, so a node believes a peer's
+/// claims only as far as the origin has vouched for, whoever relayed the word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub version: u64,
+    pub proof: Vec<u8>,
+}
+
+/// Keys as the origin holds them when the part is read, in key order, after the key `after`
+/// (the previous part's last). Parts are applied as they come but do not move the node's
+/// `applied`; only the last part of an unbroken run does, to `started_at` (see
+/// [`crate::catch_up`] for why that holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    pub started_at: u64,
+    pub after: Option<(String, String)>,
+    pub entries: Vec<Entry>,
+    pub last: bool,
+}
+
+impl SnapshotPart {
+    /// The key a following part starts after.
+    pub fn last_key(&self) -> Option<(String, String)> {
+        self.entries
+            .last()
+            .map(|e| (e.namespace.clone(), e.key.clone()))
+            .or_else(|| self.after.clone())
+    }
 }
 
 /// Node to node, for anti-entropy.
@@ -86,6 +125,8 @@ pub enum PeerMsg {
         from: u64,
     },
     Batch(Batch),
+    /// The newest head this node holds from the origin (protocol 2).
+    Head(Head),
 }
 
 /// Largest encoded message: a 32 MiB batch write or a 25 MiB value, with room to spare.

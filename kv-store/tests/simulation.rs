@@ -3,9 +3,14 @@
 //! drops messages, partitions links, and crashes nodes and the origin. Each run is a function of
 //! its seed.
 //!
+//! Beside the honest nodes, a Byzantine peer ("mallory", admitted as a peer of every node)
+//! sends digests and batches claiming versions the origin never committed, forged heads, and
+//! floods of pulls; and one node has a slow disk (each batch takes a while to be made durable).
+//!
 //! Invariants checked for every seed:
 //! * per replica and per key, versions only grow;
-//! * a replica's `applied` never goes back, across crashes too;
+//! * a replica's `applied` never goes back, across crashes too, and never passes the origin's
+//!   last committed version (whatever the Byzantine peer claims);
 //! * once the faults stop, every replica converges to the origin's state;
 //! * no acknowledged write is lost: the origin and every replica hold each acked entry or a
 //!   newer one for its key;
@@ -15,12 +20,13 @@
 //! `SIM_SEEDS=N` sets how many seeds run (default 2000); `SIM_SEED=S` replays one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::{
-    Authority, AuthorityStore, Batch, Follower, FollowerConfig, FromOrigin, MemoryAuthorityStore,
-    MemoryReplica, OpResult, Output, PeerMsg, ReplicaStore, ToOrigin, WriteError, WriteOp,
-    WriteOutcome,
+    Authority, AuthorityStore, Batch, CatchUp, Follower, FollowerConfig, FromOrigin, Head,
+    MemoryAuthorityStore, MemoryReplica, OpResult, Output, PeerMsg, ReplicaStore, ToOrigin,
+    WriteError, WriteOp, WriteOutcome,
 };
 
 /// A small, fast, seedable generator (splitmix64): the simulation must not depend on a crate's
@@ -58,8 +64,36 @@ enum Payload {
     Peer(PeerMsg),
 }
 
+/// The origin's session with one node: a catch-up under way, and the commits it heard of
+/// meanwhile (sent once the catch-up is done, if it did not cover them).
+struct Session {
+    catch_up: Option<CatchUp>,
+    buffered: Vec<Batch>,
+    sent_through: u64,
+}
+
+/// The simulated origin's signature on a head: nodes check it, the Byzantine peer cannot make
+/// it.
+fn proof_for(version: u64) -> Vec<u8> {
+    (version ^ 0x0123_4567_89ab_cdef).to_le_bytes().to_vec()
+}
+
+fn signed_head(version: u64) -> Head {
+    Head {
+        version,
+        proof: proof_for(version),
+    }
+}
+
+const MALLORY: &str = "mallory";
+/// The node whose disk is slow: each batch takes this many milliseconds to become durable.
+const SLOW_NODE: usize = NODES - 1;
+const SLOW_APPLY_MS: u64 = 40;
+
 struct Node {
     follower: Option<Follower>,
+    /// Batches being made durable on a slow disk: (done at, through).
+    applying: Vec<(u64, u64)>,
     replica: MemoryReplica,
     boots: u64,
     /// key -> highest version ever held, to check versions only grow.
@@ -73,7 +107,8 @@ struct Sim {
     nodes: Vec<Node>,
     store: MemoryAuthorityStore,
     origin: Option<Authority<MemoryAuthorityStore>>,
-    subscribers: BTreeSet<usize>,
+    /// The origin's session with each subscribed node.
+    sessions: BTreeMap<usize, Session>,
     queued_writes: Vec<(usize, u64, WriteOp)>,
     /// Links by (lower, higher) address; absent means up.
     cut: BTreeSet<(Addr, Addr)>,
@@ -82,6 +117,8 @@ struct Sim {
     submitted: BTreeMap<(usize, u64), WriteOp>,
     outcomes: BTreeMap<(usize, u64), WriteOutcome>,
     faults: bool,
+    /// Snapshot parts the origin sent: the runs must reach past the compacted log too.
+    snapshot_parts: u64,
 }
 
 const NODES: usize = 4;
@@ -99,6 +136,7 @@ impl Sim {
             nodes: (0..NODES)
                 .map(|_| Node {
                     follower: None,
+                    applying: Vec::new(),
                     replica: MemoryReplica::default(),
                     boots: 0,
                     seen: BTreeMap::new(),
@@ -107,7 +145,7 @@ impl Sim {
                 .collect(),
             store: MemoryAuthorityStore::default(),
             origin: None,
-            subscribers: BTreeSet::new(),
+            sessions: BTreeMap::new(),
             queued_writes: Vec::new(),
             cut: BTreeSet::new(),
             in_flight: BTreeMap::new(),
@@ -115,6 +153,7 @@ impl Sim {
             submitted: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             faults: true,
+            snapshot_parts: 0,
         };
         sim.origin = Some(Authority::new(sim.store.clone()));
         for i in 0..NODES {
@@ -148,7 +187,11 @@ impl Sim {
             "node {i}: applied went back from {} to {applied}",
             node.applied_high
         );
-        node.follower = Some(Follower::new(Sim::config(), applied, node.boots << 40));
+        node.applying.clear();
+        let check = Arc::new(|head: &Head| head.proof == proof_for(head.version));
+        node.follower =
+            Some(Follower::new(Sim::config(), applied, node.boots << 40).with_head_check(check));
+        node.follower.as_mut().unwrap().peer_connected(MALLORY);
         self.connect_links(i);
     }
 
@@ -216,7 +259,7 @@ impl Sim {
                     follower.origin_connected(self.now);
                 } else {
                     follower.origin_disconnected(self.now);
-                    self.subscribers.remove(&i);
+                    self.sessions.remove(&i);
                 }
             }
             (Addr::Node(i), Addr::Node(j)) => {
@@ -247,7 +290,7 @@ impl Sim {
                     .peer_disconnected(&i.to_string());
             }
         }
-        self.subscribers.remove(&i);
+        self.sessions.remove(&i);
         self.nodes[i].follower = None;
         // Its outstanding writes have no answer any more: their outcome is unknown.
         let lost: Vec<(usize, u64)> = self
@@ -268,7 +311,7 @@ impl Sim {
         }
         self.origin = None;
         self.queued_writes.clear();
-        self.subscribers.clear();
+        self.sessions.clear();
         for node in &mut self.nodes {
             if let Some(follower) = node.follower.as_mut() {
                 follower.origin_disconnected(self.now);
@@ -447,22 +490,52 @@ impl Sim {
                 );
             }
             if let Some(batch) = batch {
-                for i in self.subscribers.clone() {
+                let mut live = Vec::new();
+                for (&i, session) in &mut self.sessions {
+                    if session.catch_up.is_some() {
+                        session.buffered.push(batch.clone());
+                    } else if batch.through > session.sent_through {
+                        session.sent_through = batch.through;
+                        live.push(i);
+                    }
+                }
+                for i in live {
                     self.send(
                         Addr::Origin,
                         Addr::Node(i),
                         Payload::FromOrigin(FromOrigin::Batch(batch.clone())),
                     );
+                    self.send(
+                        Addr::Origin,
+                        Addr::Node(i),
+                        Payload::FromOrigin(FromOrigin::Head(signed_head(batch.through))),
+                    );
                 }
             }
         }
 
-        // Nodes: timers, then everything they asked for.
+        // Catch-ups go on one bounded step per millisecond, with writes committing between.
+        self.step_catch_ups();
+
+        if self.faults && self.rng.chance(20) {
+            self.mallory_attacks();
+        }
+
+        // Nodes: the slow disk, timers, then everything they asked for.
         for i in 0..NODES {
             let now = self.now;
-            let Some(follower) = self.nodes[i].follower.as_mut() else {
+            let node = &mut self.nodes[i];
+            let Some(follower) = node.follower.as_mut() else {
                 continue;
             };
+            node.applying.retain(|(done_at, through)| {
+                if *done_at <= now {
+                    follower.applied(*through, now);
+                    false
+                } else {
+                    true
+                }
+            });
             follower.tick(now);
             while let Some(output) = self.nodes[i]
                 .follower
@@ -477,28 +550,105 @@ impl Sim {
     fn origin_receive(&mut self, node: usize, message: ToOrigin) {
         match message {
             ToOrigin::Subscribe { from } => {
-                self.subscribers.insert(node);
-                let origin = self.origin.as_ref().unwrap();
-                let mut from = from;
-                let mut batches = Vec::new();
-                loop {
-                    let batch: Batch = origin.catch_up(from, 3 * 64).expect("memory store");
-                    let done = batch.through >= origin.last_version();
-                    from = batch.through;
-                    batches.push(batch);
-                    if done {
-                        break;
-                    }
-                }
-                for batch in batches {
-                    self.send(
-                        Addr::Origin,
-                        Addr::Node(node),
-                        Payload::FromOrigin(FromOrigin::Batch(batch)),
-                    );
-                }
+                // As the origin's session does: listen for new commits, then catch up.
+                self.sessions.insert(
+                    node,
+                    Session {
+                        catch_up: Some(CatchUp::new(from)),
+                        buffered: Vec::new(),
+                        sent_through: 0,
+                    },
+                );
             }
             ToOrigin::Write { id, op } => self.queued_writes.push((node, id, op)),
+        }
+    }
+
+    /// The Byzantine peer: claims past anything the origin committed, heads it cannot sign, and
+    /// pulls by the hundred.
+    fn mallory_attacks(&mut self) {
+        let i = self.rng.below(NODES as u64) as usize;
+        let now = self.now;
+        let beyond = self.store.last_version() + 1 + self.rng.below(1 << 20);
+        let attack = self.rng.below(5);
+        let Some(follower) = self.nodes[i].follower.as_mut() else {
+            return;
+        };
+        let from = follower.applied_version();
+        let forged_entry = outpost_kv::Entry {
+            namespace: "app/ns".into(),
+            key: "k0".into(),
+            value: Some(b"forged".to_vec()),
+            metadata: None,
+            expires_at_ms: None,
+            version: beyond,
+            committed_at_us: 0,
+        };
+        match attack {
+            0 => follower.on_peer(MALLORY, PeerMsg::Digest { through: u64::MAX }, now),
+            1 => follower.on_peer(
+                MALLORY,
+                PeerMsg::Head(Head {
+                    version: beyond,
+                    proof: proof_for(beyond ^ 1),
+                }),
+                now,
+            ),
+            2 => follower.on_peer(
+                MALLORY,
+                PeerMsg::Batch(Batch {
+                    from,
+                    through: u64::MAX,
+                    entries: vec![forged_entry],
+                }),
+                now,
+            ),
+            3 => follower.on_peer(
+                MALLORY,
+                PeerMsg::Batch(Batch {
+                    from: from.saturating_sub(2),
+                    through: beyond,
+                    entries: vec![forged_entry],
+                }),
+                now,
+            ),
+            _ => {
+                for _ in 0..100 {
+                    follower.on_peer(MALLORY, PeerMsg::Pull { from: 0 }, now);
+                }
+            }
+        }
+    }
+
+    fn step_catch_ups(&mut self) {
+        let Some(origin) = self.origin.as_ref() else {
+            return;
+        };
+        let mut messages = Vec::new();
+        for (&i, session) in &mut self.sessions {
+            let Some(catch_up) = session.catch_up.as_mut() else {
+                continue;
+            };
+            match catch_up.next(origin, 3 * 64).expect("memory store") {
+                Some(message) => messages.push((i, message)),
+                None => {
+                    session.sent_through = catch_up.through();
+                    session.catch_up = None;
+                    messages.push((i, FromOrigin::Head(signed_head(origin.last_version()))));
+                    for batch in std::mem::take(&mut session.buffered) {
+                        if batch.through > session.sent_through {
+                            session.sent_through = batch.through;
+                            messages.push((i, FromOrigin::Batch(batch)));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, message) in messages {
+            if matches!(message, FromOrigin::SnapshotPart(_)) {
+                self.snapshot_parts += 1;
+            }
+            self.send(Addr::Origin, Addr::Node(i), Payload::FromOrigin(message));
         }
     }
 
@@ -522,6 +672,11 @@ impl Sim {
         }
         let applied = node.replica.applied();
         assert!(applied >= node.applied_high, "node {i}: applied went back");
+        assert!(
+            applied <= self.store.last_version(),
+            "node {i}: applied {applied}, past the origin's {}",
+            self.store.last_version()
+        );
         node.applied_high = applied;
     }
 
@@ -531,17 +686,24 @@ impl Sim {
                 self.send(Addr::Node(i), Addr::Origin, Payload::ToOrigin(message))
             }
             Output::ToPeer(peer, message) => {
-                let j: usize = peer.parse().unwrap();
-                self.send(Addr::Node(i), Addr::Node(j), Payload::Peer(message));
+                if let Ok(j) = peer.parse::<usize>() {
+                    self.send(Addr::Node(i), Addr::Node(j), Payload::Peer(message));
+                }
             }
             Output::Apply(batch) => {
                 self.apply(i, &batch.entries, Some(batch.through));
                 let now = self.now;
-                self.nodes[i]
-                    .follower
-                    .as_mut()
-                    .unwrap()
-                    .applied(batch.through, now);
+                if i == SLOW_NODE {
+                    self.nodes[i]
+                        .applying
+                        .push((now + SLOW_APPLY_MS, batch.through));
+                } else {
+                    self.nodes[i]
+                        .follower
+                        .as_mut()
+                        .unwrap()
+                        .applied(batch.through, now);
+                }
             }
             Output::ApplyEarly(entries) => self.apply(i, &entries, None),
             Output::ServePull {
@@ -549,8 +711,10 @@ impl Sim {
                 from,
                 through,
             } => {
+                let Ok(j) = peer.parse::<usize>() else {
+                    return;
+                };
                 let entries = self.nodes[i].replica.entries_after(from).unwrap();
-                let j: usize = peer.parse().unwrap();
                 self.send(
                     Addr::Node(i),
                     Addr::Node(j),
@@ -606,8 +770,9 @@ impl Sim {
     fn check(&self) {
         let origin = self.origin.as_ref().unwrap();
         let truth: BTreeMap<(String, String), outpost_kv::Entry> =
-            AuthorityStore::snapshot(origin.store())
+            AuthorityStore::snapshot_after(origin.store(), None, usize::MAX)
                 .expect("memory store")
+                .0
                 .into_iter()
                 .map(|e| ((e.namespace.clone(), e.key.clone()), e))
                 .collect();
@@ -675,7 +840,8 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) {
+/// Runs one seed; returns how many snapshot parts the origin sent.
+fn run(seed: u64) -> u64 {
     let mut sim = Sim::new(seed);
     for _ in 0..2_000 {
         sim.step();
@@ -696,6 +862,7 @@ fn run(seed: u64) {
             sim.nodes.iter().map(|n| n.boots).collect::<Vec<_>>()
         );
     }
+    sim.snapshot_parts
 }
 
 #[test]
@@ -708,17 +875,25 @@ fn replication_converges_and_loses_nothing_under_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
+    let mut snapshot_parts = 0;
     for seed in 0..seeds {
-        let result = std::panic::catch_unwind(|| run(seed));
-        if let Err(panic) = result {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!(
-                "seed {seed} failed: {message}\nreplay: SIM_SEED={seed} cargo test -p outpost-kv --test simulation"
-            );
+        match std::panic::catch_unwind(|| run(seed)) {
+            Ok(parts) => snapshot_parts += parts,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "seed {seed} failed: {message}\nreplay: SIM_SEED={seed} cargo test -p outpost-kv --test simulation"
+                );
+            }
         }
     }
+    eprintln!("{seeds} seeds: the origin sent {snapshot_parts} snapshot parts");
+    assert!(
+        seeds < 100 || snapshot_parts > 0,
+        "no seed caught a node up past the compacted log"
+    );
 }

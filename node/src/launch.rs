@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{AdminHandler, Health, HealthSettings, Lifecycle, run_lifecycle};
+use crate::cluster::head_proof::head_check;
 use crate::cluster::{OriginLink, node_link, peer_link};
 use crate::config::{AppSpec, HttpSettings, Peering, PoolSettings, Tenancy, TlsCertSpec};
 use crate::fleet::Deployer;
@@ -85,7 +86,12 @@ pub struct Launched {
 }
 
 pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Result<Launched> {
-    let kv = NodeKv::start(&spec.data_dir.join("kv"))?;
+    // Peers are believed as far as the origin vouches for; a node alone has no peers.
+    let head_check: outpost_kv::HeadCheck = match &spec.cluster {
+        Some(cluster) => head_check(&cluster.link.identity, &cluster.link.server_name)?,
+        None => std::sync::Arc::new(|_| false),
+    };
+    let kv = NodeKv::start(&spec.data_dir.join("kv"), head_check)?;
     let runtime = Runtime::new(
         &spec.pool,
         &spec.data_dir.join("cache"),

@@ -10,12 +10,14 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::tls::verify_peer_name;
+use super::tls::{protocol_version, verify_peer_name};
 use super::wire::{BlobReply, Open, read_frame, write_frame};
 use crate::fleet::{BlobStore, DesiredState, NodeReport, is_sha256_hex};
 use crate::kv::frames;
 use crate::origin::Registry;
-use crate::origin::kv::{KvAuthority, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session};
+use crate::origin::kv::{
+    KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session,
+};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailHub, TailSet};
@@ -176,7 +178,11 @@ async fn stream(
             let registry = registry.clone();
             let scope: WriteScope =
                 Arc::new(move |namespace| bound_namespace(&registry.current_state(), namespace));
-            kv_session(node, send, recv, kv.clone(), scope).await
+            let protocol = match protocol_version(connection) {
+                1 => LinkProtocol::V1,
+                _ => LinkProtocol::V2,
+            };
+            kv_session(node, send, recv, kv.clone(), scope, protocol).await
         }
         Open::Peer { node } => {
             anyhow::bail!("node {node:?} opened a peer stream to the origin; peers are nodes")
@@ -254,11 +260,12 @@ async fn kv_session(
     recv: quinn::RecvStream,
     kv: KvAuthority,
     scope: WriteScope,
+    protocol: LinkProtocol,
 ) -> anyhow::Result<()> {
     let (to_session, from_node) = tokio::sync::mpsc::channel(SESSION_INBOX);
     let (to_node, outbox) = tokio::sync::mpsc::channel(SESSION_OUTBOX);
-    tracing::info!(node, "KV session open");
-    let session = serve_session(node.clone(), kv, scope, from_node, to_node);
+    tracing::info!(node, ?protocol, "KV session open");
+    let session = serve_session(node.clone(), kv, scope, protocol, from_node, to_node);
     let pumping = frames::pump(send, recv, outbox, |message| {
         match to_session.try_send(message) {
             Ok(()) => true,

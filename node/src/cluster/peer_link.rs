@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use outpost_kv::PeerMsg;
 use tokio::sync::mpsc;
 
-use super::tls::{ClusterIdentity, client_config, server_config, verify_peer_name};
+use super::tls::{
+    ClusterIdentity, client_config, protocol_version, server_config, verify_peer_name,
+};
 use super::wire::{Open, read_frame, write_frame};
 use crate::config::Peering;
 use crate::kv::{LinkEvent, frames};
@@ -118,7 +121,7 @@ async fn accept(
                     tracing::warn!(%remote, peer, "refused a KV peer link: not one of the peers that dial this node");
                     return Ok(());
                 }
-                serve_link(peer, send, recv, &links).await
+                serve_link(peer, protocol_version(&connection), send, recv, &links).await
             }
             .await;
             if let Err(err) = result {
@@ -145,7 +148,8 @@ async fn dial(
                 .map_err(|_| anyhow!("no answer from peer {} at {}", peer.name, peer.addr))??;
             let (mut send, recv) = connection.open_bi().await?;
             write_frame(&mut send, &Open::Peer { node: node.clone() }).await?;
-            serve_link(peer.name.clone(), send, recv, &links).await
+            let protocol = protocol_version(&connection);
+            serve_link(peer.name.clone(), protocol, send, recv, &links).await
         };
         let started = std::time::Instant::now();
         tokio::select! {
@@ -167,9 +171,24 @@ async fn dial(
     }
 }
 
+/// A protocol-1 peer's outbox: that peer knows no heads, so they are left out.
+struct WithoutHeads(mpsc::UnboundedReceiver<PeerMsg>);
+
+impl frames::Outbox<PeerMsg> for WithoutHeads {
+    async fn next(&mut self) -> Option<PeerMsg> {
+        loop {
+            match self.0.recv().await {
+                Some(PeerMsg::Head(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Carry one peer link until it breaks, reporting it up and down to the driver.
 async fn serve_link(
     peer: String,
+    protocol: u32,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     links: &mpsc::UnboundedSender<LinkEvent>,
@@ -186,7 +205,10 @@ async fn serve_link(
                 .is_ok()
         }
     };
-    let result = frames::pump(send, recv, outbox, deliver).await;
+    let result = match protocol {
+        1 => frames::pump(send, recv, WithoutHeads(outbox), deliver).await,
+        _ => frames::pump(send, recv, outbox, deliver).await,
+    };
     let _ = links.send(LinkEvent::PeerDown(peer));
     result
 }

@@ -14,8 +14,26 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-/// ALPN of the cluster protocol; bumped when the wire format changes incompatibly.
-pub const ALPN: &[u8] = b"outpost-cluster/1";
+/// ALPN of the cluster protocol, the newest first: both ends offer every version they speak and
+/// the origin (or the accepting peer) picks the newest they share, so a fleet upgrades one
+/// member at a time. Version 2 adds snapshot parts (`FromOrigin::SnapshotPart`).
+pub const ALPN: &[&[u8]] = &[b"outpost-cluster/2", b"outpost-cluster/1"];
+
+/// The cluster protocol version a connection speaks (1 or 2).
+pub fn protocol_version(connection: &quinn::Connection) -> u32 {
+    connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .and_then(|protocol| {
+            std::str::from_utf8(&protocol)
+                .ok()?
+                .strip_prefix("outpost-cluster/")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(1)
+}
 
 /// A cluster member's credentials: the cluster CA, its own certificate chain and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,10 +43,10 @@ pub struct ClusterIdentity {
     pub key: PathBuf,
 }
 
-struct Loaded {
-    roots: Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+pub(crate) struct Loaded {
+    pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
 }
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -43,7 +61,7 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 impl ClusterIdentity {
-    fn load(&self) -> anyhow::Result<Loaded> {
+    pub(crate) fn load(&self) -> anyhow::Result<Loaded> {
         let mut roots = RootCertStore::empty();
         for cert in read_certs(&self.ca)? {
             roots
@@ -99,7 +117,7 @@ pub fn server_config(identity: &ClusterIdentity) -> anyhow::Result<quinn::Server
                 identity.key.display()
             )
         })?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     config.transport_config(transport());
     Ok(config)
@@ -119,7 +137,7 @@ pub fn client_config(identity: &ClusterIdentity) -> anyhow::Result<quinn::Client
                 identity.key.display()
             )
         })?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     config.transport_config(transport());
     Ok(config)

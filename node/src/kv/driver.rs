@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::{
-    Batch, Entry, Follower, FollowerConfig, FromOrigin, Output, PeerMsg, ReplicaStore, ToOrigin,
-    WriteOutcome,
+    Batch, Entry, Follower, FollowerConfig, FromOrigin, HeadCheck, Output, PeerMsg, ReplicaStore,
+    ToOrigin, WriteOutcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,9 +95,11 @@ struct Driver {
 
 /// Run the driver until `stop` fires (after the node has drained its requests, so their writes
 /// still get answers). `id_base` must differ between runs of this node (the origin recognises
-/// retried writes by id).
+/// retried writes by id). `head_check` verifies the origin's heads that peers pass on.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_driver(
     replica: Arc<dyn ReplicaStore>,
+    head_check: HeadCheck,
     mut commands: mpsc::Receiver<Command>,
     mut links: mpsc::UnboundedReceiver<LinkEvent>,
     id_base: u64,
@@ -105,7 +107,8 @@ pub async fn run_driver(
     progress: Arc<KvProgress>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let follower = Follower::new(FollowerConfig::default(), replica.applied(), id_base);
+    let follower = Follower::new(FollowerConfig::default(), replica.applied(), id_base)
+        .with_head_check(head_check);
     let mut driver = Driver {
         follower,
         replica,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use outpost_kv::{RedbReplica, ReplicaStore};
+use outpost_kv::{HeadCheck, RedbReplica, ReplicaStore};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -14,7 +14,7 @@ use super::client::KvClient;
 use super::driver::{KvStats, LinkEvent, run_driver};
 use super::progress::KvProgress;
 use super::write_id_base;
-use crate::origin::kv::{KvAuthority, SESSION_INBOX, SESSION_OUTBOX, serve_session};
+use crate::origin::kv::{KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, serve_session};
 
 /// Handler writes waiting for the driver at most; more wait in the handlers themselves.
 const COMMAND_QUEUE: usize = 4096;
@@ -31,8 +31,9 @@ pub struct NodeKv {
 }
 
 impl NodeKv {
-    /// Open (or create) the replica in `dir` and start the driver.
-    pub fn start(dir: &Path) -> anyhow::Result<NodeKv> {
+    /// Open (or create) the replica in `dir` and start the driver; `head_check` verifies the
+    /// origin's heads that peers pass on.
+    pub fn start(dir: &Path, head_check: HeadCheck) -> anyhow::Result<NodeKv> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("replica.redb");
         let replica: Arc<dyn ReplicaStore> = Arc::new(
@@ -48,6 +49,7 @@ impl NodeKv {
         progress.update(replica.applied(), replica.applied());
         let driver = tokio::spawn(run_driver(
             replica.clone(),
+            head_check,
             command_inbox,
             link_inbox,
             write_id_base(),
@@ -86,6 +88,7 @@ impl NodeKv {
             name.to_string(),
             authority,
             std::sync::Arc::new(|_| Ok(())),
+            LinkProtocol::V2,
             from_node,
             to_node,
         ));

@@ -3,21 +3,26 @@
 //! One thread owns the `Authority` (and its redb file): writes from every node and from the
 //! admin API queue up for it, and each round takes all that are waiting and commits them in one
 //! fsynced transaction (group commit), then answers them and broadcasts the new entries.
-//! Sessions subscribe to that broadcast after sending the node its catch-up.
+//! Reads (catch-ups, gets, lists) are served between commits, each a bounded step, and only for
+//! so long per round, so a node far behind (or many at once) cannot hold up the fleet's writes.
+//! Sessions subscribe to that broadcast before sending the node its catch-up.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
 
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::{
-    Authority, Batch, Entry, FromOrigin, KeyInfo, RedbAuthorityStore, ToOrigin, WriteError,
-    WriteOp, WriteOutcome,
+    Authority, Batch, CatchUp, Entry, FromOrigin, Head, KeyInfo, RedbAuthorityStore, ToOrigin,
+    WriteError, WriteOp, WriteOutcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::cluster::head_proof::HeadSigner;
 use crate::metrics::metrics;
 
 /// Writes taken per commit at most.
@@ -31,12 +36,27 @@ pub const SESSION_INBOX: usize = 4096;
 /// One node's writes waiting for the authority at once; past this they are refused as
 /// unavailable (the node's callers may retry) rather than queued.
 const WRITES_IN_FLIGHT: usize = 1024;
-/// Log entries kept for catch-ups; a node further behind gets a snapshot.
-const LOG_RETENTION: u64 = 100_000;
-/// Compact the log after this many new versions.
-const COMPACT_EVERY: u64 = 10_000;
+/// How much of the log the authority keeps for catch-ups; a node further behind gets a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRetention {
+    /// Versions kept.
+    pub keep: u64,
+    /// Compact after this many new versions.
+    pub compact_every: u64,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        LogRetention {
+            keep: 100_000,
+            compact_every: 10_000,
+        }
+    }
+}
 /// The writer name of the origin's own writes; no node can have it (node names are DNS labels).
 const ORIGIN_WRITER: &str = "@origin";
+/// How long the authority serves reads in one round before it commits the writes waiting.
+const READ_BUDGET: Duration = Duration::from_millis(20);
 
 enum Request {
     Write {
@@ -44,8 +64,8 @@ enum Request {
         reply: oneshot::Sender<WriteOutcome>,
     },
     CatchUp {
-        from: u64,
-        reply: oneshot::Sender<Result<(Batch, u64), String>>,
+        catch_up: CatchUp,
+        reply: oneshot::Sender<Result<(CatchUp, Option<FromOrigin>), String>>,
     },
     Get {
         namespace: String,
@@ -61,11 +81,19 @@ enum Request {
     },
 }
 
+/// A group of writes committed, and the origin's signed word on how far it has got.
+pub struct Committed {
+    batch: Batch,
+    head: Option<Head>,
+}
+
 /// A handle on the authority thread.
 #[derive(Clone)]
 pub struct KvAuthority {
     requests: std_mpsc::Sender<Request>,
-    committed: broadcast::Sender<Arc<Batch>>,
+    committed: broadcast::Sender<Arc<Committed>>,
+    /// The newest signed head (none without a signer: `outpost dev`, which has no peers).
+    head: Arc<std::sync::Mutex<Option<Head>>>,
     /// Ids for writes the origin makes itself (the admin API).
     own_ids: Arc<AtomicU64>,
 }
@@ -80,18 +108,37 @@ fn now() -> (u64, u64) {
 impl KvAuthority {
     /// Open the store at `path` and start the authority thread.
     pub fn start(path: &Path) -> anyhow::Result<KvAuthority> {
+        Self::start_with(path, LogRetention::default(), None)
+    }
+
+    /// Start with the log kept as `retention` says, signing heads with `signer` if given.
+    pub fn start_with(
+        path: &Path,
+        retention: LogRetention,
+        signer: Option<HeadSigner>,
+    ) -> anyhow::Result<KvAuthority> {
         let store = RedbAuthorityStore::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
         let authority = Authority::new(store);
         let (requests, inbox) = std_mpsc::channel::<Request>();
         let (committed, _) = broadcast::channel(4096);
-        let announce = committed.clone();
+        let head = Arc::new(std::sync::Mutex::new(
+            signer
+                .as_ref()
+                .and_then(|s| s.sign(authority.last_version())),
+        ));
+        let announce = Announcer {
+            committed: committed.clone(),
+            head: head.clone(),
+            signer,
+        };
         std::thread::Builder::new()
             .name("outpost-kv-authority".into())
-            .spawn(move || run_authority(authority, inbox, announce))?;
+            .spawn(move || run_authority(authority, retention, inbox, announce))?;
         Ok(KvAuthority {
             requests,
             committed,
+            head,
             own_ids: Arc::new(AtomicU64::new(crate::kv::write_id_base())),
         })
     }
@@ -150,31 +197,60 @@ impl KvAuthority {
         .unwrap_or_else(|| Err("the KV authority has stopped".into()))
     }
 
-    async fn catch_up(&self, from: u64) -> Result<(Batch, u64), String> {
-        self.ask(|reply| Request::CatchUp { from, reply })
+    /// The catch-up's next step: the message to send, if any is left.
+    async fn catch_up(&self, catch_up: CatchUp) -> Result<(CatchUp, Option<FromOrigin>), String> {
+        self.ask(|reply| Request::CatchUp { catch_up, reply })
             .await
             .unwrap_or_else(|| Err("the KV authority has stopped".into()))
     }
 }
 
+/// How the authority thread tells sessions what it committed.
+struct Announcer {
+    committed: broadcast::Sender<Arc<Committed>>,
+    head: Arc<std::sync::Mutex<Option<Head>>>,
+    signer: Option<HeadSigner>,
+}
+
+impl Announcer {
+    fn announce(&self, batch: Batch) {
+        let head = self.signer.as_ref().and_then(|s| s.sign(batch.through));
+        if let Some(head) = &head {
+            *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some(head.clone());
+        }
+        let _ = self.committed.send(Arc::new(Committed { batch, head }));
+    }
+}
+
 /// The authority thread: take every request waiting, commit the writes among them in one
-/// transaction, answer, announce, then serve the reads.
+/// transaction, answer, announce, then serve reads for up to [`READ_BUDGET`]; the reads left
+/// wait for the next round, after its writes.
 fn run_authority(
     mut authority: Authority<RedbAuthorityStore>,
+    retention: LogRetention,
     inbox: std_mpsc::Receiver<Request>,
-    announce: broadcast::Sender<Arc<Batch>>,
+    announce: Announcer,
 ) {
     let mut compacted_at = authority.last_version();
-    while let Ok(first) = inbox.recv() {
+    let mut reads: VecDeque<Request> = VecDeque::new();
+    loop {
+        let first = if reads.is_empty() {
+            match inbox.recv() {
+                Ok(request) => Some(request),
+                Err(_) => break,
+            }
+        } else {
+            inbox.try_recv().ok()
+        };
         let mut writes = Vec::new();
-        let mut others = Vec::new();
-        for request in std::iter::once(first)
+        for request in first
+            .into_iter()
             .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
             .take(GROUP)
         {
             match request {
                 Request::Write { write, reply } => writes.push((write, reply)),
-                other => others.push(other),
+                read => reads.push_back(read),
             }
         }
         if !writes.is_empty() {
@@ -187,7 +263,7 @@ fn run_authority(
                         let _ = reply.send(outcome);
                     }
                     if let Some(batch) = batch {
-                        let _ = announce.send(Arc::new(batch));
+                        announce.announce(batch);
                     }
                 }
                 Err(err) => {
@@ -201,24 +277,31 @@ fn run_authority(
         metrics()
             .origin_kv_version
             .set(authority.last_version() as i64);
-        if authority.last_version() >= compacted_at + COMPACT_EVERY {
+        if authority.last_version() >= compacted_at + retention.compact_every {
             compacted_at = authority.last_version();
-            if let Err(err) = authority.compact(LOG_RETENTION) {
+            if let Err(err) = authority.compact(retention.keep) {
                 tracing::error!("compacting the KV log failed: {err}");
             }
         }
-        for request in others {
+        let started = Instant::now();
+        while let Some(request) = reads.pop_front() {
             serve_read(&authority, request);
+            if started.elapsed() >= READ_BUDGET {
+                break;
+            }
         }
     }
 }
 
 fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
     match request {
-        Request::CatchUp { from, reply } => {
-            let result = authority
-                .catch_up(from, CHUNK_BYTES)
-                .map(|b| (b, authority.last_version()))
+        Request::CatchUp {
+            mut catch_up,
+            reply,
+        } => {
+            let result = catch_up
+                .next(authority, CHUNK_BYTES)
+                .map(|message| (catch_up, message))
                 .map_err(|e| e.to_string());
             let _ = reply.send(result);
         }
@@ -249,6 +332,16 @@ fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
 /// Which namespaces a node's writes may touch: `Err` with the reason for one it may not.
 pub type WriteScope = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// The cluster protocol a node speaks (see `cluster::tls::ALPN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkProtocol {
+    /// Nodes not yet upgraded: a snapshot reaches them as one batch in version order, gathered
+    /// in the session (the authority still reads it in bounded parts), and no heads.
+    V1,
+    /// Snapshots in parts as the authority reads them, and signed heads after batches.
+    V2,
+}
+
 /// Serve one node's KV session: its subscription and its writes. `incoming` and `outgoing` are
 /// the session's two directions, whatever carries them (a QUIC stream, or a channel in
 /// `outpost dev`). A write outside `scope` is refused without reaching the authority.
@@ -256,11 +349,12 @@ pub async fn serve_session(
     node: String,
     authority: KvAuthority,
     scope: WriteScope,
+    protocol: LinkProtocol,
     mut incoming: mpsc::Receiver<ToOrigin>,
     outgoing: mpsc::Sender<FromOrigin>,
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT));
-    let mut live: Option<broadcast::Receiver<Arc<Batch>>> = None;
+    let mut live: Option<broadcast::Receiver<Arc<Committed>>> = None;
     let mut sent_through = 0;
     loop {
         let next_live = async {
@@ -275,7 +369,7 @@ pub async fn serve_session(
                 Some(ToOrigin::Subscribe { from }) => {
                     // Listen before reading the catch-up, so nothing committed in between is missed.
                     live = Some(authority.committed.subscribe());
-                    match send_catch_up(&authority, from, &outgoing).await {
+                    match send_catch_up(&authority, from, protocol, &outgoing).await {
                         Ok(through) => sent_through = through,
                         Err(err) => {
                             tracing::error!(node, "KV catch-up failed: {err}");
@@ -309,11 +403,16 @@ pub async fn serve_session(
                     });
                 }
             },
-            batch = next_live => match batch {
-                Ok(batch) => {
-                    if batch.through > sent_through {
-                        sent_through = batch.through;
-                        if send_batch((*batch).clone(), &outgoing).await.is_err() {
+            committed = next_live => match committed {
+                Ok(committed) => {
+                    if committed.batch.through > sent_through {
+                        sent_through = committed.batch.through;
+                        if send_batch(committed.batch.clone(), &outgoing).await.is_err() {
+                            break;
+                        }
+                        if let (Some(head), LinkProtocol::V2) = (&committed.head, protocol)
+                            && outgoing.send(FromOrigin::Head(head.clone())).await.is_err()
+                        {
                             break;
                         }
                     }
@@ -321,7 +420,7 @@ pub async fn serve_session(
                 // Fell behind the broadcast: catch up from where this session stands.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     live = Some(authority.committed.subscribe());
-                    match send_catch_up(&authority, sent_through, &outgoing).await {
+                    match send_catch_up(&authority, sent_through, protocol, &outgoing).await {
                         Ok(through) => sent_through = through,
                         Err(_) => break,
                     }
@@ -332,21 +431,67 @@ pub async fn serve_session(
     }
 }
 
-/// Send batches from `from` until the node has everything committed so far; returns how far.
+/// Send the node everything after `from`, step by step, until it has everything committed so
+/// far; returns how far that is.
 async fn send_catch_up(
     authority: &KvAuthority,
-    mut from: u64,
+    from: u64,
+    protocol: LinkProtocol,
     outgoing: &mpsc::Sender<FromOrigin>,
 ) -> Result<u64, String> {
+    let mut catch_up = CatchUp::new(from);
+    let mut gathered: Vec<Entry> = Vec::new();
     loop {
-        let (batch, last) = authority.catch_up(from).await?;
-        from = batch.through;
-        if !batch.entries.is_empty() || batch.through > batch.from {
-            send_batch(batch, outgoing).await?;
+        let (next, message) = authority.catch_up(catch_up).await?;
+        catch_up = next;
+        let message = match (message, protocol) {
+            (None, LinkProtocol::V1) => return Ok(catch_up.through()),
+            (None, LinkProtocol::V2) => {
+                let head = authority
+                    .head
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(head) = head {
+                    outgoing
+                        .send(FromOrigin::Head(head))
+                        .await
+                        .map_err(|_| "the session closed".to_string())?;
+                }
+                return Ok(catch_up.through());
+            }
+            (Some(FromOrigin::SnapshotPart(part)), LinkProtocol::V1) => {
+                gathered.extend(part.entries);
+                if !part.last {
+                    continue;
+                }
+                FromOrigin::Batch(whole_snapshot(
+                    std::mem::take(&mut gathered),
+                    part.started_at,
+                ))
+            }
+            (Some(message), _) => message,
+        };
+        match message {
+            FromOrigin::Batch(batch) => send_batch(batch, outgoing).await?,
+            other => outgoing
+                .send(other)
+                .await
+                .map_err(|_| "the session closed".to_string())?,
         }
-        if from >= last {
-            return Ok(from);
-        }
+    }
+}
+
+/// A snapshot as protocol 1 has it: one batch from 0 to `started_at` in version order. Entries
+/// read after the snapshot began are left out (a batch claims only versions up to its
+/// `through`); the log that follows carries them.
+fn whole_snapshot(mut entries: Vec<Entry>, started_at: u64) -> Batch {
+    entries.retain(|e| e.version <= started_at);
+    entries.sort_by_key(|e| e.version);
+    Batch {
+        from: 0,
+        through: started_at,
+        entries,
     }
 }
 
@@ -391,6 +536,7 @@ mod tests {
             "edge-1".into(),
             authority.clone(),
             scope,
+            LinkProtocol::V2,
             incoming,
             outgoing,
         ));
@@ -433,6 +579,7 @@ mod tests {
             "edge-1".into(),
             authority.clone(),
             Arc::new(|_| Ok(())),
+            LinkProtocol::V2,
             incoming,
             outgoing,
         ));
@@ -454,5 +601,136 @@ mod tests {
                 Ok(None) | Err(_) => panic!("the session stopped at version {through}"),
             }
         }
+    }
+
+    /// An authority whose log was compacted past version 0, holding `keys` keys of 40 KiB each
+    /// (more than one snapshot part's worth).
+    async fn compacted_authority(name: &str, keys: usize) -> KvAuthority {
+        let dir = crate::test_support::temp_dir(name);
+        let retention = LogRetention {
+            keep: 10,
+            compact_every: 10,
+        };
+        let authority = KvAuthority::start_with(&dir.join("kv.redb"), retention, None).unwrap();
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+            let items = chunk
+                .iter()
+                .map(|i| (format!("key-{i:05}"), vec![*i as u8; 40 << 10]))
+                .collect();
+            let op = WriteOp::PutMany {
+                namespace: "shop/carts".into(),
+                items,
+            };
+            authority.write_as_origin(op).await.unwrap();
+        }
+        // Writes one at a time, so the log is compacted past everything above.
+        for _ in 0..30 {
+            authority.write_as_origin(put("shop/other")).await.unwrap();
+        }
+        authority
+    }
+
+    async fn catch_up_from_zero(
+        authority: &KvAuthority,
+        protocol: LinkProtocol,
+    ) -> Vec<FromOrigin> {
+        let (to_session, incoming) = mpsc::channel(8);
+        let (outgoing, mut answers) = mpsc::channel(4);
+        tokio::spawn(serve_session(
+            "edge-1".into(),
+            authority.clone(),
+            Arc::new(|_| Ok(())),
+            protocol,
+            incoming,
+            outgoing,
+        ));
+        to_session
+            .send(ToOrigin::Subscribe { from: 0 })
+            .await
+            .unwrap();
+        let last = authority
+            .get("shop/other", "k")
+            .await
+            .unwrap()
+            .unwrap()
+            .version;
+        let mut messages = Vec::new();
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(20), answers.recv())
+                .await
+                .expect("the catch-up stalled")
+                .expect("the session ended");
+            let done = match &message {
+                FromOrigin::Batch(b) => b.through >= last,
+                FromOrigin::SnapshotPart(p) => p.last && p.started_at >= last,
+                _ => false,
+            };
+            messages.push(message);
+            if done {
+                return messages;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_behind_the_compacted_log_gets_the_store_in_bounded_parts() {
+        let authority = compacted_authority("kv-snapshot-parts", 300).await;
+        let messages = catch_up_from_zero(&authority, LinkProtocol::V2).await;
+        let parts: Vec<&outpost_kv::SnapshotPart> = messages
+            .iter()
+            .filter_map(|m| match m {
+                FromOrigin::SnapshotPart(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        assert!(parts.last().unwrap().last);
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, part) in parts.iter().enumerate() {
+            let bytes: usize = part.entries.iter().map(Entry::size).sum();
+            assert!(bytes <= CHUNK_BYTES + (41 << 10), "part {i}: {bytes} bytes");
+            let previous = (i > 0).then(|| parts[i - 1].last_key()).flatten();
+            assert_eq!(part.after, previous, "part {i} does not follow the last");
+            keys.extend(part.entries.iter().map(|e| e.key.clone()));
+        }
+        assert_eq!(keys.iter().filter(|k| k.starts_with("key-")).count(), 300);
+    }
+
+    #[tokio::test]
+    async fn a_node_on_protocol_1_gets_the_snapshot_as_batches_in_version_order() {
+        let authority = compacted_authority("kv-snapshot-whole", 300).await;
+        let messages = catch_up_from_zero(&authority, LinkProtocol::V1).await;
+        let mut reached = 0;
+        let mut keys = 0;
+        for message in &messages {
+            let FromOrigin::Batch(batch) = message else {
+                panic!("protocol 1 knows only batches: {message:?}");
+            };
+            assert!(
+                batch.from <= reached && batch.through > reached,
+                "{reached} then {}..{}",
+                batch.from,
+                batch.through
+            );
+            assert!(
+                batch
+                    .entries
+                    .iter()
+                    .all(|e| e.version > batch.from && e.version <= batch.through)
+            );
+            assert!(
+                batch
+                    .entries
+                    .windows(2)
+                    .all(|w| w[0].version < w[1].version)
+            );
+            reached = batch.through;
+            keys += batch
+                .entries
+                .iter()
+                .filter(|e| e.key.starts_with("key-"))
+                .count();
+        }
+        assert_eq!(keys, 300);
     }
 }

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 pub use api::AdminApi;
 pub use registry::{AppRecord, Registry, RegistryError, VersionRecord};
 
+use crate::cluster::head_proof::HeadSigner;
 use crate::cluster::origin_link::ClusterServices;
 use crate::cluster::{NodeDirectory, origin_link, tls as cluster_tls};
 use crate::config::{HttpSettings, OriginConfig, TlsCertSpec};
@@ -48,7 +49,11 @@ pub async fn start(
     );
     let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
     let nodes = Arc::new(NodeDirectory::default());
-    let kv = kv::KvAuthority::start(&config.data_dir.join("kv.redb"))?;
+    let kv = kv::KvAuthority::start_with(
+        &config.data_dir.join("kv.redb"),
+        kv::LogRetention::default(),
+        Some(HeadSigner::load(&config.cluster_identity)?),
+    )?;
 
     let endpoint = quinn::Endpoint::server(
         cluster_tls::server_config(&config.cluster_identity)?,
