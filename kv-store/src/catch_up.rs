@@ -119,6 +119,17 @@ mod tests {
         std::iter::from_fn(|| catch_up.next(authority, max_bytes).unwrap()).collect()
     }
 
+    /// The range of each message, which must all be batches.
+    fn ranges(messages: &[FromOrigin]) -> Vec<(u64, u64)> {
+        messages
+            .iter()
+            .map(|m| match m {
+                FromOrigin::Batch(b) => (b.from, b.through),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn from_the_log_in_bounded_batches() {
         let mut authority = Authority::new(MemoryAuthorityStore::default());
@@ -127,14 +138,7 @@ mod tests {
         }
         let mut catch_up = CatchUp::new(1);
         let messages = all(&mut catch_up, &authority, 1);
-        let ranges: Vec<(u64, u64)> = messages
-            .iter()
-            .map(|m| match m {
-                FromOrigin::Batch(b) => (b.from, b.through),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(ranges, vec![(1, 2), (2, 3), (3, 4), (4, 5)]);
+        assert_eq!(ranges(&messages), vec![(1, 2), (2, 3), (3, 4), (4, 5)]);
         assert_eq!(catch_up.through(), 5);
         assert!(catch_up.next(&authority, 1).unwrap().is_none());
     }
@@ -188,14 +192,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let after: Vec<(u64, u64)> = after
-            .iter()
-            .map(|m| match m {
-                FromOrigin::Batch(b) => (b.from, b.through),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(after, vec![(6, 7), (7, 8)]);
+        assert_eq!(ranges(after), vec![(6, 7), (7, 8)]);
         assert_eq!(catch_up.through(), 8);
     }
 

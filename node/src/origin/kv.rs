@@ -569,17 +569,19 @@ mod tests {
         assert!(authority.get("shop/carts", "k").await.unwrap().is_some());
     }
 
-    #[tokio::test]
-    async fn a_node_that_stops_reading_holds_a_bounded_outbox_and_still_gets_everything() {
-        let dir = crate::test_support::temp_dir("kv-backpressure");
-        let authority = KvAuthority::start(&dir.join("kv.redb")).unwrap();
+    /// A session for node "edge-1" that may write anywhere, subscribed from version 0, with
+    /// the small channels a slow node would have; returns the session's answers.
+    async fn subscribed_session(
+        authority: &KvAuthority,
+        protocol: LinkProtocol,
+    ) -> (mpsc::Sender<ToOrigin>, mpsc::Receiver<FromOrigin>) {
         let (to_session, incoming) = mpsc::channel(8);
-        let (outgoing, mut answers) = mpsc::channel(4);
+        let (outgoing, answers) = mpsc::channel(4);
         tokio::spawn(serve_session(
             "edge-1".into(),
             authority.clone(),
             Arc::new(|_| Ok(())),
-            LinkProtocol::V2,
+            protocol,
             incoming,
             outgoing,
         ));
@@ -587,6 +589,14 @@ mod tests {
             .send(ToOrigin::Subscribe { from: 0 })
             .await
             .unwrap();
+        (to_session, answers)
+    }
+
+    #[tokio::test]
+    async fn a_node_that_stops_reading_holds_a_bounded_outbox_and_still_gets_everything() {
+        let dir = crate::test_support::temp_dir("kv-backpressure");
+        let authority = KvAuthority::start(&dir.join("kv.redb")).unwrap();
+        let (_session, mut answers) = subscribed_session(&authority, LinkProtocol::V2).await;
         // The node reads nothing while 200 writes commit, one batch each.
         for _ in 0..200 {
             assert!(authority.write_as_origin(put("shop/carts")).await.is_ok());
@@ -634,20 +644,7 @@ mod tests {
         authority: &KvAuthority,
         protocol: LinkProtocol,
     ) -> Vec<FromOrigin> {
-        let (to_session, incoming) = mpsc::channel(8);
-        let (outgoing, mut answers) = mpsc::channel(4);
-        tokio::spawn(serve_session(
-            "edge-1".into(),
-            authority.clone(),
-            Arc::new(|_| Ok(())),
-            protocol,
-            incoming,
-            outgoing,
-        ));
-        to_session
-            .send(ToOrigin::Subscribe { from: 0 })
-            .await
-            .unwrap();
+        let (_session, mut answers) = subscribed_session(authority, protocol).await;
         let last = authority
             .get("shop/other", "k")
             .await
