@@ -11,7 +11,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use crate::model::{Entry, KeyInfo};
+use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::ops::{WriteAck, WriteError, WriteOp, WriteOutcome};
 use crate::protocol::{Batch, decode, encode};
 
@@ -38,9 +38,8 @@ pub trait AuthorityStore {
         entries: &[Entry],
         outcomes: &[(String, u64, WriteOutcome)],
     ) -> Result<(), StorageError>;
-    /// Log entries after `from`, at most `limit`; `None` if the log no longer reaches back
-    /// that far (it was compacted).
-    /// Log entries after `from`, stopping after `max_bytes` (at least one entry).
+    /// Log entries after `from`, stopping after `max_bytes` (at least one entry); `None` if the
+    /// log no longer reaches back that far (it was compacted).
     fn log_after(&self, from: u64, max_bytes: usize) -> Result<Option<Vec<Entry>>, StorageError>;
     /// Every key's latest entry, tombstones included, in key order after the key `after`,
     /// stopping after `max_bytes` (at least one entry); and whether keys remain past them.
@@ -51,6 +50,17 @@ pub trait AuthorityStore {
     ) -> Result<(Vec<Entry>, bool), StorageError>;
     /// Forget log entries and write outcomes up to version `through`.
     fn compact(&mut self, through: u64) -> Result<(), StorageError>;
+    /// The version the log was compacted through: catch-ups from before it get a snapshot.
+    fn compacted_through(&self) -> u64;
+    /// Look at up to `max_keys` keys in key order after `after` and remove from the current
+    /// state those [`reclaimable`] at `through` and `now_ms`, in one durable commit.
+    fn reclaim(
+        &mut self,
+        after: Option<&(String, String)>,
+        max_keys: usize,
+        through: u64,
+        now_ms: u64,
+    ) -> Result<Sweep, StorageError>;
     /// Entries of a namespace with keys starting with `prefix`, after `after` (exclusive).
     fn list(
         &self,
@@ -224,6 +234,20 @@ impl<S: AuthorityStore> Authority<S> {
         self.store.snapshot_after(after, max_bytes)
     }
 
+    /// Reclaim up to `max_keys` keys after `after`: deleted and expired entries whose versions
+    /// the log no longer holds. A node that could still lack such a delete is behind the log,
+    /// so it catches up from a snapshot, and a snapshot part empties its key range of whatever
+    /// the origin does not list (see [`crate::catch_up`]).
+    pub fn reclaim(
+        &mut self,
+        after: Option<&(String, String)>,
+        max_keys: usize,
+        now_ms: u64,
+    ) -> Result<Sweep, StorageError> {
+        let through = self.store.compacted_through();
+        self.store.reclaim(after, max_keys, through, now_ms)
+    }
+
     /// Keep only the newest `keep` versions of the log.
     pub fn compact(&mut self, keep: u64) -> Result<(), StorageError> {
         let through = self.store.last_version().saturating_sub(keep);
@@ -339,6 +363,25 @@ impl AuthorityStore for MemoryAuthorityStore {
         self.outcomes.retain(|_, (v, _)| *v > through);
         self.compacted_through = self.compacted_through.max(through);
         Ok(())
+    }
+
+    fn compacted_through(&self) -> u64 {
+        self.compacted_through
+    }
+
+    fn reclaim(
+        &mut self,
+        after: Option<&(String, String)>,
+        max_keys: usize,
+        through: u64,
+        now_ms: u64,
+    ) -> Result<Sweep, StorageError> {
+        Ok(crate::model::sweep_map(
+            &mut self.current,
+            after,
+            max_keys,
+            |entry| reclaimable(&KeyInfo::from(entry), through, now_ms),
+        ))
     }
 
     fn list(
@@ -532,6 +575,29 @@ impl AuthorityStore for RedbAuthorityStore {
         Ok(())
     }
 
+    fn compacted_through(&self) -> u64 {
+        self.compacted_through
+    }
+
+    fn reclaim(
+        &mut self,
+        after: Option<&(String, String)>,
+        max_keys: usize,
+        through: u64,
+        now_ms: u64,
+    ) -> Result<Sweep, StorageError> {
+        let txn = self.db.begin_write()?;
+        let sweep = {
+            let mut current = txn.open_table(CURRENT)?;
+            crate::scan::sweep(&mut current, after, max_keys, |info| {
+                reclaimable(info, through, now_ms)
+            })?
+            .0
+        };
+        txn.commit()?;
+        Ok(sweep)
+    }
+
     fn list(
         &self,
         namespace: &str,
@@ -637,6 +703,18 @@ mod tests {
         fn compact(&mut self, through: u64) -> Result<(), StorageError> {
             (**self).compact(through)
         }
+        fn compacted_through(&self) -> u64 {
+            (**self).compacted_through()
+        }
+        fn reclaim(
+            &mut self,
+            after: Option<&(String, String)>,
+            max_keys: usize,
+            through: u64,
+            now_ms: u64,
+        ) -> Result<Sweep, StorageError> {
+            (**self).reclaim(after, max_keys, through, now_ms)
+        }
         fn list_keys(
             &self,
             n: &str,
@@ -730,6 +808,51 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reclaiming_takes_dead_keys_the_log_no_longer_holds() {
+        for make in both() {
+            let mut authority = Authority::new(make());
+            let expiring = WriteOp::Put {
+                namespace: "ns".into(),
+                key: "e".into(),
+                value: b"v".to_vec(),
+                metadata: None,
+                ttl_secs: Some(60),
+            };
+            let delete = WriteOp::Delete {
+                namespace: "ns".into(),
+                key: "a".into(),
+            };
+            let writes = vec![
+                write(1, put("a", "1")),
+                write(2, expiring),
+                write(3, delete),
+                write(4, put("b", "2")),
+            ];
+            authority.write_all(writes, 0, 0).unwrap();
+            // Nothing is reclaimed while the log still holds it.
+            assert_eq!(authority.reclaim(None, 100, 120_000).unwrap().removed, 0);
+            authority.compact(0).unwrap();
+            // Before its expiry, e stays; the tombstone of a goes.
+            assert_eq!(authority.reclaim(None, 100, 1_000).unwrap().removed, 1);
+            assert!(authority.get("ns", "a").unwrap().is_none());
+            assert!(authority.get("ns", "e").unwrap().is_some());
+            // Past it, e goes too, swept one key at a time.
+            let first = authority.reclaim(None, 1, 120_000).unwrap();
+            assert_eq!(first.next, Some(("ns".into(), "b".into())));
+            let rest = authority.reclaim(first.next.as_ref(), 1, 120_000).unwrap();
+            assert_eq!(rest.removed, 1);
+            let keys: Vec<String> = authority
+                .snapshot_after(None, usize::MAX)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            assert_eq!(keys, vec!["b"]);
+        }
+    }
+
     /// A store whose reads of current entries fail, as a disk error would make them.
     struct UnreadableEntries(MemoryAuthorityStore);
 
@@ -762,6 +885,18 @@ mod tests {
         }
         fn compact(&mut self, through: u64) -> Result<(), StorageError> {
             self.0.compact(through)
+        }
+        fn compacted_through(&self) -> u64 {
+            self.0.compacted_through()
+        }
+        fn reclaim(
+            &mut self,
+            after: Option<&(String, String)>,
+            max_keys: usize,
+            through: u64,
+            now_ms: u64,
+        ) -> Result<Sweep, StorageError> {
+            self.0.reclaim(after, max_keys, through, now_ms)
         }
         fn list(
             &self,

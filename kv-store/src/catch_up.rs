@@ -197,6 +197,59 @@ mod tests {
     }
 
     #[test]
+    fn a_node_back_from_past_the_log_forgets_keys_deleted_and_reclaimed_meanwhile() {
+        use crate::follower::{Follower, FollowerConfig, Output};
+        use crate::replica::{MemoryReplica, ReplicaStore};
+        let mut authority = Authority::new(MemoryAuthorityStore::default());
+        for i in 1..=3 {
+            put(&mut authority, i, &format!("k{i}"), "v");
+        }
+        // A node has everything so far, then goes away.
+        let replica = MemoryReplica::default();
+        for message in all(&mut CatchUp::new(0), &authority, 1 << 20) {
+            if let FromOrigin::Batch(batch) = message {
+                replica.apply(&batch.entries, Some(batch.through)).unwrap();
+            }
+        }
+        // Meanwhile k2 is deleted, the log compacted past the delete and the tombstone
+        // reclaimed: the origin keeps no trace of k2.
+        let delete = IncomingWrite {
+            writer: "n".into(),
+            id: 9,
+            op: WriteOp::Delete {
+                namespace: "ns".into(),
+                key: "k2".into(),
+            },
+        };
+        authority.write_all(vec![delete], 0, 0).unwrap();
+        put(&mut authority, 10, "k4", "v");
+        authority.compact(0).unwrap();
+        assert_eq!(authority.reclaim(None, 100, 0).unwrap().removed, 1);
+        // The node comes back: past the log, it gets a snapshot, which says k2 is gone.
+        let mut follower = Follower::new(FollowerConfig::default(), replica.applied(), 0);
+        follower.origin_connected(0);
+        let mut catch_up = CatchUp::new(replica.applied());
+        while let Some(message) = catch_up.next(&authority, 1).unwrap() {
+            follower.on_origin(message, 1);
+            while let Some(output) = follower.poll_output() {
+                match output {
+                    Output::ApplyPart(part) => {
+                        replica.apply_part(&part).unwrap();
+                    }
+                    Output::Apply(batch) => {
+                        replica.apply(&batch.entries, Some(batch.through)).unwrap();
+                        follower.applied(batch.through, 1);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let keys: Vec<String> = replica.dump().into_keys().map(|(_, k)| k).collect();
+        assert_eq!(keys, vec!["k1", "k3", "k4"]);
+        assert_eq!(replica.applied(), authority.last_version());
+    }
+
+    #[test]
     fn nothing_to_send_to_a_node_at_or_past_the_last_version() {
         let mut authority = Authority::new(MemoryAuthorityStore::default());
         put(&mut authority, 1, "k", "v");

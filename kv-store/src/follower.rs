@@ -60,6 +60,9 @@ pub enum Output {
     Apply(Batch),
     /// This node's own acknowledged write: apply it now (it does not move `applied`).
     ApplyEarly(Vec<Entry>),
+    /// Part of a snapshot: apply it now with [`crate::ReplicaStore::apply_part`] (it does not
+    /// move `applied`; the run's last part is followed by an `Apply` that does).
+    ApplyPart(SnapshotPart),
     /// Answer a peer's pull from the replica: send it a batch from `from` to `through` with each
     /// key's latest entry above `from`.
     ServePull {
@@ -114,6 +117,10 @@ pub struct Follower {
     /// Since when a peer has reported being further than this node (the origin's stream may
     /// have stalled without the connection dropping yet).
     behind_since: Option<u64>,
+    /// When the origin's stream (batches, snapshot parts, heads) last brought anything: a
+    /// subscription the origin lost (its session failed) shows as a silent stream while a
+    /// peer is ahead.
+    fed_at: u64,
     last_digest: u64,
     out: VecDeque<Output>,
 }
@@ -143,6 +150,7 @@ impl Follower {
             peers: BTreeMap::new(),
             pull: None,
             behind_since: None,
+            fed_at: 0,
             last_digest: 0,
             out: VecDeque::new(),
         }
@@ -179,8 +187,9 @@ impl Follower {
         self.out.pop_front()
     }
 
-    pub fn origin_connected(&mut self, _now_ms: u64) {
+    pub fn origin_connected(&mut self, now_ms: u64) {
         self.origin_up = true;
+        self.fed_at = now_ms;
         self.out
             .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
     }
@@ -215,6 +224,9 @@ impl Follower {
     }
 
     pub fn on_origin(&mut self, message: FromOrigin, now_ms: u64) {
+        if !matches!(message, FromOrigin::WriteResult { .. }) {
+            self.fed_at = now_ms;
+        }
         match message {
             FromOrigin::Batch(batch) => {
                 self.vouched(batch.through);
@@ -364,9 +376,10 @@ impl Follower {
         }
     }
 
-    /// Each key's entry as the origin holds it: newer-wins makes applying parts as they come
-    /// safe, but only the last part of a run with none missing brings `applied` to the
-    /// snapshot's version. A run that breaks (a lost or repeated part) is asked for again.
+    /// Each key's entry as the origin holds it, and nothing else in the part's key range:
+    /// newer-wins makes applying parts as they come safe, but only the last part of a run with
+    /// none missing brings `applied` to the snapshot's version. A run that breaks (a lost or
+    /// repeated part) is asked for again.
     fn receive_snapshot_part(&mut self, part: SnapshotPart, now_ms: u64) {
         let joins = match (&part.after, &self.snapshot) {
             (None, _) => true,
@@ -379,25 +392,26 @@ impl Follower {
             self.snapshot = None;
             self.lost_snapshot = true;
             self.gap_since.get_or_insert(now_ms);
+            // Its entries are still each key as the origin held it, but only a whole run may
+            // raise the replica's floor (see `crate::replica`): apply them as plain entries.
+            if !part.entries.is_empty() {
+                self.out.push_back(Output::ApplyEarly(part.entries));
+            }
+            return;
         }
-        match (joins, part.last) {
-            (true, true) => {
-                self.snapshot = None;
-                let batch = Batch {
-                    from: 0,
-                    through: part.started_at,
-                    entries: part.entries,
-                };
-                self.receive(batch, now_ms);
-            }
-            (joins, _) => {
-                if joins {
-                    self.snapshot = Some((part.started_at, part.last_key()));
-                }
-                if !part.entries.is_empty() {
-                    self.out.push_back(Output::ApplyEarly(part.entries));
-                }
-            }
+        if part.last {
+            self.snapshot = None;
+            let through = part.started_at;
+            self.out.push_back(Output::ApplyPart(part));
+            let batch = Batch {
+                from: 0,
+                through,
+                entries: Vec::new(),
+            };
+            self.receive(batch, now_ms);
+        } else {
+            self.snapshot = Some((part.started_at, part.last_key()));
+            self.out.push_back(Output::ApplyPart(part));
         }
     }
 
@@ -438,6 +452,19 @@ impl Follower {
             && now_ms.saturating_sub(*sent) >= ms(self.config.gap_timeout)
         {
             self.pull = None;
+        }
+        // A peer has long been ahead and the origin has sent nothing meanwhile: ask it again
+        // (a catch-up under way keeps sending, so this does not restart one).
+        let gap = ms(self.config.gap_timeout);
+        if self.origin_up
+            && self
+                .behind_since
+                .is_some_and(|since| now_ms.saturating_sub(since) >= gap)
+            && now_ms.saturating_sub(self.fed_at) >= gap
+        {
+            self.out
+                .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
+            self.fed_at = now_ms;
         }
         let deadline = ms(self.config.write_timeout);
         let expired: Vec<u64> = self
@@ -718,6 +745,34 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_origin_stream_while_a_peer_is_ahead_is_asked_again() {
+        let mut f = Follower::new(FollowerConfig::default(), 2, 0)
+            .with_head_check(Arc::new(|h| h.proof == b"signed"));
+        f.origin_connected(0);
+        f.peer_connected("b");
+        drain(&mut f);
+        f.on_peer("b", PeerMsg::Head(signed(9)), 0);
+        f.on_peer("b", PeerMsg::Digest { through: 9 }, 0);
+        // Write results keep coming, but the stream itself is silent: the subscription was
+        // lost on the origin's side.
+        f.on_origin(
+            FromOrigin::WriteResult {
+                id: 77,
+                outcome: Err(WriteError::Unavailable("x".into())),
+            },
+            400,
+        );
+        f.tick(499);
+        assert!(!drain(&mut f).contains(&Output::ToOrigin(ToOrigin::Subscribe { from: 2 })));
+        f.tick(500);
+        assert!(drain(&mut f).contains(&Output::ToOrigin(ToOrigin::Subscribe { from: 2 })));
+        // A stream that keeps sending (a long catch-up) is not restarted.
+        f.on_origin(FromOrigin::Head(signed(9)), 900);
+        f.tick(1000);
+        assert!(!drain(&mut f).contains(&Output::ToOrigin(ToOrigin::Subscribe { from: 2 })));
+    }
+
+    #[test]
     fn without_the_origin_a_node_pulls_from_the_peer_ahead() {
         let mut f = Follower::new(FollowerConfig::default(), 2, 0)
             .with_head_check(Arc::new(|h| h.proof == b"signed"));
@@ -903,6 +958,13 @@ mod tests {
         })
     }
 
+    fn snapshot_part(after: Option<u64>, versions: &[u64], last: bool) -> SnapshotPart {
+        match part(after, versions, last) {
+            FromOrigin::SnapshotPart(part) => part,
+            _ => unreachable!(),
+        }
+    }
+
     #[test]
     fn snapshot_parts_apply_early_and_the_last_one_moves_applied() {
         let mut f = Follower::new(FollowerConfig::default(), 0, 0);
@@ -911,16 +973,22 @@ mod tests {
         f.on_origin(part(None, &[4, 9], false), 1);
         assert_eq!(
             drain(&mut f),
-            vec![Output::ApplyEarly(vec![entry(4), entry(9)])]
+            vec![Output::ApplyPart(snapshot_part(None, &[4, 9], false))]
         );
         assert_eq!((f.applied_version(), f.known_version()), (0, 0));
         f.on_origin(part(Some(9), &[7], true), 2);
         let closing = Batch {
             from: 0,
             through: 9,
-            entries: vec![entry(7)],
+            entries: vec![],
         };
-        assert_eq!(drain(&mut f), vec![Output::Apply(closing)]);
+        assert_eq!(
+            drain(&mut f),
+            vec![
+                Output::ApplyPart(snapshot_part(Some(9), &[7], true)),
+                Output::Apply(closing)
+            ]
+        );
         f.applied(9, 3);
         assert_eq!(f.applied_version(), 9);
     }
@@ -936,7 +1004,7 @@ mod tests {
         assert_eq!(
             drain(&mut f),
             vec![
-                Output::ApplyEarly(vec![entry(4)]),
+                Output::ApplyPart(snapshot_part(None, &[4], false)),
                 Output::ApplyEarly(vec![entry(7)])
             ]
         );

@@ -33,7 +33,7 @@ mod scan;
 pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};
 pub use catch_up::CatchUp;
 pub use follower::{Follower, FollowerConfig, HeadCheck, Output, PeerId};
-pub use model::{Entry, KeyInfo, LimitError, validate_key, validate_namespace};
+pub use model::{Entry, KeyInfo, LimitError, Sweep, validate_key, validate_namespace};
 pub use ops::{OpResult, WriteAck, WriteError, WriteOp, WriteOutcome};
 pub use protocol::{Batch, FromOrigin, Head, PeerMsg, SnapshotPart, ToOrigin};
 pub use replica::{MemoryReplica, RedbReplica, ReplicaStore};

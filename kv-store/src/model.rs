@@ -56,6 +56,21 @@ impl Entry {
     }
 }
 
+/// Where a sweep that reclaims dead entries stopped: how many it removed, and the last key it
+/// looked at (`None` once it reached the end, so the next sweep starts over).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub removed: usize,
+    pub next: Option<(String, String)>,
+}
+
+/// Whether a sweep may drop a key's entry: it reads as absent at `now_ms` (deleted, or expired)
+/// and its version is at most `through`, the horizon below which nobody still needs to learn
+/// of it from this store (see the README's "Reclaiming deleted and expired keys").
+pub fn reclaimable(info: &KeyInfo, through: u64, now_ms: u64) -> bool {
+    !info.is_live(now_ms) && info.version <= through
+}
+
 /// A limit an operation broke; the message says which and by how much.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{0}")]
@@ -138,6 +153,34 @@ pub fn list_prefix<T, U>(
         .take(limit)
         .map(|(_, value)| view(value))
         .collect()
+}
+
+/// Look at up to `max_keys` values of `map` in key order after `after`, and remove those
+/// `doomed` picks: the reclaiming sweep every in-memory store shares.
+pub fn sweep_map<T>(
+    map: &mut std::collections::BTreeMap<(String, String), T>,
+    after: Option<&(String, String)>,
+    max_keys: usize,
+    doomed: impl Fn(&T) -> bool,
+) -> Sweep {
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let walked: Vec<((String, String), bool)> = map
+        .range::<(String, String), _>((start, Bound::Unbounded))
+        .take(max_keys)
+        .map(|(key, value)| (key.clone(), doomed(value)))
+        .collect();
+    let mut sweep = Sweep::default();
+    for (key, doomed) in &walked {
+        if *doomed {
+            map.remove(key);
+            sweep.removed += 1;
+        }
+    }
+    if walked.len() == max_keys {
+        sweep.next = walked.last().map(|(key, _)| key.clone());
+    }
+    sweep
 }
 
 pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {

@@ -1,6 +1,8 @@
 //! Messages between a node and the origin, and between nodes, and their binary encoding
 //! (postcard: compact, and values are raw bytes, not text).
 
+use std::ops::Bound;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::Entry;
@@ -103,7 +105,36 @@ pub struct SnapshotPart {
     pub last: bool,
 }
 
+/// A range of (namespace, key) pairs, as `BTreeMap::range` takes it.
+pub type KeyRange = (Bound<(String, String)>, Bound<(String, String)>);
+
 impl SnapshotPart {
+    /// The keys this part speaks for: after `after`, through its last entry's key, or to the end
+    /// for the last part. In that range the origin held exactly the part's keys when it read
+    /// them; any other key there was deleted or expired and reclaimed (or never existed).
+    /// `None` when the part speaks for no key (it is not the last and lists none, or its keys
+    /// do not follow `after`).
+    pub fn range(&self) -> Option<KeyRange> {
+        let end = match (self.last, self.entries.last()) {
+            (true, _) => Bound::Unbounded,
+            (false, Some(entry)) => Bound::Included((entry.namespace.clone(), entry.key.clone())),
+            (false, None) => return None,
+        };
+        match (&self.after, &end) {
+            (Some(after), Bound::Included(last)) if last <= after => None,
+            (Some(after), _) => Some((Bound::Excluded(after.clone()), end)),
+            (None, _) => Some((Bound::Unbounded, end)),
+        }
+    }
+
+    /// The keys the part lists.
+    pub fn keys(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.entries
+            .iter()
+            .map(|e| (e.namespace.clone(), e.key.clone()))
+            .collect()
+    }
+
     /// The key a following part starts after.
     pub fn last_key(&self) -> Option<(String, String)> {
         self.entries

@@ -1,9 +1,12 @@
-//! Listing a redb table of entries keyed by (namespace, key): the one range scan the replica's
-//! and the authority's stores share.
+//! Walking a redb table of entries keyed by (namespace, key): the listing and the reclaiming
+//! sweep the replica's and the authority's stores share.
+
+use std::ops::Bound;
 
 use redb::ReadableTable;
 
 use crate::authority::StorageError;
+use crate::model::{KeyInfo, Sweep, decode_key_info};
 
 /// Up to `limit` rows of `table` in `namespace` whose keys start with `prefix`, after the key
 /// `after` if given, in key order, each read by `read` from its stored bytes.
@@ -32,4 +35,60 @@ pub(crate) fn scan_prefix<T>(
         }
     }
     Ok(found)
+}
+
+/// A key removed by [`sweep`]: namespace, key and the version its entry had.
+pub(crate) type Removed = (String, String, u64);
+
+/// Look at up to `max_keys` rows of `table` in key order after `after`, and remove those whose
+/// entry `doomed` picks; the sweep both stores share. Returns where it stopped and what went.
+pub(crate) fn sweep(
+    table: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
+    after: Option<&(String, String)>,
+    max_keys: usize,
+    doomed: impl Fn(&KeyInfo) -> bool,
+) -> Result<(Sweep, Vec<Removed>), StorageError> {
+    let start = match after {
+        Some((namespace, key)) => Bound::Excluded((namespace.as_str(), key.as_str())),
+        None => Bound::Unbounded,
+    };
+    sweep_range(table, start, Bound::Unbounded, max_keys, |_, _, info| {
+        doomed(info)
+    })
+}
+
+/// [`sweep`] over the rows between `start` and `end`, with `doomed` shown each row's namespace
+/// and key as well.
+pub(crate) fn sweep_range(
+    table: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
+    start: Bound<(&str, &str)>,
+    end: Bound<(&str, &str)>,
+    max_keys: usize,
+    doomed: impl Fn(&str, &str, &KeyInfo) -> bool,
+) -> Result<(Sweep, Vec<Removed>), StorageError> {
+    let mut walked = 0;
+    let mut last = None;
+    let mut removed = Vec::new();
+    for item in table.range::<(&str, &str)>((start, end))? {
+        if walked == max_keys {
+            break;
+        }
+        let (key, value) = item?;
+        let (namespace, k) = key.value();
+        let info = decode_key_info(value.value())
+            .map_err(|e| StorageError(format!("corrupt entry: {e}")))?;
+        if doomed(namespace, k, &info) {
+            removed.push((namespace.to_string(), k.to_string(), info.version));
+        }
+        walked += 1;
+        last = Some((namespace.to_string(), k.to_string()));
+    }
+    for (namespace, key, _) in &removed {
+        table.remove((namespace.as_str(), key.as_str()))?;
+    }
+    let sweep = Sweep {
+        removed: removed.len(),
+        next: if walked == max_keys { last } else { None },
+    };
+    Ok((sweep, removed))
 }

@@ -98,6 +98,8 @@ struct Node {
     boots: u64,
     /// key -> highest version ever held, to check versions only grow.
     seen: BTreeMap<(String, String), u64>,
+    /// Where this replica's reclaiming sweep goes on from.
+    sweep: Option<(String, String)>,
     applied_high: u64,
 }
 
@@ -119,7 +121,17 @@ struct Sim {
     faults: bool,
     /// Snapshot parts the origin sent: the runs must reach past the compacted log too.
     snapshot_parts: u64,
+    /// Where the origin's reclaiming sweep goes on from.
+    origin_sweep: Option<(String, String)>,
+    /// Keys the origin reclaimed, with the version each had then.
+    reclaimed_at_origin: BTreeMap<(String, String), u64>,
+    /// Dead keys the replicas reclaimed, and keys snapshot parts removed from them.
+    reclaimed_by_replicas: u64,
+    vacated: u64,
 }
+
+/// Tombstones and expired entries a replica keeps: this many versions behind what it applied.
+const REPLICA_KEEP: u64 = 6;
 
 const NODES: usize = 4;
 const KEYS: u64 = 6;
@@ -140,6 +152,7 @@ impl Sim {
                     replica: MemoryReplica::default(),
                     boots: 0,
                     seen: BTreeMap::new(),
+                    sweep: None,
                     applied_high: 0,
                 })
                 .collect(),
@@ -154,6 +167,10 @@ impl Sim {
             outcomes: BTreeMap::new(),
             faults: true,
             snapshot_parts: 0,
+            origin_sweep: None,
+            reclaimed_at_origin: BTreeMap::new(),
+            reclaimed_by_replicas: 0,
+            vacated: 0,
         };
         sim.origin = Some(Authority::new(sim.store.clone()));
         for i in 0..NODES {
@@ -338,8 +355,15 @@ impl Sim {
     fn random_op(&mut self, node: usize) -> WriteOp {
         let namespace = "app/ns".to_string();
         let key = format!("k{}", self.rng.below(KEYS));
-        match self.rng.below(6) {
+        match self.rng.below(7) {
             0 => WriteOp::Delete { namespace, key },
+            6 => WriteOp::Put {
+                namespace,
+                key,
+                value: self.rng.next().to_le_bytes().to_vec(),
+                metadata: None,
+                ttl_secs: Some(1),
+            },
             1 | 2 => WriteOp::Increment {
                 namespace,
                 key: format!("counter{}", self.rng.below(2)),
@@ -521,6 +545,16 @@ impl Sim {
             self.mallory_attacks();
         }
 
+        // Reclaiming sweeps, a few keys at a time, at the origin and in the replicas.
+        if self.rng.chance(50) {
+            self.sweep_origin();
+        }
+        for i in 0..NODES {
+            if self.nodes[i].follower.is_some() && self.rng.chance(30) {
+                self.sweep_replica(i);
+            }
+        }
+
         // Nodes: the slow disk, timers, then everything they asked for.
         for i in 0..NODES {
             let now = self.now;
@@ -620,6 +654,39 @@ impl Sim {
         }
     }
 
+    fn sweep_origin(&mut self) {
+        let Some(origin) = self.origin.as_mut() else {
+            return;
+        };
+        let before = origin.store().clone();
+        let sweep = origin
+            .reclaim(self.origin_sweep.as_ref(), 3, self.now)
+            .expect("memory store");
+        self.origin_sweep = sweep.next;
+        if sweep.removed == 0 {
+            return;
+        }
+        let (was, _) = AuthorityStore::snapshot_after(&before, None, usize::MAX).unwrap();
+        for entry in was {
+            if origin.get(&entry.namespace, &entry.key).unwrap().is_none() {
+                self.reclaimed_at_origin
+                    .insert((entry.namespace, entry.key), entry.version);
+            }
+        }
+        self.store = origin.store().clone();
+    }
+
+    fn sweep_replica(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let through = node.replica.applied().saturating_sub(REPLICA_KEEP);
+        let sweep = node
+            .replica
+            .reclaim(node.sweep.as_ref(), 3, through, self.now)
+            .unwrap();
+        node.sweep = sweep.next;
+        self.reclaimed_by_replicas += sweep.removed as u64;
+    }
+
     fn step_catch_ups(&mut self) {
         let Some(origin) = self.origin.as_ref() else {
             return;
@@ -655,21 +722,7 @@ impl Sim {
     fn apply(&mut self, i: usize, entries: &[outpost_kv::Entry], through: Option<u64>) {
         let node = &mut self.nodes[i];
         node.replica.apply(entries, through).unwrap();
-        for entry in entries {
-            let key = (entry.namespace.clone(), entry.key.clone());
-            let held = node
-                .replica
-                .get(&entry.namespace, &entry.key)
-                .unwrap()
-                .unwrap()
-                .version;
-            let seen = node.seen.entry(key.clone()).or_insert(0);
-            assert!(
-                held >= *seen,
-                "node {i}: key {key:?} went from version {seen} to {held}"
-            );
-            *seen = held;
-        }
+        Sim::versions_only_grow(i, node, entries);
         let applied = node.replica.applied();
         assert!(applied >= node.applied_high, "node {i}: applied went back");
         assert!(
@@ -680,7 +733,33 @@ impl Sim {
         node.applied_high = applied;
     }
 
+    /// A key the replica holds after applying `entries` is at a version at least as new as
+    /// any it held before (a key it no longer holds was reclaimed or vacated).
+    fn versions_only_grow(i: usize, node: &mut Node, entries: &[outpost_kv::Entry]) {
+        for entry in entries {
+            let key = (entry.namespace.clone(), entry.key.clone());
+            let Some(held) = node.replica.get(&entry.namespace, &entry.key).unwrap() else {
+                continue;
+            };
+            let seen = node.seen.entry(key.clone()).or_insert(0);
+            assert!(
+                held.version >= *seen,
+                "node {i}: key {key:?} went from version {seen} to {}",
+                held.version
+            );
+            *seen = held.version;
+        }
+    }
+
     fn carry_out(&mut self, i: usize, output: Output) {
+        if std::env::var("SIM_TRACE").is_ok_and(|n| n == i.to_string()) {
+            eprintln!(
+                "{} node {i}: {output:?} (applied {} floor {})",
+                self.now,
+                self.nodes[i].replica.applied(),
+                self.nodes[i].replica.floor()
+            );
+        }
         match output {
             Output::ToOrigin(message) => {
                 self.send(Addr::Node(i), Addr::Origin, Payload::ToOrigin(message))
@@ -706,6 +785,11 @@ impl Sim {
                 }
             }
             Output::ApplyEarly(entries) => self.apply(i, &entries, None),
+            Output::ApplyPart(part) => {
+                let node = &mut self.nodes[i];
+                self.vacated += node.replica.apply_part(&part).unwrap() as u64;
+                Sim::versions_only_grow(i, node, &part.entries);
+            }
             Output::ServePull {
                 peer,
                 from,
@@ -714,7 +798,10 @@ impl Sim {
                 let Ok(j) = peer.parse::<usize>() else {
                     return;
                 };
-                let entries = self.nodes[i].replica.entries_after(from).unwrap();
+                // Below its floor the replica may lack deletes: it serves nothing.
+                let Some(entries) = self.nodes[i].replica.entries_after(from).unwrap() else {
+                    return;
+                };
                 self.send(
                     Addr::Node(i),
                     Addr::Node(j),
@@ -776,10 +863,18 @@ impl Sim {
                 .into_iter()
                 .map(|e| ((e.namespace.clone(), e.key.clone()), e))
                 .collect();
+        // What reads see: the stores may differ in the dead entries each has yet to reclaim.
+        let live = |state: &BTreeMap<(String, String), outpost_kv::Entry>| {
+            state
+                .iter()
+                .filter(|(_, e)| e.is_live(self.now))
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
         for (i, node) in self.nodes.iter().enumerate() {
-            let state = node.replica.dump();
             assert_eq!(
-                state, truth,
+                live(&node.replica.dump()),
+                live(&truth),
                 "node {i} did not converge to the origin's state"
             );
         }
@@ -790,7 +885,17 @@ impl Sim {
             match self.outcomes.get(key) {
                 Some(Ok(ack)) => {
                     for entry in &ack.entries {
-                        let now = &truth[&(entry.namespace.clone(), entry.key.clone())];
+                        let key = (entry.namespace.clone(), entry.key.clone());
+                        let Some(now) = truth.get(&key) else {
+                            // Gone only if reclaimed, dead, at or after the acked version.
+                            assert!(
+                                self.reclaimed_at_origin
+                                    .get(&key)
+                                    .is_some_and(|v| *v >= entry.version),
+                                "acked write {key:?} lost: {entry:?}"
+                            );
+                            continue;
+                        };
                         assert!(
                             now.version >= entry.version,
                             "acked write {key:?} lost: {entry:?} vs {now:?}"
@@ -840,8 +945,17 @@ impl Sim {
     }
 }
 
-/// Runs one seed; returns how many snapshot parts the origin sent.
-fn run(seed: u64) -> u64 {
+/// What a run exercised, so the test can tell the paths it means to cover were taken.
+#[derive(Default)]
+struct Coverage {
+    snapshot_parts: u64,
+    reclaimed_at_origin: u64,
+    reclaimed_by_replicas: u64,
+    vacated: u64,
+}
+
+/// Runs one seed.
+fn run(seed: u64) -> Coverage {
     let mut sim = Sim::new(seed);
     for _ in 0..2_000 {
         sim.step();
@@ -862,7 +976,12 @@ fn run(seed: u64) -> u64 {
             sim.nodes.iter().map(|n| n.boots).collect::<Vec<_>>()
         );
     }
-    sim.snapshot_parts
+    Coverage {
+        snapshot_parts: sim.snapshot_parts,
+        reclaimed_at_origin: sim.reclaimed_at_origin.len() as u64,
+        reclaimed_by_replicas: sim.reclaimed_by_replicas,
+        vacated: sim.vacated,
+    }
 }
 
 #[test]
@@ -875,10 +994,15 @@ fn replication_converges_and_loses_nothing_under_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let mut snapshot_parts = 0;
+    let mut total = Coverage::default();
     for seed in 0..seeds {
         match std::panic::catch_unwind(|| run(seed)) {
-            Ok(parts) => snapshot_parts += parts,
+            Ok(run) => {
+                total.snapshot_parts += run.snapshot_parts;
+                total.reclaimed_at_origin += run.reclaimed_at_origin;
+                total.reclaimed_by_replicas += run.reclaimed_by_replicas;
+                total.vacated += run.vacated;
+            }
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<String>()
@@ -891,9 +1015,19 @@ fn replication_converges_and_loses_nothing_under_faults() {
             }
         }
     }
-    eprintln!("{seeds} seeds: the origin sent {snapshot_parts} snapshot parts");
-    assert!(
-        seeds < 100 || snapshot_parts > 0,
-        "no seed caught a node up past the compacted log"
+    eprintln!(
+        "{seeds} seeds: the origin sent {} snapshot parts and reclaimed {} dead keys; replicas \
+         reclaimed {} and snapshot parts removed {} keys the origin no longer held",
+        total.snapshot_parts, total.reclaimed_at_origin, total.reclaimed_by_replicas, total.vacated
     );
+    if seeds >= 100 {
+        assert!(
+            total.snapshot_parts > 0,
+            "no seed caught a node up past the compacted log"
+        );
+        assert!(
+            total.reclaimed_at_origin > 0 && total.reclaimed_by_replicas > 0 && total.vacated > 0,
+            "no seed reclaimed dead keys and then caught a node up past them"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::{
     Batch, Entry, Follower, FollowerConfig, FromOrigin, HeadCheck, Output, PeerMsg, ReplicaStore,
-    ToOrigin, WriteOutcome,
+    SnapshotPart, ToOrigin, WriteOutcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +30,14 @@ pub enum LinkEvent {
 }
 
 const TICK: Duration = Duration::from_millis(20);
+/// How often the replica's reclaiming sweep runs, and how many keys each run looks at: a full
+/// pass over a million keys takes about a quarter of an hour, at a few milliseconds a run.
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+const RECLAIM_KEYS: usize = 1000;
+/// Deleted and expired entries a replica keeps for this many versions behind what it applied,
+/// so a peer that far behind can still catch up from it; one further behind waits for the
+/// origin (the replica's floor, see `outpost_kv::replica`).
+const KEEP_DEAD_VERSIONS: u64 = 100_000;
 /// Most messages of each kind taken into one round.
 const DRAIN: usize = 1024;
 const MAX_SAMPLES: usize = 1 << 20;
@@ -91,6 +99,9 @@ struct Driver {
     started: Instant,
     stats: Arc<Mutex<KvStats>>,
     progress: Arc<KvProgress>,
+    /// Where the next reclaiming sweep starts, and when the last one ran.
+    sweep: Option<(String, String)>,
+    swept_at: Instant,
 }
 
 /// Run the driver until `stop` fires (after the node has drained its requests, so their writes
@@ -118,6 +129,8 @@ pub async fn run_driver(
         started: Instant::now(),
         stats,
         progress,
+        sweep: None,
+        swept_at: Instant::now(),
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,7 +146,10 @@ pub async fn run_driver(
                 Some(event) => driver.on_link(event, now),
                 None => break,
             },
-            _ = tick.tick() => driver.follower.tick(now),
+            _ = tick.tick() => {
+                driver.follower.tick(now);
+                driver.reclaim().await;
+            }
         }
         // Take in everything else already waiting, so one round (and one fsync) serves it all:
         // under load, the replica commits in groups instead of once per message.
@@ -207,6 +223,7 @@ impl Driver {
     async fn carry_out(&mut self) {
         loop {
             let mut early: Vec<Entry> = Vec::new();
+            let mut parts: Vec<SnapshotPart> = Vec::new();
             let mut batch: Option<Batch> = None;
             let mut answers = Vec::new();
             while let Some(output) = self.follower.poll_output() {
@@ -222,6 +239,7 @@ impl Driver {
                         }
                     }
                     Output::ApplyEarly(entries) => early.extend(entries),
+                    Output::ApplyPart(part) => parts.push(part),
                     // The follower hands out one batch at a time, until told it is applied.
                     Output::Apply(next) => batch = Some(next),
                     Output::ServePull {
@@ -232,10 +250,10 @@ impl Driver {
                     Output::WriteDone { id, outcome } => answers.push((id, outcome)),
                 }
             }
-            if early.is_empty() && batch.is_none() && answers.is_empty() {
+            if early.is_empty() && parts.is_empty() && batch.is_none() && answers.is_empty() {
                 return;
             }
-            self.make_durable(early, batch).await;
+            self.make_durable(parts, early, batch).await;
             for (id, outcome) in answers {
                 if let Some((reply, sent)) = self.waiting.remove(&id) {
                     if outcome.is_ok() {
@@ -248,8 +266,15 @@ impl Driver {
         }
     }
 
-    async fn make_durable(&mut self, mut entries: Vec<Entry>, batch: Option<Batch>) {
-        if entries.is_empty() && batch.is_none() {
+    /// Snapshot parts first (the last one raises the replica's floor, and the batch closing the
+    /// snapshot comes after it), then entries and the batch in one transaction.
+    async fn make_durable(
+        &mut self,
+        parts: Vec<SnapshotPart>,
+        mut entries: Vec<Entry>,
+        batch: Option<Batch>,
+    ) {
+        if parts.is_empty() && entries.is_empty() && batch.is_none() {
             return;
         }
         let through = batch.as_ref().map(|b| b.through);
@@ -264,6 +289,9 @@ impl Driver {
             .collect();
         let replica = self.replica.clone();
         let result = tokio::task::spawn_blocking(move || {
+            for part in &parts {
+                replica.apply_part(part).map_err(|e| e.to_string())?;
+            }
             replica.apply(&entries, through).map_err(|e| e.to_string())
         })
         .await
@@ -294,6 +322,36 @@ impl Driver {
         }
     }
 
+    /// Every [`RECLAIM_EVERY`], sweep [`RECLAIM_KEYS`] keys of the replica for deleted and
+    /// expired entries more than [`KEEP_DEAD_VERSIONS`] behind what it applied.
+    async fn reclaim(&mut self) {
+        if self.swept_at.elapsed() < RECLAIM_EVERY {
+            return;
+        }
+        self.swept_at = Instant::now();
+        let through = self.replica.applied().saturating_sub(KEEP_DEAD_VERSIONS);
+        if through == 0 {
+            return;
+        }
+        let replica = self.replica.clone();
+        let after = self.sweep.take();
+        let now_ms = now_us() / 1000;
+        let swept = tokio::task::spawn_blocking(move || {
+            replica.reclaim(after.as_ref(), RECLAIM_KEYS, through, now_ms)
+        })
+        .await;
+        match swept {
+            Ok(Ok(sweep)) => {
+                if sweep.removed > 0 {
+                    tracing::debug!("reclaimed {} dead KV entries", sweep.removed);
+                }
+                self.sweep = sweep.next;
+            }
+            Ok(Err(err)) => tracing::error!("reclaiming dead KV entries failed: {err}"),
+            Err(err) => tracing::error!("reclaiming dead KV entries failed: {err}"),
+        }
+    }
+
     /// Answer a peer's pull from the replica, off the driver's task.
     fn serve_pull(&self, peer: String, from: u64, through: u64) {
         let Some(sender) = self.peers.get(&peer).cloned() else {
@@ -302,7 +360,11 @@ impl Driver {
         let replica = self.replica.clone();
         tokio::spawn(async move {
             match tokio::task::spawn_blocking(move || replica.entries_after(from)).await {
-                Ok(Ok(entries)) => {
+                // The replica may lack deletes that far back: the peer waits for the origin.
+                Ok(Ok(None)) => {
+                    tracing::debug!("peer {peer} pulled from {from}, below this replica's floor")
+                }
+                Ok(Ok(Some(entries))) => {
                     for part in (Batch {
                         from,
                         through,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::{
-    Authority, Batch, CatchUp, Entry, FromOrigin, Head, KeyInfo, RedbAuthorityStore, ToOrigin,
-    WriteError, WriteOp, WriteOutcome,
+    Authority, Batch, CatchUp, Entry, FromOrigin, Head, KeyInfo, RedbAuthorityStore, Sweep,
+    ToOrigin, WriteError, WriteOp, WriteOutcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -57,6 +57,10 @@ impl Default for LogRetention {
 const ORIGIN_WRITER: &str = "@origin";
 /// How long the authority serves reads in one round before it commits the writes waiting.
 const READ_BUDGET: Duration = Duration::from_millis(20);
+/// How often the authority's reclaiming sweep runs, and how many keys each run looks at: deleted
+/// and expired keys whose versions the log no longer holds go (see `Authority::reclaim`).
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+const RECLAIM_KEYS: usize = 1000;
 
 enum Request {
     Write {
@@ -233,11 +237,14 @@ fn run_authority(
 ) {
     let mut compacted_at = authority.last_version();
     let mut reads: VecDeque<Request> = VecDeque::new();
+    let mut sweep = Sweep::default();
+    let mut swept_at = Instant::now();
     loop {
         let first = if reads.is_empty() {
-            match inbox.recv() {
+            match inbox.recv_timeout(RECLAIM_EVERY) {
                 Ok(request) => Some(request),
-                Err(_) => break,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
         } else {
             inbox.try_recv().ok()
@@ -281,6 +288,13 @@ fn run_authority(
             compacted_at = authority.last_version();
             if let Err(err) = authority.compact(retention.keep) {
                 tracing::error!("compacting the KV log failed: {err}");
+            }
+        }
+        if swept_at.elapsed() >= RECLAIM_EVERY {
+            swept_at = Instant::now();
+            match authority.reclaim(sweep.next.as_ref(), RECLAIM_KEYS, now().0) {
+                Ok(done) => sweep = done,
+                Err(err) => tracing::error!("reclaiming dead KV entries failed: {err}"),
             }
         }
         let started = Instant::now();
