@@ -50,8 +50,9 @@ pub struct SetOptions {
     pub ttl_seconds: Option<u64>,
 }
 
-/// Turn a KV error into the response it deserves: 503 when the origin is out of reach (with
-/// Retry-After), 413 for a key, value or metadata over its limit, 500 otherwise.
+/// Turn a KV error into the response it deserves: 503 when the origin is out of reach and 429
+/// when the app is over its write rate (both with Retry-After), 413 for a key, value or
+/// metadata over its limit or an app over its storage quota, 500 otherwise.
 fn kv_error(err: store::Error) -> Error {
     match err {
         store::Error::NoSuchStore => Error::internal("no such KV namespace"),
@@ -65,6 +66,9 @@ fn kv_error(err: store::Error) -> Error {
                     format!("the KV store cannot take writes right now: {reason}"),
                 )
                 .with_header("retry-after", "1")
+            } else if let Some(reason) = message.strip_prefix("rate-limited: ") {
+                Error::new(429, format!("too many KV writes: {reason}"))
+                    .with_header("retry-after", "1")
             } else if let Some(reason) = message.strip_prefix("limit: ") {
                 Error::payload_too_large(reason.to_string())
             } else {

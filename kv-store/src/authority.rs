@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
+use crate::model::{Entry, KeyInfo, LimitError, Sweep, reclaimable};
 use crate::ops::{WriteAck, WriteError, WriteOp, WriteOutcome};
 use crate::protocol::{Batch, decode, encode};
+use crate::quota::{QuotaPolicy, RateMeters, tenant_of};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("KV storage: {0}")]
@@ -52,6 +53,9 @@ pub trait AuthorityStore {
     fn compact(&mut self, through: u64) -> Result<(), StorageError>;
     /// The version the log was compacted through: catch-ups from before it get a snapshot.
     fn compacted_through(&self) -> u64;
+    /// The bytes `tenant`'s keys take in the current state (see [`crate::quota`]), kept up to
+    /// date by `commit` and `reclaim`.
+    fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError>;
     /// Look at up to `max_keys` keys in key order after `after` and remove from the current
     /// state those [`reclaimable`] at `through` and `now_ms`, in one durable commit.
     fn reclaim(
@@ -81,6 +85,8 @@ pub trait AuthorityStore {
 
 pub struct Authority<S> {
     store: S,
+    quotas: QuotaPolicy,
+    rates: RateMeters,
 }
 
 /// A write as it reaches the authority: who sent it, its id there, and the op.
@@ -91,8 +97,18 @@ pub struct IncomingWrite {
 }
 
 impl<S: AuthorityStore> Authority<S> {
+    /// An authority with no quotas.
     pub fn new(store: S) -> Self {
-        Authority { store }
+        Self::with_quotas(store, QuotaPolicy::default())
+    }
+
+    /// An authority that holds every tenant to its quota (see [`crate::quota`]).
+    pub fn with_quotas(store: S, quotas: QuotaPolicy) -> Self {
+        Authority {
+            store,
+            quotas,
+            rates: RateMeters::default(),
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -142,6 +158,8 @@ impl<S: AuthorityStore> Authority<S> {
         let mut entries = Vec::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut recorded: Vec<(String, u64, WriteOutcome)> = Vec::new();
+        // Bytes each tenant's writes in this round add, on top of what the store holds.
+        let mut round_usage: HashMap<String, i64> = HashMap::new();
         for write in writes {
             // A retry of a write already decided gets the same answer, and changes nothing.
             let earlier = recorded
@@ -171,6 +189,21 @@ impl<S: AuthorityStore> Authority<S> {
             if let Some(err) = unreadable.into_inner() {
                 return Err(err);
             }
+            let planned = match planned {
+                Ok((changes, result)) => {
+                    match self.within_quota(&write.op, &changes, &staged, &mut round_usage, now_ms)
+                    {
+                        Ok(()) => Ok((changes, result)),
+                        // Not recorded: a retry once the rate allows it must get through.
+                        Err(QuotaRefusal::Rate(err)) => {
+                            outcomes.push(Err(err));
+                            continue;
+                        }
+                        Err(QuotaRefusal::Bytes(err)) => Err(err),
+                    }
+                }
+                Err(err) => Err(err),
+            };
             let outcome = match planned {
                 Ok((changes, result)) => {
                     let committed: Vec<Entry> = changes
@@ -212,6 +245,73 @@ impl<S: AuthorityStore> Authority<S> {
             entries,
         });
         Ok((outcomes, batch))
+    }
+
+    /// Whether `op`, planned as `changes`, fits its tenant's quota: a token per key changed,
+    /// and, if it adds bytes, room for them. Counts what it adds into `round_usage`.
+    fn within_quota(
+        &mut self,
+        op: &WriteOp,
+        changes: &[crate::ops::Change],
+        staged: &HashMap<(String, String), Entry>,
+        round_usage: &mut HashMap<String, i64>,
+        now_ms: u64,
+    ) -> Result<(), QuotaRefusal> {
+        let tenant = tenant_of(op.namespace());
+        let quota = self.quotas.of(tenant);
+        if quota == crate::quota::Quota::UNLIMITED {
+            return Ok(());
+        }
+        let mut added: i64 = 0;
+        for change in changes {
+            let key = (change.namespace.clone(), change.key.clone());
+            let before = match staged.get(&key) {
+                Some(entry) => Some(entry.clone()),
+                None => self
+                    .store
+                    .get(&change.namespace, &change.key)
+                    .map_err(|err| QuotaRefusal::Bytes(WriteError::Internal(err.to_string())))?,
+            };
+            let after = Entry {
+                namespace: change.namespace.clone(),
+                key: change.key.clone(),
+                value: change.value.clone(),
+                metadata: change.metadata.clone(),
+                expires_at_ms: change.expires_at_ms,
+                version: u64::MAX,
+                committed_at_us: u64::MAX,
+            };
+            added += stored_bytes(&after) as i64 - before.map_or(0, |e| stored_bytes(&e) as i64);
+        }
+        let keys = u32::try_from(changes.len().max(1)).unwrap_or(u32::MAX);
+        if !self
+            .rates
+            .take(tenant, quota.writes_per_second, keys, now_ms)
+        {
+            return Err(QuotaRefusal::Rate(WriteError::RateLimited(format!(
+                "app {tenant:?} is over its KV write rate of {} keys per second",
+                quota.writes_per_second
+            ))));
+        }
+        let pending = round_usage.entry(tenant.to_string()).or_default();
+        if added > 0 {
+            let used = self
+                .store
+                .used_bytes(tenant)
+                .map_err(|err| QuotaRefusal::Bytes(WriteError::Internal(err.to_string())))?;
+            let total = used
+                .saturating_add_signed(*pending)
+                .saturating_add(added as u64);
+            if total > quota.max_bytes {
+                return Err(QuotaRefusal::Bytes(WriteError::Limit(LimitError(format!(
+                    "app {tenant:?} would hold {total} bytes of KV; its quota is {} bytes \
+                     (delete keys to make room)",
+                    quota.max_bytes
+                )))));
+            }
+        }
+        *pending += added;
+        Ok(())
     }
 
     /// Log entries after `from` (about `max_bytes` of them), or `None` if the log was compacted
@@ -258,6 +358,12 @@ impl<S: AuthorityStore> Authority<S> {
     }
 }
 
+/// Why a write did not fit its tenant's quota.
+enum QuotaRefusal {
+    Rate(WriteError),
+    Bytes(WriteError),
+}
+
 /// Entries from `entries` until `max_bytes` are taken (at least one, whatever its size), and
 /// whether any were left.
 fn within_budget(
@@ -286,6 +392,26 @@ pub struct MemoryAuthorityStore {
     current: BTreeMap<(String, String), Entry>,
     log: BTreeMap<u64, Entry>,
     outcomes: BTreeMap<(String, u64), (u64, WriteOutcome)>,
+    usage: HashMap<String, u64>,
+}
+
+/// The bytes an entry takes in the store: its encoding.
+fn stored_bytes(entry: &Entry) -> u64 {
+    encode(entry).len() as u64
+}
+
+/// Add `delta` to a tenant's bytes in `usage`.
+fn add_usage(usage: &mut HashMap<String, i64>, namespace: &str, delta: i64) {
+    *usage.entry(tenant_of(namespace).to_string()).or_default() += delta;
+}
+
+impl MemoryAuthorityStore {
+    fn apply_usage(&mut self, delta: HashMap<String, i64>) {
+        for (tenant, delta) in delta {
+            let used = self.usage.entry(tenant).or_default();
+            *used = used.saturating_add_signed(delta);
+        }
+    }
 }
 
 impl AuthorityStore for MemoryAuthorityStore {
@@ -320,8 +446,15 @@ impl AuthorityStore for MemoryAuthorityStore {
                 )));
             }
             self.last = entry.version;
-            self.current
-                .insert((entry.namespace.clone(), entry.key.clone()), entry.clone());
+            let mut delta = HashMap::new();
+            add_usage(&mut delta, &entry.namespace, stored_bytes(entry) as i64);
+            if let Some(old) = self
+                .current
+                .insert((entry.namespace.clone(), entry.key.clone()), entry.clone())
+            {
+                add_usage(&mut delta, &old.namespace, -(stored_bytes(&old) as i64));
+            }
+            self.apply_usage(delta);
             self.log.insert(entry.version, entry.clone());
         }
         for (writer, id, outcome) in outcomes {
@@ -376,12 +509,20 @@ impl AuthorityStore for MemoryAuthorityStore {
         through: u64,
         now_ms: u64,
     ) -> Result<Sweep, StorageError> {
-        Ok(crate::model::sweep_map(
-            &mut self.current,
-            after,
-            max_keys,
-            |entry| reclaimable(&KeyInfo::from(entry), through, now_ms),
-        ))
+        let (sweep, removed) =
+            crate::model::sweep_map(&mut self.current, after, max_keys, |entry| {
+                reclaimable(&KeyInfo::from(entry), through, now_ms)
+            });
+        let mut delta = HashMap::new();
+        for entry in &removed {
+            add_usage(&mut delta, &entry.namespace, -(stored_bytes(entry) as i64));
+        }
+        self.apply_usage(delta);
+        Ok(sweep)
+    }
+
+    fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError> {
+        Ok(self.usage.get(tenant).copied().unwrap_or(0))
     }
 
     fn list(
@@ -423,8 +564,26 @@ const CURRENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("curr
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const OUTCOMES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outcomes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Bytes per tenant (see [`crate::quota`]).
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 const LAST: &str = "last_version";
 const COMPACTED: &str = "compacted_through";
+/// Set once `USAGE` has been counted from the current state (stores made before it existed
+/// are counted when first opened).
+const USAGE_COUNTED: &str = "usage_counted";
+
+/// Add `delta` (per tenant) to the `USAGE` table.
+fn write_usage(
+    txn: &redb::WriteTransaction,
+    delta: HashMap<String, i64>,
+) -> Result<(), StorageError> {
+    let mut usage = txn.open_table(USAGE)?;
+    for (tenant, delta) in delta {
+        let used = usage.get(tenant.as_str())?.map(|g| g.value()).unwrap_or(0);
+        usage.insert(tenant.as_str(), used.saturating_add_signed(delta))?;
+    }
+    Ok(())
+}
 
 /// The authority's state in redb. Every commit is durable (fsynced) when it returns.
 pub struct RedbAuthorityStore {
@@ -441,7 +600,9 @@ impl RedbAuthorityStore {
         txn.open_table(LOG)?;
         txn.open_table(OUTCOMES)?;
         txn.open_table(META)?;
+        txn.open_table(USAGE)?;
         txn.commit()?;
+        count_usage(&db)?;
         let (last, compacted_through) = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
@@ -458,6 +619,27 @@ impl RedbAuthorityStore {
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
     decode(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
+}
+
+/// Count every tenant's bytes once, for a store made before they were kept.
+fn count_usage(db: &Database) -> Result<(), StorageError> {
+    let txn = db.begin_write()?;
+    if txn.open_table(META)?.get(USAGE_COUNTED)?.is_some() {
+        return Ok(());
+    }
+    let mut delta = HashMap::new();
+    {
+        let current = txn.open_table(CURRENT)?;
+        for item in current.iter()? {
+            let (key, value) = item?;
+            add_usage(&mut delta, key.value().0, value.value().len() as i64);
+        }
+    }
+    txn.open_table(USAGE)?.retain(|_, _| false)?;
+    write_usage(&txn, delta)?;
+    txn.open_table(META)?.insert(USAGE_COUNTED, 1)?;
+    txn.commit()?;
+    Ok(())
 }
 
 impl AuthorityStore for RedbAuthorityStore {
@@ -493,6 +675,7 @@ impl AuthorityStore for RedbAuthorityStore {
         outcomes: &[(String, u64, WriteOutcome)],
     ) -> Result<(), StorageError> {
         let mut last = self.last;
+        let mut delta = HashMap::new();
         let txn = self.db.begin_write()?;
         {
             let mut current = txn.open_table(CURRENT)?;
@@ -506,10 +689,13 @@ impl AuthorityStore for RedbAuthorityStore {
                 }
                 last = entry.version;
                 let bytes = encode(entry);
-                current.insert(
+                add_usage(&mut delta, &entry.namespace, bytes.len() as i64);
+                if let Some(old) = current.insert(
                     (entry.namespace.as_str(), entry.key.as_str()),
                     bytes.as_slice(),
-                )?;
+                )? {
+                    add_usage(&mut delta, &entry.namespace, -(old.value().len() as i64));
+                }
                 log.insert(entry.version, bytes.as_slice())?;
             }
             let mut recorded = txn.open_table(OUTCOMES)?;
@@ -518,6 +704,7 @@ impl AuthorityStore for RedbAuthorityStore {
             }
             txn.open_table(META)?.insert(LAST, last)?;
         }
+        write_usage(&txn, delta)?;
         txn.commit()?;
         self.last = last;
         Ok(())
@@ -589,13 +776,25 @@ impl AuthorityStore for RedbAuthorityStore {
         let txn = self.db.begin_write()?;
         let sweep = {
             let mut current = txn.open_table(CURRENT)?;
-            crate::scan::sweep(&mut current, after, max_keys, |info| {
+            let (sweep, removed) = crate::scan::sweep(&mut current, after, max_keys, |info| {
                 reclaimable(info, through, now_ms)
-            })?
-            .0
+            })?;
+            let mut delta = HashMap::new();
+            for gone in &removed {
+                add_usage(&mut delta, &gone.namespace, -(gone.bytes as i64));
+            }
+            drop(current);
+            write_usage(&txn, delta)?;
+            sweep
         };
         txn.commit()?;
         Ok(sweep)
+    }
+
+    fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read()?;
+        let usage = txn.open_table(USAGE)?;
+        Ok(usage.get(tenant)?.map(|g| g.value()).unwrap_or(0))
     }
 
     fn list(
@@ -705,6 +904,9 @@ mod tests {
         }
         fn compacted_through(&self) -> u64 {
             (**self).compacted_through()
+        }
+        fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError> {
+            (**self).used_bytes(tenant)
         }
         fn reclaim(
             &mut self,
@@ -853,6 +1055,117 @@ mod tests {
         }
     }
 
+    #[test]
+    fn each_tenant_is_held_to_its_bytes_and_its_write_rate() {
+        use crate::quota::{Quota, QuotaPolicy};
+        let put_in = |ns: &str, key: &str, bytes: usize| WriteOp::Put {
+            namespace: ns.into(),
+            key: key.into(),
+            value: vec![0; bytes],
+            metadata: None,
+            ttl_secs: None,
+        };
+        for make in both() {
+            let mut quotas = QuotaPolicy {
+                default: Quota {
+                    max_bytes: 10_000,
+                    writes_per_second: 1000,
+                },
+                ..Default::default()
+            };
+            quotas.tenants.insert(
+                "slow".into(),
+                Quota {
+                    max_bytes: u64::MAX,
+                    writes_per_second: 2,
+                },
+            );
+            let mut authority = Authority::with_quotas(make(), quotas);
+            let (outcomes, _) = authority
+                .write_all(
+                    vec![
+                        write(1, put_in("shop/a", "k1", 6_000)),
+                        write(2, put_in("shop/b", "k2", 6_000)),
+                        write(3, put_in("blog/a", "k1", 6_000)),
+                    ],
+                    0,
+                    0,
+                )
+                .unwrap();
+            assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+            let Err(WriteError::Limit(refused)) = &outcomes[1] else {
+                panic!("{outcomes:?}");
+            };
+            assert!(refused.0.contains("app \"shop\"") && refused.0.contains("quota is 10000"));
+            let used = authority.store().used_bytes("shop").unwrap();
+            assert!((6_000..6_100).contains(&used), "{used}");
+            // Replacing a value counts only the difference; a delete always goes through and
+            // makes room.
+            let (outcomes, _) = authority
+                .write_all(
+                    vec![
+                        write(4, put_in("shop/a", "k1", 9_000)),
+                        write(
+                            5,
+                            WriteOp::Delete {
+                                namespace: "shop/a".into(),
+                                key: "k1".into(),
+                            },
+                        ),
+                        write(6, put_in("shop/b", "k2", 6_000)),
+                    ],
+                    0,
+                    0,
+                )
+                .unwrap();
+            assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+            // The rate: two keys a second for "slow"; the refused write is not recorded, so
+            // its retry goes through once the second has passed.
+            let writes = (10..13).map(|id| write(id, put_in("slow/a", &format!("k{id}"), 1)));
+            let (outcomes, _) = authority.write_all(writes.collect(), 0, 0).unwrap();
+            assert!(outcomes[0].is_ok() && outcomes[1].is_ok());
+            assert!(
+                matches!(&outcomes[2], Err(WriteError::RateLimited(m)) if m.contains("2 keys per second"))
+            );
+            let (retried, _) = authority
+                .write_all(vec![write(12, put_in("slow/a", "k12", 1))], 1_000, 0)
+                .unwrap();
+            assert!(retried[0].is_ok(), "{retried:?}");
+        }
+    }
+
+    #[test]
+    fn reclaiming_gives_the_bytes_back_and_the_count_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("outpost-kv-usage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kv.redb");
+        let delete = WriteOp::Delete {
+            namespace: "ns".into(),
+            key: "a".into(),
+        };
+        {
+            let mut authority = Authority::new(RedbAuthorityStore::open(&path).unwrap());
+            let writes = vec![
+                write(1, put("a", &"x".repeat(500))),
+                write(2, put("b", "y")),
+            ];
+            authority.write_all(writes, 0, 0).unwrap();
+            authority.write_all(vec![write(3, delete)], 0, 0).unwrap();
+        }
+        let mut authority = Authority::new(RedbAuthorityStore::open(&path).unwrap());
+        // b and the tombstone of a (its 500 bytes gave back at the delete).
+        let with_tombstone = authority.store().used_bytes("ns").unwrap();
+        assert!(with_tombstone < 100, "{with_tombstone}");
+        authority.compact(0).unwrap();
+        authority.reclaim(None, 10, 0).unwrap();
+        let after = authority.store().used_bytes("ns").unwrap();
+        let b = encode(&authority.get("ns", "b").unwrap().unwrap()).len() as u64;
+        assert!(with_tombstone > b);
+        assert_eq!(after, b);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A store whose reads of current entries fail, as a disk error would make them.
     struct UnreadableEntries(MemoryAuthorityStore);
 
@@ -888,6 +1201,9 @@ mod tests {
         }
         fn compacted_through(&self) -> u64 {
             self.0.compacted_through()
+        }
+        fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError> {
+            self.0.used_bytes(tenant)
         }
         fn reclaim(
             &mut self,

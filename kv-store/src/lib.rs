@@ -27,6 +27,7 @@ pub mod follower;
 pub mod model;
 pub mod ops;
 pub mod protocol;
+pub mod quota;
 pub mod replica;
 mod scan;
 

@@ -156,13 +156,14 @@ pub fn list_prefix<T, U>(
 }
 
 /// Look at up to `max_keys` values of `map` in key order after `after`, and remove those
-/// `doomed` picks: the reclaiming sweep every in-memory store shares.
+/// `doomed` picks: the reclaiming sweep every in-memory store shares. Returns where it stopped
+/// and what it removed.
 pub fn sweep_map<T>(
     map: &mut std::collections::BTreeMap<(String, String), T>,
     after: Option<&(String, String)>,
     max_keys: usize,
     doomed: impl Fn(&T) -> bool,
-) -> Sweep {
+) -> (Sweep, Vec<T>) {
     use std::ops::Bound;
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     let walked: Vec<((String, String), bool)> = map
@@ -170,17 +171,18 @@ pub fn sweep_map<T>(
         .take(max_keys)
         .map(|(key, value)| (key.clone(), doomed(value)))
         .collect();
-    let mut sweep = Sweep::default();
-    for (key, doomed) in &walked {
-        if *doomed {
-            map.remove(key);
-            sweep.removed += 1;
-        }
-    }
-    if walked.len() == max_keys {
-        sweep.next = walked.last().map(|(key, _)| key.clone());
-    }
-    sweep
+    let removed: Vec<T> = walked
+        .iter()
+        .filter(|(_, doomed)| *doomed)
+        .filter_map(|(key, _)| map.remove(key))
+        .collect();
+    let sweep = Sweep {
+        removed: removed.len(),
+        next: (walked.len() == max_keys)
+            .then(|| walked.last().map(|(key, _)| key.clone()))
+            .flatten(),
+    };
+    (sweep, removed)
 }
 
 pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {

@@ -80,6 +80,10 @@ pub enum WriteError {
     /// The writer may not write there (a node writing a namespace no deployed app binds).
     #[error("refused by the KV origin: {0}")]
     Refused(String),
+    /// The app is over its write rate at the origin; the write was not applied, and may be
+    /// retried shortly. Last, so the encoding of the others is unchanged (protocol 2).
+    #[error("rate limited by the KV origin: {0}")]
+    RateLimited(String),
 }
 
 pub type WriteOutcome = Result<WriteAck, WriteError>;

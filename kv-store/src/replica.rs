@@ -161,7 +161,7 @@ impl ReplicaStore for MemoryReplica {
         now_ms: u64,
     ) -> Result<Sweep, StorageError> {
         let mut state = self.state.lock().unwrap();
-        let sweep = crate::model::sweep_map(&mut state.entries, after, max_keys, |entry| {
+        let (sweep, _) = crate::model::sweep_map(&mut state.entries, after, max_keys, |entry| {
             reclaimable(&KeyInfo::from(&**entry), through, now_ms)
         });
         state.floor = state.floor.max(through.min(state.applied));
@@ -378,8 +378,8 @@ fn forget_versions(
     removed: &[crate::scan::Removed],
 ) -> Result<(), StorageError> {
     let mut by_version = txn.open_table(BY_VERSION)?;
-    for (_, _, version) in removed {
-        by_version.remove(*version)?;
+    for gone in removed {
+        by_version.remove(gone.version)?;
     }
     Ok(())
 }
@@ -419,8 +419,8 @@ impl RedbReplica {
             let key = cache_key(&entry.namespace, &entry.key);
             self.remember(key, Some(Arc::new(entry)));
         }
-        for (namespace, key, _) in removed {
-            self.remember(cache_key(&namespace, &key), None);
+        for gone in removed {
+            self.remember(cache_key(&gone.namespace, &gone.key), None);
         }
         self.floor.store(floor, Ordering::Release);
         self.applied.store(applied, Ordering::Release);

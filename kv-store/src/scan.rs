@@ -37,8 +37,13 @@ pub(crate) fn scan_prefix<T>(
     Ok(found)
 }
 
-/// A key removed by [`sweep`]: namespace, key and the version its entry had.
-pub(crate) type Removed = (String, String, u64);
+/// A key removed by [`sweep`], with the version its entry had and the bytes it took.
+pub(crate) struct Removed {
+    pub namespace: String,
+    pub key: String,
+    pub version: u64,
+    pub bytes: u64,
+}
 
 /// Look at up to `max_keys` rows of `table` in key order after `after`, and remove those whose
 /// entry `doomed` picks; the sweep both stores share. Returns where it stopped and what went.
@@ -78,13 +83,18 @@ pub(crate) fn sweep_range(
         let info = decode_key_info(value.value())
             .map_err(|e| StorageError(format!("corrupt entry: {e}")))?;
         if doomed(namespace, k, &info) {
-            removed.push((namespace.to_string(), k.to_string(), info.version));
+            removed.push(Removed {
+                namespace: namespace.to_string(),
+                key: k.to_string(),
+                version: info.version,
+                bytes: value.value().len() as u64,
+            });
         }
         walked += 1;
         last = Some((namespace.to_string(), k.to_string()));
     }
-    for (namespace, key, _) in &removed {
-        table.remove((namespace.as_str(), key.as_str()))?;
+    for gone in &removed {
+        table.remove((gone.namespace.as_str(), gone.key.as_str()))?;
     }
     let sweep = Sweep {
         removed: removed.len(),

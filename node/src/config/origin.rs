@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use outpost_kv::quota::{Quota, QuotaPolicy};
+
 use super::{ConfigError, read_toml};
 use crate::cluster::ClusterIdentity;
 
@@ -41,8 +43,14 @@ pub struct OriginConfig {
     pub cluster_listen: SocketAddr,
     pub cluster_identity: ClusterIdentity,
     pub tokens: Vec<TokenSpec>,
+    /// What each app may take of the KV (`[kv]`).
+    pub kv_quotas: QuotaPolicy,
     pub source: PathBuf,
 }
+
+/// Each app's KV allowance when origin.toml does not say.
+pub const DEFAULT_KV_MB_PER_APP: u64 = 1024;
+pub const DEFAULT_KV_WRITES_PER_SECOND: u32 = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +61,70 @@ struct OriginFile {
     cluster: ClusterFile,
     #[serde(default)]
     tokens: Vec<TokenFile>,
+    #[serde(default)]
+    kv: KvFile,
+}
+
+/// `[kv]`: every app's quota, and some apps' own under `[kv.apps.NAME]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KvFile {
+    max_mb_per_app: Option<u64>,
+    writes_per_second_per_app: Option<u32>,
+    #[serde(default)]
+    apps: std::collections::BTreeMap<String, KvAppFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvAppFile {
+    max_mb: Option<u64>,
+    writes_per_second: Option<u32>,
+}
+
+impl KvFile {
+    fn quotas(self, err: impl Fn(&str, String) -> ConfigError) -> Result<QuotaPolicy, ConfigError> {
+        let at_least_one = |field: String, value: u64| {
+            if value == 0 {
+                Err(err(&field, "must be at least 1".into()))
+            } else {
+                Ok(value)
+            }
+        };
+        let quota = |fields: [String; 2], mb: u64, rate: u32| -> Result<Quota, ConfigError> {
+            let [mb_field, rate_field] = fields;
+            Ok(Quota {
+                max_bytes: at_least_one(mb_field, mb)?.saturating_mul(1 << 20),
+                writes_per_second: at_least_one(rate_field, rate.into())? as u32,
+            })
+        };
+        let mb = self.max_mb_per_app.unwrap_or(DEFAULT_KV_MB_PER_APP);
+        let rate = self
+            .writes_per_second_per_app
+            .unwrap_or(DEFAULT_KV_WRITES_PER_SECOND);
+        let default = quota(
+            [
+                "kv.max_mb_per_app".into(),
+                "kv.writes_per_second_per_app".into(),
+            ],
+            mb,
+            rate,
+        )?;
+        let mut tenants = std::collections::HashMap::new();
+        for (app, own) in self.apps {
+            let fields = [
+                format!("kv.apps.{app}.max_mb"),
+                format!("kv.apps.{app}.writes_per_second"),
+            ];
+            let own = quota(
+                fields,
+                own.max_mb.unwrap_or(mb),
+                own.writes_per_second.unwrap_or(rate),
+            )?;
+            tenants.insert(app, own);
+        }
+        Ok(QuotaPolicy { default, tenants })
+    }
 }
 
 #[derive(Deserialize)]
@@ -156,6 +228,7 @@ impl OriginConfig {
                 key: existing("cluster.key", &parsed.cluster.key)?,
             },
             tokens,
+            kv_quotas: parsed.kv.quotas(err)?,
             source: file.to_path_buf(),
         })
     }
@@ -189,6 +262,36 @@ mod tests {
         assert_eq!(cfg.tokens[0].rights, vec![Right::Read, Right::Deploy]);
         assert_eq!(cfg.max_component_bytes, 64 << 20);
         assert!(cfg.data_dir.ends_with("origin-data"));
+        assert_eq!(
+            cfg.kv_quotas.of("any"),
+            Quota {
+                max_bytes: DEFAULT_KV_MB_PER_APP << 20,
+                writes_per_second: DEFAULT_KV_WRITES_PER_SECOND
+            }
+        );
+    }
+
+    #[test]
+    fn kv_quotas_for_every_app_and_for_some() {
+        let cfg = load(&format!(
+            "{BASE}[kv]\nmax_mb_per_app = 10\n[kv.apps.shop]\nwrites_per_second = 5000\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.kv_quotas.of("blog").max_bytes, 10 << 20);
+        assert_eq!(
+            cfg.kv_quotas.of("shop"),
+            Quota {
+                max_bytes: 10 << 20,
+                writes_per_second: 5000
+            }
+        );
+        let err = load(&format!("{BASE}[kv.apps.shop]\nmax_mb = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`kv.apps.shop.max_mb`") && err.contains("at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

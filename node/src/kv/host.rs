@@ -68,6 +68,7 @@ fn write_error(err: WriteError) -> store::Error {
     match err {
         WriteError::Limit(limit) => store::Error::Other(format!("limit: {limit}")),
         WriteError::Unavailable(reason) => store::Error::Other(format!("unavailable: {reason}")),
+        WriteError::RateLimited(reason) => store::Error::Other(format!("rate-limited: {reason}")),
         other => store::Error::Other(other.to_string()),
     }
 }

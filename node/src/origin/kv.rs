@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::protocol::CHUNK_BYTES;
+use outpost_kv::quota::QuotaPolicy;
 use outpost_kv::{
     Authority, Batch, CatchUp, Entry, FromOrigin, Head, KeyInfo, RedbAuthorityStore, Sweep,
     ToOrigin, WriteError, WriteOp, WriteOutcome,
@@ -112,18 +113,20 @@ fn now() -> (u64, u64) {
 impl KvAuthority {
     /// Open the store at `path` and start the authority thread.
     pub fn start(path: &Path) -> anyhow::Result<KvAuthority> {
-        Self::start_with(path, LogRetention::default(), None)
+        Self::start_with(path, LogRetention::default(), QuotaPolicy::default(), None)
     }
 
-    /// Start with the log kept as `retention` says, signing heads with `signer` if given.
+    /// Start with the log kept as `retention` says, every app held to `quotas`, signing heads
+    /// with `signer` if given.
     pub fn start_with(
         path: &Path,
         retention: LogRetention,
+        quotas: QuotaPolicy,
         signer: Option<HeadSigner>,
     ) -> anyhow::Result<KvAuthority> {
         let store = RedbAuthorityStore::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        let authority = Authority::new(store);
+        let authority = Authority::with_quotas(store, quotas);
         let (requests, inbox) = std_mpsc::channel::<Request>();
         let (committed, _) = broadcast::channel(4096);
         let head = Arc::new(std::sync::Mutex::new(
@@ -356,6 +359,19 @@ pub enum LinkProtocol {
     V2,
 }
 
+impl LinkProtocol {
+    /// `outcome` as a node on this protocol can decode it: protocol 1 predates
+    /// `WriteError::RateLimited` and gets it as unavailable (to it, both mean "not now").
+    fn outcome(self, outcome: WriteOutcome) -> WriteOutcome {
+        match (self, outcome) {
+            (LinkProtocol::V1, Err(WriteError::RateLimited(reason))) => {
+                Err(WriteError::Unavailable(reason))
+            }
+            (_, outcome) => outcome,
+        }
+    }
+}
+
 /// Serve one node's KV session: its subscription and its writes. `incoming` and `outgoing` are
 /// the session's two directions, whatever carries them (a QUIC stream, or a channel in
 /// `outpost dev`). A write outside `scope` is refused without reaching the authority.
@@ -411,7 +427,7 @@ pub async fn serve_session(
                     };
                     let (authority, outgoing, node) = (authority.clone(), outgoing.clone(), node.clone());
                     tokio::spawn(async move {
-                        let outcome = authority.write(&node, id, op).await;
+                        let outcome = protocol.outcome(authority.write(&node, id, op).await);
                         let _ = outgoing.send(FromOrigin::WriteResult { id, outcome }).await;
                         drop(slot);
                     });
@@ -583,6 +599,59 @@ mod tests {
         assert!(authority.get("shop/carts", "k").await.unwrap().is_some());
     }
 
+    #[tokio::test]
+    async fn an_app_over_its_write_rate_is_told_so_and_an_old_node_hears_unavailable() {
+        use outpost_kv::quota::Quota;
+        let dir = crate::test_support::temp_dir("kv-rate");
+        let quotas = QuotaPolicy {
+            default: Quota {
+                max_bytes: u64::MAX,
+                writes_per_second: 3,
+            },
+            ..Default::default()
+        };
+        let authority =
+            KvAuthority::start_with(&dir.join("kv.redb"), LogRetention::default(), quotas, None)
+                .unwrap();
+        // Ids differ between the sessions: both are edge-1's, and the origin answers a repeated
+        // id with its first outcome.
+        for (protocol, namespace, ids) in [
+            (LinkProtocol::V2, "shop/carts", 1..=6),
+            (LinkProtocol::V1, "blog/posts", 11..=16),
+        ] {
+            let (session, mut answers) = subscribed_session(&authority, protocol).await;
+            for id in ids {
+                let op = WriteOp::Put {
+                    namespace: namespace.into(),
+                    key: format!("k{id}"),
+                    value: b"v".to_vec(),
+                    metadata: None,
+                    ttl_secs: None,
+                };
+                session.send(ToOrigin::Write { id, op }).await.unwrap();
+            }
+            let mut outcomes = std::collections::BTreeMap::new();
+            while outcomes.len() < 6 {
+                if let Some(FromOrigin::WriteResult { id, outcome }) = answers.recv().await {
+                    outcomes.insert(id, outcome);
+                }
+            }
+            let ok = outcomes.values().filter(|o| o.is_ok()).count();
+            assert!((3..6).contains(&ok), "{protocol:?}: {outcomes:?}");
+            let refused = outcomes.values().find(|o| o.is_err()).unwrap();
+            match protocol {
+                LinkProtocol::V2 => assert!(
+                    matches!(refused, Err(WriteError::RateLimited(m)) if m.contains("\"shop\"")),
+                    "{refused:?}"
+                ),
+                LinkProtocol::V1 => assert!(
+                    matches!(refused, Err(WriteError::Unavailable(m)) if m.contains("\"blog\"")),
+                    "{refused:?}"
+                ),
+            }
+        }
+    }
+
     /// A session for node "edge-1" that may write anywhere, subscribed from version 0, with
     /// the small channels a slow node would have; returns the session's answers.
     async fn subscribed_session(
@@ -635,7 +704,13 @@ mod tests {
             keep: 10,
             compact_every: 10,
         };
-        let authority = KvAuthority::start_with(&dir.join("kv.redb"), retention, None).unwrap();
+        let authority = KvAuthority::start_with(
+            &dir.join("kv.redb"),
+            retention,
+            QuotaPolicy::default(),
+            None,
+        )
+        .unwrap();
         for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
             let items = chunk
                 .iter()

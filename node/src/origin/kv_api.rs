@@ -66,6 +66,7 @@ fn write_error(err: WriteError) -> ApiError {
         WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         WriteError::Refused(_) => StatusCode::FORBIDDEN,
+        WriteError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
     };
     ApiError::new(status, err.to_string())
 }

@@ -52,6 +52,7 @@ pub async fn start(
     let kv = kv::KvAuthority::start_with(
         &config.data_dir.join("kv.redb"),
         kv::LogRetention::default(),
+        config.kv_quotas.clone(),
         Some(HeadSigner::load(&config.cluster_identity)?),
     )?;
 
