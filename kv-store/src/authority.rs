@@ -594,7 +594,7 @@ pub struct RedbAuthorityStore {
 
 impl RedbAuthorityStore {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(path)?;
+        let db = crate::open::create_database(path)?;
         let txn = db.begin_write()?;
         txn.open_table(CURRENT)?;
         txn.open_table(LOG)?;

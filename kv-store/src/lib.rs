@@ -25,6 +25,7 @@ pub mod authority;
 pub mod catch_up;
 pub mod follower;
 pub mod model;
+mod open;
 pub mod ops;
 pub mod protocol;
 pub mod quota;

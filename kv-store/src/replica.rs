@@ -267,7 +267,7 @@ fn entry_bytes(entry: &Option<Arc<Entry>>) -> usize {
 
 impl RedbReplica {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(path)?;
+        let db = crate::open::create_database(path)?;
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
         txn.open_table(BY_VERSION)?;

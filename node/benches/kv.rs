@@ -71,7 +71,8 @@ fn bench(c: &mut Criterion) {
 
     // Reads never reach the driver, so nothing serves the write channel here.
     let (commands, _unserved) = tokio::sync::mpsc::channel(1);
-    let client = KvClient::new(replica.clone(), commands);
+    let store: Arc<dyn ReplicaStore> = replica.clone();
+    let client = KvClient::new(&store, commands);
     let runtime = Runtime::new(
         &PoolSettings::default(),
         &dir.join("cache"),

@@ -27,7 +27,7 @@ use crate::origin::kv::KvAuthority;
 use crate::runtime::{Deployment, Origin, Runtime};
 use crate::server::cert_reload::{ReloadingResolver, watch_certificates};
 use crate::server::front::FrontBuffering;
-use crate::server::handoff::{self, Inherited};
+use crate::server::handoff::{self, HandedOff, Inherited};
 use crate::server::tls::server_config;
 use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
 use crate::tail::TailTap;
@@ -75,14 +75,15 @@ pub struct Started {
     pub compile_millis: u128,
 }
 
-/// A running node: its bound addresses, and the task that ends once it has drained.
+/// A running node: its bound addresses, and the task that ends once it has drained (with the
+/// listeners' copies when a new process took them over: see [`HandedOff::release`]).
 pub struct Launched {
     pub https: SocketAddr,
     pub http_redirect: Option<SocketAddr>,
     pub plain: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub apps: Vec<Started>,
-    pub done: JoinHandle<()>,
+    pub done: JoinHandle<Option<HandedOff>>,
 }
 
 pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Result<Launched> {
@@ -91,7 +92,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         Some(cluster) => head_check(&cluster.link.identity, &cluster.link.server_name)?,
         None => std::sync::Arc::new(|_| false),
     };
-    let kv = NodeKv::start(&spec.data_dir.join("kv"), head_check)?;
+    let mut kv = NodeKv::start(&spec.data_dir.join("kv"), head_check)?;
     let runtime = Runtime::new(
         &spec.pool,
         &spec.data_dir.join("cache"),
@@ -209,14 +210,18 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             handed.push((role.to_string(), listener));
         }
     }
-    if let Err(err) = handoff::serve_handoff(
+    let handoff_task = match handoff::serve_handoff(
         spec.data_dir.clone(),
         handed,
         handed_off,
         listeners_stop.clone(),
     ) {
-        tracing::warn!("restarts will not hand the listeners over: {err:#}");
-    }
+        Ok(task) => Some(task),
+        Err(err) => {
+            tracing::warn!("restarts will not hand the listeners over: {err:#}");
+            None
+        }
+    };
     let health = Arc::new(Health::new(
         routes.clone(),
         kv.progress.clone(),
@@ -299,7 +304,13 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         }
         // Requests have drained, so no handler waits on a write any more.
         kv.stop().await;
+        match handoff_task {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        }
     });
+    // Everything that could fail has started: the process this one replaces may go.
+    inherited.confirm_serving();
     Ok(Launched {
         https,
         http_redirect,

@@ -388,6 +388,105 @@ async fn a_takeover_that_cannot_serve_leaves_the_running_node_alone() {
     assert!(old.terminate(Duration::from_secs(20)).success());
 }
 
+/// A takeover that fails after it took the sockets (here: a listener the old node did not have
+/// cannot be bound) hands them back: the old node serves again on the very same sockets, with
+/// its KV data, and no request fails meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_that_fails_after_taking_the_sockets_hands_them_back() {
+    let setup = Setup::new("ops-failed-takeover", "");
+    let (old, client) = setup.start(&[]);
+    let set = client
+        .send(
+            "localhost",
+            Proto::H1,
+            request("POST", "/kv/set?ns=data&key=kept", "yes"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.status, 200, "{}", set.text());
+    // The new process's configuration adds a plain listener on a port something else holds:
+    // nothing checks that before the sockets change hands.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let base = std::fs::read_to_string(&setup.config).unwrap();
+    let broken = setup.dir.write(
+        "node-broken.toml",
+        base.replace(
+            "https = \"127.0.0.1:0\"",
+            &format!("https = \"127.0.0.1:0\"\nplain = \"127.0.0.1:{port}\""),
+        ),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let worker = {
+        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get("/ok").await {
+                    Ok(reply) if reply.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(reply) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("status {}", reply.status));
+                    }
+                    Err(err) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("{err:#}"));
+                    }
+                }
+            }
+            errors
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failure = tokio::task::spawn_blocking(move || Outpost::node_with(&broken, &["--takeover"]))
+        .await
+        .unwrap()
+        .err()
+        .expect("the takeover fails");
+    assert!(
+        failure.stderr.contains("binding the plain listener"),
+        "{}",
+        failure.stderr
+    );
+    let at_failure = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let errors = worker.await.unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "failed takeover: {ok} requests ok ({} after), {failed} failed",
+        ok - at_failure
+    );
+    assert_eq!(
+        failed,
+        0,
+        "{:?}\nthe old node's log:\n{}",
+        &errors[..errors.len().min(5)],
+        old.stderr()
+    );
+    assert!(ok > at_failure, "the old node serves again");
+    assert_eq!(
+        client.get("/kv/get?ns=data&key=kept").await.unwrap().text(),
+        "yes",
+        "with its KV data"
+    );
+    // And it can still hand over for real afterwards.
+    let config = setup.config.clone();
+    let new = tokio::task::spawn_blocking(move || Outpost::node_with(&config, &["--takeover"]))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("takeover failed: {e:?}"));
+    assert!(old.wait(Duration::from_secs(20)).success());
+    assert_eq!(new.addr, client.addr());
+    assert_eq!(client.get("/ok").await.unwrap().status, 200);
+    assert!(new.terminate(Duration::from_secs(20)).success());
+    drop(taken);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_have_one_line_per_request() {
     let setup = Setup::new("ops-logs", "");

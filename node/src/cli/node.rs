@@ -1,6 +1,7 @@
 //! `outpost node --config node.toml`: an edge node serving several apps with real certificates.
 //! With `--takeover`, it replaces the node running from the same data directory without
-//! refusing a connection (see [`crate::server::handoff`]).
+//! refusing a connection, and a node whose successor fails before serving serves again (see
+//! [`crate::server::handoff`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::server::handoff::{self, Inherited};
 pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let config = NodeConfig::load(config)?;
     crate::files::private_dir(&config.data_dir)?;
-    let inherited = if takeover {
+    let mut inherited = if takeover {
         preflight(&config).context("not taking over: this process could not serve")?;
         // The old node finishes its requests in flight first: give it its drain time and some.
         let wait = config.http.drain_timeout + config.health.drain_delay + Duration::from_secs(15);
@@ -29,44 +30,56 @@ pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> any
     } else {
         Inherited::default()
     };
-    let launched = launch(
-        LaunchSpec {
-            https: config.https,
-            http_redirect: config.http_redirect,
-            plain: config.plain,
-            certs: config.certs,
-            apps: config.apps,
-            pool: config.pool,
-            http: config.http,
-            data_dir: config.data_dir,
-            expose_errors: false,
-            cluster: config.cluster.map(|link| ClusterSpec {
-                link,
-                node: config.name.clone(),
-                peering: config.peering,
-            }),
-            admin: config.admin,
-            health: config.health,
-            access_log: config.access_log,
-            tenancy: config.tenancy,
-            inherited,
-            name: config.name.clone(),
-        },
-        shutdown,
-    )
-    .await?;
-    tracing::info!(
-        node = %config.name,
-        https = %launched.https,
-        http_redirect = ?launched.http_redirect,
-        plain = ?launched.plain,
-        admin = ?launched.admin,
-        local_apps = launched.apps.len(),
-        "serving"
-    );
-    launched.done.await.context("the server task failed")?;
+    // Serve; after a hand-off, exit once the new process serves, or serve again on the
+    // listeners it hands back by failing first.
+    loop {
+        let launched = launch(launch_spec(&config, inherited), shutdown.clone()).await?;
+        tracing::info!(
+            node = %config.name,
+            https = %launched.https,
+            http_redirect = ?launched.http_redirect,
+            plain = ?launched.plain,
+            admin = ?launched.admin,
+            local_apps = launched.apps.len(),
+            "serving"
+        );
+        let handed_off = launched.done.await.context("the server task failed")?;
+        let Some(handed_off) = handed_off else {
+            break;
+        };
+        match tokio::task::spawn_blocking(move || handed_off.release()).await? {
+            None => break,
+            Some(back) => inherited = back,
+        }
+    }
     tracing::info!("drained; bye");
     Ok(())
+}
+
+fn launch_spec(config: &NodeConfig, inherited: Inherited) -> LaunchSpec {
+    let config = config.clone();
+    LaunchSpec {
+        https: config.https,
+        http_redirect: config.http_redirect,
+        plain: config.plain,
+        certs: config.certs,
+        apps: config.apps,
+        pool: config.pool,
+        http: config.http,
+        data_dir: config.data_dir,
+        expose_errors: false,
+        cluster: config.cluster.map(|link| ClusterSpec {
+            link,
+            node: config.name.clone(),
+            peering: config.peering,
+        }),
+        admin: config.admin,
+        health: config.health,
+        access_log: config.access_log,
+        tenancy: config.tenancy,
+        inherited,
+        name: config.name,
+    }
 }
 
 /// What a new process must be able to do before it asks a running node for its sockets: once

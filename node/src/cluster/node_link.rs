@@ -11,7 +11,8 @@ use tokio::sync::{broadcast, mpsc};
 use super::tls::{ClusterIdentity, client_config};
 use super::wire::{BlobReply, Open, read_frame, write_frame};
 use crate::fleet::{BlobSource, BlobWriter, Deployer, DesiredState};
-use crate::kv::{LinkEvent, frames};
+use crate::kv::LinkEvent;
+use crate::kv::frames::{self, Backlog};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailSet, TailTap};
@@ -226,9 +227,13 @@ async fn kv_session(
         .send(LinkEvent::OriginUp(to_origin))
         .map_err(|_| anyhow!("the KV driver has stopped"))?;
     let _down = OriginDownOnDrop(links);
-    frames::pump(send, recv, outbox, |message| {
-        links.send(LinkEvent::FromOrigin(message)).is_ok()
-    })
+    frames::pump(
+        send,
+        recv,
+        outbox,
+        Some(Backlog::default()),
+        |message, queued| links.send(LinkEvent::FromOrigin(message, queued)).is_ok(),
+    )
     .await?;
     bail!("the origin ended the KV session")
 }

@@ -266,7 +266,8 @@ async fn kv_session(
     let (to_node, outbox) = tokio::sync::mpsc::channel(SESSION_OUTBOX);
     tracing::info!(node, ?protocol, "KV session open");
     let session = serve_session(node.clone(), kv, scope, protocol, from_node, to_node);
-    let pumping = frames::pump(send, recv, outbox, |message| {
+    // The session's own bounded inbox limits what a node may have waiting (see below).
+    let pumping = frames::pump(send, recv, outbox, None, |message, _| {
         match to_session.try_send(message) {
             Ok(()) => true,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {

@@ -16,7 +16,8 @@ use super::tls::{
 };
 use super::wire::{Open, read_frame, write_frame};
 use crate::config::Peering;
-use crate::kv::{LinkEvent, frames};
+use crate::kv::LinkEvent;
+use crate::kv::frames::{self, Backlog};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 
@@ -199,15 +200,16 @@ async fn serve_link(
         .map_err(|_| anyhow!("the KV driver has stopped"))?;
     let deliver = {
         let (peer, links) = (peer.clone(), links.clone());
-        move |message| {
+        move |message, queued| {
             links
-                .send(LinkEvent::FromPeer(peer.clone(), message))
+                .send(LinkEvent::FromPeer(peer.clone(), message, queued))
                 .is_ok()
         }
     };
+    let backlog = Some(Backlog::default());
     let result = match protocol {
-        1 => frames::pump(send, recv, WithoutHeads(outbox), deliver).await,
-        _ => frames::pump(send, recv, outbox, deliver).await,
+        1 => frames::pump(send, recv, WithoutHeads(outbox), backlog, deliver).await,
+        _ => frames::pump(send, recv, outbox, backlog, deliver).await,
     };
     let _ = links.send(LinkEvent::PeerDown(peer));
     result

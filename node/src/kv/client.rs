@@ -1,6 +1,6 @@
 //! What request handlers hold: reads straight from the replica, writes through the driver.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use outpost_kv::{Entry, KeyInfo, ReplicaStore, WriteError, WriteOp, WriteOutcome};
 use tokio::sync::{mpsc, oneshot};
@@ -13,21 +13,35 @@ pub enum Command {
     },
 }
 
+/// A handler's way into the node's KV. It does not keep the replica open: the node closes it
+/// when it stops, whatever requests or instances still hold a client (so a process taking
+/// over can open it at once); a read after that is an error for its request.
 #[derive(Clone)]
 pub struct KvClient {
-    replica: Arc<dyn ReplicaStore>,
+    replica: Weak<dyn ReplicaStore>,
     commands: mpsc::Sender<Command>,
 }
 
 impl KvClient {
-    pub fn new(replica: Arc<dyn ReplicaStore>, commands: mpsc::Sender<Command>) -> Self {
-        KvClient { replica, commands }
+    pub fn new(replica: &Arc<dyn ReplicaStore>, commands: mpsc::Sender<Command>) -> Self {
+        KvClient {
+            replica: Arc::downgrade(replica),
+            commands,
+        }
+    }
+
+    fn replica(&self) -> Result<Arc<dyn ReplicaStore>, String> {
+        self.replica
+            .upgrade()
+            .ok_or_else(|| "the node's KV is closed".to_string())
     }
 
     /// A key's latest entry from the local replica (tombstones and expired entries included:
     /// callers ask the entry whether it is live).
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<Arc<Entry>>, String> {
-        self.replica.get(namespace, key).map_err(|e| e.to_string())
+        self.replica()?
+            .get(namespace, key)
+            .map_err(|e| e.to_string())
     }
 
     /// Keys by prefix from the local replica, without their values (tombstones and expired
@@ -39,7 +53,7 @@ impl KvClient {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KeyInfo>, String> {
-        self.replica
+        self.replica()?
             .list_keys(namespace, prefix, after, limit)
             .map_err(|e| e.to_string())
     }

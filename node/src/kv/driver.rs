@@ -15,6 +15,7 @@ use outpost_kv::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::Command;
+use super::frames::Queued;
 use super::progress::KvProgress;
 use crate::metrics::metrics;
 
@@ -23,10 +24,11 @@ pub enum LinkEvent {
     /// A session with the origin is up; messages for it go into this channel.
     OriginUp(mpsc::UnboundedSender<ToOrigin>),
     OriginDown,
-    FromOrigin(FromOrigin),
+    /// A message, holding its place in its link's backlog until handled.
+    FromOrigin(FromOrigin, Queued),
     PeerUp(String, mpsc::UnboundedSender<PeerMsg>),
     PeerDown(String),
-    FromPeer(String, PeerMsg),
+    FromPeer(String, PeerMsg, Queued),
 }
 
 const TICK: Duration = Duration::from_millis(20);
@@ -202,7 +204,7 @@ impl Driver {
                 self.follower.origin_disconnected(now);
                 link_up("origin", false);
             }
-            LinkEvent::FromOrigin(message) => self.follower.on_origin(message, now),
+            LinkEvent::FromOrigin(message, _queued) => self.follower.on_origin(message, now),
             LinkEvent::PeerUp(peer, sender) => {
                 self.peers.insert(peer.clone(), sender);
                 self.follower.peer_connected(&peer);
@@ -213,7 +215,9 @@ impl Driver {
                 self.follower.peer_disconnected(&peer);
                 link_up(&format!("peer/{peer}"), false);
             }
-            LinkEvent::FromPeer(peer, message) => self.follower.on_peer(&peer, message, now),
+            LinkEvent::FromPeer(peer, message, _queued) => {
+                self.follower.on_peer(&peer, message, now)
+            }
         }
     }
 

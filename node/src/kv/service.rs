@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use outpost_kv::{HeadCheck, RedbReplica, ReplicaStore};
@@ -12,9 +13,12 @@ use tokio::task::JoinHandle;
 
 use super::client::KvClient;
 use super::driver::{KvStats, LinkEvent, run_driver};
+use super::frames::Queued;
 use super::progress::KvProgress;
 use super::write_id_base;
-use crate::origin::kv::{KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, serve_session};
+use crate::origin::kv::{
+    AuthorityClosed, KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, serve_session,
+};
 
 /// Handler writes waiting for the driver at most; more wait in the handlers themselves.
 const COMMAND_QUEUE: usize = 4096;
@@ -26,9 +30,16 @@ pub struct NodeKv {
     pub links: mpsc::UnboundedSender<LinkEvent>,
     pub stats: Arc<Mutex<KvStats>>,
     pub progress: Arc<KvProgress>,
+    /// The one lasting hold on the replica besides the driver's (clients hold it weakly).
+    replica: Arc<dyn ReplicaStore>,
+    /// Closes when the embedded authority, if any, has closed its store.
+    authority_closed: Option<AuthorityClosed>,
     stop: oneshot::Sender<()>,
     driver: JoinHandle<()>,
 }
+
+/// How long [`NodeKv::stop`] waits for the last reads in flight to let go of the replica.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 impl NodeKv {
     /// Open (or create) the replica in `dir` and start the driver; `head_check` verifies the
@@ -58,17 +69,20 @@ impl NodeKv {
             stopped,
         ));
         Ok(NodeKv {
-            client: KvClient::new(replica, commands),
+            client: KvClient::new(&replica, commands),
             links,
             stats,
             progress,
+            replica,
+            authority_closed: None,
             stop,
             driver,
         })
     }
 
     /// Follow an authority in this process, as a node follows the origin's.
-    pub fn embed(&self, authority: KvAuthority, name: &str) {
+    pub fn embed(&mut self, authority: KvAuthority, name: &str) {
+        self.authority_closed = Some(authority.closed());
         let (to_origin, mut from_driver) = mpsc::unbounded_channel();
         let (to_session, from_node) = mpsc::channel(SESSION_INBOX);
         let (to_node, mut from_origin) = mpsc::channel(SESSION_OUTBOX);
@@ -95,24 +109,45 @@ impl NodeKv {
         let links = self.links.clone();
         tokio::spawn(async move {
             while let Some(message) = from_origin.recv().await {
-                if links.send(LinkEvent::FromOrigin(message)).is_err() {
+                if links
+                    .send(LinkEvent::FromOrigin(message, Queued::untracked()))
+                    .is_err()
+                {
                     break;
                 }
             }
         });
     }
 
-    /// Stop the driver (once nothing serves requests any more) and log what it measured.
+    /// Stop the driver (once nothing serves requests any more), log what it measured, and
+    /// close the replica and the embedded authority: when this returns, another process may
+    /// open their files.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.driver.await;
-        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        if !stats.write_ack_us.is_empty() || !stats.propagation_us.is_empty() {
-            tracing::info!(
-                write_ack = %KvStats::summary(&stats.write_ack_us),
-                propagation = %KvStats::summary(&stats.propagation_us),
-                "KV latencies this run"
-            );
+        {
+            let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            if !stats.write_ack_us.is_empty() || !stats.propagation_us.is_empty() {
+                tracing::info!(
+                    write_ack = %KvStats::summary(&stats.write_ack_us),
+                    propagation = %KvStats::summary(&stats.propagation_us),
+                    "KV latencies this run"
+                );
+            }
+        }
+        // A read in flight holds the replica for as long as one lookup takes.
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while Arc::strong_count(&self.replica) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.replica) > 1 {
+            tracing::error!("the KV replica is still in use; it closes when this process exits");
+        }
+        drop(self.replica);
+        if let Some(closed) = self.authority_closed
+            && !closed.wait(CLOSE_WAIT).await
+        {
+            tracing::error!("the KV authority did not close; it closes when this process exits");
         }
     }
 }

@@ -21,7 +21,7 @@ use outpost_kv::{
     Authority, Batch, CatchUp, Entry, FromOrigin, Head, KeyInfo, RedbAuthorityStore, Sweep,
     ToOrigin, WriteError, WriteOp, WriteOutcome,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cluster::head_proof::HeadSigner;
 use crate::metrics::metrics;
@@ -101,6 +101,20 @@ pub struct KvAuthority {
     head: Arc<std::sync::Mutex<Option<Head>>>,
     /// Ids for writes the origin makes itself (the admin API).
     own_ids: Arc<AtomicU64>,
+    closed: watch::Receiver<bool>,
+}
+
+/// Tells when an authority's thread has ended and closed its store (once every
+/// [`KvAuthority`] handle is gone). Holding it does not keep the authority running.
+pub struct AuthorityClosed(watch::Receiver<bool>);
+
+impl AuthorityClosed {
+    /// Whether the store closed within `timeout`.
+    pub async fn wait(mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.0.wait_for(|closed| *closed))
+            .await
+            .is_ok_and(|closed| closed.is_ok())
+    }
 }
 
 fn now() -> (u64, u64) {
@@ -139,15 +153,26 @@ impl KvAuthority {
             head: head.clone(),
             signer,
         };
+        let (closing, closed) = watch::channel(false);
         std::thread::Builder::new()
             .name("outpost-kv-authority".into())
-            .spawn(move || run_authority(authority, retention, inbox, announce))?;
+            .spawn(move || {
+                // Returns once every handle is gone, dropping (closing) the store.
+                run_authority(authority, retention, inbox, announce);
+                let _ = closing.send(true);
+            })?;
         Ok(KvAuthority {
             requests,
             committed,
             head,
             own_ids: Arc::new(AtomicU64::new(crate::kv::write_id_base())),
+            closed,
         })
+    }
+
+    /// A way to learn when this authority has closed its store.
+    pub fn closed(&self) -> AuthorityClosed {
+        AuthorityClosed(self.closed.clone())
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {

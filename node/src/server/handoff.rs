@@ -1,12 +1,17 @@
 //! Handing the listening sockets to a new process, so a node restarts or upgrades its binary
-//! without refusing a connection.
+//! without refusing a connection, and taking them back if the new process fails.
 //!
 //! A running node listens on a Unix socket in its data directory. `outpost node --takeover`
-//! connects there and asks for the listeners; the running node sends their file descriptors
-//! (SCM_RIGHTS), stops accepting, finishes its requests in flight, and exits. The new process
-//! waits for that (the Unix connection closes when the old process is gone: the KV files are
-//! then free), and serves on the very same sockets. Connections that arrive in between wait
-//! in the kernel's accept queue of a socket that never closed; none is refused.
+//! connects there and asks for the listeners (`take`); the running node sends their file
+//! descriptors (SCM_RIGHTS), stops accepting, finishes its requests in flight, closes its KV and
+//! says `released`, keeping its own copies of the listeners. The new process then opens the
+//! KV, starts, and says `serving` on the very same sockets; only then does the old process
+//! exit. If the new process dies or fails first (the connection closes without `serving`), the
+//! old one starts again on its copies: some process always holds the sockets, and connections
+//! that arrive in between wait in the kernel's accept queue of a socket that never closed.
+//!
+//! An old process that exits instead of saying `released` (an earlier release) closes the
+//! connection: the new process takes that as released too.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,7 +20,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -27,15 +31,44 @@ use super::listener::{ShutdownSignal, wait_for_shutdown};
 /// The hand-off socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "handoff.sock";
 const REQUEST: &[u8] = b"take\n";
+/// The old process has drained and closed its KV: the new one may open it.
+const RELEASED: &[u8] = b"released\n";
+/// The new process serves: the old one may exit.
+const SERVING: &[u8] = b"serving\n";
 const MAX_LISTENERS: usize = 8;
 
 /// Listeners received from the process this one replaces, by role ("https", "plain", ...).
 #[derive(Default)]
 pub struct Inherited {
     listeners: HashMap<String, std::net::TcpListener>,
+    /// The hand-off connection, open while the old process waits to hear that this one serves.
+    predecessor: Option<UnixStream>,
 }
 
 impl Inherited {
+    fn from_fds(roles: Vec<String>, fds: Vec<OwnedFd>) -> anyhow::Result<Inherited> {
+        let mut listeners = HashMap::new();
+        for (role, fd) in roles.into_iter().zip(fds) {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            listeners.insert(role, listener);
+        }
+        Ok(Inherited {
+            listeners,
+            predecessor: None,
+        })
+    }
+
+    /// This process serves: let the one it replaces exit. (Listeners not taken are closed.)
+    pub fn confirm_serving(self) {
+        if let Some(mut stream) = self.predecessor {
+            match stream.write_all(SERVING) {
+                Ok(()) => tracing::info!("serving; the old process may exit"),
+                Err(err) => tracing::warn!("could not tell the old process this one serves: {err}"),
+            }
+        }
+    }
+
     /// The inherited listener for `role`, if it listens where `wanted` says (port 0 takes any).
     pub fn take(&mut self, role: &str, wanted: SocketAddr) -> Option<std::net::TcpListener> {
         let listener = self.listeners.remove(role)?;
@@ -57,7 +90,9 @@ pub fn running_node(data_dir: &Path) -> bool {
 }
 
 /// Take the listeners of the node running from `data_dir`, and wait (up to `wait`) until it
-/// has drained and exited. With no node running there, there is nothing to take: start fresh.
+/// has drained and released its data. With no node running there, there is nothing to take:
+/// start fresh. The old process waits until [`Inherited::confirm_serving`] (or this process's
+/// end, when it serves again).
 pub fn take_over(data_dir: &Path, wait: Duration) -> anyhow::Result<Inherited> {
     let path = data_dir.join(SOCKET_FILE);
     let mut stream = match UnixStream::connect(&path) {
@@ -74,40 +109,98 @@ pub fn take_over(data_dir: &Path, wait: Duration) -> anyhow::Result<Inherited> {
     if roles.len() != fds.len() {
         bail!("got {} listeners for {} roles", fds.len(), roles.len());
     }
-    let mut listeners = HashMap::new();
-    for (role, fd) in roles.into_iter().zip(fds) {
-        let listener = std::net::TcpListener::from(fd);
-        listener.set_nonblocking(true)?;
-        listeners.insert(role, listener);
-    }
+    let mut inherited = Inherited::from_fds(roles, fds)?;
     tracing::info!(
-        listeners = listeners.len(),
-        "took the listeners over; waiting for the old process to drain and exit"
+        listeners = inherited.listeners.len(),
+        "took the listeners over; waiting for the old process to drain and release its data"
     );
-    // The old process holds this connection until it exits.
     stream.set_read_timeout(Some(wait))?;
-    let mut rest = Vec::new();
-    match stream.read_to_end(&mut rest) {
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-            bail!("the old process did not exit within {} s", wait.as_secs())
+    match read_line(&stream) {
+        Ok(line) if line == RELEASED || line.is_empty() => {}
+        Ok(line) => bail!(
+            "unexpected word from the old process: {:?}",
+            String::from_utf8_lossy(&line)
+        ),
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            bail!("the old process did not drain within {} s", wait.as_secs())
         }
-        Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
-            bail!("the old process did not exit within {} s", wait.as_secs())
-        }
-        Err(_) => {}
+        Err(err) => return Err(err).context("waiting for the old process to drain"),
     }
-    Ok(Inherited { listeners })
+    stream.set_read_timeout(None)?;
+    inherited.predecessor = Some(stream);
+    Ok(inherited)
+}
+
+/// A line from the hand-off connection, newline included; empty when it closed first.
+fn read_line(stream: &UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    // Byte by byte: nothing may be read past the line (the stream is used again after).
+    let mut byte = [0u8];
+    while line.len() < 64 {
+        match (&*stream).read(&mut byte) {
+            Ok(0) => return Ok(Vec::new()),
+            Ok(_) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(line)
+}
+
+/// The old process's side once it has handed its listeners over: its copies of them, kept
+/// until the new process says it serves.
+pub struct HandedOff {
+    stream: UnixStream,
+    roles: Vec<String>,
+    fds: Vec<OwnedFd>,
+}
+
+impl HandedOff {
+    /// Say this process has let go of everything but the listeners (its requests drained, its
+    /// KV closed), and wait for the new process. `None`: it serves, this one may exit.
+    /// `Some`: it failed before serving; here are the listeners back, to serve on again.
+    /// Blocks until the new process speaks or is gone.
+    pub fn release(self) -> Option<Inherited> {
+        let HandedOff { stream, roles, fds } = self;
+        let heard = (&stream)
+            .write_all(RELEASED)
+            .and_then(|()| read_line(&stream));
+        match heard {
+            Ok(line) if line == SERVING => return None,
+            Ok(_) => tracing::error!("the new process stopped before it served; serving again"),
+            Err(err) => {
+                tracing::error!("lost the new process before it served ({err}); serving again")
+            }
+        }
+        match Inherited::from_fds(roles, fds) {
+            Ok(inherited) => Some(inherited),
+            Err(err) => {
+                tracing::error!("cannot reuse the listeners: {err:#}");
+                Some(Inherited::default())
+            }
+        }
+    }
 }
 
 /// The running side: answer one takeover on `data_dir`'s hand-off socket with `listeners`,
-/// then signal `handed_off`. Ends when `stop` fires (a normal shutdown) or after a hand-off.
+/// then signal `handed_off`. Ends when `stop` fires (a normal shutdown: `None`) or after a
+/// hand-off (`Some`: see [`HandedOff::release`]).
 pub fn serve_handoff(
     data_dir: PathBuf,
     listeners: Vec<(String, &TcpListener)>,
     handed_off: watch::Sender<bool>,
     mut stop: ShutdownSignal,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<tokio::task::JoinHandle<Option<HandedOff>>> {
     let path = data_dir.join(SOCKET_FILE);
     // A file left by a process that is gone (running_node was checked before starting).
     let _ = std::fs::remove_file(&path);
@@ -124,7 +217,7 @@ pub fn serve_handoff(
     Ok(tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                _ = wait_for_shutdown(&mut stop) => break,
+                _ = wait_for_shutdown(&mut stop) => return None,
                 accepted = unix.accept() => accepted,
             };
             let Ok((stream, _)) = accepted else { continue };
@@ -144,21 +237,15 @@ pub fn serve_handoff(
             let Ok(stream) = stream.into_std() else {
                 continue;
             };
-            let (roles, fds) = (
+            let (sent_roles, raw) = (
                 roles.clone(),
                 fds.iter().map(|f| f.as_raw_fd()).collect::<Vec<_>>(),
             );
-            let sent = tokio::task::spawn_blocking(move || answer(stream, &roles, &fds)).await;
+            let sent = tokio::task::spawn_blocking(move || answer(stream, &sent_roles, &raw)).await;
             match sent {
                 Ok(Ok(stream)) => {
-                    // Held until this process exits: its closing tells the new one we are gone.
-                    static HELD: OnceLock<Mutex<Option<UnixStream>>> = OnceLock::new();
-                    *HELD
-                        .get_or_init(|| Mutex::new(None))
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(stream);
                     let _ = handed_off.send(true);
-                    break;
+                    return Some(HandedOff { stream, roles, fds });
                 }
                 Ok(Err(err)) => tracing::warn!("a takeover request failed: {err:#}"),
                 Err(err) => tracing::warn!("a takeover request failed: {err}"),
@@ -283,6 +370,48 @@ mod tests {
         assert_eq!(received.local_addr().unwrap(), addr);
         let _client = std::net::TcpStream::connect(addr).unwrap();
         received.accept().unwrap();
+    }
+
+    fn handed_off(stream: UnixStream) -> (HandedOff, SocketAddr) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fds = vec![listener.as_fd().try_clone_to_owned().unwrap()];
+        let handed = HandedOff {
+            stream,
+            roles: vec!["https".into()],
+            fds,
+        };
+        (handed, addr)
+    }
+
+    #[test]
+    fn the_old_process_goes_once_the_new_one_serves() {
+        let (old, new) = UnixStream::pair().unwrap();
+        let (handed, _) = handed_off(old);
+        let new = std::thread::spawn(move || {
+            assert_eq!(read_line(&new).unwrap(), RELEASED);
+            let inherited = Inherited {
+                listeners: HashMap::new(),
+                predecessor: Some(new),
+            };
+            inherited.confirm_serving();
+        });
+        assert!(handed.release().is_none());
+        new.join().unwrap();
+    }
+
+    #[test]
+    fn the_old_process_gets_its_listeners_back_when_the_new_one_dies_first() {
+        let (old, new) = UnixStream::pair().unwrap();
+        let (handed, addr) = handed_off(old);
+        let new = std::thread::spawn(move || {
+            assert_eq!(read_line(&new).unwrap(), RELEASED);
+            drop(new);
+        });
+        let mut back = handed.release().expect("the listeners come back");
+        new.join().unwrap();
+        let listener = back.take("https", addr).expect("the same socket");
+        assert_eq!(listener.local_addr().unwrap(), addr);
     }
 
     #[test]
