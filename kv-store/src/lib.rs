@@ -10,6 +10,8 @@
 //!   deduplicates retried writes;
 //! * [`catch_up`]: what the origin sends a node that is behind, from the log or, past it, a
 //!   snapshot, in bounded steps;
+//! * [`session`]: the origin's half of one node's session (subscribe, catch up, then pass on
+//!   each commit), as a sans-IO state machine;
 //! * [`replica`]: a node's durable copy (redb) with an in-memory layer for hot reads;
 //! * [`follower`]: the replication protocol on a node, as a sans-IO state machine. It is fed
 //!   messages and clock ticks and answers with messages to send and batches to apply; it
@@ -17,9 +19,9 @@
 //!   when the origin is out of reach;
 //! * [`protocol`]: the messages between node, origin and peers, and their binary encoding.
 //!
-//! Because [`follower::Follower`] and [`authority::Authority`] do no I/O, the simulation in
-//! `tests/simulation.rs` drives them over a simulated network with drops, reordering,
-//! duplicates, partitions and crashes, deterministically from a seed.
+//! Because [`follower::Follower`], [`session::OriginSession`] and [`authority::Authority`] do
+//! no I/O, the simulation in `tests/simulation.rs` drives them over a simulated network with
+//! drops, reordering, duplicates, partitions and crashes, deterministically from a seed.
 
 pub mod authority;
 pub mod catch_up;
@@ -31,6 +33,7 @@ pub mod protocol;
 pub mod quota;
 pub mod replica;
 mod scan;
+pub mod session;
 
 pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};
 pub use catch_up::CatchUp;
@@ -39,3 +42,4 @@ pub use model::{Entry, KeyInfo, LimitError, Sweep, validate_key, validate_namesp
 pub use ops::{OpResult, WriteAck, WriteError, WriteOp, WriteOutcome};
 pub use protocol::{Batch, FromOrigin, Head, PeerMsg, SnapshotPart, ToOrigin};
 pub use replica::{MemoryReplica, RedbReplica, ReplicaStore};
+pub use session::{LinkProtocol, OriginSession};

@@ -1,5 +1,6 @@
-//! Deterministic simulation of KV replication: the real `Authority` and `Follower` state
-//! machines, in-memory stores, and a simulated network that delays, reorders, duplicates and
+//! Deterministic simulation of KV replication: the real `Authority`, `OriginSession` and
+//! `Follower` state machines (the origin's and the nodes' code, not a model of it), in-memory
+//! stores, and a simulated network that delays, reorders, duplicates and
 //! drops messages, partitions links, and crashes nodes and the origin. Each run is a function of
 //! its seed.
 //!
@@ -24,9 +25,9 @@ use std::sync::Arc;
 
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::{
-    Authority, AuthorityStore, Batch, CatchUp, Follower, FollowerConfig, FromOrigin, Head,
-    MemoryAuthorityStore, MemoryReplica, OpResult, Output, PeerMsg, ReplicaStore, ToOrigin,
-    WriteError, WriteOp, WriteOutcome,
+    Authority, AuthorityStore, Batch, Follower, FollowerConfig, FromOrigin, Head, LinkProtocol,
+    MemoryAuthorityStore, MemoryReplica, OpResult, OriginSession, Output, PeerMsg, ReplicaStore,
+    ToOrigin, WriteError, WriteOp, WriteOutcome,
 };
 
 /// A small, fast, seedable generator (splitmix64): the simulation must not depend on a crate's
@@ -62,14 +63,6 @@ enum Payload {
     ToOrigin(ToOrigin),
     FromOrigin(FromOrigin),
     Peer(PeerMsg),
-}
-
-/// The origin's session with one node: a catch-up under way, and the commits it heard of
-/// meanwhile (sent once the catch-up is done, if it did not cover them).
-struct Session {
-    catch_up: Option<CatchUp>,
-    buffered: Vec<Batch>,
-    sent_through: u64,
 }
 
 /// The simulated origin's signature on a head: nodes check it, the Byzantine peer cannot make
@@ -109,8 +102,8 @@ struct Sim {
     nodes: Vec<Node>,
     store: MemoryAuthorityStore,
     origin: Option<Authority<MemoryAuthorityStore>>,
-    /// The origin's session with each subscribed node.
-    sessions: BTreeMap<usize, Session>,
+    /// The origin's session with each connected node that has subscribed.
+    sessions: BTreeMap<usize, OriginSession>,
     queued_writes: Vec<(usize, u64, WriteOp)>,
     /// Links by (lower, higher) address; absent means up.
     cut: BTreeSet<(Addr, Addr)>,
@@ -129,6 +122,10 @@ struct Sim {
     reclaimed_by_replicas: u64,
     vacated: u64,
 }
+
+/// Bytes of entries per catch-up step and per message: small, so catch-ups take many steps and
+/// batches travel in several parts.
+const STEP_BYTES: usize = 3 * 64;
 
 /// Tombstones and expired entries a replica keeps: this many versions behind what it applied.
 const REPLICA_KEEP: u64 = 6;
@@ -514,26 +511,15 @@ impl Sim {
                 );
             }
             if let Some(batch) = batch {
+                let head = signed_head(batch.through);
                 let mut live = Vec::new();
                 for (&i, session) in &mut self.sessions {
-                    if session.catch_up.is_some() {
-                        session.buffered.push(batch.clone());
-                    } else if batch.through > session.sent_through {
-                        session.sent_through = batch.through;
-                        live.push(i);
+                    for message in session.committed(&batch, Some(&head)) {
+                        live.push((i, message));
                     }
                 }
-                for i in live {
-                    self.send(
-                        Addr::Origin,
-                        Addr::Node(i),
-                        Payload::FromOrigin(FromOrigin::Batch(batch.clone())),
-                    );
-                    self.send(
-                        Addr::Origin,
-                        Addr::Node(i),
-                        Payload::FromOrigin(FromOrigin::Head(signed_head(batch.through))),
-                    );
+                for (i, message) in live {
+                    self.send(Addr::Origin, Addr::Node(i), Payload::FromOrigin(message));
                 }
             }
         }
@@ -583,17 +569,11 @@ impl Sim {
 
     fn origin_receive(&mut self, node: usize, message: ToOrigin) {
         match message {
-            ToOrigin::Subscribe { from } => {
-                // As the origin's session does: listen for new commits, then catch up.
-                self.sessions.insert(
-                    node,
-                    Session {
-                        catch_up: Some(CatchUp::new(from)),
-                        buffered: Vec::new(),
-                        sent_through: 0,
-                    },
-                );
-            }
+            ToOrigin::Subscribe { from } => self
+                .sessions
+                .entry(node)
+                .or_insert_with(|| OriginSession::new(LinkProtocol::V2, STEP_BYTES))
+                .subscribe(from),
             ToOrigin::Write { id, op } => self.queued_writes.push((node, id, op)),
         }
     }
@@ -687,27 +667,21 @@ impl Sim {
         self.reclaimed_by_replicas += sweep.removed as u64;
     }
 
+    /// One catch-up step for each session that is catching up, between the origin's commits as
+    /// on its thread.
     fn step_catch_ups(&mut self) {
         let Some(origin) = self.origin.as_ref() else {
             return;
         };
+        let head = signed_head(origin.last_version());
         let mut messages = Vec::new();
         for (&i, session) in &mut self.sessions {
-            let Some(catch_up) = session.catch_up.as_mut() else {
-                continue;
-            };
-            match catch_up.next(origin, 3 * 64).expect("memory store") {
-                Some(message) => messages.push((i, message)),
-                None => {
-                    session.sent_through = catch_up.through();
-                    session.catch_up = None;
-                    messages.push((i, FromOrigin::Head(signed_head(origin.last_version()))));
-                    for batch in std::mem::take(&mut session.buffered) {
-                        if batch.through > session.sent_through {
-                            session.sent_through = batch.through;
-                            messages.push((i, FromOrigin::Batch(batch)));
-                        }
-                    }
+            if session.catching_up() {
+                for message in session
+                    .step(origin, Some(head.clone()))
+                    .expect("memory store")
+                {
+                    messages.push((i, message));
                 }
             }
         }

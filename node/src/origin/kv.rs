@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+/// The cluster protocol a node speaks (see `cluster::tls::ALPN`).
+pub use outpost_kv::LinkProtocol;
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::quota::QuotaPolicy;
 use outpost_kv::{
-    Authority, Batch, CatchUp, Entry, FromOrigin, Head, KeyInfo, RedbAuthorityStore, Sweep,
+    Authority, Batch, Entry, FromOrigin, Head, KeyInfo, OriginSession, RedbAuthorityStore, Sweep,
     ToOrigin, WriteError, WriteOp, WriteOutcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -68,9 +70,10 @@ enum Request {
         write: IncomingWrite,
         reply: oneshot::Sender<WriteOutcome>,
     },
-    CatchUp {
-        catch_up: CatchUp,
-        reply: oneshot::Sender<Result<(CatchUp, Option<FromOrigin>), String>>,
+    /// One step of a session's catch-up (see [`OriginSession::step`]).
+    Step {
+        session: OriginSession,
+        reply: oneshot::Sender<Result<(OriginSession, Vec<FromOrigin>), String>>,
     },
     Get {
         namespace: String,
@@ -97,8 +100,6 @@ pub struct Committed {
 pub struct KvAuthority {
     requests: std_mpsc::Sender<Request>,
     committed: broadcast::Sender<Arc<Committed>>,
-    /// The newest signed head (none without a signer: `outpost dev`, which has no peers).
-    head: Arc<std::sync::Mutex<Option<Head>>>,
     /// Ids for writes the origin makes itself (the admin API).
     own_ids: Arc<AtomicU64>,
     closed: watch::Receiver<bool>,
@@ -143,14 +144,12 @@ impl KvAuthority {
         let authority = Authority::with_quotas(store, quotas);
         let (requests, inbox) = std_mpsc::channel::<Request>();
         let (committed, _) = broadcast::channel(4096);
-        let head = Arc::new(std::sync::Mutex::new(
-            signer
-                .as_ref()
-                .and_then(|s| s.sign(authority.last_version())),
-        ));
+        let head = signer
+            .as_ref()
+            .and_then(|s| s.sign(authority.last_version()));
         let announce = Announcer {
             committed: committed.clone(),
-            head: head.clone(),
+            head,
             signer,
         };
         let (closing, closed) = watch::channel(false);
@@ -164,7 +163,6 @@ impl KvAuthority {
         Ok(KvAuthority {
             requests,
             committed,
-            head,
             own_ids: Arc::new(AtomicU64::new(crate::kv::write_id_base())),
             closed,
         })
@@ -229,9 +227,12 @@ impl KvAuthority {
         .unwrap_or_else(|| Err("the KV authority has stopped".into()))
     }
 
-    /// The catch-up's next step: the message to send, if any is left.
-    async fn catch_up(&self, catch_up: CatchUp) -> Result<(CatchUp, Option<FromOrigin>), String> {
-        self.ask(|reply| Request::CatchUp { catch_up, reply })
+    /// The session's next catch-up step, on the authority's thread: the messages to send.
+    async fn step(
+        &self,
+        session: OriginSession,
+    ) -> Result<(OriginSession, Vec<FromOrigin>), String> {
+        self.ask(|reply| Request::Step { session, reply })
             .await
             .unwrap_or_else(|| Err("the KV authority has stopped".into()))
     }
@@ -240,15 +241,16 @@ impl KvAuthority {
 /// How the authority thread tells sessions what it committed.
 struct Announcer {
     committed: broadcast::Sender<Arc<Committed>>,
-    head: Arc<std::sync::Mutex<Option<Head>>>,
+    /// The newest signed head (none without a signer: `outpost dev`, which has no peers).
+    head: Option<Head>,
     signer: Option<HeadSigner>,
 }
 
 impl Announcer {
-    fn announce(&self, batch: Batch) {
+    fn announce(&mut self, batch: Batch) {
         let head = self.signer.as_ref().and_then(|s| s.sign(batch.through));
-        if let Some(head) = &head {
-            *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some(head.clone());
+        if head.is_some() {
+            self.head.clone_from(&head);
         }
         let _ = self.committed.send(Arc::new(Committed { batch, head }));
     }
@@ -261,7 +263,7 @@ fn run_authority(
     mut authority: Authority<RedbAuthorityStore>,
     retention: LogRetention,
     inbox: std_mpsc::Receiver<Request>,
-    announce: Announcer,
+    mut announce: Announcer,
 ) {
     let mut compacted_at = authority.last_version();
     let mut reads: VecDeque<Request> = VecDeque::new();
@@ -327,7 +329,7 @@ fn run_authority(
         }
         let started = Instant::now();
         while let Some(request) = reads.pop_front() {
-            serve_read(&authority, request);
+            serve_read(&authority, &announce.head, request);
             if started.elapsed() >= READ_BUDGET {
                 break;
             }
@@ -335,15 +337,12 @@ fn run_authority(
     }
 }
 
-fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
+fn serve_read(authority: &Authority<RedbAuthorityStore>, head: &Option<Head>, request: Request) {
     match request {
-        Request::CatchUp {
-            mut catch_up,
-            reply,
-        } => {
-            let result = catch_up
-                .next(authority, CHUNK_BYTES)
-                .map(|message| (catch_up, message))
+        Request::Step { mut session, reply } => {
+            let result = session
+                .step(authority, head.clone())
+                .map(|messages| (session, messages))
                 .map_err(|e| e.to_string());
             let _ = reply.send(result);
         }
@@ -374,29 +373,6 @@ fn serve_read(authority: &Authority<RedbAuthorityStore>, request: Request) {
 /// Which namespaces a node's writes may touch: `Err` with the reason for one it may not.
 pub type WriteScope = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// The cluster protocol a node speaks (see `cluster::tls::ALPN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkProtocol {
-    /// Nodes not yet upgraded: a snapshot reaches them as one batch in version order, gathered
-    /// in the session (the authority still reads it in bounded parts), and no heads.
-    V1,
-    /// Snapshots in parts as the authority reads them, and signed heads after batches.
-    V2,
-}
-
-impl LinkProtocol {
-    /// `outcome` as a node on this protocol can decode it: protocol 1 predates
-    /// `WriteError::RateLimited` and gets it as unavailable (to it, both mean "not now").
-    fn outcome(self, outcome: WriteOutcome) -> WriteOutcome {
-        match (self, outcome) {
-            (LinkProtocol::V1, Err(WriteError::RateLimited(reason))) => {
-                Err(WriteError::Unavailable(reason))
-            }
-            (_, outcome) => outcome,
-        }
-    }
-}
-
 /// Serve one node's KV session: its subscription and its writes. `incoming` and `outgoing` are
 /// the session's two directions, whatever carries them (a QUIC stream, or a channel in
 /// `outpost dev`). A write outside `scope` is refused without reaching the authority.
@@ -410,7 +386,7 @@ pub async fn serve_session(
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT));
     let mut live: Option<broadcast::Receiver<Arc<Committed>>> = None;
-    let mut sent_through = 0;
+    let mut session = OriginSession::new(protocol, CHUNK_BYTES);
     loop {
         let next_live = async {
             match live.as_mut() {
@@ -418,146 +394,77 @@ pub async fn serve_session(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let messages = tokio::select! {
             message = incoming.recv() => match message {
                 None => break,
                 Some(ToOrigin::Subscribe { from }) => {
-                    // Listen before reading the catch-up, so nothing committed in between is missed.
+                    // Listen before the catch-up's first step, so nothing committed is missed.
                     live = Some(authority.committed.subscribe());
-                    match send_catch_up(&authority, from, protocol, &outgoing).await {
-                        Ok(through) => sent_through = through,
-                        Err(err) => {
-                            tracing::error!(node, "KV catch-up failed: {err}");
-                            break;
-                        }
-                    }
+                    session.subscribe(from);
+                    Vec::new()
                 }
                 Some(ToOrigin::Write { id, op }) => {
                     if let Err(reason) = scope(op.namespace()) {
                         tracing::warn!(node, namespace = op.namespace(), "refused a node's KV write: {reason}");
-                        let outcome = Err(WriteError::Refused(reason));
-                        if outgoing.send(FromOrigin::WriteResult { id, outcome }).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    let Ok(slot) = in_flight.clone().try_acquire_owned() else {
+                        vec![FromOrigin::WriteResult { id, outcome: Err(WriteError::Refused(reason)) }]
+                    } else if let Ok(slot) = in_flight.clone().try_acquire_owned() {
+                        let (authority, outgoing, node) = (authority.clone(), outgoing.clone(), node.clone());
+                        tokio::spawn(async move {
+                            let outcome = protocol.outcome(authority.write(&node, id, op).await);
+                            let _ = outgoing.send(FromOrigin::WriteResult { id, outcome }).await;
+                            drop(slot);
+                        });
+                        Vec::new()
+                    } else {
                         let outcome = Err(WriteError::Unavailable(format!(
                             "{WRITES_IN_FLIGHT} writes from this node are already waiting at the origin"
                         )));
-                        if outgoing.send(FromOrigin::WriteResult { id, outcome }).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    };
-                    let (authority, outgoing, node) = (authority.clone(), outgoing.clone(), node.clone());
-                    tokio::spawn(async move {
-                        let outcome = protocol.outcome(authority.write(&node, id, op).await);
-                        let _ = outgoing.send(FromOrigin::WriteResult { id, outcome }).await;
-                        drop(slot);
-                    });
+                        vec![FromOrigin::WriteResult { id, outcome }]
+                    }
                 }
             },
             committed = next_live => match committed {
-                Ok(committed) => {
-                    if committed.batch.through > sent_through {
-                        sent_through = committed.batch.through;
-                        if send_batch(committed.batch.clone(), &outgoing).await.is_err() {
-                            break;
-                        }
-                        if let (Some(head), LinkProtocol::V2) = (&committed.head, protocol)
-                            && outgoing.send(FromOrigin::Head(head.clone())).await.is_err()
-                        {
-                            break;
-                        }
-                    }
-                }
+                Ok(committed) => session.committed(&committed.batch, committed.head.as_ref()),
                 // Fell behind the broadcast: catch up from where this session stands.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     live = Some(authority.committed.subscribe());
-                    match send_catch_up(&authority, sent_through, protocol, &outgoing).await {
-                        Ok(through) => sent_through = through,
-                        Err(_) => break,
-                    }
+                    session.lagged();
+                    Vec::new()
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-        }
-    }
-}
-
-/// Send the node everything after `from`, step by step, until it has everything committed so
-/// far; returns how far that is.
-async fn send_catch_up(
-    authority: &KvAuthority,
-    from: u64,
-    protocol: LinkProtocol,
-    outgoing: &mpsc::Sender<FromOrigin>,
-) -> Result<u64, String> {
-    let mut catch_up = CatchUp::new(from);
-    let mut gathered: Vec<Entry> = Vec::new();
-    loop {
-        let (next, message) = authority.catch_up(catch_up).await?;
-        catch_up = next;
-        let message = match (message, protocol) {
-            (None, LinkProtocol::V1) => return Ok(catch_up.through()),
-            (None, LinkProtocol::V2) => {
-                let head = authority
-                    .head
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if let Some(head) = head {
-                    outgoing
-                        .send(FromOrigin::Head(head))
-                        .await
-                        .map_err(|_| "the session closed".to_string())?;
-                }
-                return Ok(catch_up.through());
-            }
-            (Some(FromOrigin::SnapshotPart(part)), LinkProtocol::V1) => {
-                gathered.extend(part.entries);
-                if !part.last {
-                    continue;
-                }
-                FromOrigin::Batch(whole_snapshot(
-                    std::mem::take(&mut gathered),
-                    part.started_at,
-                ))
-            }
-            (Some(message), _) => message,
         };
-        match message {
-            FromOrigin::Batch(batch) => send_batch(batch, outgoing).await?,
-            other => outgoing
-                .send(other)
-                .await
-                .map_err(|_| "the session closed".to_string())?,
+        if send_all(messages, &outgoing).await.is_err() {
+            break;
+        }
+        // The catch-up runs to its end before anything else is taken in; the commits it
+        // covers wait in the broadcast meanwhile, and the session drops them.
+        while session.catching_up() {
+            let stepped = authority.step(session).await;
+            let messages = match stepped {
+                Ok((stepped, messages)) => {
+                    session = stepped;
+                    messages
+                }
+                Err(err) => {
+                    tracing::error!(node, "KV catch-up failed: {err}");
+                    return;
+                }
+            };
+            if send_all(messages, &outgoing).await.is_err() {
+                return;
+            }
         }
     }
 }
 
-/// A snapshot as protocol 1 has it: one batch from 0 to `started_at` in version order. Entries
-/// read after the snapshot began are left out (a batch claims only versions up to its
-/// `through`); the log that follows carries them.
-fn whole_snapshot(mut entries: Vec<Entry>, started_at: u64) -> Batch {
-    entries.retain(|e| e.version <= started_at);
-    entries.sort_by_key(|e| e.version);
-    Batch {
-        from: 0,
-        through: started_at,
-        entries,
-    }
-}
-
-/// Send a batch in parts small enough for one message each, waiting while the node's outbox
-/// is full.
-async fn send_batch(batch: Batch, outgoing: &mpsc::Sender<FromOrigin>) -> Result<(), String> {
-    for part in batch.split(CHUNK_BYTES) {
-        outgoing
-            .send(FromOrigin::Batch(part))
-            .await
-            .map_err(|_| "the session closed".to_string())?;
+/// Send `messages` in order, waiting while the node's outbox is full.
+async fn send_all(
+    messages: Vec<FromOrigin>,
+    outgoing: &mpsc::Sender<FromOrigin>,
+) -> Result<(), ()> {
+    for message in messages {
+        outgoing.send(message).await.map_err(|_| ())?;
     }
     Ok(())
 }
