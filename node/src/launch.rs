@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -17,10 +17,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{AdminHandler, Health, HealthSettings, Lifecycle, run_lifecycle};
+use crate::admin::{AdminHandler, Health, Lifecycle, run_lifecycle};
 use crate::cluster::head_proof::head_check;
-use crate::cluster::{OriginLink, node_link, peer_link};
-use crate::config::{AppSpec, HttpSettings, Peering, PoolSettings, Tenancy, TlsCertSpec};
+use crate::cluster::{node_link, peer_link};
+use crate::config::{
+    AppSpec, HealthSettings, HttpSettings, OriginLink, Peering, PoolSettings, Tenancy, TlsCertSpec,
+};
+use crate::embedded_kv;
 use crate::fleet::Deployer;
 use crate::kv::NodeKv;
 use crate::origin::kv::KvAuthority;
@@ -92,7 +95,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         Some(cluster) => head_check(&cluster.link.identity, &cluster.link.server_name)?,
         None => std::sync::Arc::new(|_| false),
     };
-    let mut kv = NodeKv::start(&spec.data_dir.join("kv"), head_check)?;
+    let kv = NodeKv::start(&spec.data_dir.join("kv"), head_check)?;
     let runtime = Runtime::new(
         &spec.pool,
         &spec.data_dir.join("cache"),
@@ -134,6 +137,8 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     let (stop_links, links_stop) = watch::channel(false);
     let mut link_tasks = Vec::new();
     let tap = Arc::new(TailTap::default());
+    // Without a fleet, the KV's authority lives in this process.
+    let mut embedded = None;
     if let Some(ClusterSpec {
         link,
         node,
@@ -172,7 +177,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         )));
     } else {
         let authority = KvAuthority::start(&spec.data_dir.join("kv").join("authority.redb"))?;
-        kv.embed(authority, "local");
+        embedded = Some(embedded_kv::embed(&kv, authority, "local"));
     }
 
     let resolver = Arc::new(ReloadingResolver::load(spec.certs)?);
@@ -304,6 +309,12 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         }
         // Requests have drained, so no handler waits on a write any more.
         kv.stop().await;
+        // Its driver gone, the embedded authority's session ends and the authority closes.
+        if let Some(closed) = embedded
+            && !closed.wait(Duration::from_secs(10)).await
+        {
+            tracing::error!("the KV authority did not close; it closes when this process exits");
+        }
         match handoff_task {
             Some(task) => task.await.ok().flatten(),
             None => None,

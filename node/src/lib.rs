@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dev_cert;
+pub mod embedded_kv;
 pub mod files;
 pub mod fleet;
 pub mod kv;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::health::{Health, HealthSettings, Readiness};
+use super::health::{Health, Readiness};
+use crate::config::HealthSettings;
 use crate::metrics::metrics;
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;

@@ -6,5 +6,5 @@ mod health;
 mod hooks;
 
 pub use handler::AdminHandler;
-pub use health::{Health, HealthSettings, Readiness};
+pub use health::{Health, Readiness};
 pub use hooks::{Lifecycle, run_lifecycle};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::admin::HealthSettings;
+use crate::config::HealthSettings;
 use crate::config::{AppSpec, HttpSettings, PoolSettings, Tenancy};
 use crate::dev_cert;
 use crate::launch::{LaunchSpec, launch};

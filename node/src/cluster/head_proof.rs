@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
 use webpki::{EndEntityCert, KeyUsage};
 
-use super::tls::ClusterIdentity;
+use crate::config::ClusterIdentity;
 
 /// What is signed: a fixed context, then the version.
 fn message(version: u64) -> Vec<u8> {
@@ -60,7 +60,7 @@ impl std::fmt::Debug for HeadSigner {
 
 impl HeadSigner {
     pub fn load(identity: &ClusterIdentity) -> anyhow::Result<HeadSigner> {
-        let loaded = identity.load()?;
+        let loaded = super::tls::load(identity)?;
         let key = rustls::crypto::ring::sign::any_supported_type(&loaded.key)
             .map_err(|e| anyhow!("{}: {e}", identity.key.display()))?;
         let signer = key.choose_scheme(SCHEMES).with_context(|| {
@@ -110,7 +110,7 @@ fn algorithm(
 
 /// A node's side: checks that the origin named `origin` signed a head.
 pub fn head_check(identity: &ClusterIdentity, origin: &str) -> anyhow::Result<HeadCheck> {
-    let roots: Vec<TrustAnchor<'static>> = identity.load()?.roots.roots.clone();
+    let roots: Vec<TrustAnchor<'static>> = super::tls::load(identity)?.roots.roots.clone();
     let origin = ServerName::try_from(origin.to_string())
         .map_err(|e| anyhow!("{origin:?} is not a valid origin name: {e}"))?;
     Ok(Arc::new(move |head: &Head| {

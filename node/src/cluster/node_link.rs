@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::tls::{ClusterIdentity, client_config};
+use super::tls::client_config;
 use super::wire::{BlobReply, Open, read_frame, write_frame};
+use crate::config::OriginLink;
 use crate::fleet::{BlobSource, BlobWriter, Deployer, DesiredState};
 use crate::kv::LinkEvent;
 use crate::kv::frames::{self, Backlog};
@@ -17,15 +18,6 @@ use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailSet, TailTap};
 use anyhow::{Context, anyhow, bail};
-
-/// How a node reaches its origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginLink {
-    pub addr: SocketAddr,
-    /// The name the origin's cluster certificate is issued for.
-    pub server_name: String,
-    pub identity: ClusterIdentity,
-}
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// An origin that does not answer a handshake in this long is treated as down.

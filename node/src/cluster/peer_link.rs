@@ -4,48 +4,19 @@
 //! pair of nodes shares exactly one link. A link is one stream of `PeerMsg`s each way; both ends
 //! hand it to their KV driver.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use outpost_kv::PeerMsg;
 use tokio::sync::mpsc;
 
-use super::tls::{
-    ClusterIdentity, client_config, protocol_version, server_config, verify_peer_name,
-};
+use super::tls::{client_config, protocol_version, server_config, verify_peer_name};
 use super::wire::{Open, read_frame, write_frame};
-use crate::config::Peering;
+use crate::config::{ClusterIdentity, Peer, Peering};
 use crate::kv::LinkEvent;
 use crate::kv::frames::{self, Backlog};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
-
-/// A peer this node knows of: its name (its certificate's) and its cluster address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub name: String,
-    pub addr: SocketAddr,
-}
-
-impl Peer {
-    /// `edge-2@10.0.0.2:7444`.
-    pub fn parse(text: &str) -> Result<Peer, String> {
-        let (name, addr) = text.split_once('@').ok_or_else(|| {
-            format!("{text:?} should be NAME@ADDRESS, as in \"edge-2@10.0.0.2:7444\"")
-        })?;
-        let addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an address such as \"10.0.0.2:7444\""))?;
-        if name.is_empty() {
-            return Err(format!("{text:?} has no name before '@'"));
-        }
-        Ok(Peer {
-            name: name.to_string(),
-            addr,
-        })
-    }
-}
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 //! other's. A peer also proves the name it claims: the origin checks that a node's certificate
 //! is issued for the node name it subscribes with.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::config::ClusterIdentity;
 
 /// ALPN of the cluster protocol, the newest first: both ends offer every version they speak and
 /// the origin (or the accepting peer) picks the newest they share, so a fleet upgrades one
@@ -35,14 +37,6 @@ pub fn protocol_version(connection: &quinn::Connection) -> u32 {
         .unwrap_or(1)
 }
 
-/// A cluster member's credentials: the cluster CA, its own certificate chain and key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterIdentity {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 pub(crate) struct Loaded {
     pub(crate) roots: Arc<RootCertStore>,
     pub(crate) chain: Vec<CertificateDer<'static>>,
@@ -60,25 +54,24 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-impl ClusterIdentity {
-    pub(crate) fn load(&self) -> anyhow::Result<Loaded> {
-        let mut roots = RootCertStore::empty();
-        for cert in read_certs(&self.ca)? {
-            roots
-                .add(cert)
-                .with_context(|| format!("{} is not a usable CA certificate", self.ca.display()))?;
-        }
-        let chain = read_certs(&self.cert)?;
-        let key_pem =
-            std::fs::read(&self.key).with_context(|| format!("reading {}", self.key.display()))?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| anyhow!("{}: not a PEM private key: {e}", self.key.display()))?;
-        Ok(Loaded {
-            roots: Arc::new(roots),
-            chain,
-            key,
-        })
+/// A member's credentials read from their files.
+pub(crate) fn load(identity: &ClusterIdentity) -> anyhow::Result<Loaded> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(&identity.ca)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{} is not a usable CA certificate", identity.ca.display()))?;
     }
+    let chain = read_certs(&identity.cert)?;
+    let key_pem = std::fs::read(&identity.key)
+        .with_context(|| format!("reading {}", identity.key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| anyhow!("{}: not a PEM private key: {e}", identity.key.display()))?;
+    Ok(Loaded {
+        roots: Arc::new(roots),
+        chain,
+        key,
+    })
 }
 
 /// Keep-alives every second and a 5-second idle timeout: a crashed origin or a cut link is
@@ -102,7 +95,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The origin's side: present our certificate, require one from the cluster CA.
 pub fn server_config(identity: &ClusterIdentity) -> anyhow::Result<quinn::ServerConfig> {
-    let loaded = identity.load()?;
+    let loaded = load(identity)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(loaded.roots, provider())
         .build()
         .context("building the cluster client verifier")?;
@@ -125,7 +118,7 @@ pub fn server_config(identity: &ClusterIdentity) -> anyhow::Result<quinn::Server
 
 /// A member's client side: present our certificate, trust only the cluster CA.
 pub fn client_config(identity: &ClusterIdentity) -> anyhow::Result<quinn::ClientConfig> {
-    let loaded = identity.load()?;
+    let loaded = load(identity)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(loaded.roots)

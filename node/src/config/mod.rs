@@ -4,8 +4,10 @@
 //! of the node uses. Every error names the file, the field and what is wrong with it.
 
 mod app;
+mod cluster;
 mod egress;
 mod error;
+mod health;
 mod node;
 mod origin;
 mod outbound;
@@ -15,9 +17,11 @@ pub use app::{
     AppLimits, AppManifest, AppSettings, AppSpec, BuildSettings, DeployTarget, Language,
     LimitsManifest, OutboundManifest, validate_name, validate_namespace_name,
 };
+pub use cluster::{ClusterIdentity, OriginLink, Peer};
 pub use egress::EgressPolicy;
 pub use error::{ConfigError, FieldError};
-pub use node::{HttpSettings, NodeConfig, Peering, PoolSettings, TlsCertSpec};
+pub use health::HealthSettings;
+pub use node::{HttpSettings, NodeConfig, Peering, PoolSettings, TlsCertSpec, validate_cert_host};
 pub use origin::{OriginConfig, Right, TokenSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
 pub use tenancy::{GuestLogLimits, LimitCeilings, Tenancy};

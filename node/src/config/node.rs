@@ -7,9 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{AppSpec, ConfigError, read_toml};
-use crate::admin::HealthSettings;
-use crate::cluster::peer_link::Peer;
-use crate::cluster::{ClusterIdentity, OriginLink};
+use super::{ClusterIdentity, HealthSettings, OriginLink, Peer};
 
 /// The instance pool shared by every app on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +319,7 @@ impl NodeConfig {
                     ));
                 }
                 for (j, host) in c.hosts.iter().enumerate() {
-                    crate::server::tls::validate_cert_host(host)
+                    validate_cert_host(host)
                         .map_err(|m| err(&format!("tls.certs[{i}].hosts[{j}]"), m))?;
                 }
                 for (field, path) in [("cert", &c.cert), ("key", &c.key)] {
@@ -659,6 +657,26 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "outpost-node".to_string())
+}
+
+/// Check a host name a certificate is listed for: `example.com` or `*.example.com`.
+pub fn validate_cert_host(host: &str) -> Result<(), String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} is not a host name (or a *.domain wildcard)"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use outpost_kv::quota::{Quota, QuotaPolicy};
 
+use super::ClusterIdentity;
 use super::{ConfigError, read_toml};
-use crate::cluster::ClusterIdentity;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

@@ -1,10 +1,10 @@
 //! The edge KV on a node: the replica, the replication driver around the `outpost-kv` state
-//! machine, and the `wasi:keyvalue` host implementation handlers call.
+//! machine, and the client handlers' host calls go through (`runtime::kv_host` implements
+//! `wasi:keyvalue` on it).
 
 mod client;
 mod driver;
 pub mod frames;
-pub mod host;
 mod progress;
 mod service;
 

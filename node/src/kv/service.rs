@@ -1,6 +1,6 @@
-//! Starting a node's KV: open the replica, run the driver, and connect it to an authority,
-//! either the origin's over the cluster link or one embedded in this process (`outpost dev` and
-//! nodes that belong to no fleet).
+//! Starting a node's KV: open the replica and run the driver, which the links connect to an
+//! authority (the origin's over the cluster link, or one embedded in this process: see
+//! `crate::embedded_kv`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,12 +13,8 @@ use tokio::task::JoinHandle;
 
 use super::client::KvClient;
 use super::driver::{KvStats, LinkEvent, run_driver};
-use super::frames::Queued;
 use super::progress::KvProgress;
 use super::write_id_base;
-use crate::origin::kv::{
-    AuthorityClosed, KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, serve_session,
-};
 
 /// Handler writes waiting for the driver at most; more wait in the handlers themselves.
 const COMMAND_QUEUE: usize = 4096;
@@ -32,8 +28,6 @@ pub struct NodeKv {
     pub progress: Arc<KvProgress>,
     /// The one lasting hold on the replica besides the driver's (clients hold it weakly).
     replica: Arc<dyn ReplicaStore>,
-    /// Closes when the embedded authority, if any, has closed its store.
-    authority_closed: Option<AuthorityClosed>,
     stop: oneshot::Sender<()>,
     driver: JoinHandle<()>,
 }
@@ -74,54 +68,13 @@ impl NodeKv {
             stats,
             progress,
             replica,
-            authority_closed: None,
             stop,
             driver,
         })
     }
 
-    /// Follow an authority in this process, as a node follows the origin's.
-    pub fn embed(&mut self, authority: KvAuthority, name: &str) {
-        self.authority_closed = Some(authority.closed());
-        let (to_origin, mut from_driver) = mpsc::unbounded_channel();
-        let (to_session, from_node) = mpsc::channel(SESSION_INBOX);
-        let (to_node, mut from_origin) = mpsc::channel(SESSION_OUTBOX);
-        if self.links.send(LinkEvent::OriginUp(to_origin)).is_err() {
-            return;
-        }
-        // The driver sends without waiting; the session takes its messages at its own pace.
-        tokio::spawn(async move {
-            while let Some(message) = from_driver.recv().await {
-                if to_session.send(message).await.is_err() {
-                    break;
-                }
-            }
-        });
-        // One process, its own apps: the host already keeps each to its namespaces.
-        tokio::spawn(serve_session(
-            name.to_string(),
-            authority,
-            std::sync::Arc::new(|_| Ok(())),
-            LinkProtocol::V2,
-            from_node,
-            to_node,
-        ));
-        let links = self.links.clone();
-        tokio::spawn(async move {
-            while let Some(message) = from_origin.recv().await {
-                if links
-                    .send(LinkEvent::FromOrigin(message, Queued::untracked()))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-    }
-
     /// Stop the driver (once nothing serves requests any more), log what it measured, and
-    /// close the replica and the embedded authority: when this returns, another process may
-    /// open their files.
+    /// close the replica: when this returns, another process may open it.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.driver.await;
@@ -144,10 +97,5 @@ impl NodeKv {
             tracing::error!("the KV replica is still in use; it closes when this process exits");
         }
         drop(self.replica);
-        if let Some(closed) = self.authority_closed
-            && !closed.wait(CLOSE_WAIT).await
-        {
-            tracing::error!("the KV authority did not close; it closes when this process exits");
-        }
     }
 }

@@ -32,8 +32,8 @@ use serde_json::json;
 
 use super::auth::{Denied, Tokens};
 use super::kv::KvAuthority;
+use super::link::NodeDirectory;
 use super::registry::{Registry, RegistryError};
-use crate::cluster::NodeDirectory;
 use crate::config::{AppManifest, Right, validate_name};
 use crate::fleet::{BlobStore, is_sha256_hex, sha256_hex};
 use crate::metrics::{metrics, status_class};

@@ -6,6 +6,7 @@ mod api;
 pub mod auth;
 pub mod kv;
 mod kv_api;
+pub mod link;
 mod registry;
 mod tail_api;
 
@@ -21,14 +22,14 @@ pub use api::AdminApi;
 pub use registry::{AppRecord, Registry, RegistryError, VersionRecord};
 
 use crate::cluster::head_proof::HeadSigner;
-use crate::cluster::origin_link::ClusterServices;
-use crate::cluster::{NodeDirectory, origin_link, tls as cluster_tls};
+use crate::cluster::tls as cluster_tls;
 use crate::config::{HttpSettings, OriginConfig, TlsCertSpec};
 use crate::fleet::BlobStore;
 use crate::runtime::ComponentValidator;
 use crate::server::tls::{SniResolver, server_config};
 use crate::server::{ShutdownSignal, serve};
 use crate::tail::TailHub;
+use link::{ClusterServices, NodeDirectory};
 
 /// A running origin: where it listens, and the task that ends once it has stopped.
 pub struct RunningOrigin {
@@ -97,7 +98,7 @@ pub async fn start(
         HttpSettings::default(),
         shutdown.clone(),
     ));
-    let cluster_task = tokio::spawn(origin_link::serve(
+    let cluster_task = tokio::spawn(link::serve(
         endpoint,
         ClusterServices {
             registry: registry.clone(),

@@ -14,10 +14,10 @@ use wasmtime_wasi_http::{
 
 use super::cpu::CpuClock;
 use super::guest_log::{GuestLog, StderrCapture, Stream};
+use super::kv_host::AppKv;
 use super::limits::GuestLimits;
 use crate::config::{AppLimits, AppSettings, EgressPolicy, OutboundPolicy};
 use crate::kv::KvClient;
-use crate::kv::host::AppKv;
 use crate::metrics::AppMetrics;
 use crate::request_id::RequestId;
 
@@ -98,9 +98,9 @@ pub struct HostState {
     pub(super) limits: GuestLimits,
     pub(super) cpu: Arc<CpuClock>,
     pub(crate) app: Arc<AppShared>,
-    /// `wasi:keyvalue` list cursors handed out in this request (see `kv::host`).
+    /// `wasi:keyvalue` list cursors handed out in this request (see `kv_host`).
     pub(crate) kv_cursors: Vec<String>,
-    /// KV operations this request has made (see `kv::host`).
+    /// KV operations this request has made (see `kv_host`).
     pub(crate) kv_ops: u32,
 }
 

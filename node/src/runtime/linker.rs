@@ -4,7 +4,7 @@
 //! that real toolchains import (componentize-js and componentize-py import wasi:filesystem and
 //! wasi:sockets whether or not the handler uses them), `wasi:http` (types and outgoing-handler),
 //! `wasi:config`, and the edge KV (`wasi:keyvalue@0.2.0-draft` store/atomics/batch and
-//! `outpost:kv/extras`, see `crate::kv::host`). What a request may *do* with them is set in its
+//! `outpost:kv/extras`, see `super::kv_host`). What a request may *do* with them is set in its
 //! `WasiCtx` (see `super::host`): no preopened directory, every socket and name lookup denied,
 //! stdin empty; the network is `wasi:http/outgoing-handler` under the app's allow-list. Only an
 //! import that nothing here provides is refused, naming the interface. wasmtime matches imports
@@ -29,7 +29,7 @@ pub fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     let l = &mut linker;
     wasmtime_wasi_config::add_to_linker(l, |h: &mut HostState| WasiConfig::from(h.config()))?;
-    crate::kv::host::add_to_linker(l)?;
+    super::kv_host::add_to_linker(l)?;
     Ok(linker)
 }
 

@@ -14,6 +14,7 @@ mod gate;
 mod guest_log;
 mod host;
 mod invoke;
+mod kv_host;
 mod limits;
 mod linker;
 mod log_budget;

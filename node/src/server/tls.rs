@@ -15,26 +15,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsCertSpec;
-
-/// Check a host name a certificate is listed for: `example.com` or `*.example.com`.
-pub fn validate_cert_host(host: &str) -> Result<(), String> {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{host:?} is not a host name (or a *.domain wildcard)"
-        ))
-    }
-}
+#[cfg(test)]
+use crate::config::validate_cert_host;
 
 /// Picks the certificate for each handshake.
 #[derive(Debug)]

@@ -10,14 +10,14 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::tls::{protocol_version, verify_peer_name};
-use super::wire::{BlobReply, Open, read_frame, write_frame};
-use crate::fleet::{BlobStore, DesiredState, NodeReport, is_sha256_hex};
-use crate::kv::frames;
-use crate::origin::Registry;
-use crate::origin::kv::{
+use super::Registry;
+use super::kv::{
     KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session,
 };
+use crate::cluster::tls::{protocol_version, verify_peer_name};
+use crate::cluster::wire::{BlobReply, Open, read_frame, write_frame};
+use crate::fleet::{BlobStore, DesiredState, NodeReport, is_sha256_hex};
+use crate::kv::frames;
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailHub, TailSet};

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use outpost_kv::{OpResult, WriteError, WriteOp, validate_key};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use super::client::KvClient;
-use crate::runtime::HostState;
+use super::HostState;
+use crate::kv::KvClient;
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
