@@ -9,10 +9,10 @@
 pub mod admin;
 pub mod cli;
 pub mod cluster;
-pub mod config;
+pub use outpost_core::config;
 pub mod dev_cert;
 pub mod embedded_kv;
-pub mod files;
+pub use outpost_core::files;
 pub mod fleet;
 pub mod kv;
 pub mod launch;
@@ -25,4 +25,4 @@ pub mod runtime;
 pub mod server;
 pub mod tail;
 #[cfg(test)]
-mod test_support;
+use outpost_core::test_support;

@@ -8,4 +8,4 @@ pub mod head_proof;
 pub mod node_link;
 pub mod peer_link;
 pub mod tls;
-pub mod wire;
+pub use outpost_core::wire;

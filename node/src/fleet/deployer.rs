@@ -13,9 +13,9 @@ use tokio::sync::Mutex;
 
 use super::blobs::{BlobStore, BlobWriter};
 use super::reconcile::plan;
-use super::release::{AppStatus, DesiredState, NodeReport, Release};
 use crate::runtime::{Deployment, Runtime};
 use crate::server::routes::{self, LiveRoutes};
+use outpost_core::wire::{AppStatus, DesiredState, NodeReport, Release};
 
 /// Where missing components come from (the origin, over the cluster link).
 pub trait BlobSource: Send + Sync {

@@ -5,9 +5,9 @@
 mod blobs;
 mod deployer;
 mod reconcile;
-mod release;
 
-pub use blobs::{BlobStore, BlobWriter, is_sha256_hex, sha256_hex};
+pub use blobs::{BlobStore, BlobWriter, sha256_hex};
 pub use deployer::{BlobSource, Deployer, LocalOnly};
+pub use outpost_core::wire::is_sha256_hex;
+pub use outpost_core::wire::{AppStatus, DesiredState, NodeReport, Release};
 pub use reconcile::{Plan, plan};
-pub use release::{AppStatus, DesiredState, NodeReport, Release};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::release::{DesiredState, Release};
+use outpost_core::wire::{DesiredState, Release};
 
 /// What a node must do to go from what it runs to what is desired.
 #[derive(Debug, Default, PartialEq, Eq)]

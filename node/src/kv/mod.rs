@@ -4,7 +4,7 @@
 
 mod client;
 mod driver;
-pub mod frames;
+pub use outpost_core::wire::kv_frames as frames;
 mod progress;
 mod service;
 

@@ -53,11 +53,15 @@ async fn read_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
     reader: &mut R,
     len: usize,
 ) -> anyhow::Result<T> {
-    let mut body = vec![0u8; len];
-    reader
-        .read_exact(&mut body)
-        .await
-        .context("stream ended inside a KV message")?;
+    // Memory grows with the bytes that arrive, not with what the length claims.
+    let mut body = Vec::new();
+    (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        bail!("stream ended inside a KV message");
+    }
     decode(&body).context("malformed KV message")
 }
 

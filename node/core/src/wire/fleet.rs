@@ -5,6 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AppManifest;
 
+/// Whether `text` is a sha256 in lowercase hex, as components are named everywhere.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// One app at one version: its component (by hash) and its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {

@@ -5,16 +5,22 @@
 //! their [`BlobReply`] frame as raw bytes.
 //!
 //! Streams:
-//! * `subscribe`: the origin sends a [`DesiredState`](crate::fleet::DesiredState) now and on
-//!   every change; the node sends a [`NodeReport`](crate::fleet::NodeReport) after applying
-//!   each, and every few seconds as a heartbeat.
+//! * `subscribe`: the origin sends a [`DesiredState`] now and on every change; the node sends a
+//!   [`NodeReport`] after applying each, and every few seconds as a heartbeat.
 //! * `blob`: the origin answers with a [`BlobReply`] and the component's bytes, then closes.
 //! * `kv`: the node's KV session with the origin's authority (postcard frames from
-//!   `outpost_kv::protocol`, see [`crate::kv::frames`]), open for the life of the connection.
+//!   `outpost_kv::protocol`, see [`kv_frames`]), open for the life of the connection.
 //! * `peer`: opened between two nodes; each serves the other's pulls of recent KV entries when
 //!   one of them cannot reach the origin.
-//! * `logs`: the origin sends a [`TailSet`](crate::tail::TailSet) now and whenever the set of
-//!   tailed apps changes; the node sends [`LogBatch`](crate::tail::LogBatch)es of their requests.
+//! * `logs`: the origin sends a [`TailSet`] now and whenever the set of tailed apps changes; the
+//!   node sends [`LogBatch`]es of their requests.
+
+mod fleet;
+pub mod kv_frames;
+mod tail;
+
+pub use fleet::{AppStatus, DesiredState, NodeReport, Release, is_sha256_hex};
+pub use tail::{LogBatch, RequestRecord, TailSet};
 
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
@@ -72,11 +78,15 @@ where
     if len > MAX_FRAME {
         bail!("frame of {len} bytes is over the {MAX_FRAME}-byte limit");
     }
-    let mut body = vec![0u8; len as usize];
-    reader
-        .read_exact(&mut body)
-        .await
-        .context("stream ended inside a frame")?;
+    // Memory grows with the bytes that arrive, not with what the length claims.
+    let mut body = Vec::new();
+    (&mut *reader)
+        .take(u64::from(len))
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len as usize {
+        bail!("stream ended inside a frame");
+    }
     Ok(Some(
         serde_json::from_slice(&body).context("malformed frame")?,
     ))

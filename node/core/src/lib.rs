@@ -1,0 +1,17 @@
+//! `outpost-core`: what every Outpost program shares, and nothing that runs.
+//!
+//! * [`config`]: the configuration files (an app's `outpost.toml`, `node.toml`, `origin.toml`),
+//!   parsed with unknown fields refused and validated into plain structs;
+//! * [`wire`]: the cluster link's vocabulary, both ends of it: the stream-opening and control
+//!   frames, the desired state and node reports, tail records, and the KV's stream framing;
+//! * [`files`]: private data directories and atomic, durable file writes.
+//!
+//! It may not depend on the Wasm runtime, on HTTP serving or on any other Outpost crate but
+//! `outpost-router` and `outpost-kv`: the edge, the origin and the CLI build on it, and the
+//! fuzz targets link it alone.
+
+pub mod config;
+pub mod files;
+#[doc(hidden)]
+pub mod test_support;
+pub mod wire;
