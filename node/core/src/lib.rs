@@ -4,12 +4,14 @@
 //!   parsed with unknown fields refused and validated into plain structs;
 //! * [`wire`]: the cluster link's vocabulary, both ends of it: the stream-opening and control
 //!   frames, the desired state and node reports, tail records, and the KV's stream framing;
-//! * [`files`]: private data directories and atomic, durable file writes.
+//! * [`files`]: private data directories and atomic, durable file writes;
+//! * [`backoff`]: how every link waits before reconnecting.
 //!
 //! It may not depend on the Wasm runtime, on HTTP serving or on any other Outpost crate but
 //! `outpost-router` and `outpost-kv`: the edge, the origin and the CLI build on it, and the
 //! fuzz targets link it alone.
 
+pub mod backoff;
 pub mod config;
 pub mod files;
 #[doc(hidden)]

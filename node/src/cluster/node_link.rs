@@ -18,12 +18,11 @@ use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
 use crate::tail::{LogBatch, TailSet, TailTap};
 use anyhow::{Context, anyhow, bail};
+use outpost_core::backoff::{Backoff, BackoffPolicy};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// An origin that does not answer a handshake in this long is treated as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Keep a subscription to the origin (and, given `kv`, a KV session) alive until shutdown.
 pub async fn run(
@@ -41,7 +40,7 @@ pub async fn run(
             return;
         }
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BackoffPolicy::LINKS);
     loop {
         let started = Instant::now();
         let session = async {
@@ -67,21 +66,17 @@ pub async fn run(
             outcome = session => outcome,
             _ = wait_for_shutdown(&mut shutdown) => break,
         };
+        let wait = backoff.next_wait(started.elapsed());
         if let Err(err) = outcome {
             tracing::warn!(
                 "origin link down: {err:#}; retrying in {} ms",
-                backoff.as_millis()
+                wait.as_millis()
             );
         }
-        // A session that lasted a while was healthy: start the backoff afresh.
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = BACKOFF_MIN;
-        }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = wait_for_shutdown(&mut shutdown) => break,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     endpoint.close(0u32.into(), b"node shutting down");
 }

@@ -17,9 +17,7 @@ use crate::kv::LinkEvent;
 use crate::kv::frames::{self, Backlog};
 use crate::server::ShutdownSignal;
 use crate::server::listener::wait_for_shutdown;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+use outpost_core::backoff::{Backoff, BackoffPolicy};
 
 /// Listen for peers and keep links to them until shutdown.
 pub async fn run(
@@ -111,7 +109,7 @@ async fn dial(
     links: mpsc::UnboundedSender<LinkEvent>,
     mut shutdown: ShutdownSignal,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BackoffPolicy::LINKS);
     loop {
         let attempt = async {
             let connecting = endpoint.connect(peer.addr, &peer.name)?;
@@ -132,14 +130,10 @@ async fn dial(
             }
             _ = wait_for_shutdown(&mut shutdown) => return,
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = BACKOFF_MIN;
-        }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait(started.elapsed())) => {}
             _ = wait_for_shutdown(&mut shutdown) => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
