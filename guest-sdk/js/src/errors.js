@@ -1,8 +1,8 @@
 // Errors that carry the HTTP status they become when a handler does not catch them.
 
 /// A KV or handler failure that carries the HTTP status it should become when uncaught: 503
-/// (with Retry-After) while the origin cannot take writes, 413 for a key or value over its
-/// limit, 500 otherwise.
+/// (with Retry-After) while the origin cannot take writes, 429 (with Retry-After) for an app
+/// over its KV write rate, 413 for a key or value over its limit, 500 otherwise.
 export class OutpostError extends Error {
   constructor(message, status = 500, headers = {}) {
     super(message);
@@ -32,6 +32,13 @@ export function kvError(err, namespace) {
         return new OutpostError(
           `the KV store cannot take writes right now: ${message.slice(13)}`,
           503,
+          { "retry-after": "1" },
+        );
+      }
+      if (message.startsWith("rate-limited: ")) {
+        return new OutpostError(
+          `too many KV writes: ${message.slice(14)}`,
+          429,
           { "retry-after": "1" },
         );
       }

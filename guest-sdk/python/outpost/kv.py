@@ -31,6 +31,12 @@ def _kv_error(err: Err, namespace: str) -> OutpostError:
             503,
             {"retry-after": "1"},
         )
+    if message.startswith("rate-limited: "):
+        return OutpostError(
+            f"too many KV writes: {message[len('rate-limited: '):]}",
+            429,
+            {"retry-after": "1"},
+        )
     if message.startswith("limit: "):
         return OutpostError(message[len("limit: ") :], 413)
     return OutpostError(f"KV error: {message}")

@@ -64,17 +64,47 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the guest should do about a KV error, said as the prefix of its `other` message. Each
+/// SDK (Rust, JavaScript, Python) turns each into its HTTP status; a test holds every SDK to
+/// this list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Advice {
+    /// The origin cannot take writes now: 503, retry after a second.
+    Unavailable,
+    /// The app is over its write rate: 429, retry after a second.
+    RateLimited,
+    /// A key, value, metadata, batch or quota over its limit: 413.
+    Limit,
+}
+
+impl Advice {
+    #[cfg(test)]
+    const ALL: [Advice; 3] = [Advice::Unavailable, Advice::RateLimited, Advice::Limit];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Advice::Unavailable => "unavailable: ",
+            Advice::RateLimited => "rate-limited: ",
+            Advice::Limit => "limit: ",
+        }
+    }
+
+    fn error(self, reason: impl std::fmt::Display) -> store::Error {
+        store::Error::Other(format!("{}{reason}", self.prefix()))
+    }
+}
+
 fn write_error(err: WriteError) -> store::Error {
     match err {
-        WriteError::Limit(limit) => store::Error::Other(format!("limit: {limit}")),
-        WriteError::Unavailable(reason) => store::Error::Other(format!("unavailable: {reason}")),
-        WriteError::RateLimited(reason) => store::Error::Other(format!("rate-limited: {reason}")),
+        WriteError::Limit(limit) => Advice::Limit.error(limit),
+        WriteError::Unavailable(reason) => Advice::Unavailable.error(reason),
+        WriteError::RateLimited(reason) => Advice::RateLimited.error(reason),
         other => store::Error::Other(other.to_string()),
     }
 }
 
 fn checked_key(key: &str) -> Result<(), store::Error> {
-    validate_key(key).map_err(|limit| store::Error::Other(format!("limit: {limit}")))
+    validate_key(key).map_err(|limit| Advice::Limit.error(limit))
 }
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
@@ -84,8 +114,8 @@ impl HostState {
     fn spend_kv_ops(&mut self, ops: u32) -> Result<(), store::Error> {
         self.kv_ops = self.kv_ops.saturating_add(ops);
         if self.kv_ops > MAX_OPS_PER_REQUEST {
-            return Err(store::Error::Other(format!(
-                "limit: more than {MAX_OPS_PER_REQUEST} KV operations in one request"
+            return Err(Advice::Limit.error(format!(
+                "more than {MAX_OPS_PER_REQUEST} KV operations in one request"
             )));
         }
         Ok(())
@@ -95,7 +125,7 @@ impl HostState {
         self.app
             .kv
             .as_ref()
-            .ok_or_else(|| store::Error::Other("unavailable: this node runs no KV store".into()))
+            .ok_or_else(|| Advice::Unavailable.error("this node runs no KV store"))
     }
 
     fn namespace_of(&mut self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
@@ -251,9 +281,7 @@ impl atomics::Host for HostState {
     ) -> KvResult<u64> {
         let namespace = self.namespace_of(&bucket)?;
         let Ok(delta) = i64::try_from(delta) else {
-            return Ok(Err(store::Error::Other(
-                "limit: the increment is too large".into(),
-            )));
+            return Ok(Err(Advice::Limit.error("the increment is too large")));
         };
         Ok(
             match self
@@ -280,8 +308,8 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
         if keys.len() > MAX_GET_MANY_KEYS {
-            return Ok(Err(store::Error::Other(format!(
-                "limit: get-many reads at most {MAX_GET_MANY_KEYS} keys (asked for {})",
+            return Ok(Err(Advice::Limit.error(format!(
+                "get-many reads at most {MAX_GET_MANY_KEYS} keys (asked for {})",
                 keys.len()
             ))));
         }
@@ -293,8 +321,8 @@ impl batch::Host for HostState {
                     let value = entry.and_then(|e| e.value.clone());
                     bytes += value.as_ref().map_or(0, Vec::len);
                     if bytes > MAX_GET_MANY_BYTES {
-                        return Ok(Err(store::Error::Other(format!(
-                            "limit: get-many returns at most {} MiB of values",
+                        return Ok(Err(Advice::Limit.error(format!(
+                            "get-many returns at most {} MiB of values",
                             MAX_GET_MANY_BYTES >> 20
                         ))));
                     }
@@ -398,5 +426,41 @@ impl extras::Host for HostState {
         let namespace = self.namespace_of(&bucket)?;
         let limit = (limit as usize).clamp(1, PAGE);
         Ok(self.keys_page(&namespace, &prefix, cursor.as_deref(), limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Advice {
+        fn status(self) -> &'static str {
+            match self {
+                Advice::Unavailable => "503",
+                Advice::RateLimited => "429",
+                Advice::Limit => "413",
+            }
+        }
+    }
+
+    /// Every SDK knows every prefix the host says, and answers the status it stands for.
+    #[test]
+    fn every_sdk_turns_every_kv_advice_into_its_status() {
+        let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+        for source in ["src/kv.rs", "js/src/errors.js", "python/outpost/kv.py"] {
+            let text = std::fs::read_to_string(sdk.join(source)).unwrap();
+            for advice in Advice::ALL {
+                // The Rust SDK says 413 by name.
+                let status = match (source, advice) {
+                    ("src/kv.rs", Advice::Limit) => "payload_too_large",
+                    _ => advice.status(),
+                };
+                assert!(
+                    text.contains(advice.prefix()) && text.contains(status),
+                    "guest-sdk/{source} does not turn {:?} into {status}",
+                    advice.prefix()
+                );
+            }
+        }
     }
 }
