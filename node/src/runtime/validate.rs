@@ -48,22 +48,8 @@ mod tests {
 
     /// A proxy component whose handler traps, importing `extra` beside wasi:http/types.
     fn component_importing(extra: &str) -> Vec<u8> {
-        wat::parse_str(format!(
-            r#"(component
-  {extra}
-  (import "wasi:http/types@0.2.0" (instance $types
-    (export "incoming-request" (type (sub resource)))
-    (export "response-outparam" (type (sub resource)))))
-  (alias export $types "incoming-request" (type $request))
-  (alias export $types "response-outparam" (type $outparam))
-  (core module $m (func (export "handle") (param i32 i32) unreachable))
-  (core instance $i (instantiate $m))
-  (func $handle (param "request" (own $request)) (param "response-out" (own $outparam))
-    (canon lift (core func $i "handle")))
-  (instance $handler (export "handle" (func $handle)))
-  (export "wasi:http/incoming-handler@0.2.0" (instance $handler)))"#
-        ))
-        .unwrap()
+        let text = include_str!("../../tests/components/trapping-proxy.wat");
+        wat::parse_str(text.replace(";; EXTRA", extra)).unwrap()
     }
 
     #[test]
