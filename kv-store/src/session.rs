@@ -72,10 +72,6 @@ impl OriginSession {
         }
     }
 
-    pub fn protocol(&self) -> LinkProtocol {
-        self.protocol
-    }
-
     /// How far the node has been sent everything.
     pub fn sent_through(&self) -> u64 {
         self.sent_through

@@ -279,6 +279,71 @@ async fn certificates_reload_on_change_and_on_sighup_and_a_bad_one_is_refused() 
     assert!(node.terminate(Duration::from_secs(20)).success());
 }
 
+/// Clients getting `/ok` in a loop, every request on a fresh connection (so each one needs an
+/// accept), counting what succeeds and what fails until stopped.
+struct SteadyLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl SteadyLoad {
+    fn start(client: &Client, workers: usize) -> SteadyLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let workers = (0..workers)
+            .map(|_| {
+                let (client, stop, ok, failed) =
+                    (client.clone(), stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut errors = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.get("/ok").await {
+                            Ok(reply) if reply.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(reply) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                errors.push(format!("status {}", reply.status));
+                            }
+                            Err(err) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                errors.push(format!("{err:#}"));
+                            }
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        SteadyLoad {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stop the clients: (requests ok, requests failed, the failures' errors).
+    async fn stop(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for worker in self.workers {
+            errors.extend(worker.await.unwrap());
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_process_takes_over_under_load_without_a_failed_request() {
     let setup = Setup::new("ops-takeover", "");
@@ -301,34 +366,9 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request() {
         refused.stderr
     );
 
-    // Steady load: every request on a fresh connection, so each one needs an accept.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
-        workers.push(tokio::spawn(async move {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match client.get("/ok").await {
-                    Ok(reply) if reply.status == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(reply) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("status {}", reply.status));
-                    }
-                    Err(err) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("{err:#}"));
-                    }
-                }
-            }
-            errors
-        }));
-    }
+    let load = SteadyLoad::start(&client, 4);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
     assert!(before > 0);
 
     let started = Instant::now();
@@ -340,14 +380,9 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request() {
     let took = started.elapsed();
     assert!(old.wait(Duration::from_secs(20)).success());
     assert_eq!(new.addr, client.addr(), "the same socket, the same address");
-    let at_takeover = ok.load(Ordering::Relaxed);
+    let at_takeover = load.ok();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for worker in workers {
-        errors.extend(worker.await.unwrap());
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed, errors) = load.stop().await;
     println!(
         "takeover: {ok} requests ok, {failed} failed; {before} before, {} after the new process served; takeover took {took:?}",
         ok - at_takeover
@@ -417,30 +452,7 @@ async fn a_takeover_that_fails_after_taking_the_sockets_hands_them_back() {
         ),
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let worker = {
-        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
-        tokio::spawn(async move {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match client.get("/ok").await {
-                    Ok(reply) if reply.status == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(reply) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("status {}", reply.status));
-                    }
-                    Err(err) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("{err:#}"));
-                    }
-                }
-            }
-            errors
-        })
-    };
+    let load = SteadyLoad::start(&client, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let failure = tokio::task::spawn_blocking(move || Outpost::node_with(&broken, &["--takeover"]))
         .await
@@ -452,11 +464,9 @@ async fn a_takeover_that_fails_after_taking_the_sockets_hands_them_back() {
         "{}",
         failure.stderr
     );
-    let at_failure = ok.load(Ordering::Relaxed);
+    let at_failure = load.ok();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let errors = worker.await.unwrap();
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed, errors) = load.stop().await;
     println!(
         "failed takeover: {ok} requests ok ({} after), {failed} failed",
         ok - at_failure

@@ -24,16 +24,6 @@ pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
     Ok(())
 }
 
-/// The next message, or `None` when the stream ended cleanly between messages.
-pub async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
-    reader: &mut R,
-) -> anyhow::Result<Option<T>> {
-    match read_len(reader).await? {
-        Some(len) => read_body(reader, len).await.map(Some),
-        None => Ok(None),
-    }
-}
-
 /// The next message's length, or `None` when the stream ended cleanly between messages.
 async fn read_len<R: AsyncRead + Unpin>(reader: &mut R) -> anyhow::Result<Option<usize>> {
     let mut len = [0u8; 4];
