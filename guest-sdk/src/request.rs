@@ -170,7 +170,7 @@ impl Request {
         self
     }
 
-    /// The whole body, read into memory on first use (up to [`DEFAULT_BODY_LIMIT`]).
+    /// The whole body, read into memory on first use (up to `DEFAULT_BODY_LIMIT`, 32 MiB).
     pub fn body(&mut self) -> Result<&[u8]> {
         self.body_limited(DEFAULT_BODY_LIMIT)
     }

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::TlsCertSpec;
-use crate::pki::{CertAuthority, Usage};
+use outpost_core::config::TlsCertSpec;
+use outpost_net::pki::{CertAuthority, Usage};
 
 /// Names the dev certificate serves.
 pub const DEV_HOSTS: &[&str] = &["localhost", "*.localhost", "127.0.0.1", "::1"];
@@ -39,13 +39,13 @@ mod tests {
 
     #[test]
     fn ca_is_kept_and_certificate_reissued() {
-        let dir = crate::test_support::temp_dir("devcert");
+        let dir = outpost_core::test_support::temp_dir("devcert");
         let first = ensure(&dir).unwrap();
         let ca_before = std::fs::read(&first.ca_cert).unwrap();
         let second = ensure(&dir).unwrap();
         assert_eq!(ca_before, std::fs::read(&second.ca_cert).unwrap());
         let key =
-            crate::server::tls::load_certified_key(&second.cert.cert, &second.cert.key).unwrap();
+            outpost_net::tls::load_certified_key(&second.cert.cert, &second.cert.key).unwrap();
         assert_eq!(key.cert.len(), 2, "leaf and CA");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::kv::frames::Queued;
-use crate::kv::{LinkEvent, NodeKv};
-use crate::origin::kv::{
+use outpost_core::wire::kv_frames::Queued;
+use outpost_edge::kv::{LinkEvent, NodeKv};
+use outpost_origin::kv::{
     AuthorityClosed, KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, serve_session,
 };
 

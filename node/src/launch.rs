@@ -3,7 +3,7 @@
 //! node` (several apps, operator certificates).
 //!
 //! Stopping goes in order: readiness turns false and the drain hook runs (see
-//! [`crate::admin`]), the listeners stop accepting and finish their requests, then the cluster
+//! [`outpost_edge::admin`]), the listeners stop accepting and finish their requests, then the cluster
 //! links stop, and the KV last, so a request in flight can still write.
 
 use std::net::SocketAddr;
@@ -17,23 +17,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{AdminHandler, Health, Lifecycle, run_lifecycle};
-use crate::cluster::head_proof::head_check;
-use crate::cluster::{node_link, peer_link};
-use crate::config::{
+use crate::embedded_kv;
+use outpost_core::config::{
     AppSpec, HealthSettings, HttpSettings, OriginLink, Peering, PoolSettings, Tenancy, TlsCertSpec,
 };
-use crate::embedded_kv;
-use crate::fleet::Deployer;
-use crate::kv::NodeKv;
-use crate::origin::kv::KvAuthority;
-use crate::runtime::{Deployment, Origin, Runtime};
-use crate::server::cert_reload::{ReloadingResolver, watch_certificates};
-use crate::server::front::FrontBuffering;
-use crate::server::handoff::{self, HandedOff, Inherited};
-use crate::server::tls::server_config;
-use crate::server::{Edge, LiveRoutes, RedirectToHttps, ShutdownSignal, routes, serve};
-use crate::tail::TailTap;
+use outpost_edge::admin::{AdminHandler, Health, Lifecycle, run_lifecycle};
+use outpost_edge::cluster::{node_link, peer_link};
+use outpost_edge::fleet::Deployer;
+use outpost_edge::kv::NodeKv;
+use outpost_edge::server::front::FrontBuffering;
+use outpost_edge::server::handoff::{self, HandedOff, Inherited};
+use outpost_edge::server::{Edge, LiveRoutes, RedirectToHttps, routes};
+use outpost_edge::tail_tap::TailTap;
+use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
+use outpost_net::head_proof::head_check;
+use outpost_net::listener::{ShutdownSignal, serve};
+use outpost_net::tls::server_config;
+use outpost_origin::kv::KvAuthority;
+use outpost_runtime::{Deployment, Origin, Runtime};
 
 /// Everything a node needs to start serving.
 pub struct LaunchSpec {
@@ -130,7 +131,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             compile_millis,
         });
     }
-    crate::memory::release_unused();
+    outpost_runtime::memory::release_unused();
     let fixed: Vec<Arc<Deployment>> = apps.iter().map(|a| a.deployment.clone()).collect();
     let routes = Arc::new(LiveRoutes::new(routes::build(&fixed)?));
     // The links outlive the listeners, so requests draining can still reach the KV authority.

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::Parser;
+use http_body_util::Full;
 use hyper::body::Incoming;
-use outpost_node::config::{HttpSettings, TlsCertSpec};
-use outpost_node::server::body::{ResponseBody, full_response};
-use outpost_node::server::tls::{SniResolver, server_config};
-use outpost_node::server::{Handler, serve};
+use outpost_core::config::{HttpSettings, TlsCertSpec};
+use outpost_net::listener::{Handler, serve};
+use outpost_net::tls::{SniResolver, server_config};
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Parser)]
@@ -31,16 +31,20 @@ struct Args {
 struct Hello;
 
 impl Handler for Hello {
+    type Body = Full<Bytes>;
+
     async fn handle(
         &self,
         _request: http::Request<Incoming>,
         _scheme: http::uri::Scheme,
-    ) -> http::Response<ResponseBody> {
-        full_response(
-            200,
-            "text/plain; charset=utf-8",
-            Bytes::from_static(b"hello from outpost\n"),
-        )
+    ) -> http::Response<Full<Bytes>> {
+        let mut response =
+            http::Response::new(Full::new(Bytes::from_static(b"hello from outpost\n")));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
     }
 }
 

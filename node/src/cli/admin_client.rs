@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::DeployTarget;
+use outpost_core::config::DeployTarget;
 
 /// Where the origin is and how to talk to it, from flags, then `outpost.toml`, then the
 /// environment (`OUTPOST_ORIGIN`, `OUTPOST_TOKEN`, `OUTPOST_CA`).

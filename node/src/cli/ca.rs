@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::origin::auth::new_token;
-use crate::pki::{CertAuthority, Usage};
+use outpost_net::pki::{CertAuthority, Usage};
+use outpost_origin::auth::new_token;
 
 const CA_STEM: &str = "ca";
 const CA_NAME: &str = "Outpost cluster CA";
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn issuing_refuses_a_name_that_would_replace_the_ca() {
-        let dir = crate::test_support::temp_dir("ca-names");
+        let dir = outpost_core::test_support::temp_dir("ca-names");
         init(&dir).unwrap();
         let before = std::fs::read(dir.join("ca-key.pem")).unwrap();
         assert!(issue(&dir, "ca", &[]).is_err());

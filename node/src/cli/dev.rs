@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::config::HealthSettings;
-use crate::config::{AppSpec, HttpSettings, PoolSettings, Tenancy};
 use crate::dev_cert;
 use crate::launch::{LaunchSpec, launch};
-use crate::runtime::Origin;
-use crate::server::ShutdownSignal;
-use crate::server::handoff::{self, Inherited};
+use outpost_core::config::HealthSettings;
+use outpost_core::config::{AppSpec, HttpSettings, PoolSettings, Tenancy};
+use outpost_edge::server::handoff::{self, Inherited};
+use outpost_net::listener::ShutdownSignal;
+use outpost_runtime::Origin;
 
 #[derive(Args)]
 pub struct DevArgs {

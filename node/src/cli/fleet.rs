@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::admin_client::{AdminClient, OriginArgs};
-use crate::config::AppSpec;
-use crate::fleet::sha256_hex;
+use outpost_core::blobs::sha256_hex;
+use outpost_core::config::AppSpec;
 
 #[derive(Args)]
 pub struct DeployArgs {

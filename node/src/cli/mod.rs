@@ -73,7 +73,7 @@ enum Command {
         dir: Option<PathBuf>,
         /// The handler's language.
         #[arg(long, value_enum, default_value = "rust")]
-        lang: crate::config::Language,
+        lang: outpost_core::config::Language,
     },
     /// Build the app in a directory to its WebAssembly component (Rust with cargo, JS/TS with
     /// componentize-js, Python with componentize-py; pinned tools installed on first use).
@@ -151,7 +151,7 @@ pub fn main() -> ExitCode {
         Command::Dev(_) | Command::Node { .. } | Command::Origin { .. }
     ) {
         // What the serving processes write (KV data, app config, components, keys) is theirs.
-        crate::files::keep_new_files_private();
+        outpost_core::files::keep_new_files_private();
     }
     let _flush_logs_on_exit = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,21 +1,21 @@
 //! `outpost node --config node.toml`: an edge node serving several apps with real certificates.
 //! With `--takeover`, it replaces the node running from the same data directory without
 //! refusing a connection, and a node whose successor fails before serving serves again (see
-//! [`crate::server::handoff`]).
+//! [`outpost_edge::server::handoff`]).
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::config::NodeConfig;
 use crate::launch::{ClusterSpec, LaunchSpec, launch};
-use crate::server::ShutdownSignal;
-use crate::server::handoff::{self, Inherited};
+use outpost_core::config::NodeConfig;
+use outpost_edge::server::handoff::{self, Inherited};
+use outpost_net::listener::ShutdownSignal;
 
 pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let config = NodeConfig::load(config)?;
-    crate::files::private_dir(&config.data_dir)?;
+    outpost_core::files::private_dir(&config.data_dir)?;
     let mut inherited = if takeover {
         preflight(&config).context("not taking over: this process could not serve")?;
         // The old node finishes its requests in flight first: give it its drain time and some.
@@ -87,15 +87,15 @@ fn launch_spec(config: &NodeConfig, inherited: Inherited) -> LaunchSpec {
 /// nothing serving. Its certificates and keys load, its cluster identity loads, and each local
 /// app's component can be read and is a component.
 fn preflight(config: &NodeConfig) -> anyhow::Result<()> {
-    let resolver = crate::server::cert_reload::ReloadingResolver::load(config.certs.clone())?;
-    crate::server::tls::server_config(std::sync::Arc::new(resolver))?;
+    let resolver = outpost_net::cert_reload::ReloadingResolver::load(config.certs.clone())?;
+    outpost_net::tls::server_config(std::sync::Arc::new(resolver))?;
     if let Some(link) = &config.cluster {
-        crate::cluster::tls::client_config(&link.identity)?;
+        outpost_net::cluster_tls::client_config(&link.identity)?;
     }
     for app in &config.apps {
         let wasm = std::fs::read(&app.component)
             .with_context(|| format!("reading {}", app.component.display()))?;
-        crate::runtime::check_header(&wasm)
+        outpost_runtime::check_header(&wasm)
             .with_context(|| format!("{}", app.component.display()))?;
     }
     Ok(())

@@ -4,12 +4,12 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::OriginConfig;
-use crate::server::ShutdownSignal;
+use outpost_core::config::OriginConfig;
+use outpost_net::listener::ShutdownSignal;
 
 pub async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let config = OriginConfig::load(config)?;
-    let running = crate::origin::start(config, shutdown).await?;
+    let running = outpost_origin::start(config, shutdown).await?;
     running.done.await.context("the origin task failed")?;
     tracing::info!("origin stopped");
     Ok(())

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::config::{Language, validate_name};
+use outpost_core::config::{Language, validate_name};
 
 /// The SDK's source directory, when this binary was built from the Outpost repository.
 fn sdk_path() -> Option<PathBuf> {

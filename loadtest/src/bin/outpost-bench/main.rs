@@ -626,12 +626,12 @@ fn setup(args: &Args) -> anyhow::Result<Tools> {
     eprintln!("outpost-bench: building the JavaScript and Python hellos (outpost build)");
     let guests = systems::build_guests(&bin_dir, &repo, &work)?;
     let certs = work.join("certs");
-    let ca = outpost_node::pki::CertAuthority::create(&certs, "ca", "outpost-bench CA")?;
+    let ca = outpost_net::pki::CertAuthority::create(&certs, "ca", "outpost-bench CA")?;
     let (cert, key) = ca.issue(
         &certs,
         "localhost",
         &["localhost".into(), "127.0.0.1".into()],
-        outpost_node::pki::Usage::Server,
+        outpost_net::pki::Usage::Server,
         30,
     )?;
     Ok(Tools {

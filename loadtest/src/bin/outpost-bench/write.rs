@@ -186,13 +186,13 @@ pub fn markdown(args: &Args, r: &Results) -> String {
             let _ = writeln!(
                 md,
                 "- Instantiating `hello` from its pre-linked component in the pooling allocator: p50 {us:.2} µs \
-                 (criterion, `cargo bench -p outpost-node --bench runtime`, run just before this report)."
+                 (criterion, `cargo bench -p outpost-runtime --bench runtime`, run just before this report)."
             );
         }
         None => {
             let _ = writeln!(
                 md,
-                "- Instantiation: run `cargo bench -p outpost-node --bench runtime` for the figure."
+                "- Instantiation: run `cargo bench -p outpost-runtime --bench runtime` for the figure."
             );
         }
     }

@@ -1,5 +1,5 @@
 //! The cluster settings a member's configuration names: its credentials, how a node reaches its
-//! origin, and its peers. Plain data: the cluster link (`crate::cluster`) acts on them.
+//! origin, and its peers. Plain data: the cluster links (`outpost-edge`, `outpost-origin`) act on them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

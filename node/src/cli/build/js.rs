@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use super::{sdk, tools, world};
-use crate::config::{AppSpec, Language};
+use outpost_core::config::{AppSpec, Language};
 
 /// Where the app's module is looked for when neither `[build] entry` nor package.json's
 /// `main` says.
@@ -106,7 +106,7 @@ pub fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
         // refuses this component for an app that reuses instances.
         let mut wasm = std::fs::read(&spec.component)
             .with_context(|| format!("reading {}", spec.component.display()))?;
-        crate::runtime::mark_one_request_per_instance(&mut wasm);
+        outpost_runtime::mark_one_request_per_instance(&mut wasm);
         std::fs::write(&spec.component, wasm)
             .with_context(|| format!("writing {}", spec.component.display()))?;
     }

@@ -17,8 +17,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::config::{AppSpec, Language};
-use crate::fleet::sha256_hex;
+use outpost_core::blobs::sha256_hex;
+use outpost_core::config::{AppSpec, Language};
 
 pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
     let spec = AppSpec::load(path)?;
@@ -55,7 +55,7 @@ pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
             spec.component.display()
         )
     })?;
-    crate::runtime::check_header(&wasm)?;
+    outpost_runtime::check_header(&wasm)?;
     println!(
         "{} {} ({} bytes, sha256 {})",
         if fresh { "built" } else { "up to date:" },

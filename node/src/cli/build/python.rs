@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use super::{sdk, tools, world};
-use crate::config::{AppSpec, Language};
+use outpost_core::config::{AppSpec, Language};
 
 pub const DEFAULT_ENTRY: &str = "app.py";
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::sdk;
-use crate::config::Language;
+use outpost_core::config::Language;
 
 /// The world's package and name, as the tools take it.
 pub const WORLD: &str = "outpost:app/handler";

@@ -1,0 +1,363 @@
+//! Prometheus metrics for a node or an origin.
+//!
+//! One registry per process. Counters and histograms on the request path are resolved per app
+//! once, when the app is deployed ([`AppMetrics`]), so a request pays for atomic adds and not
+//! for label lookups. Gauges that mirror state owned elsewhere (pool slots, live versions) are
+//! filled in just before each scrape by whoever serves `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+/// Instantiation buckets in seconds: 2 µs to 10 ms.
+const INSTANTIATE_BUCKETS: &[f64] = &[
+    0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.01,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    names: Vec<String>,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub guest_seconds: HistogramVec,
+    pub instantiate_seconds: Histogram,
+    pub guest_failures: IntCounterVec,
+    pub guest_log_dropped: IntCounterVec,
+    pub cpu_turns_waited: IntCounterVec,
+    pub pool_slots: IntGauge,
+    pub pool_slots_in_use: IntGauge,
+    pub instance_memory: IntGauge,
+    pub tls_handshakes: IntCounter,
+    pub tls_handshake_failures: IntCounterVec,
+    pub connections_closed: IntCounterVec,
+    pub connections_refused: IntCounterVec,
+    pub kv_reads: IntCounterVec,
+    pub kv_writes: IntCounterVec,
+    pub kv_applied_version: IntGauge,
+    pub kv_lag_versions: IntGauge,
+    pub kv_lag_seconds: Gauge,
+    pub kv_propagation_seconds: Histogram,
+    pub link_up: IntGaugeVec,
+    pub app_live: IntGaugeVec,
+    pub ready: IntGauge,
+    pub origin_nodes_connected: IntGauge,
+    pub origin_kv_version: IntGauge,
+    pub admin_requests: IntCounterVec,
+}
+
+/// A registry that remembers the names registered in it (a family with no samples yet is
+/// left out of a scrape, but it exists).
+struct Names {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&mut self, metric: C) -> C {
+        for desc in metric.desc() {
+            self.names.push(desc.fq_name.clone());
+        }
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("unique metric names");
+        metric
+    }
+
+    fn counter_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn counter(&mut self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn float_gauge(&mut self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut r = Names {
+            registry: Registry::new(),
+            names: Vec::new(),
+        };
+        Metrics {
+            requests: r.counter_vec(
+                "outpost_requests_total",
+                "Requests answered, by app, status class, protocol and TLS",
+                &["app", "status", "protocol", "tls"],
+            ),
+            request_seconds: r.histogram_vec("outpost_request_duration_seconds",
+                "From the request's arrival to the response head, by app",
+                &["app"],
+                LATENCY_BUCKETS,
+            ),
+            guest_seconds: r.histogram_vec("outpost_guest_cpu_seconds",
+                "Time spent running the guest (not waiting on I/O) per request, by app",
+                &["app"],
+                LATENCY_BUCKETS,
+            ),
+            instantiate_seconds: r.histogram("outpost_instantiate_duration_seconds",
+                "Instantiating a component from the pool for one request",
+                INSTANTIATE_BUCKETS,
+            ),
+            guest_failures: r.counter_vec(
+                "outpost_guest_failures_total",
+                "Requests a guest did not answer, by app and kind (trap, cpu_limit, memory_limit, timeout, pool_busy, ...)",
+                &["app", "kind"],
+            ),
+            guest_log_dropped: r.counter_vec(
+                "outpost_guest_log_dropped_total",
+                "Guest stdout/stderr lines dropped because the app wrote more than its log budget, by app",
+                &["app"],
+            ),
+            cpu_turns_waited: r.counter_vec(
+                "outpost_guest_cpu_turns_waited_total",
+                "Slices of long-running guests (past 10 ms of CPU) that waited for a turn on the app's or the node's CPU share, by app",
+                &["app"],
+            ),
+            pool_slots: r.gauge("outpost_pool_slots", "Instance pool slots"),
+            pool_slots_in_use: r.gauge("outpost_pool_slots_in_use",
+                "Instance pool slots serving a request right now",
+            ),
+            instance_memory: r.gauge("outpost_instance_memory_bytes",
+                "Linear memory held by live instances, against [pool] memory_budget_mb",
+            ),
+            tls_handshakes: r.counter("outpost_tls_handshakes_total",
+                "TLS handshakes completed",
+            ),
+            tls_handshake_failures: r.counter_vec(
+                "outpost_tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason (error, timeout)",
+                &["reason"],
+            ),
+            connections_closed: r.counter_vec(
+                "outpost_connections_closed_total",
+                "Connections the node closed for a deadline (no_first_request, idle)",
+                &["reason"],
+            ),
+            connections_refused: r.counter_vec(
+                "outpost_connections_refused_total",
+                "Connections refused at accept (per_client: the client's cap was reached)",
+                &["reason"],
+            ),
+            kv_reads: r.counter_vec(
+                "outpost_kv_reads_total",
+                "KV reads by handlers (get, exists, list), by app",
+                &["app"],
+            ),
+            kv_writes: r.counter_vec(
+                "outpost_kv_writes_total",
+                "KV writes by handlers (set, delete, atomics, batches), by app and outcome",
+                &["app", "outcome"],
+            ),
+            kv_applied_version: r.gauge("outpost_kv_applied_version",
+                "The KV version this node's replica has made durable",
+            ),
+            kv_lag_versions: r.gauge("outpost_kv_replication_lag_versions",
+                "Versions this node knows exist but has not applied yet",
+            ),
+            kv_lag_seconds: r.float_gauge(
+                "outpost_kv_replication_lag_seconds",
+                "How long this node's KV replica has been behind the newest version it knows of (0 when caught up)",
+            ),
+            kv_propagation_seconds: r.histogram("outpost_kv_propagation_seconds",
+                "From the origin committing a KV entry to this node making it durable",
+                LATENCY_BUCKETS,
+            ),
+            link_up: r.gauge_vec("outpost_link_up",
+                "Cluster links: 1 connected, 0 not (link=\"origin\" or \"peer/NAME\")",
+                &["link"],
+            ),
+            app_live: r.gauge_vec("outpost_app_live",
+                "The version each app serves on this node (value 1), by app and component sha256",
+                &["app", "sha256"],
+            ),
+            ready: r.gauge("outpost_ready",
+                "1 while /readyz says ready, 0 otherwise",
+            ),
+            origin_nodes_connected: r.gauge("outpost_origin_nodes_connected",
+                "Nodes connected to this origin",
+            ),
+            origin_kv_version: r.gauge("outpost_origin_kv_version",
+                "The newest KV version this origin has committed",
+            ),
+            admin_requests: r.counter_vec(
+                "outpost_admin_requests_total",
+                "Admin API requests at the origin, by status class",
+                &["status"],
+            ),
+            registry: r.registry,
+            names: r.names,
+        }
+    }
+
+    /// Every metric family's name.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The text exposition format, for `GET /metrics`.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|err| format!("# encoding metrics failed: {err}\n"))
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    (status / 100).clamp(1, 5) as usize - 1
+}
+
+/// "2xx" for 204, and so on.
+pub fn status_class(status: u16) -> &'static str {
+    CLASSES[class_index(status)]
+}
+
+/// An app's request-path metrics, resolved once per deployment.
+pub struct AppMetrics {
+    /// By status class, then HTTP/1 or HTTP/2, then plain or TLS.
+    requests: [[[IntCounter; 2]; 2]; 5],
+    pub request_seconds: Histogram,
+    pub guest_seconds: Histogram,
+    pub kv_reads: IntCounter,
+    pub kv_writes_ok: IntCounter,
+    pub kv_writes_failed: IntCounter,
+    app: String,
+}
+
+impl AppMetrics {
+    pub fn new(app: &str) -> Self {
+        let m = metrics();
+        let requests = CLASSES.map(|class| {
+            ["h1", "h2"].map(|protocol| {
+                ["false", "true"]
+                    .map(|tls| m.requests.with_label_values(&[app, class, protocol, tls]))
+            })
+        });
+        AppMetrics {
+            requests,
+            request_seconds: m.request_seconds.with_label_values(&[app]),
+            guest_seconds: m.guest_seconds.with_label_values(&[app]),
+            kv_reads: m.kv_reads.with_label_values(&[app]),
+            kv_writes_ok: m.kv_writes.with_label_values(&[app, "ok"]),
+            kv_writes_failed: m.kv_writes.with_label_values(&[app, "error"]),
+            app: app.to_string(),
+        }
+    }
+
+    pub fn request(&self, status: u16, http2: bool, tls: bool) {
+        self.requests[class_index(status)][usize::from(http2)][usize::from(tls)].inc();
+    }
+
+    /// Failures are rare: the label lookup happens only then.
+    pub fn failure(&self, kind: &str) {
+        metrics()
+            .guest_failures
+            .with_label_values(&[self.app.as_str(), kind])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_counted() {
+        let app = AppMetrics::new("metrics-test");
+        app.request(204, true, true);
+        app.request(503, false, false);
+        app.failure("trap");
+        app.request_seconds.observe(0.0002);
+        let text = metrics().render();
+        assert!(text.contains(
+            r#"outpost_requests_total{app="metrics-test",protocol="h2",status="2xx",tls="true"} 1"#
+        ));
+        assert!(text.contains(
+            r#"outpost_requests_total{app="metrics-test",protocol="h1",status="5xx",tls="false"} 1"#
+        ));
+        assert!(text.contains(r#"outpost_guest_failures_total{app="metrics-test",kind="trap"} 1"#));
+        assert!(text.contains(
+            r#"outpost_request_duration_seconds_bucket{app="metrics-test",le="0.00025"} 1"#
+        ));
+        assert_eq!(status_class(99), "1xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(700), "5xx");
+    }
+
+    /// The Grafana dashboard shipped in node/deploy queries only metrics that exist.
+    #[test]
+    fn the_dashboard_uses_these_names() {
+        let dashboard = include_str!("../../deploy/grafana/outpost-dashboard.json");
+        let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let mut used = Vec::new();
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let mut rest = expr;
+                while let Some(at) = rest.find("outpost_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    used.push(name);
+                }
+            }
+        }
+        assert!(used.len() > 10, "{used:?}");
+        let known = metrics().names();
+        for name in used {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                known.iter().any(|k| k == family),
+                "the dashboard queries {name}, which the node does not export"
+            );
+        }
+    }
+}

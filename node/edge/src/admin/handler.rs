@@ -1,0 +1,74 @@
+//! The admin listener's requests: `/metrics`, `/healthz`, `/readyz`. Plain HTTP, meant for the
+//! operator's network (Prometheus, load balancer and orchestrator health checks).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+
+use super::health::{Health, Readiness};
+use crate::kv::KvProgress;
+use crate::server::LiveRoutes;
+use outpost_core::metrics::metrics;
+use outpost_net::listener::Handler;
+use outpost_runtime::Runtime;
+use outpost_runtime::body::{ResponseBody, full_response, host_response};
+
+pub struct AdminHandler {
+    pub health: Arc<Health>,
+    pub runtime: Arc<Runtime>,
+    pub routes: Arc<LiveRoutes>,
+    pub kv: Arc<KvProgress>,
+}
+
+impl AdminHandler {
+    /// Gauges that mirror state owned elsewhere, brought up to date for a scrape.
+    fn refresh_gauges(&self) {
+        let m = metrics();
+        m.pool_slots.set(i64::from(self.runtime.pool_instances()));
+        m.pool_slots_in_use.set(self.runtime.slots_in_use() as i64);
+        m.instance_memory.set(self.runtime.instance_memory() as i64);
+        self.kv.publish();
+        m.app_live.reset();
+        for deployment in self.routes.load().values() {
+            m.app_live
+                .with_label_values(&[&*deployment.app.name, deployment.digest.as_str()])
+                .set(1);
+        }
+    }
+}
+
+impl Handler for AdminHandler {
+    type Body = ResponseBody;
+
+    async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        _scheme: http::uri::Scheme,
+    ) -> http::Response<ResponseBody> {
+        if request.method() != http::Method::GET {
+            return host_response(405, "the admin listener answers GET only");
+        }
+        match request.uri().path() {
+            "/metrics" => {
+                self.refresh_gauges();
+                full_response(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    Bytes::from(metrics().render()),
+                )
+            }
+            "/healthz" => host_response(200, "ok"),
+            "/readyz" => match self.health.readiness() {
+                Readiness::Ready => host_response(200, "ready"),
+                Readiness::NotReady(reasons) => {
+                    host_response(503, &format!("not ready: {}", reasons.join("; ")))
+                }
+            },
+            _ => host_response(
+                404,
+                "the admin listener serves /metrics, /healthz and /readyz",
+            ),
+        }
+    }
+}

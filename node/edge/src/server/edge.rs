@@ -1,0 +1,295 @@
+//! The per-request path on the edge: route, enforce the body cap, run the app, answer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::Body;
+
+use super::front::FrontBuffering;
+use super::routes::LiveRoutes;
+use crate::tail_tap::TailTap;
+use outpost_core::wire::RequestRecord;
+use outpost_runtime::body::{LimitedBody, ResponseBody, host_response};
+use outpost_runtime::request_id::RequestId;
+use outpost_runtime::{GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
+
+/// Serves requests for a set of routed deployments.
+pub struct Edge {
+    runtime: Arc<Runtime>,
+    routes: Arc<LiveRoutes>,
+    /// Put the reason for a guest failure in the response body (dev); otherwise only in logs.
+    expose_errors: bool,
+    /// Log one line per request (target `outpost::access`).
+    access_log: bool,
+    /// Requests of apps someone tails (`outpost tail`) go here too.
+    tap: Arc<TailTap>,
+    /// Request bodies are read ahead before they take an instance.
+    front: FrontBuffering,
+}
+
+impl Edge {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        routes: Arc<LiveRoutes>,
+        expose_errors: bool,
+        access_log: bool,
+        tap: Arc<TailTap>,
+        front: FrontBuffering,
+    ) -> Self {
+        Edge {
+            runtime,
+            routes,
+            expose_errors,
+            access_log,
+            tap,
+            front,
+        }
+    }
+
+    pub fn routes(&self) -> &Arc<LiveRoutes> {
+        &self.routes
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub async fn serve<B>(
+        &self,
+        request: http::Request<B>,
+        scheme: http::uri::Scheme,
+    ) -> http::Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let request_id = RequestId::next();
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or_default();
+        if host.is_empty() {
+            return host_response(400, "outpost: the request has no Host header");
+        }
+        if outpost_runtime::hops(request.headers()) >= outpost_runtime::MAX_HOPS {
+            return host_response(
+                508,
+                "outpost: this request has been through Outpost too many times (a fetch loop)",
+            );
+        }
+        let Some(deployment) = self.routes.lookup(host, request.uri().path()) else {
+            let message = format!(
+                "outpost: no app is routed at {host}{}",
+                request.uri().path()
+            );
+            return host_response(404, &message);
+        };
+        let limits = &deployment.app.limits;
+
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limits.body_bytes) {
+            return too_large(limits.body_bytes);
+        }
+        let (parts, body) = request.into_parts();
+        let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
+        // The body's front arrives before the request takes an instance: a slow client holds
+        // its connection, not a guest.
+        let read_ahead = self.front.read(body, limits.body_bytes);
+        let body = match tokio::time::timeout(limits.timeout, read_ahead).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) if tripped.load(Ordering::Acquire) => return too_large(limits.body_bytes),
+            Ok(Err(err)) => {
+                return host_response(
+                    400,
+                    &format!("outpost: reading the request body failed: {err}"),
+                );
+            }
+            Err(_) => {
+                return host_response(
+                    408,
+                    &format!(
+                        "outpost: the request body did not arrive within this app's {} ms",
+                        limits.timeout.as_millis()
+                    ),
+                );
+            }
+        };
+        let request = http::Request::from_parts(parts, body);
+
+        let http2 = request.version() == http::Version::HTTP_2;
+        let tls = scheme == http::uri::Scheme::HTTPS;
+        let tailed = self.tap.wants(&deployment.app.name);
+        let method_path = (self.access_log || tailed)
+            .then(|| (request.method().clone(), request.uri().path().to_string()));
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        // Under `outpost dev`, failure pages show what the handler wrote to stderr.
+        let stderr = self.expose_errors.then(StderrCapture::default);
+        let response = match self
+            .runtime
+            .handle(&deployment, request, scheme, request_id, stderr.clone())
+            .await
+        {
+            _ if tripped.load(Ordering::Acquire) => too_large(limits.body_bytes),
+            Ok(response) => match &stderr {
+                Some(stderr) if is_bare_server_error(&response) => {
+                    dev_bare_server_error(response, stderr, request_id).await
+                }
+                _ => response,
+            },
+            Err(failure) => self.failure_response(&failure, request_id, stderr.as_ref()),
+        };
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        let metrics = &deployment.app.metrics;
+        metrics.request(status, http2, tls);
+        metrics.request_seconds.observe(elapsed.as_secs_f64());
+        if let Some((method, path)) = method_path {
+            let guest_us = response
+                .extensions()
+                .get::<GuestCpu>()
+                .map_or(0, |cpu| cpu.0.as_micros() as u64);
+            let version = deployment.digest.get(..12).unwrap_or_default();
+            let micros = elapsed.as_micros() as u64;
+            if self.access_log {
+                tracing::info!(
+                    target: "outpost::access",
+                    app = %deployment.app.name,
+                    version,
+                    %request_id,
+                    %method,
+                    path,
+                    status,
+                    micros,
+                    guest_us,
+                    "request"
+                );
+            }
+            if tailed {
+                self.tap.offer(RequestRecord {
+                    node: String::new(),
+                    app: deployment.app.name.to_string(),
+                    version: version.to_string(),
+                    at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    request_id: request_id.to_string(),
+                    method: method.to_string(),
+                    path,
+                    status,
+                    micros,
+                    guest_us,
+                });
+            }
+        }
+        response
+    }
+
+    fn failure_response(
+        &self,
+        failure: &GuestFailure,
+        request_id: RequestId,
+        stderr: Option<&StderrCapture>,
+    ) -> http::Response<ResponseBody> {
+        let message = match failure {
+            GuestFailure::PoolBusy => "outpost: the node is at capacity; retry shortly".to_string(),
+            GuestFailure::AppBusy => {
+                "outpost: this app is at its capacity on this node; retry shortly".to_string()
+            }
+            _ if self.expose_errors => format!(
+                "outpost: {failure}\nrequest id: {request_id}{}",
+                stderr_section(stderr)
+            ),
+            GuestFailure::CpuLimit(_) | GuestFailure::MemoryLimit(_) => {
+                format!(
+                    "outpost: the handler exceeded its resource limits\nrequest id: {request_id}"
+                )
+            }
+            GuestFailure::Timeout(_) => {
+                format!("outpost: the handler timed out\nrequest id: {request_id}")
+            }
+            _ => format!("outpost: the handler failed\nrequest id: {request_id}"),
+        };
+        let mut response = host_response(failure.status(), &message);
+        if matches!(failure, GuestFailure::PoolBusy | GuestFailure::AppBusy) {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+/// The handler's stderr, as a section to append to a dev failure page (empty if it said nothing).
+fn stderr_section(stderr: Option<&StderrCapture>) -> String {
+    match stderr.map(StderrCapture::text) {
+        Some(text) if !text.is_empty() => format!("\n\nthe handler wrote to stderr:\n{text}"),
+        _ => String::new(),
+    }
+}
+
+/// A 5xx from the guest with no content type: what engines send for an uncaught exception
+/// (StarlingMonkey answers 500 with an empty body and reports the exception on stderr).
+fn is_bare_server_error(response: &http::Response<ResponseBody>) -> bool {
+    response.status().is_server_error()
+        && !response.headers().contains_key(http::header::CONTENT_TYPE)
+}
+
+/// Under `outpost dev`: wait for a bare 5xx's body (the guest is still bounded by its limits);
+/// if it is empty, answer with a page that shows the handler's stderr instead.
+async fn dev_bare_server_error(
+    response: http::Response<ResponseBody>,
+    stderr: &StderrCapture,
+    request_id: RequestId,
+) -> http::Response<ResponseBody> {
+    use http_body_util::BodyExt;
+    const KEEP: usize = 1 << 20;
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    match http_body_util::Limited::new(body, KEEP).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            if !bytes.is_empty() {
+                let body = http_body_util::Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                return http::Response::from_parts(parts, body);
+            }
+            host_response(
+                status.as_u16(),
+                &format!(
+                    "outpost: the handler answered {status} with an empty body\nrequest id: {request_id}{}",
+                    stderr_section(Some(stderr))
+                ),
+            )
+        }
+        Err(err) => host_response(
+            status.as_u16(),
+            &format!(
+                "outpost: the handler answered {status} and its body failed: {err}\nrequest id: {request_id}{}",
+                stderr_section(Some(stderr))
+            ),
+        ),
+    }
+}
+
+fn too_large(limit: u64) -> http::Response<ResponseBody> {
+    host_response(
+        413,
+        &format!("outpost: the request body is larger than this app's limit of {limit} bytes"),
+    )
+}

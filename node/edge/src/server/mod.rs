@@ -1,0 +1,28 @@
+//! The HTTP front end of an edge node: the request path into the runtime, the routes it looks
+//! up, and the sockets a takeover hands over. The serve loop itself is `outpost_net::listener`.
+
+pub mod edge;
+pub mod front;
+pub mod handoff;
+pub mod redirect;
+pub mod routes;
+
+pub use edge::Edge;
+pub use redirect::RedirectToHttps;
+pub use routes::{LiveRoutes, RouteConflict, Routes};
+
+use hyper::body::Incoming;
+use outpost_net::listener::Handler;
+use outpost_runtime::body::ResponseBody;
+
+impl Handler for Edge {
+    type Body = ResponseBody;
+
+    async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        scheme: http::uri::Scheme,
+    ) -> http::Response<ResponseBody> {
+        self.serve(request, scheme).await
+    }
+}

@@ -1,0 +1,97 @@
+//! Certificates that change under a running node: the PEM files are checked every few seconds
+//! (and at once on SIGHUP) and, when they changed, loaded into a new resolver that takes over
+//! for new handshakes. Connections already open keep the certificate they started with. A new
+//! set that does not load (a bad PEM, a key that does not match) is refused with a log line,
+//! and the old one keeps serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::listener::{ShutdownSignal, wait_for_shutdown};
+use crate::tls::SniResolver;
+use outpost_core::config::TlsCertSpec;
+
+/// How often the files are checked.
+pub const POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct ReloadingResolver {
+    specs: Vec<TlsCertSpec>,
+    current: ArcSwap<SniResolver>,
+}
+
+impl ReloadingResolver {
+    pub fn load(specs: Vec<TlsCertSpec>) -> anyhow::Result<Self> {
+        let resolver = SniResolver::load(&specs)?;
+        Ok(ReloadingResolver {
+            specs,
+            current: ArcSwap::from_pointee(resolver),
+        })
+    }
+
+    /// Load the files again; on success new handshakes use them.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let resolver = SniResolver::load(&self.specs)?;
+        self.current.store(Arc::new(resolver));
+        Ok(())
+    }
+
+    /// Modification times of every file, to notice a change.
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        self.files()
+            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.specs.iter().flat_map(|s| [&s.cert, &s.key])
+    }
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().pick(client_hello.server_name()))
+    }
+}
+
+/// Reload when the files change or on SIGHUP, until `shutdown`.
+pub async fn watch_certificates(resolver: Arc<ReloadingResolver>, mut shutdown: ShutdownSignal) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGHUP: {err}");
+            None
+        }
+    };
+    let mut seen = resolver.stamps();
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = wait_for_shutdown(&mut shutdown) => return,
+            _ = poll.tick() => "changed",
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => "SIGHUP",
+        };
+        let stamps = resolver.stamps();
+        if why == "changed" && stamps == seen {
+            continue;
+        }
+        // Files are often written in several steps (cert, then key): give the writer a moment.
+        if why == "changed" {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        seen = resolver.stamps();
+        match resolver.reload() {
+            Ok(()) => tracing::info!(trigger = why, "TLS certificates reloaded"),
+            Err(err) => tracing::error!(
+                trigger = why,
+                "new TLS certificates refused, still serving the previous ones: {err:#}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! The origin's admin API (HTTPS, bearer tokens). JSON in and out; every refusal is a 4xx with
+//! `{"error": "...", "field": "..."}` saying why.
+//!
+//! | method and path                  | right  | does                                        |
+//! | -------------------------------- | ------ | ------------------------------------------- |
+//! | `GET /healthz`                   | none   | liveness                                    |
+//! | `GET /v1/status`                 | read   | revision, active versions, nodes and what they run |
+//! | `GET /v1/apps`                   | read   | every app with its active version           |
+//! | `GET /v1/apps/{app}`             | read   | one app with all its versions               |
+//! | `PUT /v1/blobs/{sha256}`         | deploy | upload a component (checked: parses, links) |
+//! | `POST /v1/apps/{app}/versions`   | deploy | `{component, manifest, note?, activate?}`   |
+//! | `POST /v1/apps/{app}/activate`   | deploy | `{version}`                                 |
+//! | `POST /v1/apps/{app}/rollback`   | deploy | `{version?}` (default: the one before)      |
+//! | `DELETE /v1/apps/{app}`          | admin  | remove the app from the fleet               |
+//! | `GET /v1/kv/{app}/{ns}/keys`     | read   | list keys (`?prefix=&cursor=&limit=`)       |
+//! | `GET /v1/kv/{app}/{ns}/values/{key}` | read | a value's raw bytes                       |
+//! | `PUT /v1/kv/{app}/{ns}/values/{key}` | deploy | write (`?ttl=SECS`, `outpost-kv-metadata` header) |
+//! | `DELETE /v1/kv/{app}/{ns}/values/{key}` | deploy | delete                                |
+//! | `GET /v1/tail/{app}`             | read   | live request lines, NDJSON (`?status=5xx,404&sample=0.1`) |
+//! | `GET /metrics`                   | read   | Prometheus metrics                          |
+//!
+//! KV endpoints answer from the origin's authority, so what they read is the latest committed.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{Denied, Tokens};
+use super::kv::KvAuthority;
+use super::link::NodeDirectory;
+use super::registry::{Registry, RegistryError};
+use crate::tail::TailHub;
+use outpost_core::blobs::{BlobStore, sha256_hex};
+use outpost_core::config::{AppManifest, Right, validate_name};
+use outpost_core::metrics::{metrics, status_class};
+use outpost_core::wire::is_sha256_hex;
+use outpost_net::listener::Handler;
+use outpost_runtime::ComponentValidator;
+use outpost_runtime::body::{ResponseBody, full_response};
+
+/// Largest JSON request body.
+const MAX_JSON: usize = 1 << 20;
+
+pub struct AdminApi {
+    pub registry: Arc<Registry>,
+    pub blobs: BlobStore,
+    pub tokens: Tokens,
+    pub nodes: Arc<NodeDirectory>,
+    pub kv: KvAuthority,
+    pub tail: Arc<TailHub>,
+    pub validator: Arc<ComponentValidator>,
+    pub max_component_bytes: u64,
+}
+
+/// A refusal: status, message, and the field it is about.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub(super) fn field(
+        status: StatusCode,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            RegistryError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            RegistryError::Storage(m) => {
+                tracing::error!("registry storage error: {m}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the origin's storage failed",
+                )
+            }
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Unauthenticated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown bearer token (Authorization: Bearer ...)",
+            ),
+            Denied::Forbidden { token, needs } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("token {token:?} lacks the {needs:?} right"),
+            ),
+        }
+    }
+}
+
+type ApiResult = Result<(StatusCode, serde_json::Value), ApiError>;
+
+pub(super) type Response = http::Response<ResponseBody>;
+
+pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    bytes.push(b'\n');
+    full_response(status.as_u16(), "application/json", Bytes::from(bytes))
+}
+
+impl ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        json_response(self.status, &body)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVersion {
+    component: String,
+    manifest: AppManifest,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    activate: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Activate {
+    version: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct AppSummary {
+    name: String,
+    active: Option<u64>,
+    versions: u64,
+    updated_at: u64,
+}
+
+impl Handler for AdminApi {
+    type Body = ResponseBody;
+
+    async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        _scheme: http::uri::Scheme,
+    ) -> http::Response<ResponseBody> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let response = self
+            .route(request)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        let status = response.status().as_u16();
+        metrics()
+            .admin_requests
+            .with_label_values(&[status_class(status)])
+            .inc();
+        tracing::info!(target: "outpost::admin", %method, path, status, "admin request");
+        response
+    }
+}
+
+impl AdminApi {
+    /// `GET /metrics`: the process's metrics, with the origin's gauges brought up to date.
+    fn metrics(&self) -> Response {
+        let m = metrics();
+        let connected = self.nodes.snapshot().iter().filter(|n| n.connected).count();
+        m.origin_nodes_connected.set(connected as i64);
+        full_response(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(m.render()),
+        )
+    }
+
+    fn authorize(&self, request: &http::Request<Incoming>, right: Right) -> Result<(), ApiError> {
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.tokens.authorize(header, right)?;
+        Ok(())
+    }
+
+    async fn route(&self, request: http::Request<Incoming>) -> Result<Response, ApiError> {
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = request.method().clone();
+        let right = match (&method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => {
+                return Ok(json_response(StatusCode::OK, &json!({ "ok": true })));
+            }
+            (&Method::GET, ["metrics"]) => {
+                // Prometheus sends the token with `authorization: { credentials: ... }`.
+                self.authorize(&request, Right::Read)?;
+                return Ok(self.metrics());
+            }
+            (&Method::GET, ["v1", ..]) => Right::Read,
+            // "Is this component there already?", asked before an upload.
+            (&Method::HEAD, ["v1", "blobs", _]) => Right::Deploy,
+            (&Method::DELETE, ["v1", "apps", _]) => Right::Admin,
+            (&Method::DELETE, ["v1", "kv", ..]) => Right::Deploy,
+            (&Method::PUT | &Method::POST, ["v1", ..]) => Right::Deploy,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no such endpoint: {method} {path}"),
+                ));
+            }
+        };
+        if let Err(denied) = self.authorize(&request, right) {
+            // Refused before a byte of the body is read: a stranger cannot make the origin
+            // take in (or wait for) an upload. The connection closes after the answer; the
+            // CLI asks before it uploads (`HEAD /v1/blobs/...`), so it sees the refusal.
+            let mut response = denied.into_response();
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Ok(response);
+        }
+        if let ["v1", "kv", rest @ ..] = segments.as_slice() {
+            return self.kv_request(rest, request).await;
+        }
+        if let (&Method::GET, ["v1", "tail", app]) = (&method, segments.as_slice()) {
+            return self.tail_request(app, request).await;
+        }
+        self.json_request(&method, &path, &segments, request)
+            .await
+            .map(|(status, body)| json_response(status, &body))
+    }
+
+    async fn json_request(
+        &self,
+        method: &Method,
+        path: &str,
+        segments: &[&str],
+        request: http::Request<Incoming>,
+    ) -> ApiResult {
+        match (method, segments) {
+            (&Method::GET, ["v1", "status"]) => self.status(),
+            (&Method::GET, ["v1", "apps"]) => self.list_apps(),
+            (&Method::GET, ["v1", "apps", app]) => {
+                // Config values are for those who may deploy; a `read` token (Prometheus, a
+                // dashboard) sees their names only.
+                let reveal = self.authorize(&request, Right::Deploy).is_ok();
+                self.show_app(app, reveal)
+            }
+            (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256),
+            (&Method::DELETE, ["v1", "apps", app]) => {
+                self.registry.delete_app(app)?;
+                Ok((StatusCode::OK, json!({ "deleted": app })))
+            }
+            (&Method::PUT, ["v1", "blobs", sha256]) => {
+                let sha256 = sha256.to_string();
+                self.put_blob(&sha256, request).await
+            }
+            (&Method::POST, ["v1", "apps", app, action]) => {
+                let (app, action) = (app.to_string(), action.to_string());
+                let body = read_json_body(request).await?;
+                match action.as_str() {
+                    "versions" => self.new_version(&app, parse(&body)?).await,
+                    "activate" => {
+                        let Activate { version } = parse(&body)?;
+                        self.registry.activate(&app, version)?;
+                        Ok((StatusCode::OK, json!({ "app": app, "active": version })))
+                    }
+                    "rollback" => {
+                        let rollback: Rollback = if body.is_empty() {
+                            Rollback::default()
+                        } else {
+                            parse(&body)?
+                        };
+                        let version = self.registry.rollback(&app, rollback.version)?;
+                        Ok((StatusCode::OK, json!({ "app": app, "active": version })))
+                    }
+                    other => Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("no such action: {other}"),
+                    )),
+                }
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {method} {path}"),
+            )),
+        }
+    }
+
+    fn status(&self) -> ApiResult {
+        let state = self.registry.current_state();
+        let apps: Vec<_> = state
+            .releases
+            .iter()
+            .map(|r| json!({ "name": r.app, "active": r.version, "sha256": r.sha256 }))
+            .collect();
+        Ok((
+            StatusCode::OK,
+            json!({ "revision": state.revision, "apps": apps, "nodes": self.nodes.snapshot() }),
+        ))
+    }
+
+    fn list_apps(&self) -> ApiResult {
+        let apps: Vec<AppSummary> = self
+            .registry
+            .apps()?
+            .into_iter()
+            .map(|a| AppSummary {
+                versions: a.next_version - 1,
+                name: a.name,
+                active: a.active,
+                updated_at: a.updated_at,
+            })
+            .collect();
+        Ok((StatusCode::OK, json!({ "apps": apps })))
+    }
+
+    fn show_app(&self, app: &str, reveal_config: bool) -> ApiResult {
+        let (record, versions) = self.registry.app(app)?;
+        let mut versions = json!(versions);
+        if !reveal_config {
+            for version in versions.as_array_mut().into_iter().flatten() {
+                if let Some(config) = version["manifest"]["config"].as_object_mut() {
+                    config
+                        .values_mut()
+                        .for_each(|v| *v = serde_json::Value::Null);
+                }
+            }
+        }
+        Ok((
+            StatusCode::OK,
+            json!({ "app": record, "versions": versions }),
+        ))
+    }
+
+    fn has_blob(&self, sha256: &str) -> ApiResult {
+        if self.blobs.contains(sha256) {
+            Ok((StatusCode::OK, json!({ "sha256": sha256, "stored": true })))
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no component {sha256}"),
+            ))
+        }
+    }
+
+    async fn put_blob(&self, sha256: &str, request: http::Request<Incoming>) -> ApiResult {
+        if !is_sha256_hex(sha256) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{sha256:?} is not a lowercase hex sha256"),
+            ));
+        }
+        let bytes = Limited::new(request.into_body(), self.max_component_bytes as usize)
+            .collect()
+            .await
+            .map_err(|err| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the component could not be read within the {} MiB limit: {err}",
+                        self.max_component_bytes >> 20
+                    ),
+                )
+            })?
+            .to_bytes();
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body hashes to {actual}, not {sha256}"),
+            ));
+        }
+        if self.blobs.contains(sha256) {
+            return Ok((
+                StatusCode::OK,
+                json!({ "sha256": sha256, "size": bytes.len(), "stored": false }),
+            ));
+        }
+        let validator = self.validator.clone();
+        let checked = {
+            let bytes = bytes.clone();
+            tokio::task::spawn_blocking(move || validator.check(&bytes))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("validation failed to run: {e}"),
+                    )
+                })?
+        };
+        if let Err(reason) = checked {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("component refused: {reason:#}"),
+            ));
+        }
+        self.blobs.put(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the component failed: {e:#}"),
+            )
+        })?;
+        tracing::info!(sha256, size = bytes.len(), "component stored");
+        Ok((
+            StatusCode::CREATED,
+            json!({ "sha256": sha256, "size": bytes.len(), "stored": true }),
+        ))
+    }
+
+    async fn new_version(&self, app: &str, request: NewVersion) -> ApiResult {
+        validate_name(app)
+            .map_err(|m| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "app", m))?;
+        if request.manifest.name != app {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "manifest.name",
+                format!(
+                    "is {:?} but the URL names app {app:?}",
+                    request.manifest.name
+                ),
+            ));
+        }
+        let settings = request.manifest.settings().map_err(|e| {
+            ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("manifest.{}", e.field),
+                e.message,
+            )
+        })?;
+        if !self.blobs.contains(&request.component) {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "component",
+                format!(
+                    "no component {} was uploaded (PUT /v1/blobs/{{sha256}} first)",
+                    request.component
+                ),
+            ));
+        }
+        if settings.reuse_requests.is_some() {
+            let wasm = self
+                .blobs
+                .read(&request.component)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            outpost_runtime::check_reuse(&wasm, true).map_err(|reason| {
+                ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "manifest.instance.reuse",
+                    reason,
+                )
+            })?;
+        }
+        let version = self.registry.create_version(
+            app,
+            &request.component,
+            request.manifest,
+            request.note,
+            request.activate,
+        )?;
+        tracing::info!(
+            app,
+            version = version.version,
+            activate = request.activate,
+            "version created"
+        );
+        Ok((
+            StatusCode::CREATED,
+            json!({ "app": app, "version": version.version, "sha256": version.sha256, "active": request.activate }),
+        ))
+    }
+}
+
+async fn read_json_body(request: http::Request<Incoming>) -> Result<Bytes, ApiError> {
+    Limited::new(request.into_body(), MAX_JSON)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}

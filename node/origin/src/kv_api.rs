@@ -1,0 +1,266 @@
+//! The admin API's KV endpoints, shaped like Cloudflare's KV REST API: keys listed under
+//! `/v1/kv/{app}/{namespace}/keys`, values read and written as raw bytes under
+//! `/v1/kv/{app}/{namespace}/values/{key}` (the key percent-encoded). They go straight to the
+//! origin's authority, so reads see every committed write and writes reach every node.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use outpost_kv::model::MAX_VALUE_BYTES;
+use outpost_kv::{WriteError, WriteOp, validate_key};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+
+use super::api::{AdminApi, ApiError, Response, json_response};
+use outpost_core::config::{validate_name, validate_namespace_name};
+use outpost_runtime::body::full_response;
+
+/// The header that carries an entry's metadata on `PUT` (and back on `GET`).
+pub const METADATA_HEADER: &str = "outpost-kv-metadata";
+/// Keys per page of a listing, unless `limit` asks for fewer.
+const PAGE: usize = 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn decode(text: &str) -> Result<Cow<'_, str>, ApiError> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| bad_request(format!("{text:?} does not decode to UTF-8")))
+}
+
+/// `?a=1&b=x` as decoded pairs.
+pub(super) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(query) = query else {
+        return Ok(Vec::new());
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let plus_as_space = |s: &str| s.replace('+', " ");
+            Ok((
+                decode(&plus_as_space(name))?.into_owned(),
+                decode(&plus_as_space(value))?.into_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn write_error(err: WriteError) -> ApiError {
+    let status = match &err {
+        WriteError::Limit(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        WriteError::NotAnInteger { .. } | WriteError::Overflow { .. } => StatusCode::CONFLICT,
+        WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        WriteError::Refused(_) => StatusCode::FORBIDDEN,
+        WriteError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError::new(status, err.to_string())
+}
+
+fn storage_error(err: String) -> ApiError {
+    tracing::error!("KV read failed: {err}");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the origin's KV storage failed",
+    )
+}
+
+impl AdminApi {
+    /// `rest` is the path after `/v1/kv/`; the caller has checked the token's right.
+    pub(super) async fn kv_request(
+        &self,
+        rest: &[&str],
+        request: http::Request<Incoming>,
+    ) -> Result<Response, ApiError> {
+        let [app, namespace, kind, key @ ..] = rest else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "KV paths are /v1/kv/{app}/{namespace}/keys and /v1/kv/{app}/{namespace}/values/{key}",
+            ));
+        };
+        validate_name(app).map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "app", m))?;
+        validate_namespace_name(namespace)
+            .map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "namespace", m))?;
+        let stored = format!("{app}/{namespace}");
+        let method = request.method().clone();
+        match (&method, *kind, key) {
+            (&Method::GET, "keys", []) => self.kv_list(&stored, request.uri().query()).await,
+            (_, "values", key @ [_, ..]) => {
+                // A key may hold '/' whether or not the client encoded it.
+                let key = key
+                    .iter()
+                    .map(|part| decode(part))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join("/");
+                validate_key(&key)
+                    .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+                match method {
+                    Method::GET => self.kv_get(&stored, &key).await,
+                    Method::PUT => self.kv_put(stored, key, request).await,
+                    Method::DELETE => {
+                        let op = WriteOp::Delete {
+                            namespace: stored,
+                            key: key.clone(),
+                        };
+                        self.kv.write_as_origin(op).await.map_err(write_error)?;
+                        Ok(json_response(StatusCode::OK, &json!({ "deleted": key })))
+                    }
+                    _ => Err(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "use GET, PUT or DELETE",
+                    )),
+                }
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such KV endpoint: {method} {}", request.uri().path()),
+            )),
+        }
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Response, ApiError> {
+        let entry = self.kv.get(namespace, key).await.map_err(storage_error)?;
+        let Some(entry) = entry.filter(|e| e.is_live(now_ms())) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no key {key:?}"),
+            ));
+        };
+        let mut response = full_response(
+            200,
+            "application/octet-stream",
+            Bytes::from(entry.value.unwrap_or_default()),
+        );
+        let headers = response.headers_mut();
+        headers.insert("outpost-kv-version", entry.version.into());
+        if let Some(at) = entry.expires_at_ms {
+            headers.insert("outpost-kv-expires-at-ms", at.into());
+        }
+        if let Some(value) = entry
+            .metadata
+            .and_then(|m| http::HeaderValue::from_bytes(&m).ok())
+        {
+            headers.insert(METADATA_HEADER, value);
+        }
+        Ok(response)
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: String,
+        key: String,
+        request: http::Request<Incoming>,
+    ) -> Result<Response, ApiError> {
+        let mut ttl_secs = None;
+        for (name, value) in query_pairs(request.uri().query())? {
+            match name.as_str() {
+                "ttl" => {
+                    let secs: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        bad_request(format!("ttl={value:?}: give a number of seconds above 0"))
+                    })?;
+                    ttl_secs = Some(secs);
+                }
+                other => {
+                    return Err(bad_request(format!(
+                        "unknown parameter {other:?} (known: ttl)"
+                    )));
+                }
+            }
+        }
+        let metadata = request
+            .headers()
+            .get(METADATA_HEADER)
+            .map(|v| v.as_bytes().to_vec());
+        let value = Limited::new(request.into_body(), MAX_VALUE_BYTES)
+            .collect()
+            .await
+            .map_err(|err| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the value could not be read within the 25 MiB limit: {err}"),
+                )
+            })?
+            .to_bytes()
+            .to_vec();
+        let size = value.len();
+        let op = WriteOp::Put {
+            namespace,
+            key: key.clone(),
+            value,
+            metadata,
+            ttl_secs,
+        };
+        let ack = self.kv.write_as_origin(op).await.map_err(write_error)?;
+        let version = ack.entries.first().map(|e| e.version);
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "key": key, "size": size, "version": version }),
+        ))
+    }
+
+    async fn kv_list(&self, namespace: &str, query: Option<&str>) -> Result<Response, ApiError> {
+        let (mut prefix, mut cursor, mut limit) = (String::new(), None, PAGE);
+        for (name, value) in query_pairs(query)? {
+            match name.as_str() {
+                "prefix" => prefix = value,
+                "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=PAGE).contains(l))
+                        .ok_or_else(|| bad_request(format!("limit={value:?}: give 1 to {PAGE}")))?;
+                }
+                other => {
+                    return Err(bad_request(format!(
+                        "unknown parameter {other:?} (known: prefix, cursor, limit)"
+                    )));
+                }
+            }
+        }
+        // One more than asked says whether another page follows.
+        let entries = self
+            .kv
+            .list(namespace, &prefix, cursor, limit + 1)
+            .await
+            .map_err(storage_error)?;
+        let now = now_ms();
+        let more = entries.len() > limit;
+        let page = &entries[..entries.len().min(limit)];
+        let keys: Vec<_> = page
+            .iter()
+            .filter(|e| e.is_live(now))
+            .map(|e| {
+                json!({
+                    "name": e.key,
+                    "expires_at_ms": e.expires_at_ms,
+                    "metadata": e.metadata.as_ref().map(|m| String::from_utf8_lossy(m)),
+                    "version": e.version,
+                })
+            })
+            .collect();
+        let next = if more {
+            page.last().map(|e| e.key.clone())
+        } else {
+            None
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "keys": keys, "list_complete": next.is_none(), "cursor": next }),
+        ))
+    }
+}

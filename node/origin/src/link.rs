@@ -1,0 +1,372 @@
+//! The origin's end of the cluster link: accept nodes (mutual TLS), publish the desired state
+//! to each subscriber, serve component blobs and KV sessions, and keep a directory of who is
+//! connected and what each node says it runs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use super::Registry;
+use super::kv::{
+    KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session,
+};
+use crate::tail::TailHub;
+use outpost_core::blobs::BlobStore;
+use outpost_core::wire::kv_frames as frames;
+use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
+use outpost_core::wire::{DesiredState, NodeReport, is_sha256_hex};
+use outpost_core::wire::{LogBatch, TailSet};
+use outpost_net::cluster_tls::{protocol_version, verify_peer_name};
+use outpost_net::listener::ShutdownSignal;
+use outpost_net::listener::wait_for_shutdown;
+
+/// What the origin knows of one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub connected: bool,
+    pub address: String,
+    /// Unix time in milliseconds of the last frame from the node.
+    pub last_contact_ms: u64,
+    pub report: NodeReport,
+    #[serde(skip)]
+    connections: u32,
+}
+
+#[derive(Default)]
+pub struct NodeDirectory {
+    nodes: Mutex<BTreeMap<String, NodeEntry>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl NodeDirectory {
+    fn with<R>(&self, name: &str, change: impl FnOnce(&mut NodeEntry) -> R) -> R {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = nodes.entry(name.to_string()).or_insert_with(|| NodeEntry {
+            name: name.to_string(),
+            connected: false,
+            address: String::new(),
+            last_contact_ms: 0,
+            report: NodeReport::default(),
+            connections: 0,
+        });
+        change(entry)
+    }
+
+    fn connected(&self, name: &str, address: SocketAddr) {
+        self.with(name, |e| {
+            e.connections += 1;
+            e.connected = true;
+            e.address = address.to_string();
+            e.last_contact_ms = now_ms();
+        });
+    }
+
+    fn reported(&self, name: &str, report: NodeReport) {
+        self.with(name, |e| {
+            e.report = report;
+            e.last_contact_ms = now_ms();
+        });
+    }
+
+    fn disconnected(&self, name: &str) {
+        self.with(name, |e| {
+            e.connections = e.connections.saturating_sub(1);
+            e.connected = e.connections > 0;
+        });
+    }
+
+    /// Every node seen since the origin started, connected or not.
+    pub fn snapshot(&self) -> Vec<NodeEntry> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the origin serves over the cluster link.
+#[derive(Clone)]
+pub struct ClusterServices {
+    pub registry: Arc<Registry>,
+    pub blobs: BlobStore,
+    pub directory: Arc<NodeDirectory>,
+    pub kv: KvAuthority,
+    pub tail: Arc<TailHub>,
+}
+
+/// Accept cluster connections until shutdown.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    services: ClusterServices,
+    mut shutdown: ShutdownSignal,
+) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = wait_for_shutdown(&mut shutdown) => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let services = services.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(err) => {
+                    // Most often: no certificate, or one not from the cluster CA.
+                    tracing::warn!(%remote, "cluster connection refused: {err}");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                let (connection, services) = (connection.clone(), services.clone());
+                tokio::spawn(async move {
+                    if let Err(err) = stream(&connection, send, recv, &services).await {
+                        tracing::warn!(%remote, "cluster stream failed: {err:#}");
+                    }
+                });
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"origin shutting down");
+}
+
+async fn stream(
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    services: &ClusterServices,
+) -> anyhow::Result<()> {
+    let Some(open) = read_frame::<_, Open>(&mut recv).await? else {
+        return Ok(());
+    };
+    let ClusterServices {
+        registry,
+        blobs,
+        directory,
+        kv,
+        tail,
+    } = services;
+    let verify = |node: &str| {
+        verify_peer_name(connection, node).inspect_err(|_| {
+            connection.close(1u32.into(), b"certificate does not match the node name");
+        })
+    };
+    match open {
+        Open::Subscribe { node } => {
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
+            directory.connected(&node, connection.remote_address());
+            tracing::info!(node, remote = %connection.remote_address(), "node subscribed");
+            let result = subscription(&node, &mut send, &mut recv, registry, directory).await;
+            directory.disconnected(&node);
+            tracing::info!(node, "node unsubscribed");
+            result
+        }
+        Open::Blob { sha256 } => send_blob(&mut send, blobs, &sha256).await,
+        Open::Kv { node } => {
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
+            let registry = registry.clone();
+            let scope: WriteScope =
+                Arc::new(move |namespace| bound_namespace(&registry.current_state(), namespace));
+            let protocol = match protocol_version(connection) {
+                1 => LinkProtocol::V1,
+                _ => LinkProtocol::V2,
+            };
+            kv_session(node, send, recv, kv.clone(), scope, protocol).await
+        }
+        Open::Peer { node } => {
+            anyhow::bail!("node {node:?} opened a peer stream to the origin; peers are nodes")
+        }
+        Open::Logs { node } => {
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
+            logs_session(&node, send, recv, tail, registry).await
+        }
+    }
+}
+
+/// Tell a node which apps are tailed (now and on every change), and pass on its records.
+async fn logs_session(
+    node: &str,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    tail: &TailHub,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let mut apps = tail.apps();
+    let current = apps.borrow_and_update().clone();
+    write_frame(&mut send, &TailSet { apps: current }).await?;
+    loop {
+        tokio::select! {
+            changed = apps.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let current = apps.borrow_and_update().clone();
+                write_frame(&mut send, &TailSet { apps: current }).await?;
+            }
+            frame = read_frame::<_, LogBatch>(&mut recv) => {
+                let Some(batch) = frame? else { return Ok(()) };
+                if batch.dropped > 0 {
+                    tracing::warn!(node, dropped = batch.dropped, "a node dropped tail records");
+                }
+                // A node speaks only for the apps the fleet runs: a record naming another is
+                // dropped, not shown to whoever tails that name.
+                let state = registry.current_state();
+                for mut record in batch.records {
+                    if !state.releases.iter().any(|r| r.app == record.app) {
+                        tracing::warn!(node, app = record.app, "dropped a tail record for an app the fleet does not run");
+                        continue;
+                    }
+                    record.node = node.to_string();
+                    tail.publish(record);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a node may write `namespace` (stored as `app/namespace`): only if an app the fleet
+/// runs binds it in its `[kv] namespaces`.
+pub fn bound_namespace(state: &DesiredState, namespace: &str) -> Result<(), String> {
+    let bound = namespace.split_once('/').is_some_and(|(app, name)| {
+        state
+            .releases
+            .iter()
+            .any(|r| r.app == app && r.manifest.kv.namespaces.iter().any(|n| n == name))
+    });
+    if bound {
+        Ok(())
+    } else {
+        Err(format!(
+            "no app the fleet runs binds the namespace {namespace:?}"
+        ))
+    }
+}
+
+/// Serve a node's KV session until the stream or the authority ends.
+async fn kv_session(
+    node: String,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    kv: KvAuthority,
+    scope: WriteScope,
+    protocol: LinkProtocol,
+) -> anyhow::Result<()> {
+    let (to_session, from_node) = tokio::sync::mpsc::channel(SESSION_INBOX);
+    let (to_node, outbox) = tokio::sync::mpsc::channel(SESSION_OUTBOX);
+    tracing::info!(node, ?protocol, "KV session open");
+    let session = serve_session(node.clone(), kv, scope, protocol, from_node, to_node);
+    // The session's own bounded inbox limits what a node may have waiting (see below).
+    let pumping = frames::pump(send, recv, outbox, None, |message, _| {
+        match to_session.try_send(message) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    node,
+                    "closing the KV session: the node sent {SESSION_INBOX} messages more than the origin took in"
+                );
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    });
+    let result = tokio::select! {
+        () = session => Ok(()),
+        result = pumping => result,
+    };
+    tracing::info!(node, "KV session closed");
+    result
+}
+
+async fn subscription(
+    node: &str,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    registry: &Registry,
+    directory: &NodeDirectory,
+) -> anyhow::Result<()> {
+    let mut states = registry.subscribe();
+    let current = states.borrow_and_update().clone();
+    write_frame(send, &*current).await?;
+    loop {
+        tokio::select! {
+            changed = states.changed() => {
+                changed.context("the registry is gone")?;
+                let state = states.borrow_and_update().clone();
+                write_frame(send, &*state).await?;
+            }
+            report = read_frame::<_, NodeReport>(recv) => match report? {
+                Some(report) => directory.reported(node, report),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+async fn send_blob(
+    send: &mut quinn::SendStream,
+    blobs: &BlobStore,
+    sha256: &str,
+) -> anyhow::Result<()> {
+    if !is_sha256_hex(sha256) || !blobs.contains(sha256) {
+        let message = format!("no component {sha256}");
+        write_frame(send, &BlobReply::Missing { message }).await?;
+        send.finish()?;
+        return Ok(());
+    }
+    let mut file = tokio::fs::File::open(blobs.path(sha256)).await?;
+    let size = file.metadata().await?.len();
+    write_frame(send, &BlobReply::Found { size }).await?;
+    tokio::io::copy(&mut file, send).await?;
+    send.flush().await?;
+    send.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_core::config::AppManifest;
+    use outpost_core::wire::Release;
+
+    #[test]
+    fn a_node_writes_only_namespaces_a_running_app_binds() {
+        let mut manifest = AppManifest {
+            name: "shop".into(),
+            ..Default::default()
+        };
+        manifest.kv.namespaces = vec!["carts".into()];
+        let state = DesiredState {
+            revision: 1,
+            releases: vec![Release {
+                app: "shop".into(),
+                version: 1,
+                sha256: "0".repeat(64),
+                manifest,
+            }],
+        };
+        assert!(bound_namespace(&state, "shop/carts").is_ok());
+        for refused in [
+            "shop/orders",
+            "bank/carts",
+            "carts",
+            "shop/",
+            "/carts",
+            "shop/carts/x",
+        ] {
+            assert!(bound_namespace(&state, refused).is_err(), "{refused}");
+        }
+    }
+}
