@@ -14,7 +14,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::model::{Entry, KeyInfo, LimitError, Sweep, reclaimable};
 use crate::ops::{WriteAck, WriteError, WriteOp, WriteOutcome};
 use crate::protocol::{Batch, decode, encode};
-use crate::quota::{QuotaPolicy, RateMeters, tenant_of};
+use crate::quota::{QuotaPolicy, RateMeters};
+use crate::scope::tenant_of;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("KV storage: {0}")]

@@ -4,6 +4,8 @@
 //!
 //! * [`model`]: namespaces, keys, values, metadata, expiration, versions, tombstones, and the
 //!   Workers-KV-style limits, enforced with clear errors;
+//! * [`scope`]: the isolation rule between apps (whose namespace is whose);
+//! * [`paging`]: listing keys a page at a time, the same for every lister;
 //! * [`ops`]: the writes a handler can ask for (put, delete, increment, compare-and-swap, batches);
 //! * [`authority`]: the origin's single writer. It assigns every committed entry the next global
 //!   version, commits durably before acknowledging, keeps a write log with compaction, and
@@ -29,10 +31,12 @@ pub mod follower;
 pub mod model;
 mod open;
 pub mod ops;
+pub mod paging;
 pub mod protocol;
 pub mod quota;
 pub mod replica;
 mod scan;
+pub mod scope;
 pub mod session;
 
 pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};

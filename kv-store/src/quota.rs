@@ -9,13 +9,6 @@
 
 use std::collections::HashMap;
 
-/// The tenant a namespace belongs to.
-pub fn tenant_of(namespace: &str) -> &str {
-    namespace
-        .split_once('/')
-        .map_or(namespace, |(tenant, _)| tenant)
-}
-
 /// One tenant's allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
@@ -92,13 +85,6 @@ impl RateMeters {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tenants_are_apps() {
-        assert_eq!(tenant_of("shop/carts"), "shop");
-        assert_eq!(tenant_of("shop/a/b"), "shop");
-        assert_eq!(tenant_of("bare"), "bare");
-    }
 
     #[test]
     fn a_bucket_holds_one_second_and_refills_at_the_rate() {

@@ -118,11 +118,10 @@ impl AuthorityClosed {
     }
 }
 
+/// The clock once, in both units the authority stamps: (milliseconds, microseconds).
 fn now() -> (u64, u64) {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (since.as_millis() as u64, since.as_micros() as u64)
+    let micros = outpost_core::clock::unix_micros();
+    (micros / 1000, micros)
 }
 
 impl KvAuthority {

@@ -15,20 +15,13 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use super::api::{AdminApi, ApiError, Response, json_response};
+use outpost_core::clock::unix_millis;
 use outpost_core::config::{validate_name, validate_namespace_name};
+use outpost_kv::paging;
 use outpost_runtime::body::full_response;
 
 /// The header that carries an entry's metadata on `PUT` (and back on `GET`).
 pub const METADATA_HEADER: &str = "outpost-kv-metadata";
-/// Keys per page of a listing, unless `limit` asks for fewer.
-const PAGE: usize = 1000;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -95,7 +88,7 @@ impl AdminApi {
         validate_name(app).map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "app", m))?;
         validate_namespace_name(namespace)
             .map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "namespace", m))?;
-        let stored = format!("{app}/{namespace}");
+        let stored = outpost_kv::scope::stored_namespace(app, namespace);
         let method = request.method().clone();
         match (&method, *kind, key) {
             (&Method::GET, "keys", []) => self.kv_list(&stored, request.uri().query()).await,
@@ -134,7 +127,7 @@ impl AdminApi {
 
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Response, ApiError> {
         let entry = self.kv.get(namespace, key).await.map_err(storage_error)?;
-        let Some(entry) = entry.filter(|e| e.is_live(now_ms())) else {
+        let Some(entry) = entry.filter(|e| e.is_live(unix_millis())) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no key {key:?}"),
@@ -213,7 +206,7 @@ impl AdminApi {
     }
 
     async fn kv_list(&self, namespace: &str, query: Option<&str>) -> Result<Response, ApiError> {
-        let (mut prefix, mut cursor, mut limit) = (String::new(), None, PAGE);
+        let (mut prefix, mut cursor, mut limit) = (String::new(), None, paging::MAX_PAGE);
         for (name, value) in query_pairs(query)? {
             match name.as_str() {
                 "prefix" => prefix = value,
@@ -222,8 +215,10 @@ impl AdminApi {
                     limit = value
                         .parse()
                         .ok()
-                        .filter(|l| (1..=PAGE).contains(l))
-                        .ok_or_else(|| bad_request(format!("limit={value:?}: give 1 to {PAGE}")))?;
+                        .filter(|l| (1..=paging::MAX_PAGE).contains(l))
+                        .ok_or_else(|| {
+                            bad_request(format!("limit={value:?}: give 1 to {}", paging::MAX_PAGE))
+                        })?;
                 }
                 other => {
                     return Err(bad_request(format!(
@@ -232,18 +227,15 @@ impl AdminApi {
                 }
             }
         }
-        // One more than asked says whether another page follows.
-        let entries = self
+        let fetched = self
             .kv
-            .list(namespace, &prefix, cursor, limit + 1)
+            .list(namespace, &prefix, cursor, paging::fetch_limit(limit))
             .await
             .map_err(storage_error)?;
-        let now = now_ms();
-        let more = entries.len() > limit;
-        let page = &entries[..entries.len().min(limit)];
+        let page = paging::page(fetched, limit, unix_millis());
         let keys: Vec<_> = page
+            .items
             .iter()
-            .filter(|e| e.is_live(now))
             .map(|e| {
                 json!({
                     "name": e.key,
@@ -253,11 +245,7 @@ impl AdminApi {
                 })
             })
             .collect();
-        let next = if more {
-            page.last().map(|e| e.key.clone())
-        } else {
-            None
-        };
+        let next = page.next;
         Ok(json_response(
             StatusCode::OK,
             &json!({ "keys": keys, "list_complete": next.is_none(), "cursor": next }),

@@ -16,6 +16,7 @@ use super::kv::{
 };
 use crate::tail::TailHub;
 use outpost_core::blobs::BlobStore;
+use outpost_core::clock::unix_millis;
 use outpost_core::wire::kv_frames as frames;
 use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
 use outpost_core::wire::{DesiredState, NodeReport, is_sha256_hex};
@@ -42,13 +43,6 @@ pub struct NodeDirectory {
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl NodeDirectory {
     fn with<R>(&self, name: &str, change: impl FnOnce(&mut NodeEntry) -> R) -> R {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,14 +62,14 @@ impl NodeDirectory {
             e.connections += 1;
             e.connected = true;
             e.address = address.to_string();
-            e.last_contact_ms = now_ms();
+            e.last_contact_ms = unix_millis();
         });
     }
 
     fn reported(&self, name: &str, report: NodeReport) {
         self.with(name, |e| {
             e.report = report;
-            e.last_contact_ms = now_ms();
+            e.last_contact_ms = unix_millis();
         });
     }
 
@@ -240,11 +234,11 @@ async fn logs_session(
 /// Whether a node may write `namespace` (stored as `app/namespace`): only if an app the fleet
 /// runs binds it in its `[kv] namespaces`.
 pub fn bound_namespace(state: &DesiredState, namespace: &str) -> Result<(), String> {
-    let bound = namespace.split_once('/').is_some_and(|(app, name)| {
+    let bound = outpost_kv::scope::split_namespace(namespace).is_some_and(|(app, name)| {
         state
             .releases
             .iter()
-            .any(|r| r.app == app && r.manifest.kv.namespaces.iter().any(|n| n == name))
+            .any(|r| r.app == app && r.manifest.kv.binds(name))
     });
     if bound {
         Ok(())

@@ -11,6 +11,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use outpost_core::clock::unix_secs;
 use outpost_core::config::AppManifest;
 use outpost_core::wire::{DesiredState, Release};
 
@@ -61,13 +62,6 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 pub struct Registry {
     db: Database,
     state: watch::Sender<Arc<DesiredState>>,
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -132,18 +126,18 @@ impl Registry {
                 active: None,
                 history: Vec::new(),
                 next_version: 1,
-                created_at: now(),
-                updated_at: now(),
+                created_at: unix_secs(),
+                updated_at: unix_secs(),
             });
             let version = VersionRecord {
                 version: record.next_version,
                 sha256: sha256.to_string(),
                 manifest,
-                created_at: now(),
+                created_at: unix_secs(),
                 note,
             };
             record.next_version += 1;
-            record.updated_at = now();
+            record.updated_at = unix_secs();
             if activate {
                 record.active = Some(version.version);
                 record.history.push(version.version);
@@ -218,7 +212,7 @@ impl Registry {
             };
             let version = change(&mut record, &versions)?;
             record.active = Some(version);
-            record.updated_at = now();
+            record.updated_at = unix_secs();
             apps.insert(app, encode(&record).as_slice())?;
             version
         };

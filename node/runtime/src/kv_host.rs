@@ -13,6 +13,8 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::HostState;
 use crate::kv_client::KvClient;
+use outpost_core::clock::unix_millis;
+use outpost_kv::paging;
 
 wasmtime::component::bindgen!({
     path: "../../guest-sdk/wit",
@@ -39,8 +41,6 @@ pub struct AppKv {
     pub namespaces: Vec<String>,
 }
 
-/// Keys per page of `list-keys` and the most `list-prefix` returns.
-const PAGE: usize = 1000;
 /// Most keys one `get-many` reads (Workers KV's bulk get takes 100).
 const MAX_GET_MANY_KEYS: usize = 100;
 /// Most value bytes one `get-many` returns.
@@ -55,13 +55,6 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     extras::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// What the guest should do about a KV error, said as the prefix of its `other` message. Each
@@ -149,7 +142,7 @@ impl HostState {
         Ok(kv
             .client
             .get(&namespace, key)
-            .map(|entry| entry.filter(|e| e.is_live(now_ms())))
+            .map(|entry| entry.filter(|e| e.is_live(unix_millis())))
             .map_err(store::Error::Other))
     }
 
@@ -175,25 +168,12 @@ impl HostState {
         self.app.metrics.kv_reads.inc();
         self.spend_kv_ops(1)?;
         let kv = self.kv()?;
-        let now = now_ms();
-        // Ask for one more than needed to know whether another page follows.
-        let entries = kv
+        let fetched = kv
             .client
-            .list_keys(namespace, prefix, after, limit + 1)
+            .list_keys(namespace, prefix, after, paging::fetch_limit(limit))
             .map_err(store::Error::Other)?;
-        let mut keys: Vec<String> = Vec::new();
-        let mut last_seen = None;
-        for entry in &entries {
-            if keys.len() == limit {
-                break;
-            }
-            last_seen = Some(entry.key.clone());
-            if entry.is_live(now) {
-                keys.push(entry.key.clone());
-            }
-        }
-        let more = entries.len() > limit;
-        Ok((keys, if more { last_seen } else { None }))
+        let page = paging::page(fetched, limit, unix_millis());
+        Ok((page.items.into_iter().map(|k| k.key).collect(), page.next))
     }
 }
 
@@ -206,7 +186,7 @@ impl store::Host for HostState {
         if !kv.namespaces.contains(&identifier) {
             return Ok(Err(store::Error::AccessDenied));
         }
-        let namespace = format!("{}/{identifier}", kv.app);
+        let namespace = outpost_kv::scope::stored_namespace(&kv.app, &identifier);
         Ok(Ok(self.table().push(Bucket { namespace })?))
     }
 }
@@ -256,7 +236,7 @@ impl store::HostBucket for HostState {
                 None => return Ok(Err(store::Error::Other(format!("unknown cursor {index}")))),
             },
         };
-        let page = self.keys_page(&namespace, "", after.as_deref(), PAGE);
+        let page = self.keys_page(&namespace, "", after.as_deref(), paging::MAX_PAGE);
         Ok(page.map(|(keys, next)| store::KeyResponse {
             keys,
             cursor: next.map(|key| {
@@ -424,7 +404,7 @@ impl extras::Host for HostState {
         limit: u32,
     ) -> KvResult<(Vec<String>, Option<String>)> {
         let namespace = self.namespace_of(&bucket)?;
-        let limit = (limit as usize).clamp(1, PAGE);
+        let limit = (limit as usize).clamp(1, paging::MAX_PAGE);
         Ok(self.keys_page(&namespace, &prefix, cursor.as_deref(), limit))
     }
 }

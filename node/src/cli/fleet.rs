@@ -273,10 +273,7 @@ pub async fn status(args: OriginArgs) -> anyhow::Result<()> {
         "\n{:<16} {:<10} {:<14} APPS (live version)",
         "NODE", "CONNECTED", "LAST CONTACT"
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = outpost_core::clock::unix_millis();
     for node in status["nodes"].as_array().into_iter().flatten() {
         let apps: Vec<String> = node["report"]["apps"]
             .as_array()

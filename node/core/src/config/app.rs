@@ -13,6 +13,7 @@ use std::time::Duration;
 use outpost_router::RoutePattern;
 use serde::{Deserialize, Serialize};
 
+use super::error::in_range;
 use super::{AllowedOrigin, ConfigError, FieldError, OutboundPolicy, read_toml};
 
 /// Per-request limits of an app.
@@ -91,6 +92,11 @@ pub struct KvManifest {
 impl KvManifest {
     fn is_empty(&self) -> bool {
         self.namespaces.is_empty()
+    }
+
+    /// Whether the app may open its namespace `name`.
+    pub fn binds(&self, name: &str) -> bool {
+        self.namespaces.iter().any(|n| n == name)
     }
 }
 
@@ -235,27 +241,36 @@ impl AppManifest {
 
         let defaults = AppLimits::default();
         let l = &self.limits;
-        let field =
-            |name: &'static str| move |m: String| FieldError::new(format!("limits.{name}"), m);
-        let cpu_ms = in_range(l.cpu_ms, 1, 60_000, defaults.cpu.as_millis() as u64)
-            .map_err(field("cpu_ms"))?;
+        let cpu_ms = in_range(
+            l.cpu_ms,
+            "limits.cpu_ms",
+            1..=60_000,
+            defaults.cpu.as_millis() as u64,
+        )?;
         let timeout_ms = in_range(
             l.timeout_ms,
-            1,
-            15 * 60_000,
+            "limits.timeout_ms",
+            1..=15 * 60_000,
             defaults.timeout.as_millis() as u64,
-        )
-        .map_err(field("timeout_ms"))?;
+        )?;
         if timeout_ms < cpu_ms {
             return Err(FieldError::new(
                 "limits.timeout_ms",
                 format!("is {timeout_ms} ms, less than limits.cpu_ms ({cpu_ms} ms)"),
             ));
         }
-        let memory_mb = in_range(l.memory_mb, 1, 4096, defaults.memory_bytes >> 20)
-            .map_err(field("memory_mb"))?;
-        let body_kb =
-            in_range(l.body_kb, 0, 1 << 20, defaults.body_bytes >> 10).map_err(field("body_kb"))?;
+        let memory_mb = in_range(
+            l.memory_mb,
+            "limits.memory_mb",
+            1..=4096,
+            defaults.memory_bytes >> 20,
+        )?;
+        let body_kb = in_range(
+            l.body_kb,
+            "limits.body_kb",
+            0..=1 << 20,
+            defaults.body_bytes >> 10,
+        )?;
 
         let origins = self
             .outbound
@@ -302,11 +317,12 @@ impl AppManifest {
                 ));
             }
             (false, None) => None,
-            (true, max) => Some(
-                in_range(max.map(u64::from), 1, 1_000_000, DEFAULT_REUSE_REQUESTS)
-                    .map_err(|m| FieldError::new("instance.max_requests", m))?
-                    as u32,
-            ),
+            (true, max) => Some(in_range(
+                max.map(u64::from),
+                "instance.max_requests",
+                1..=1_000_000,
+                DEFAULT_REUSE_REQUESTS,
+            )? as u32),
         };
 
         Ok(AppSettings {
@@ -474,14 +490,6 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         Err(format!(
             "{name:?} is not a valid app name: use 1 to 63 lowercase letters, digits and inner '-'"
         ))
-    }
-}
-
-fn in_range(value: Option<u64>, min: u64, max: u64, default: u64) -> Result<u64, String> {
-    match value {
-        None => Ok(default),
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        Some(v) => Err(format!("is {v}; it must be between {min} and {max}")),
     }
 }
 

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::FieldError;
+use super::error::in_range;
 
 /// A validated egress policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,22 +74,18 @@ impl EgressFile {
                 })
                 .collect()
         };
-        let max_subrequests = self.max_subrequests.unwrap_or(d.max_subrequests);
-        if !(1..=10_000).contains(&max_subrequests) {
-            return Err(FieldError::new(
-                "outbound.max_subrequests",
-                format!("is {max_subrequests}; it must be between 1 and 10000"),
-            ));
-        }
-        let max_concurrent = self
-            .max_concurrent_per_app
-            .unwrap_or(d.max_concurrent_per_app);
-        if !(1..=100_000).contains(&max_concurrent) {
-            return Err(FieldError::new(
-                "outbound.max_concurrent_per_app",
-                format!("is {max_concurrent}; it must be between 1 and 100000"),
-            ));
-        }
+        let max_subrequests = in_range(
+            self.max_subrequests.map(u64::from),
+            "outbound.max_subrequests",
+            1..=10_000,
+            d.max_subrequests.into(),
+        )? as u32;
+        let max_concurrent = in_range(
+            self.max_concurrent_per_app.map(|n| n as u64),
+            "outbound.max_concurrent_per_app",
+            1..=100_000,
+            d.max_concurrent_per_app as u64,
+        )? as usize;
         Ok(EgressPolicy {
             allow_loopback: self.allow_loopback.unwrap_or(false),
             allow_private: self.allow_private.unwrap_or(false),

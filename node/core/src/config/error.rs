@@ -1,6 +1,7 @@
 //! The configuration error: which file, which field, what is wrong.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,3 +65,25 @@ impl fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+/// The rule every numeric setting follows: absent, it takes `default`; present, it must lie in
+/// `range`, and the error names both ends.
+pub fn in_range(
+    value: Option<u64>,
+    field: impl Into<String>,
+    range: RangeInclusive<u64>,
+    default: u64,
+) -> Result<u64, FieldError> {
+    match value {
+        None => Ok(default),
+        Some(v) if range.contains(&v) => Ok(v),
+        Some(v) => Err(FieldError::new(
+            field,
+            format!(
+                "is {v}; it must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AppSpec, ConfigError, read_toml};
+use super::error::in_range;
+use super::{AppSpec, ConfigError, FieldError, read_toml};
 use super::{ClusterIdentity, HealthSettings, OriginLink, Peer};
 
 /// The instance pool shared by every app on the node.
@@ -339,8 +340,10 @@ impl NodeConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let pool = pool_settings(&parsed.pool).map_err(|(f, m)| err(&format!("pool.{f}"), m))?;
-        let http = http_settings(&parsed.http).map_err(|(f, m)| err(&format!("http.{f}"), m))?;
+        let pool = pool_settings(&parsed.pool)
+            .map_err(|e| err(&format!("pool.{}", e.field), e.message))?;
+        let http = http_settings(&parsed.http)
+            .map_err(|e| err(&format!("http.{}", e.field), e.message))?;
 
         let mut apps = Vec::new();
         for (i, app_path) in parsed.apps.iter().enumerate() {
@@ -437,24 +440,22 @@ impl NodeConfig {
             on_ready: nonempty(parsed.health.on_ready),
             on_drain: nonempty(parsed.health.on_drain),
             drain_delay: Duration::from_millis(
-                bounded(
+                in_range(
                     parsed.health.drain_delay_ms,
                     "drain_delay_ms",
-                    0,
-                    600_000,
+                    0..=600_000,
                     0,
                 )
-                .map_err(|(f, m)| err(&format!("health.{f}"), m))?,
+                .map_err(|e| err(&format!("health.{}", e.field), e.message))?,
             ),
             kv_max_lag: Duration::from_secs(
-                bounded(
+                in_range(
                     parsed.health.kv_max_lag_seconds,
                     "kv_max_lag_seconds",
-                    1,
-                    86_400,
+                    1..=86_400,
                     defaults.kv_max_lag.as_secs(),
                 )
-                .map_err(|(f, m)| err(&format!("health.{f}"), m))?,
+                .map_err(|e| err(&format!("health.{}", e.field), e.message))?,
             ),
         };
 
@@ -491,93 +492,69 @@ impl NodeConfig {
     }
 }
 
-type FieldError = (&'static str, String);
-
 fn nonempty(command: Option<String>) -> Option<String> {
     command.filter(|c| !c.trim().is_empty())
-}
-
-fn bounded(
-    value: Option<u64>,
-    field: &'static str,
-    min: u64,
-    max: u64,
-    default: u64,
-) -> Result<u64, FieldError> {
-    match value {
-        None => Ok(default),
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        Some(v) => Err((field, format!("is {v}; it must be between {min} and {max}"))),
-    }
 }
 
 pub(super) fn pool_settings(file: &PoolFile) -> Result<PoolSettings, FieldError> {
     let d = PoolSettings::default();
     let ms = |v: Duration| v.as_millis() as u64;
     Ok(PoolSettings {
-        instances: bounded(file.instances, "instances", 1, 100_000, d.instances.into())? as u32,
-        max_memory_bytes: bounded(
+        instances: in_range(file.instances, "instances", 1..=100_000, d.instances.into())? as u32,
+        max_memory_bytes: in_range(
             file.memory_mb,
             "memory_mb",
-            1,
-            4096,
+            1..=4096,
             d.max_memory_bytes >> 20,
         )? << 20,
         memory_reservation_bytes: file
             .memory_reservation_mb
-            .map(|mb| bounded(Some(mb), "memory_reservation_mb", 1, 8192, 0).map(|mb| mb << 20))
+            .map(|mb| in_range(Some(mb), "memory_reservation_mb", 1..=8192, 0).map(|mb| mb << 20))
             .transpose()?,
-        keep_resident_bytes: bounded(
+        keep_resident_bytes: in_range(
             file.keep_resident_kb,
             "keep_resident_kb",
-            0,
-            4 << 20,
+            0..=4 << 20,
             d.keep_resident_bytes >> 10,
         )? << 10,
-        decommit_batch: bounded(
+        decommit_batch: in_range(
             file.decommit_batch,
             "decommit_batch",
-            1,
-            10_000,
+            1..=10_000,
             d.decommit_batch as u64,
         )? as usize,
-        queue_timeout: Duration::from_millis(bounded(
+        queue_timeout: Duration::from_millis(in_range(
             file.queue_timeout_ms,
             "queue_timeout_ms",
-            0,
-            60_000,
+            0..=60_000,
             ms(d.queue_timeout),
         )?),
-        max_queued: bounded(
+        max_queued: in_range(
             file.max_queued,
             "max_queued",
-            0,
-            1_000_000,
+            0..=1_000_000,
             d.max_queued as u64,
         )? as usize,
-        idle_per_app: bounded(
+        idle_per_app: in_range(
             file.idle_per_app,
             "idle_per_app",
-            0,
-            10_000,
+            0..=10_000,
             d.idle_per_app as u64,
         )? as usize,
-        app_share_percent: bounded(
+        app_share_percent: in_range(
             file.app_share_percent,
             "app_share_percent",
-            1,
-            100,
+            1..=100,
             d.app_share_percent.into(),
         )? as u32,
         memory_budget_bytes: file
             .memory_budget_mb
-            .map(|mb| bounded(Some(mb), "memory_budget_mb", 1, 1 << 30, 0).map(|mb| mb << 20))
+            .map(|mb| in_range(Some(mb), "memory_budget_mb", 1..=1 << 30, 0).map(|mb| mb << 20))
             .transpose()?,
-        cpu_share_percent: bounded(
+        cpu_share_percent: in_range(
             file.cpu_share_percent,
             "cpu_share_percent",
-            1,
-            100,
+            1..=100,
             d.cpu_share_percent.into(),
         )? as u32,
     })
@@ -587,60 +564,52 @@ pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError>
     let d = HttpSettings::default();
     let ms = |v: Duration| v.as_millis() as u64;
     Ok(HttpSettings {
-        header_timeout: Duration::from_millis(bounded(
+        header_timeout: Duration::from_millis(in_range(
             file.header_timeout_ms,
             "header_timeout_ms",
-            100,
-            600_000,
+            100..=600_000,
             ms(d.header_timeout),
         )?),
-        max_header_bytes: (bounded(
+        max_header_bytes: (in_range(
             file.max_header_kb,
             "max_header_kb",
-            8,
-            1024,
+            8..=1024,
             d.max_header_bytes as u64 >> 10,
         )? << 10) as usize,
-        drain_timeout: Duration::from_millis(bounded(
+        drain_timeout: Duration::from_millis(in_range(
             file.drain_timeout_ms,
             "drain_timeout_ms",
-            0,
-            3_600_000,
+            0..=3_600_000,
             ms(d.drain_timeout),
         )?),
-        max_connections: bounded(
+        max_connections: in_range(
             file.max_connections,
             "max_connections",
-            1,
-            1_000_000,
+            1..=1_000_000,
             d.max_connections as u64,
         )? as usize,
-        idle_timeout: Duration::from_millis(bounded(
+        idle_timeout: Duration::from_millis(in_range(
             file.idle_timeout_ms,
             "idle_timeout_ms",
-            100,
-            3_600_000,
+            100..=3_600_000,
             ms(d.idle_timeout),
         )?),
-        max_connections_per_client: bounded(
+        max_connections_per_client: in_range(
             file.max_connections_per_client,
             "max_connections_per_client",
-            0,
-            1_000_000,
+            0..=1_000_000,
             d.max_connections_per_client as u64,
         )? as usize,
-        body_read_ahead_bytes: (bounded(
+        body_read_ahead_bytes: (in_range(
             file.body_read_ahead_kb,
             "body_read_ahead_kb",
-            0,
-            1 << 20,
+            0..=1 << 20,
             d.body_read_ahead_bytes as u64 >> 10,
         )? << 10) as usize,
-        body_read_ahead_total_bytes: (bounded(
+        body_read_ahead_total_bytes: (in_range(
             file.body_read_ahead_total_mb,
             "body_read_ahead_total_mb",
-            0,
-            1 << 16,
+            0..=1 << 16,
             d.body_read_ahead_total_bytes as u64 >> 20,
         )? << 20) as usize,
     })

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use outpost_kv::quota::{Quota, QuotaPolicy};
 
 use super::ClusterIdentity;
+use super::error::in_range;
 use super::{ConfigError, read_toml};
 
 /// What a token may do.
@@ -203,13 +204,13 @@ impl OriginConfig {
             });
         }
 
-        let max_mb = parsed.admin.max_component_mb.unwrap_or(64);
-        if !(1..=1024).contains(&max_mb) {
-            return Err(err(
-                "admin.max_component_mb",
-                format!("is {max_mb}; it must be between 1 and 1024"),
-            ));
-        }
+        let max_mb = in_range(
+            parsed.admin.max_component_mb,
+            "admin.max_component_mb",
+            1..=1024,
+            64,
+        )
+        .map_err(|e| err(&e.field, e.message))?;
         Ok(OriginConfig {
             name: parsed.name.unwrap_or_else(|| "origin".into()),
             data_dir: base.join(

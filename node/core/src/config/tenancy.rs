@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::error::in_range;
 use super::{AppLimits, EgressPolicy, FieldError};
 
 /// The node's rules for every tenant.
@@ -133,26 +134,6 @@ pub(super) struct LogFile {
     guest_kb_per_second: Option<u64>,
     guest_total_lines_per_second: Option<u64>,
     guest_total_kb_per_second: Option<u64>,
-}
-
-fn in_range(
-    value: Option<u64>,
-    field: &str,
-    range: std::ops::RangeInclusive<u64>,
-    default: u64,
-) -> Result<u64, FieldError> {
-    match value {
-        None => Ok(default),
-        Some(v) if range.contains(&v) => Ok(v),
-        Some(v) => Err(FieldError::new(
-            field,
-            format!(
-                "is {v}; it must be between {} and {}",
-                range.start(),
-                range.end()
-            ),
-        )),
-    }
 }
 
 impl CeilingsFile {

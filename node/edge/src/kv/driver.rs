@@ -15,6 +15,7 @@ use outpost_kv::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::progress::KvProgress;
+use outpost_core::clock::unix_micros;
 use outpost_core::metrics::metrics;
 use outpost_core::wire::kv_frames::Queued;
 use outpost_runtime::kv_client::Command;
@@ -83,13 +84,6 @@ fn link_up(link: &str, up: bool) {
         .link_up
         .with_label_values(&[link])
         .set(i64::from(up));
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 struct Driver {
@@ -304,7 +298,7 @@ impl Driver {
         let now = self.now();
         match (result, through) {
             (Ok(()), Some(through)) => {
-                let applied_at = now_us();
+                let applied_at = unix_micros();
                 let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                 let propagation = &metrics().kv_propagation_seconds;
                 for at in committed {
@@ -339,7 +333,7 @@ impl Driver {
         }
         let replica = self.replica.clone();
         let after = self.sweep.take();
-        let now_ms = now_us() / 1000;
+        let now_ms = outpost_core::clock::unix_millis();
         let swept = tokio::task::spawn_blocking(move || {
             replica.reclaim(after.as_ref(), RECLAIM_KEYS, through, now_ms)
         })

@@ -2,8 +2,9 @@
 //! every round, read by `/readyz` and `/metrics` without talking to the driver.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use outpost_core::clock::unix_millis;
 use outpost_core::metrics::metrics;
 
 #[derive(Default)]
@@ -15,13 +16,6 @@ pub struct KvProgress {
     behind_since_ms: AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl KvProgress {
     /// The replica has made `applied` durable and knows versions exist up to `known`.
     pub fn update(&self, applied: u64, known: u64) {
@@ -30,7 +24,7 @@ impl KvProgress {
         if known <= applied {
             self.behind_since_ms.store(0, Ordering::Relaxed);
         } else if self.behind_since_ms.load(Ordering::Relaxed) == 0 {
-            self.behind_since_ms.store(now_ms(), Ordering::Relaxed);
+            self.behind_since_ms.store(unix_millis(), Ordering::Relaxed);
         }
     }
 
@@ -49,7 +43,7 @@ impl KvProgress {
     pub fn lag(&self) -> Duration {
         match self.behind_since_ms.load(Ordering::Relaxed) {
             0 => Duration::ZERO,
-            since => Duration::from_millis(now_ms().saturating_sub(since)),
+            since => Duration::from_millis(unix_millis().saturating_sub(since)),
         }
     }
 

@@ -183,9 +183,7 @@ impl Edge {
                     node: String::new(),
                     app: deployment.app.name.to_string(),
                     version: version.to_string(),
-                    at_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    at_ms: outpost_core::clock::unix_millis(),
                     request_id: request_id.to_string(),
                     method: method.to_string(),
                     path,
