@@ -23,6 +23,8 @@ mod host;
 mod invoke;
 pub mod kv_client;
 mod kv_host;
+#[cfg(test)]
+mod kv_host_tests;
 mod limits;
 mod linker;
 mod log_budget;
