@@ -19,7 +19,7 @@ fn main() {
     files.sort();
     let mut out = String::from(
         "/// Files of guest-sdk/ embedded by build.rs: (path relative to guest-sdk/, contents).\n\
-         pub static FILES: &[(&str, &[u8])] = &[\n",
+         pub(crate) static FILES: &[(&str, &[u8])] = &[\n",
     );
     for file in &files {
         let relative = file.strip_prefix(&sdk).expect("under guest-sdk/");

@@ -13,7 +13,7 @@ use crate::{Error, Headers, Method, Result};
 
 /// The default cap on a body read into memory by [`Request::body`]. The node enforces the app's
 /// own `limits.body_kb` before this; use [`Request::body_limited`] to accept more or less.
-pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// An HTTP request.
 pub struct Request {

@@ -16,7 +16,7 @@ use crate::authority::StorageError;
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Open (or create) the database at `path`, waiting up to [`LOCK_WAIT`] for another holder.
-pub fn create_database(path: &Path) -> Result<Database, StorageError> {
+pub(crate) fn create_database(path: &Path) -> Result<Database, StorageError> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match Database::create(path) {

@@ -23,13 +23,13 @@ pub enum Protocol {
     Http2,
 }
 
-pub enum Sender {
+pub(crate) enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
 /// How to check the server's certificate.
-pub fn tls_config(
+pub(crate) fn tls_config(
     ca: Option<&Path>,
     protocol: Protocol,
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -59,7 +59,7 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-pub async fn connect(
+pub(crate) async fn connect(
     target: &Target,
     protocol: Protocol,
     tls: &Arc<rustls::ClientConfig>,

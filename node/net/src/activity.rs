@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 /// One connection's requests, shared by its service and its watchdog.
-pub struct Activity {
+pub(crate) struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     requests: AtomicU64,
@@ -23,7 +23,7 @@ pub struct Activity {
 
 /// What the watchdog should do about a connection now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Keep,
     /// It never sent a request within the first-request deadline.
     NoFirstRequest,
@@ -32,7 +32,7 @@ pub enum Verdict {
 }
 
 impl Activity {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -46,7 +46,7 @@ impl Activity {
     }
 
     /// A request arrived; it is in flight until the returned guard drops.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.last_ms.store(self.now_ms(), Ordering::Release);
@@ -55,12 +55,12 @@ impl Activity {
         }
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Acquire)
     }
 
     /// Whether to keep the connection, given its deadlines.
-    pub fn verdict(&self, first_request: Duration, idle: Duration) -> Verdict {
+    pub(crate) fn verdict(&self, first_request: Duration, idle: Duration) -> Verdict {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Verdict::Keep;
         }
@@ -79,7 +79,7 @@ impl Activity {
     /// When to look again: when the deadline that applies now would pass, but no later than
     /// the shorter of the two (a request that starts and ends meanwhile moves the deadline
     /// without waking the watchdog).
-    pub fn next_check(&self, first_request: Duration, idle: Duration) -> Duration {
+    pub(crate) fn next_check(&self, first_request: Duration, idle: Duration) -> Duration {
         let limit = if self.requests() == 0 {
             first_request
         } else {
@@ -97,7 +97,7 @@ impl Activity {
 }
 
 /// A request in flight; dropping it (when its response body is done or dropped) ends it.
-pub struct InFlight {
+pub(crate) struct InFlight {
     activity: Arc<Activity>,
 }
 
@@ -110,13 +110,13 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight until it is done.
-pub struct TrackedBody<B> {
+pub(crate) struct TrackedBody<B> {
     inner: B,
     _in_flight: InFlight,
 }
 
 impl<B> TrackedBody<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
         TrackedBody {
             inner,
             _in_flight: in_flight,

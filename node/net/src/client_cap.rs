@@ -7,20 +7,20 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// Open connections per client, for one listener.
-pub struct ClientCap {
+pub(crate) struct ClientCap {
     limit: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One admitted connection; dropping it gives its place back.
-pub struct ClientSlot {
+pub(crate) struct ClientSlot {
     cap: Arc<ClientCap>,
     client: IpAddr,
 }
 
 impl ClientCap {
     /// `limit` connections per client; 0 means no cap.
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(ClientCap {
             limit,
             open: Mutex::new(HashMap::new()),
@@ -28,7 +28,7 @@ impl ClientCap {
     }
 
     /// A slot for a connection from `address`, unless that client is at the cap.
-    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<ClientSlot> {
+    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Option<ClientSlot> {
         if self.limit == 0 {
             return Some(ClientSlot {
                 cap: self.clone(),

@@ -59,7 +59,7 @@ pub struct AdminApi {
 
 /// A refusal: status, message, and the field it is about.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
     field: Option<String>,

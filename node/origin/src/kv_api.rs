@@ -21,7 +21,7 @@ use outpost_kv::paging;
 use outpost_runtime::body::full_response;
 
 /// The header that carries an entry's metadata on `PUT` (and back on `GET`).
-pub const METADATA_HEADER: &str = "outpost-kv-metadata";
+pub(crate) const METADATA_HEADER: &str = "outpost-kv-metadata";
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)

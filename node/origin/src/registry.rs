@@ -57,7 +57,7 @@ impl<E: Into<redb::Error>> From<E> for RegistryError {
     }
 }
 
-pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 pub struct Registry {
     db: Database,

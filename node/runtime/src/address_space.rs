@@ -9,17 +9,17 @@
 use outpost_core::config::PoolSettings;
 
 /// Guard region wasmtime places after each linear memory (its default on 64-bit hosts).
-pub const MEMORY_GUARD_BYTES: u64 = 32 << 20;
+pub(crate) const MEMORY_GUARD_BYTES: u64 = 32 << 20;
 /// The reservation that lets compiled code elide bounds checks on 32-bit memories.
-pub const FAST_MEMORY_RESERVATION: u64 = 4 << 30;
+pub(crate) const FAST_MEMORY_RESERVATION: u64 = 4 << 30;
 /// Stack for each async (fiber) call, plus its guard page.
-pub const ASYNC_STACK_BYTES: u64 = (2 << 20) + 4096;
+pub(crate) const ASYNC_STACK_BYTES: u64 = (2 << 20) + 4096;
 /// Linear memories, tables and core instances one component may hold. Components built by
 /// today's toolchains have one memory and a handful of core instances and tables.
-pub const MEMORIES_PER_INSTANCE: u64 = 1;
-pub const TABLES_PER_INSTANCE: u64 = 4;
-pub const CORE_INSTANCES_PER_INSTANCE: u64 = 16;
-pub const TABLE_ELEMENTS: u64 = 20_000;
+pub(crate) const MEMORIES_PER_INSTANCE: u64 = 1;
+pub(crate) const TABLES_PER_INSTANCE: u64 = 4;
+pub(crate) const CORE_INSTANCES_PER_INSTANCE: u64 = 16;
+pub(crate) const TABLE_ELEMENTS: u64 = 20_000;
 /// Only this share of user space goes to the pool; the rest is for the process itself.
 const USABLE_FRACTION: u64 = 2;
 
@@ -38,7 +38,7 @@ fn per_instance_bytes(reservation: u64) -> u64 {
 }
 
 /// Pick the memory reservation and check the pool fits in `user_space` bytes.
-pub fn plan(pool: &PoolSettings, user_space: u64) -> Result<PoolLayout, String> {
+pub(crate) fn plan(pool: &PoolSettings, user_space: u64) -> Result<PoolLayout, String> {
     let budget = user_space / USABLE_FRACTION;
     let instances = u64::from(pool.instances);
     let fits =
@@ -83,7 +83,7 @@ fn round_up_to_wasm_page(bytes: u64) -> u64 {
 
 /// The size of this process's user address space, read off the highest mapping in
 /// `/proc/self/maps` (the stack sits near the top), rounded up to a power of two.
-pub fn user_address_space() -> Option<u64> {
+pub(crate) fn user_address_space() -> Option<u64> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     user_space_from_maps(&maps)
 }

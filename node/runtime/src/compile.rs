@@ -22,7 +22,7 @@ pub enum Origin {
     Cache,
 }
 
-pub struct ComponentCache {
+pub(crate) struct ComponentCache {
     dir: PathBuf,
     engine_tag: String,
     /// Code generation settings of the serving engine, without its instance pool.
@@ -30,7 +30,11 @@ pub struct ComponentCache {
 }
 
 impl ComponentCache {
-    pub fn new(dir: &Path, engine: &Engine, compile: wasmtime::Config) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        dir: &Path,
+        engine: &Engine,
+        compile: wasmtime::Config,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the compile cache directory {}", dir.display()))?;
         let mut hasher = Sha256Hasher::default();
@@ -52,7 +56,7 @@ impl ComponentCache {
     /// A fresh compile is written to the cache and then loaded back from it, so what serves is
     /// always the file-backed artifact (shared page cache, nothing of the compiler left on the
     /// heap) and a restart runs the very same code.
-    pub fn load(
+    pub(crate) fn load(
         &self,
         engine: &Engine,
         wasm: &[u8],

@@ -25,7 +25,7 @@ use super::cpu_share::{CpuLanes, LONG_RUNNING, Lane};
 use super::engine::EPOCH_TICK;
 
 /// The most CPU a guest runs for before it yields its worker thread.
-pub const YIELD_SLICE: Duration = Duration::from_millis(2);
+pub(crate) const YIELD_SLICE: Duration = Duration::from_millis(2);
 
 /// The trap raised when a request uses up its CPU budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl std::error::Error for CpuLimitExceeded {}
 
 /// CPU time used by one request, shared by the metering future and the epoch callback (which
 /// run on the same thread, one after the other, so relaxed atomics suffice).
-pub struct CpuClock {
+pub(crate) struct CpuClock {
     budget: Duration,
     origin: Instant,
     /// Nanoseconds charged by finished polls.
@@ -61,7 +61,7 @@ pub struct CpuClock {
 }
 
 impl CpuClock {
-    pub fn new(budget: Duration, lanes: Option<CpuLanes>) -> Arc<Self> {
+    pub(crate) fn new(budget: Duration, lanes: Option<CpuLanes>) -> Arc<Self> {
         Arc::new(CpuClock {
             budget,
             origin: Instant::now(),
@@ -73,7 +73,7 @@ impl CpuClock {
     }
 
     /// CPU time used so far, counting the poll in progress if `polling`.
-    pub fn used(&self, polling: bool) -> Duration {
+    pub(crate) fn used(&self, polling: bool) -> Duration {
         let mut nanos = self.used.load(Ordering::Relaxed);
         if polling {
             nanos += self
@@ -84,13 +84,13 @@ impl CpuClock {
     }
 
     /// The epoch deadline to set before the first call.
-    pub fn initial_ticks(&self) -> u64 {
+    pub(crate) fn initial_ticks(&self) -> u64 {
         ticks_for(self.budget.min(YIELD_SLICE))
     }
 
     /// The epoch deadline callback: trap past the budget, else yield the worker and run on
     /// for the next slice (a long runner once it has a lane).
-    pub fn on_deadline(self: &Arc<Self>) -> wasmtime::Result<UpdateDeadline> {
+    pub(crate) fn on_deadline(self: &Arc<Self>) -> wasmtime::Result<UpdateDeadline> {
         let used = self.used(true);
         if used >= self.budget {
             return Err(wasmtime::Error::new(CpuLimitExceeded {
@@ -116,7 +116,7 @@ impl CpuClock {
 
     /// Before the guest starts: if its app has used more than its CPU share lately, wait for
     /// a lane, as a long runner would at each slice.
-    pub async fn wait_turn_if_over_share(&self) {
+    pub(crate) async fn wait_turn_if_over_share(&self) {
         if let Some(lanes) = &self.lanes
             && lanes.must_take_turns(false)
         {
@@ -141,13 +141,13 @@ fn ticks_for(remaining: Duration) -> u64 {
 }
 
 /// A future whose time inside `poll` is charged to a [`CpuClock`].
-pub struct Metered<F> {
+pub(crate) struct Metered<F> {
     inner: Pin<Box<F>>,
     clock: Arc<CpuClock>,
 }
 
 impl<F> Metered<F> {
-    pub fn new(inner: F, clock: Arc<CpuClock>) -> Self {
+    pub(crate) fn new(inner: F, clock: Arc<CpuClock>) -> Self {
         Metered {
             inner: Box::pin(inner),
             clock,

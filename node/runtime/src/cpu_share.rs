@@ -31,14 +31,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// CPU a request may use before its slices need a lane. Far above what a quick handler
 /// (microseconds to a few milliseconds) takes, so only computing guests ever queue.
-pub const LONG_RUNNING: Duration = Duration::from_millis(10);
+pub(crate) const LONG_RUNNING: Duration = Duration::from_millis(10);
 
 /// The span over which an app's CPU use is compared with its share.
-pub const WINDOW: Duration = Duration::from_millis(100);
+pub(crate) const WINDOW: Duration = Duration::from_millis(100);
 
 /// The lanes one app's long runners take turns on, and the node's for every app.
 #[derive(Clone)]
-pub struct CpuLanes {
+pub(crate) struct CpuLanes {
     app: Arc<Semaphore>,
     node: NodeLanes,
     /// Turns that had to wait (`outpost_guest_cpu_turns_waited_total{app}`).
@@ -48,13 +48,13 @@ pub struct CpuLanes {
 
 /// The node's lanes (every worker thread but one) and the CPU all apps' guests used lately.
 #[derive(Clone)]
-pub struct NodeLanes {
+pub(crate) struct NodeLanes {
     lanes: Arc<Semaphore>,
     usage: Arc<Usage>,
 }
 
 impl NodeLanes {
-    pub fn new(threads: usize) -> Self {
+    pub(crate) fn new(threads: usize) -> Self {
         let lanes = threads.saturating_sub(1).max(1);
         NodeLanes {
             lanes: Arc::new(Semaphore::new(lanes)),
@@ -128,19 +128,19 @@ impl Usage {
 }
 
 /// The right to run one slice of guest code past [`LONG_RUNNING`].
-pub struct Lane {
+pub(crate) struct Lane {
     _app: OwnedSemaphorePermit,
     _node: OwnedSemaphorePermit,
 }
 
 /// How many of `threads` one app's long runners may occupy at once: `percent` of them,
 /// rounded up, at least one.
-pub fn app_lane_count(threads: usize, percent: u32) -> usize {
+pub(crate) fn app_lane_count(threads: usize, percent: u32) -> usize {
     (threads * percent as usize).div_ceil(100).max(1)
 }
 
 impl CpuLanes {
-    pub fn new(app_lanes: usize, node: NodeLanes, waited: IntCounter) -> Self {
+    pub(crate) fn new(app_lanes: usize, node: NodeLanes, waited: IntCounter) -> Self {
         CpuLanes {
             app: Arc::new(Semaphore::new(app_lanes)),
             node,
@@ -150,20 +150,20 @@ impl CpuLanes {
     }
 
     /// Count CPU the app's guests used.
-    pub fn charge(&self, nanos: u64) {
+    pub(crate) fn charge(&self, nanos: u64) {
         self.usage.charge(nanos);
         self.node.usage.charge(nanos);
     }
 
     /// Whether a request of this app must run on a lane: it is a long runner (`long_running`)
     /// or its app has used more than its share lately, and other apps' guests have run lately.
-    pub fn must_take_turns(&self, long_running: bool) -> bool {
+    pub(crate) fn must_take_turns(&self, long_running: bool) -> bool {
         (long_running || self.usage.over_share()) && self.node.usage.recent() > self.usage.recent()
     }
 
     /// Wait for a lane: the app's first, then the node's (always in this order, and both
     /// queues are first come, first served, so long runners take turns and none starves).
-    pub async fn take(&self) -> Lane {
+    pub(crate) async fn take(&self) -> Lane {
         if let (Ok(app), Ok(node)) = (
             self.app.clone().try_acquire_owned(),
             self.node.lanes.clone().try_acquire_owned(),

@@ -20,7 +20,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 use outpost_core::config::EgressPolicy;
 
 /// What `send` gives back: the response, and a future that ends with its connection.
-pub type Sent = (
+pub(crate) type Sent = (
     http::Response<WasiBody>,
     Box<dyn Future<Output = Result<(), Error>> + Send>,
 );
@@ -28,7 +28,7 @@ pub type Sent = (
 /// Send `request` (absolute URI) within `options`' timeouts, if `policy` lets it reach an
 /// address its host resolves to. `permit` (the app's share of outbound connections) is held
 /// until the connection closes.
-pub async fn send(
+pub(crate) async fn send(
     mut request: http::Request<WasiBody>,
     options: RequestOptions,
     policy: Arc<EgressPolicy>,

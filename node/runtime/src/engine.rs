@@ -20,7 +20,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Build the engine for these pool settings, or say which setting to lower. Also returns the
 /// configuration to compile with: the same code generation settings without the pool, so a
 /// short-lived engine can compile and take all its scratch memory with it when dropped.
-pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, Config, PoolLayout)> {
+pub(crate) fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, Config, PoolLayout)> {
     let user_space = address_space::user_address_space().unwrap_or(1 << 47);
     let layout = address_space::plan(pool, user_space).map_err(|m| anyhow!(m))?;
 
@@ -76,13 +76,13 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<(Engine, Config, Pool
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-pub struct EpochTicker {
+pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub fn start(engine: Engine) -> Self {
+    pub(crate) fn start(engine: Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("outpost-epoch".into())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub struct PoolGate {
+pub(crate) struct PoolGate {
     slots: Arc<Semaphore>,
     capacity: usize,
     waiting: AtomicUsize,
@@ -24,7 +24,7 @@ pub struct PoolGate {
 pub struct PoolBusy;
 
 impl PoolGate {
-    pub fn new(slots: usize, max_queued: usize, queue_timeout: Duration) -> Self {
+    pub(crate) fn new(slots: usize, max_queued: usize, queue_timeout: Duration) -> Self {
         PoolGate {
             slots: Arc::new(Semaphore::new(slots)),
             capacity: slots,
@@ -35,11 +35,11 @@ impl PoolGate {
     }
 
     /// A slot if one is free right now.
-    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, PoolBusy> {
+    pub(crate) async fn enter(&self) -> Result<OwnedSemaphorePermit, PoolBusy> {
         if let Some(permit) = self.try_enter() {
             return Ok(permit);
         }
@@ -56,12 +56,12 @@ impl PoolGate {
         }
     }
 
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Slots in use right now.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.capacity - self.slots.available_permits()
     }
 }

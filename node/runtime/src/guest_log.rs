@@ -23,10 +23,10 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use super::log_budget::{Admission, LogBudget};
 use crate::request_id::RequestId;
 
-pub const MAX_LINE: usize = 16 * 1024;
-pub const MAX_PER_REQUEST: usize = 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024;
+pub(crate) const MAX_PER_REQUEST: usize = 1024 * 1024;
 /// How much of a request's stderr a [`StderrCapture`] keeps: the last this many bytes.
-pub const CAPTURE_BYTES: usize = 8 * 1024;
+pub(crate) const CAPTURE_BYTES: usize = 8 * 1024;
 
 /// The last `CAPTURE_BYTES` a request wrote to stderr; clones share it.
 #[derive(Clone, Default)]
@@ -50,7 +50,7 @@ impl StderrCapture {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
@@ -74,7 +74,7 @@ enum Level {
 
 /// One guest output stream; clones share the line buffer.
 #[derive(Clone)]
-pub struct GuestLog {
+pub(crate) struct GuestLog {
     state: Arc<Mutex<LineBuffer>>,
 }
 
@@ -91,7 +91,7 @@ struct LineBuffer {
 
 impl GuestLog {
     /// The app's `stream`, its lines paid for from `budget`, and copied into `capture` if given.
-    pub fn new(
+    pub(crate) fn new(
         app: Arc<str>,
         budget: LogBudget,
         request_id: RequestId,
@@ -122,7 +122,7 @@ impl GuestLog {
     /// The stream moves on to another request of a reused instance: what the last one left
     /// unfinished is logged under its id, the next lines under `request_id`, and the
     /// per-request cap starts again.
-    pub fn set_request(&self, request_id: RequestId, capture: Option<StderrCapture>) {
+    pub(crate) fn set_request(&self, request_id: RequestId, capture: Option<StderrCapture>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.emit_pending();
         state.request_id = request_id;

@@ -219,7 +219,7 @@ struct OutboundHooks {
 
 /// The `cdn-loop` token (RFC 8586) each Outpost hop adds to a subrequest: an app that fetches
 /// itself, directly or through others, is stopped after [`MAX_HOPS`] hops.
-pub const LOOP_TOKEN: &str = "outpost";
+pub(crate) const LOOP_TOKEN: &str = "outpost";
 pub const MAX_HOPS: usize = 8;
 
 /// The hops a request has been through Outpost nodes, from its `cdn-loop` header.

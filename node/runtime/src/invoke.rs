@@ -130,7 +130,7 @@ impl From<PoolBusy> for GuestFailure {
     }
 }
 
-pub type GuestResponse = http::Response<HyperOutgoingBody>;
+pub(crate) type GuestResponse = http::Response<HyperOutgoingBody>;
 
 /// Bytes one host call may bring from the guest (a 32 MiB KV batch fits).
 const HOSTCALL_BYTES: usize = 40 << 20;

@@ -27,6 +27,8 @@ use outpost::kv::extras;
 use wasi::keyvalue::{atomics, batch, store};
 
 /// An open namespace, as the guest holds it.
+// `pub` because the bindings `bindgen!` writes re-export it.
+#[allow(unreachable_pub)]
 pub struct Bucket {
     /// The stored name: `app/namespace`.
     namespace: String,
@@ -47,9 +49,9 @@ const MAX_GET_MANY_KEYS: usize = 100;
 const MAX_GET_MANY_BYTES: usize = outpost_kv::model::MAX_BATCH_BYTES;
 /// KV operations one request may make (as Workers allows per invocation): each a bounded
 /// synchronous host call, so a handler cannot keep the host busy past this inside one request.
-pub const MAX_OPS_PER_REQUEST: u32 = 1000;
+pub(crate) const MAX_OPS_PER_REQUEST: u32 = 1000;
 
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     atomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;

@@ -56,13 +56,13 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Bytes of linear memory held by live instances, against a cap.
 #[derive(Debug)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     cap: u64,
     held: AtomicU64,
 }
 
 impl MemoryBudget {
-    pub fn new(cap: u64) -> Arc<Self> {
+    pub(crate) fn new(cap: u64) -> Arc<Self> {
         Arc::new(MemoryBudget {
             cap,
             held: AtomicU64::new(0),
@@ -83,7 +83,7 @@ impl MemoryBudget {
     }
 
     /// Bytes held now.
-    pub fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
     }
 }
@@ -91,7 +91,7 @@ impl MemoryBudget {
 /// One instance's limiter: its own limit, and what it holds of its app's and the node's budgets
 /// (given back when the instance's store is dropped).
 #[derive(Debug)]
-pub struct GuestLimits {
+pub(crate) struct GuestLimits {
     memory_bytes: u64,
     app: Arc<MemoryBudget>,
     node: Arc<MemoryBudget>,
@@ -99,7 +99,7 @@ pub struct GuestLimits {
 }
 
 impl GuestLimits {
-    pub fn new(memory_bytes: u64, app: Arc<MemoryBudget>, node: Arc<MemoryBudget>) -> Self {
+    pub(crate) fn new(memory_bytes: u64, app: Arc<MemoryBudget>, node: Arc<MemoryBudget>) -> Self {
         GuestLimits {
             memory_bytes,
             app,

@@ -21,7 +21,7 @@ use super::host::HostState;
 
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
-pub fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+pub(crate) fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     // The WASI 0.2 command world: io, clocks, random, cli, filesystem, sockets.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -35,7 +35,7 @@ pub fn build(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
 
 /// Link `component` once, so each request only instantiates. Errors say what the component
 /// lacks or asks for that the host does not give.
-pub fn prelink(
+pub(crate) fn prelink(
     linker: &Linker<HostState>,
     component: &Component,
 ) -> anyhow::Result<ProxyPre<HostState>> {

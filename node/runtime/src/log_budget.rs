@@ -14,7 +14,7 @@ use outpost_core::config::GuestLogLimits;
 /// Each bucket holds this many seconds of its rate: a short burst passes whole.
 const BURST_SECONDS: f64 = 10.0;
 /// How often, at most, an app's dropped lines are reported in the log.
-pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Tokens refilled at a steady rate up to a capacity.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ struct AppAccount {
 
 /// The verdict on one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     Write,
     /// Dropped; `report` holds the dropped count to say now, if a report is due.
     Drop {
@@ -109,13 +109,13 @@ fn admit(app: &mut AppAccount, node: &mut Allowance, bytes: usize, now: Instant)
 }
 
 /// The node's allowance for all guests, shared by every app's [`LogBudget`].
-pub struct NodeLogBudget {
+pub(crate) struct NodeLogBudget {
     limits: GuestLogLimits,
     allowance: Arc<Mutex<Allowance>>,
 }
 
 impl NodeLogBudget {
-    pub fn new(limits: GuestLogLimits) -> Self {
+    pub(crate) fn new(limits: GuestLogLimits) -> Self {
         NodeLogBudget {
             allowance: Arc::new(Mutex::new(Allowance::new(
                 limits.node_lines_per_second,
@@ -127,7 +127,7 @@ impl NodeLogBudget {
     }
 
     /// A budget for one app (shared by all its deployments and instances).
-    pub fn for_app(&self, dropped: IntCounter) -> LogBudget {
+    pub(crate) fn for_app(&self, dropped: IntCounter) -> LogBudget {
         let now = Instant::now();
         LogBudget(Arc::new(AppBudget {
             account: Mutex::new(AppAccount {
@@ -154,11 +154,11 @@ struct AppBudget {
 
 /// One app's log budget; clones share it.
 #[derive(Clone)]
-pub struct LogBudget(Arc<AppBudget>);
+pub(crate) struct LogBudget(Arc<AppBudget>);
 
 impl LogBudget {
     /// Whether a line of `bytes` may be written now; a dropped line is counted.
-    pub fn admit(&self, bytes: usize) -> Admission {
+    pub(crate) fn admit(&self, bytes: usize) -> Admission {
         let budget = &*self.0;
         let mut account = budget.account.lock().unwrap_or_else(|p| p.into_inner());
         let mut node = budget.node.lock().unwrap_or_else(|p| p.into_inner());

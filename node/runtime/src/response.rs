@@ -19,12 +19,12 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::invoke::GuestFailure;
 
 /// Bytes of a response the node holds for a client that reads slowly.
-pub const RESPONSE_BUFFER: usize = 512 * 1024;
+pub(crate) const RESPONSE_BUFFER: usize = 512 * 1024;
 
 type Chunk = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
 
 /// The client's side of a guest's response.
-pub struct BufferedBody {
+pub(crate) struct BufferedBody {
     frames: mpsc::UnboundedReceiver<(Chunk, u32)>,
     room: Arc<Semaphore>,
     task: Option<JoinHandle<()>>,
@@ -34,7 +34,7 @@ pub struct BufferedBody {
 impl BufferedBody {
     /// Run `guest` to its end on a task of its own, pumping `body` (what it writes) into the
     /// buffer this body is read from.
-    pub fn spawn<G>(guest: G, body: HyperOutgoingBody) -> Self
+    pub(crate) fn spawn<G>(guest: G, body: HyperOutgoingBody) -> Self
     where
         G: Future<Output = Result<(), GuestFailure>> + Send + 'static,
     {

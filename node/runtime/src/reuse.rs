@@ -18,17 +18,17 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use super::host::HostState;
 
 /// How long an idle instance waits for its next request before it is dropped.
-pub const IDLE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TTL: Duration = Duration::from_secs(30);
 
 /// A live instance: its store, its bindings, and the pool slot it holds.
-pub struct Instance {
+pub(crate) struct Instance {
     pub store: Store<HostState>,
     pub proxy: Proxy,
     pub permit: OwnedSemaphorePermit,
 }
 
 /// Something waiting between two requests of its deployment.
-pub struct Idle<T> {
+pub(crate) struct Idle<T> {
     pub item: T,
     /// Requests it has served.
     pub served: u32,
@@ -36,7 +36,7 @@ pub struct Idle<T> {
 }
 
 impl<T> Idle<T> {
-    pub fn new(item: T, served: u32) -> Self {
+    pub(crate) fn new(item: T, served: u32) -> Self {
         Idle {
             item,
             served,
@@ -46,7 +46,7 @@ impl<T> Idle<T> {
 }
 
 /// One deployment's idle instances, most recently used last.
-pub struct IdleInstances<T = Instance> {
+pub(crate) struct IdleInstances<T = Instance> {
     /// How many requests one instance serves; `None` when the app does not reuse instances.
     max_requests: Option<u32>,
     capacity: usize,
@@ -54,7 +54,7 @@ pub struct IdleInstances<T = Instance> {
 }
 
 impl<T> IdleInstances<T> {
-    pub fn new(max_requests: Option<u32>, capacity: usize) -> Self {
+    pub(crate) fn new(max_requests: Option<u32>, capacity: usize) -> Self {
         IdleInstances {
             max_requests: max_requests.filter(|_| capacity > 0),
             capacity,
@@ -62,7 +62,7 @@ impl<T> IdleInstances<T> {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.max_requests.is_some()
     }
 
@@ -71,7 +71,7 @@ impl<T> IdleInstances<T> {
     }
 
     /// The most recently used idle instance (its pages are the likeliest to be warm).
-    pub fn take(&self) -> Option<Idle<T>> {
+    pub(crate) fn take(&self) -> Option<Idle<T>> {
         if !self.enabled() {
             return None;
         }
@@ -79,7 +79,7 @@ impl<T> IdleInstances<T> {
     }
 
     /// Keep `instance` for the next request, if it may serve more and there is room.
-    pub fn put(&self, instance: Idle<T>) {
+    pub(crate) fn put(&self, instance: Idle<T>) {
         let Some(max) = self.max_requests else {
             return;
         };
@@ -92,7 +92,7 @@ impl<T> IdleInstances<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
@@ -123,13 +123,13 @@ impl<T> IdleInstances<T> {
 
 /// A thread that drops instances idle for longer than [`IDLE_TTL`], so an app that stopped
 /// getting requests gives its slots and memory back.
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sweeper {
-    pub fn start(registry: Arc<IdleRegistry>) -> Self {
+    pub(crate) fn start(registry: Arc<IdleRegistry>) -> Self {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -162,7 +162,7 @@ impl Drop for Sweeper {
 }
 
 /// Every deployment's idle instances on this node, for eviction and expiry.
-pub struct IdleRegistry<T = Instance> {
+pub(crate) struct IdleRegistry<T = Instance> {
     deployments: Mutex<Vec<Weak<IdleInstances<T>>>>,
 }
 
@@ -175,7 +175,7 @@ impl<T> Default for IdleRegistry<T> {
 }
 
 impl<T> IdleRegistry<T> {
-    pub fn register(&self, idle: &Arc<IdleInstances<T>>) {
+    pub(crate) fn register(&self, idle: &Arc<IdleInstances<T>>) {
         if idle.enabled() {
             let mut list = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
             list.retain(|w| w.strong_count() > 0);
@@ -190,7 +190,7 @@ impl<T> IdleRegistry<T> {
     }
 
     /// Free one pool slot: drop the idle instance that has waited longest, of any deployment.
-    pub fn evict_one(&self) -> bool {
+    pub(crate) fn evict_one(&self) -> bool {
         let live = self.live();
         let oldest = live
             .iter()
@@ -203,12 +203,12 @@ impl<T> IdleRegistry<T> {
     }
 
     /// Drop instances idle longer than [`IDLE_TTL`]; how many.
-    pub fn expire(&self) -> usize {
+    pub(crate) fn expire(&self) -> usize {
         self.live().iter().map(|d| d.expire(IDLE_TTL)).sum()
     }
 
     /// Idle instances on this node.
-    pub fn idle(&self) -> usize {
+    pub(crate) fn idle(&self) -> usize {
         self.live().iter().map(|d| d.len()).sum()
     }
 }

@@ -8,7 +8,7 @@
 use wasmparser::{Parser, Payload};
 
 /// The custom section `outpost build` adds to a component that serves one request per instance.
-pub const ONE_REQUEST_SECTION: &str = "outpost:one-request-per-instance";
+pub(crate) const ONE_REQUEST_SECTION: &str = "outpost:one-request-per-instance";
 
 /// `wasm` with the one-request-per-instance mark appended (a custom section at the end of the
 /// outermost component).
@@ -22,7 +22,7 @@ pub fn mark_one_request_per_instance(wasm: &mut Vec<u8>) {
 }
 
 /// Whether the outermost component carries the one-request-per-instance mark.
-pub fn serves_one_request_per_instance(wasm: &[u8]) -> bool {
+pub(crate) fn serves_one_request_per_instance(wasm: &[u8]) -> bool {
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
         match payload {

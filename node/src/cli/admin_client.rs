@@ -23,7 +23,7 @@ use outpost_core::config::DeployTarget;
 /// Where the origin is and how to talk to it, from flags, then `outpost.toml`, then the
 /// environment (`OUTPOST_ORIGIN`, `OUTPOST_TOKEN`, `OUTPOST_CA`).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct OriginArgs {
+pub(super) struct OriginArgs {
     /// The origin's admin API, e.g. https://origin.example.com:9443
     #[arg(long)]
     pub origin: Option<String>,
@@ -35,7 +35,7 @@ pub struct OriginArgs {
     pub ca: Option<PathBuf>,
 }
 
-pub struct AdminClient {
+pub(super) struct AdminClient {
     host: String,
     port: u16,
     authority: String,
@@ -44,7 +44,7 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn new(args: &OriginArgs, from_app: Option<&DeployTarget>) -> anyhow::Result<Self> {
+    pub(super) fn new(args: &OriginArgs, from_app: Option<&DeployTarget>) -> anyhow::Result<Self> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let origin = args
             .origin
@@ -85,11 +85,11 @@ impl AdminClient {
         })
     }
 
-    pub fn origin(&self) -> String {
+    pub(super) fn origin(&self) -> String {
         format!("https://{}", self.authority)
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(
             http::Method::GET,
             path,
@@ -99,7 +99,7 @@ impl AdminClient {
         .await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(super) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let bytes = Bytes::from(serde_json::to_vec(body)?);
         self.send(
             http::Method::POST,
@@ -110,7 +110,7 @@ impl AdminClient {
         .await
     }
 
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(
             http::Method::DELETE,
             path,
@@ -121,7 +121,7 @@ impl AdminClient {
     }
 
     /// Upload bytes, advancing `progress` as they go out.
-    pub async fn put_with_progress(
+    pub(super) async fn put_with_progress(
         &self,
         path: &str,
         bytes: Bytes,
@@ -152,7 +152,7 @@ impl AdminClient {
     }
 
     /// Send a request with extra headers; the answer whatever its status.
-    pub async fn exchange<B>(
+    pub(super) async fn exchange<B>(
         &self,
         method: http::Method,
         path: &str,
@@ -171,7 +171,7 @@ impl AdminClient {
     }
 
     /// Send a request; the response with its body still streaming.
-    pub async fn open<B>(
+    pub(super) async fn open<B>(
         &self,
         method: http::Method,
         path: &str,
@@ -217,14 +217,14 @@ impl AdminClient {
 }
 
 /// What the origin answered.
-pub struct Answer {
+pub(super) struct Answer {
     pub status: http::StatusCode,
     pub body: Bytes,
 }
 
 impl Answer {
     /// The JSON body of a success, or the origin's refusal as an error.
-    pub fn json(self) -> anyhow::Result<Value> {
+    pub(super) fn json(self) -> anyhow::Result<Value> {
         let status = self.status;
         let value: Value = serde_json::from_slice(&self.body).with_context(|| {
             format!("the origin answered {status} with something that is not JSON")
@@ -241,7 +241,7 @@ impl Answer {
     }
 
     /// The raw body of a success, or the origin's refusal as an error.
-    pub fn bytes(self) -> anyhow::Result<Bytes> {
+    pub(super) fn bytes(self) -> anyhow::Result<Bytes> {
         if self.status.is_success() {
             Ok(self.body)
         } else {

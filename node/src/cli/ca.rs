@@ -10,7 +10,7 @@ use outpost_origin::auth::new_token;
 const CA_STEM: &str = "ca";
 const CA_NAME: &str = "Outpost cluster CA";
 
-pub fn init(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn init(dir: &Path) -> anyhow::Result<()> {
     let ca = CertAuthority::create(dir, CA_STEM, CA_NAME)?;
     println!(
         "cluster CA: {} (key beside it; keep it off the nodes)",
@@ -22,7 +22,7 @@ pub fn init(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn issue(dir: &Path, node: &str, hosts: &[String]) -> anyhow::Result<()> {
+pub(super) fn issue(dir: &Path, node: &str, hosts: &[String]) -> anyhow::Result<()> {
     member_name(node)?;
     let ca = CertAuthority::load(dir, CA_STEM, CA_NAME)?;
     let mut names = vec![node.to_string()];
@@ -60,7 +60,7 @@ fn member_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn token(name: &str, rights: &[String]) -> anyhow::Result<()> {
+pub(super) fn token(name: &str, rights: &[String]) -> anyhow::Result<()> {
     let (token, hash) = new_token()?;
     let rights = rights
         .iter()

@@ -15,7 +15,7 @@ use outpost_net::listener::ShutdownSignal;
 use outpost_runtime::Origin;
 
 #[derive(Args)]
-pub struct DevArgs {
+pub(super) struct DevArgs {
     /// An app directory with an outpost.toml, its outpost.toml, or a .wasm component.
     #[arg(default_value = ".")]
     path: PathBuf,
@@ -31,7 +31,7 @@ pub struct DevArgs {
     data_dir: Option<PathBuf>,
 }
 
-pub async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+pub(super) async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let app = load_app(&args.path)?;
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     if handoff::running_node(&data_dir) {

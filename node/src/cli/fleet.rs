@@ -16,7 +16,7 @@ use outpost_core::blobs::sha256_hex;
 use outpost_core::config::AppSpec;
 
 #[derive(Args)]
-pub struct DeployArgs {
+pub(super) struct DeployArgs {
     /// The app directory (with outpost.toml).
     #[arg(long, short, default_value = ".")]
     path: PathBuf,
@@ -34,7 +34,7 @@ pub struct DeployArgs {
 }
 
 #[derive(Args)]
-pub struct AppArgs {
+pub(super) struct AppArgs {
     /// The app (default: the name in ./outpost.toml).
     #[arg(long)]
     app: Option<String>,
@@ -67,7 +67,7 @@ pub(super) fn resolve_app(
     Ok((app, client))
 }
 
-pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let spec = AppSpec::load(&args.path)?;
     let app = spec.settings.name.clone();
     let client = AdminClient::new(&args.origin, Some(&spec.deploy))?;
@@ -175,7 +175,7 @@ async fn wait_until_live(
     }
 }
 
-pub async fn versions(args: AppArgs) -> anyhow::Result<()> {
+pub(super) async fn versions(args: AppArgs) -> anyhow::Result<()> {
     let (app, client) = app_and_client(&args)?;
     let answer = client.get(&format!("/v1/apps/{app}")).await?;
     let active = answer["app"]["active"].as_u64();
@@ -202,14 +202,14 @@ pub async fn versions(args: AppArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct ActivateArgs {
+pub(super) struct ActivateArgs {
     /// The version to make live.
     version: u64,
     #[command(flatten)]
     app: AppArgs,
 }
 
-pub async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
+pub(super) async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
     let (app, client) = app_and_client(&args.app)?;
     client
         .post(
@@ -222,14 +222,14 @@ pub async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct RollbackArgs {
+pub(super) struct RollbackArgs {
     /// The version to go back to (default: the one active before the current one).
     version: Option<u64>,
     #[command(flatten)]
     app: AppArgs,
 }
 
-pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     let (app, client) = app_and_client(&args.app)?;
     let body = match args.version {
         Some(version) => json!({ "version": version }),
@@ -245,14 +245,14 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     wait_until_live(&client, &app, version, Duration::from_secs(60)).await
 }
 
-pub async fn delete(args: AppArgs) -> anyhow::Result<()> {
+pub(super) async fn delete(args: AppArgs) -> anyhow::Result<()> {
     let (app, client) = app_and_client(&args)?;
     client.delete(&format!("/v1/apps/{app}")).await?;
     println!("{app}: deleted; nodes stop serving it");
     Ok(())
 }
 
-pub async fn status(args: OriginArgs) -> anyhow::Result<()> {
+pub(super) async fn status(args: OriginArgs) -> anyhow::Result<()> {
     let local = local_app(Path::new("."));
     let client = AdminClient::new(&args, local.as_ref().map(|s| &s.deploy))?;
     let status = client.get("/v1/status").await?;

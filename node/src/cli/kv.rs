@@ -14,7 +14,7 @@ use super::admin_client::{AdminClient, OriginArgs};
 use super::fleet::resolve_app;
 
 #[derive(Subcommand)]
-pub enum KvCommand {
+pub(super) enum KvCommand {
     /// Store a value: given on the command line, from --file, or from stdin with --file -.
     Put {
         #[command(flatten)]
@@ -54,7 +54,7 @@ pub enum KvCommand {
 }
 
 #[derive(Args)]
-pub struct KvArgs {
+pub(super) struct KvArgs {
     /// The app whose namespace this is (default: the name in ./outpost.toml).
     #[arg(long)]
     app: Option<String>,
@@ -100,7 +100,7 @@ fn read_value(value: Option<String>, file: Option<&Path>) -> anyhow::Result<Vec<
     }
 }
 
-pub async fn run(command: KvCommand) -> anyhow::Result<()> {
+pub(super) async fn run(command: KvCommand) -> anyhow::Result<()> {
     match command {
         KvCommand::Put {
             at,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The most bytes of log lines waiting for stderr.
-pub const MAX_QUEUED_BYTES: usize = 32 << 20;
+pub(super) const MAX_QUEUED_BYTES: usize = 32 << 20;
 /// How long exiting waits for queued lines to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -31,18 +31,21 @@ struct Shared {
 
 /// The writer handed to tracing: cheap to clone, never blocks.
 #[derive(Clone)]
-pub struct LogQueue {
+pub(super) struct LogQueue {
     sender: mpsc::Sender<Message>,
     shared: Arc<Shared>,
     limit: usize,
 }
 
 /// Flushes the queue when dropped (at exit).
-pub struct FlushOnDrop(LogQueue);
+pub(super) struct FlushOnDrop(LogQueue);
 
 impl LogQueue {
     /// A queue of at most `limit` bytes in front of `out`, written by a thread of its own.
-    pub fn start<W: Write + Send + 'static>(out: W, limit: usize) -> (LogQueue, FlushOnDrop) {
+    pub(super) fn start<W: Write + Send + 'static>(
+        out: W,
+        limit: usize,
+    ) -> (LogQueue, FlushOnDrop) {
         let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             queued_bytes: AtomicUsize::new(0),

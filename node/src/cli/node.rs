@@ -13,7 +13,11 @@ use outpost_core::config::NodeConfig;
 use outpost_edge::server::handoff::{self, Inherited};
 use outpost_net::listener::ShutdownSignal;
 
-pub async fn run(config: &Path, takeover: bool, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+pub(super) async fn run(
+    config: &Path,
+    takeover: bool,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
     let config = NodeConfig::load(config)?;
     outpost_core::files::private_dir(&config.data_dir)?;
     let mut inherited = if takeover {

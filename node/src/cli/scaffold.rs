@@ -14,7 +14,7 @@ fn sdk_path() -> Option<PathBuf> {
         .filter(|p| p.join("Cargo.toml").is_file())
 }
 
-pub fn new_app(name: &str, dir: Option<&Path>, language: Language) -> anyhow::Result<()> {
+pub(super) fn new_app(name: &str, dir: Option<&Path>, language: Language) -> anyhow::Result<()> {
     validate_name(name).map_err(anyhow::Error::msg)?;
     let dir = dir
         .map(Path::to_path_buf)

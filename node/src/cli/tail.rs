@@ -11,7 +11,7 @@ use super::admin_client::OriginArgs;
 use super::fleet::resolve_app;
 
 #[derive(Args)]
-pub struct TailArgs {
+pub(super) struct TailArgs {
     /// The app (default: the name in ./outpost.toml).
     app: Option<String>,
     /// Only these statuses: codes and classes, comma-separated (`5xx,429`).
@@ -27,7 +27,7 @@ pub struct TailArgs {
     origin: OriginArgs,
 }
 
-pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: TailArgs) -> anyhow::Result<()> {
     let (app, client) = resolve_app(args.app.as_deref(), &args.origin)?;
     let mut query = Vec::new();
     if let Some(status) = &args.status {

@@ -6,7 +6,7 @@
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// User + system CPU seconds of `pid` and its descendants.
-pub fn process_tree_seconds(pid: u32) -> f64 {
+pub(crate) fn process_tree_seconds(pid: u32) -> f64 {
     let mut total = 0u64;
     let mut frontier = vec![pid];
     while let Some(current) = frontier.pop() {

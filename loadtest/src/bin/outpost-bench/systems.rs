@@ -51,7 +51,7 @@ impl Drop for Server {
     }
 }
 
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -60,7 +60,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// A free TCP port on loopback (for servers that cannot be told to pick one).
-pub fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -181,7 +181,7 @@ impl Lang {
 }
 
 /// Build loadtest/apps/{js,py}-hello twice each into `work` with `outpost build`.
-pub fn build_guests(bin_dir: &Path, repo: &Path, work: &Path) -> anyhow::Result<Guests> {
+pub(crate) fn build_guests(bin_dir: &Path, repo: &Path, work: &Path) -> anyhow::Result<Guests> {
     let build = |lang: Lang, reuse: bool| -> anyhow::Result<PathBuf> {
         let source = repo.join("loadtest/apps").join(lang.dir());
         let dir = work.join("apps").join(format!(
@@ -233,7 +233,7 @@ pub fn build_guests(bin_dir: &Path, repo: &Path, work: &Path) -> anyhow::Result<
 
 /// The app an Outpost run serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum BenchApp {
+pub(crate) enum BenchApp {
     /// `examples/hello`: the same component every system serves.
     Hello,
     /// `examples/kv-counter` with its `counter` namespace, on the node's embedded KV.
@@ -289,7 +289,7 @@ impl BenchApp {
 
 /// `outpost node` serving `app` on HTTPS and plain HTTP; `keep_resident_kb` picks how slots are
 /// reset (0 is the madvise path).
-pub fn outpost(
+pub(crate) fn outpost(
     tools: &Tools,
     label: &str,
     app: BenchApp,
@@ -333,14 +333,14 @@ pub fn outpost(
 }
 
 /// Outpost's admin address (for /metrics), from its start-up line.
-pub fn admin_addr(server: &Server) -> Option<SocketAddr> {
+pub(crate) fn admin_addr(server: &Server) -> Option<SocketAddr> {
     let output = server.output();
     let line = output.lines().find(|l| l.contains(" serving "))?;
     word(after(line, "admin=Some(")?)?.parse().ok()
 }
 
 /// The node's instantiation histogram from its /metrics: (instances created, seconds in all).
-pub fn instantiations(server: &Server) -> Option<(f64, f64)> {
+pub(crate) fn instantiations(server: &Server) -> Option<(f64, f64)> {
     use std::io::{Read, Write};
     let addr = admin_addr(server)?;
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
@@ -364,7 +364,7 @@ fn port(addr: &str) -> Option<u16> {
     addr.parse::<SocketAddr>().ok().map(|a| a.port())
 }
 
-pub fn bare(tools: &Tools) -> anyhow::Result<Server> {
+pub(crate) fn bare(tools: &Tools) -> anyhow::Result<Server> {
     let mut command = Command::new(tools.bin_dir.join("bare-hello"));
     command
         .args(["--https", "127.0.0.1:0", "--http", "127.0.0.1:0", "--cert"])
@@ -382,12 +382,12 @@ pub fn bare(tools: &Tools) -> anyhow::Result<Server> {
 }
 
 /// `wasmtime serve` on `examples/hello` with the given `-O` options.
-pub fn wasmtime(tools: &Tools, label: &str, options: &[&str]) -> anyhow::Result<Server> {
+pub(crate) fn wasmtime(tools: &Tools, label: &str, options: &[&str]) -> anyhow::Result<Server> {
     wasmtime_serving(tools, label, options, &[], &tools.hello)
 }
 
 /// `wasmtime serve` on `component` with the given `-O` and `-S` options.
-pub fn wasmtime_serving(
+pub(crate) fn wasmtime_serving(
     tools: &Tools,
     label: &str,
     options: &[&str],
@@ -411,7 +411,7 @@ pub fn wasmtime_serving(
 }
 
 /// nginx from Debian's packages, returning a fixed 200 (as hello does) on HTTPS and HTTP.
-pub fn nginx(tools: &Tools) -> anyhow::Result<Server> {
+pub(crate) fn nginx(tools: &Tools) -> anyhow::Result<Server> {
     let dir = tools.work.join("nginx");
     std::fs::create_dir_all(&dir)?;
     let (https, http) = (free_port()?, free_port()?);
@@ -452,7 +452,7 @@ pub fn nginx(tools: &Tools) -> anyhow::Result<Server> {
 }
 
 /// Find a program on PATH or at a known place.
-pub fn find_program(name: &str, also: &[&str]) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_program(name: &str, also: &[&str]) -> anyhow::Result<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)

@@ -42,7 +42,7 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "not met" }
 }
 
-pub fn markdown(args: &Args, r: &Results) -> String {
+pub(crate) fn markdown(args: &Args, r: &Results) -> String {
     let row = |s: Subject| r.throughput.iter().find(|x| x.subject == s);
     let rps = |s: Subject| row(s).map(median_rps).unwrap_or(0.0);
     let p99 = |s: Subject| row(s).map(median_p99).unwrap_or(0.0);

@@ -68,7 +68,7 @@ impl std::error::Error for FieldError {}
 
 /// The rule every numeric setting follows: absent, it takes `default`; present, it must lie in
 /// `range`, and the error names both ends.
-pub fn in_range(
+pub(super) fn in_range(
     value: Option<u64>,
     field: impl Into<String>,
     range: RangeInclusive<u64>,

@@ -50,8 +50,8 @@ pub struct OriginConfig {
 }
 
 /// Each app's KV allowance when origin.toml does not say.
-pub const DEFAULT_KV_MB_PER_APP: u64 = 1024;
-pub const DEFAULT_KV_WRITES_PER_SECOND: u32 = 1000;
+pub(super) const DEFAULT_KV_MB_PER_APP: u64 = 1024;
+pub(super) const DEFAULT_KV_WRITES_PER_SECOND: u32 = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

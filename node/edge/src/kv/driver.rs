@@ -104,7 +104,7 @@ struct Driver {
 /// still get answers). `id_base` must differ between runs of this node (the origin recognises
 /// retried writes by id). `head_check` verifies the origin's heads that peers pass on.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_driver(
+pub(super) async fn run_driver(
     replica: Arc<dyn ReplicaStore>,
     head_check: HeadCheck,
     mut commands: mpsc::Receiver<Command>,

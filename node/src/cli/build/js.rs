@@ -15,7 +15,7 @@ use outpost_core::config::{AppSpec, Language};
 
 /// Where the app's module is looked for when neither `[build] entry` nor package.json's
 /// `main` says.
-pub const DEFAULT_ENTRIES: &[&str] = &[
+pub(super) const DEFAULT_ENTRIES: &[&str] = &[
     "src/index.ts",
     "src/index.js",
     "src/index.mjs",
@@ -26,7 +26,7 @@ pub const DEFAULT_ENTRIES: &[&str] = &[
 ];
 
 /// Build the app; `Ok(false)` when the component was already up to date.
-pub fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
+pub(super) fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
     tools::require(
         "node",
         "--version",

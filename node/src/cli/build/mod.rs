@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppSpec, Language};
 
-pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn build(path: &Path) -> anyhow::Result<PathBuf> {
     let spec = AppSpec::load(path)?;
     let dir = spec
         .source
@@ -67,7 +67,7 @@ pub fn build(path: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The app's language: `[build] language`, else what its files say.
-pub fn language(spec: &AppSpec, dir: &Path) -> anyhow::Result<Language> {
+pub(super) fn language(spec: &AppSpec, dir: &Path) -> anyhow::Result<Language> {
     if let Some(language) = spec.build.language {
         return Ok(language);
     }

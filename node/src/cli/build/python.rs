@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::{sdk, tools, world};
 use outpost_core::config::{AppSpec, Language};
 
-pub const DEFAULT_ENTRY: &str = "app.py";
+pub(super) const DEFAULT_ENTRY: &str = "app.py";
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// The module componentize-py starts from (written to the work folder).
 const ENTRY_MODULE: &str = "outpost_entry";
@@ -24,7 +24,7 @@ const PINNED_MODULES: &[(&str, &str)] = &[
 ];
 
 /// Build the app; `Ok(false)` when the component was already up to date.
-pub fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
+pub(super) fn build(spec: &AppSpec, dir: &Path) -> anyhow::Result<bool> {
     tools::require(
         "python3",
         "--version",

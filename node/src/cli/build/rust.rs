@@ -41,7 +41,7 @@ fn detect() -> anyhow::Result<Toolchain> {
     )
 }
 
-pub fn build(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn build(dir: &Path) -> anyhow::Result<()> {
     let mut cargo = match detect()? {
         Toolchain::Rustup => Command::new("cargo"),
         Toolchain::Debian { tools } => {

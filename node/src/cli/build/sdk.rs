@@ -10,7 +10,7 @@ include!(concat!(env!("OUT_DIR"), "/guest_sdk.rs"));
 
 /// A short hash of every embedded file: it names the unpacked copy, and goes into build
 /// fingerprints so a new SDK rebuilds apps.
-pub fn digest() -> String {
+pub(super) fn digest() -> String {
     let mut hash = Sha256::new();
     for (path, contents) in FILES {
         hash.update(path.as_bytes());
@@ -21,7 +21,7 @@ pub fn digest() -> String {
 }
 
 /// The contents of one embedded file, by its path under guest-sdk/.
-pub fn file(path: &str) -> &'static [u8] {
+pub(super) fn file(path: &str) -> &'static [u8] {
     FILES
         .iter()
         .find(|(name, _)| *name == path)
@@ -30,7 +30,7 @@ pub fn file(path: &str) -> &'static [u8] {
 }
 
 /// The SDK unpacked under `tools/sdk/<digest>/`, laid out as guest-sdk/ is.
-pub fn unpack(tools: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn unpack(tools: &Path) -> anyhow::Result<PathBuf> {
     let dir = tools.join("sdk").join(digest());
     super::tools::install_once(&dir, "the Outpost guest SDK", |dir| {
         for (path, contents) in FILES {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-pub fn tools_dir() -> PathBuf {
+pub(super) fn tools_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("OUTPOST_TOOLS") {
         return PathBuf::from(dir);
     }
@@ -21,12 +21,12 @@ pub fn tools_dir() -> PathBuf {
 
 /// An exclusive lock on `dir/.lock`, held while something is installed into `dir`, so two
 /// builds at once (tests, two terminals) do not install over each other.
-pub struct InstallLock {
+pub(super) struct InstallLock {
     _file: File,
 }
 
 impl InstallLock {
-    pub fn acquire(dir: &Path) -> anyhow::Result<InstallLock> {
+    pub(super) fn acquire(dir: &Path) -> anyhow::Result<InstallLock> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(".lock");
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -45,7 +45,7 @@ impl InstallLock {
 
 /// Installs into `dir` with `install` unless a previous install finished there (it leaves
 /// `dir/.installed`). The marker is written last, so an interrupted install is redone.
-pub fn install_once(
+pub(super) fn install_once(
     dir: &Path,
     what: &str,
     install: impl FnOnce(&Path) -> anyhow::Result<()>,
@@ -68,7 +68,7 @@ pub fn install_once(
 }
 
 /// Run `command` with the terminal's output; an error names `what` and how it ended.
-pub fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
+pub(super) fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("starting {what} ({:?})", command.get_program()))?;
@@ -79,7 +79,7 @@ pub fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
 }
 
 /// Fail with how to get `program` unless it runs.
-pub fn require(program: &str, version_flag: &str, hint: &str) -> anyhow::Result<()> {
+pub(super) fn require(program: &str, version_flag: &str, hint: &str) -> anyhow::Result<()> {
     match Command::new(program).arg(version_flag).output() {
         Ok(output) if output.status.success() => Ok(()),
         _ => bail!("`{program}` is needed to build this app and was not found: {hint}"),
@@ -87,13 +87,13 @@ pub fn require(program: &str, version_flag: &str, hint: &str) -> anyhow::Result<
 }
 
 /// Whether a build stamped with `fingerprint` already made `output`; `record` stamps it.
-pub struct Stamp {
+pub(super) struct Stamp {
     path: PathBuf,
     fingerprint: String,
 }
 
 impl Stamp {
-    pub fn new(work: &Path, output: &Path, fingerprint: String) -> Stamp {
+    pub(super) fn new(work: &Path, output: &Path, fingerprint: String) -> Stamp {
         let name = output
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -104,11 +104,11 @@ impl Stamp {
         }
     }
 
-    pub fn is_current(&self, output: &Path) -> bool {
+    pub(super) fn is_current(&self, output: &Path) -> bool {
         output.exists() && std::fs::read_to_string(&self.path).is_ok_and(|s| s == self.fingerprint)
     }
 
-    pub fn record(&self) -> anyhow::Result<()> {
+    pub(super) fn record(&self) -> anyhow::Result<()> {
         std::fs::write(&self.path, &self.fingerprint)
             .with_context(|| format!("writing {}", self.path.display()))
     }

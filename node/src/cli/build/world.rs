@@ -12,7 +12,7 @@ use super::sdk;
 use outpost_core::config::Language;
 
 /// The world's package and name, as the tools take it.
-pub const WORLD: &str = "outpost:app/handler";
+pub(super) const WORLD: &str = "outpost:app/handler";
 
 /// The KV interfaces, as the SDK's `extras` world lists them.
 const KV_IMPORTS: &str = "    import wasi:keyvalue/store@0.2.0-draft;\n    \
@@ -21,7 +21,7 @@ const KV_IMPORTS: &str = "    import wasi:keyvalue/store@0.2.0-draft;\n    \
                           import outpost:kv/extras@0.1.0;\n";
 
 /// The world's text for an app in `language`, with the KV interfaces if `kv`.
-pub fn world(language: Language, kv: bool) -> String {
+pub(super) fn world(language: Language, kv: bool) -> String {
     let http = match language {
         // StarlingMonkey imports the rest of the proxy world itself; the labels must be the
         // ones the engine was built with. (The SDK's own handler, for reused instances, uses
@@ -41,7 +41,7 @@ pub fn world(language: Language, kv: bool) -> String {
 
 /// A WIT folder at `target` (replacing what is there): the app's world at its root and the
 /// SDK's WIT packages as its dependencies.
-pub fn write(target: &Path, language: Language, kv: bool) -> anyhow::Result<()> {
+pub(super) fn write(target: &Path, language: Language, kv: bool) -> anyhow::Result<()> {
     if target.exists() {
         std::fs::remove_dir_all(target)
             .with_context(|| format!("removing {}", target.display()))?;
