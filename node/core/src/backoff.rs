@@ -9,8 +9,11 @@ use std::time::Duration;
 /// The first wait, the ceiling, and how long a session must last to count as healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
+    /// The wait after the first failure; each further failure doubles it.
     pub first: Duration,
+    /// The ceiling the doubling wait stops at.
     pub max: Duration,
+    /// How long a session must last for the next wait to start again from `first`.
     pub healthy_after: Duration,
 }
 
@@ -32,6 +35,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A fresh backoff under `policy`, starting at `policy.first`, with system-seeded randomness.
     pub fn new(policy: BackoffPolicy) -> Backoff {
         Backoff {
             policy,

@@ -10,6 +10,7 @@ use crate::wire::is_sha256_hex;
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
+/// A directory of components, each kept as `<sha256>.wasm`.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
@@ -25,11 +26,13 @@ pub struct BlobWriter {
     written: u64,
 }
 
+/// The sha256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 impl BlobStore {
+    /// Open the store in `dir`, creating the directory if it does not exist.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(BlobStore {
@@ -37,14 +40,17 @@ impl BlobStore {
         })
     }
 
+    /// Where the blob named `sha256` is (or would be) kept; the name is not checked.
     pub fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}.wasm"))
     }
 
+    /// Whether the store holds the blob `sha256` (false for a name that is not a sha256 in hex).
     pub fn contains(&self, sha256: &str) -> bool {
         is_sha256_hex(sha256) && self.path(sha256).is_file()
     }
 
+    /// The bytes of the blob `sha256`, without checking that they still hash to it.
     pub fn read(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
         if !is_sha256_hex(sha256) {
             bail!("{sha256:?} is not a sha256 in hex");
@@ -97,6 +103,7 @@ impl BlobStore {
 }
 
 impl BlobWriter {
+    /// Hash and append the next piece of the blob.
     pub fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
         self.hasher.update(chunk);
         self.written += chunk.len() as u64;
@@ -104,6 +111,7 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
     }

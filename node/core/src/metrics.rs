@@ -22,34 +22,73 @@ const INSTANTIATE_BUCKETS: &[f64] = &[
     0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.01,
 ];
 
+/// Every metric the process exports, in one registry; get it with [`metrics`].
 pub struct Metrics {
     registry: Registry,
     names: Vec<String>,
+    /// `outpost_requests_total`: requests answered, by app, status class, protocol and TLS.
     pub requests: IntCounterVec,
+    /// `outpost_request_duration_seconds`: from a request's arrival to its response head, by app.
     pub request_seconds: HistogramVec,
+    /// `outpost_guest_cpu_seconds`: time running the guest (not waiting on I/O) per request, by
+    /// app.
     pub guest_seconds: HistogramVec,
+    /// `outpost_instantiate_duration_seconds`: instantiating a component from the pool for one
+    /// request.
     pub instantiate_seconds: Histogram,
+    /// `outpost_guest_failures_total`: requests a guest did not answer, by app and kind (`trap`,
+    /// `cpu_limit`, `timeout`, ...).
     pub guest_failures: IntCounterVec,
+    /// `outpost_guest_log_dropped_total`: guest stdout/stderr lines dropped over the app's log
+    /// budget, by app.
     pub guest_log_dropped: IntCounterVec,
+    /// `outpost_guest_cpu_turns_waited_total`: slices of long-running guests (past 10 ms of CPU)
+    /// that waited for a turn on a CPU share, by app.
     pub cpu_turns_waited: IntCounterVec,
+    /// `outpost_pool_slots`: instance pool slots in all.
     pub pool_slots: IntGauge,
+    /// `outpost_pool_slots_in_use`: pool slots serving a request right now.
     pub pool_slots_in_use: IntGauge,
+    /// `outpost_instance_memory_bytes`: linear memory held by live instances, in bytes.
     pub instance_memory: IntGauge,
+    /// `outpost_tls_handshakes_total`: TLS handshakes completed.
     pub tls_handshakes: IntCounter,
+    /// `outpost_tls_handshake_failures_total`: TLS handshakes that failed, by reason (`error`,
+    /// `timeout`).
     pub tls_handshake_failures: IntCounterVec,
+    /// `outpost_connections_closed_total`: connections closed for a deadline, by reason
+    /// (`no_first_request`, `idle`).
     pub connections_closed: IntCounterVec,
+    /// `outpost_connections_refused_total`: connections refused at accept, by reason
+    /// (`per_client`).
     pub connections_refused: IntCounterVec,
+    /// `outpost_kv_reads_total`: KV reads by handlers (get, exists, list), by app.
     pub kv_reads: IntCounterVec,
+    /// `outpost_kv_writes_total`: KV writes by handlers, by app and outcome (`ok`, `error`).
     pub kv_writes: IntCounterVec,
+    /// `outpost_kv_applied_version`: the KV version this node's replica has made durable.
     pub kv_applied_version: IntGauge,
+    /// `outpost_kv_replication_lag_versions`: versions this node knows exist but has not applied.
     pub kv_lag_versions: IntGauge,
+    /// `outpost_kv_replication_lag_seconds`: how long the KV replica has been behind the newest
+    /// version it knows of (0 when caught up).
     pub kv_lag_seconds: Gauge,
+    /// `outpost_kv_propagation_seconds`: from the origin committing a KV entry to this node making
+    /// it durable.
     pub kv_propagation_seconds: Histogram,
+    /// `outpost_link_up`: 1 while a cluster link is connected, 0 while not, by link
+    /// (`origin`, `peer/NAME`).
     pub link_up: IntGaugeVec,
+    /// `outpost_app_live`: 1 for the version each app serves on this node, by app and component
+    /// sha256.
     pub app_live: IntGaugeVec,
+    /// `outpost_ready`: 1 while `/readyz` says ready, 0 otherwise.
     pub ready: IntGauge,
+    /// `outpost_origin_nodes_connected`: at the origin, the nodes connected to it.
     pub origin_nodes_connected: IntGauge,
+    /// `outpost_origin_kv_version`: at the origin, the newest KV version it has committed.
     pub origin_kv_version: IntGauge,
+    /// `outpost_admin_requests_total`: admin API requests at the origin, by status class.
     pub admin_requests: IntCounterVec,
 }
 
@@ -259,15 +298,21 @@ pub fn status_class(status: u16) -> &'static str {
 pub struct AppMetrics {
     /// By status class, then HTTP/1 or HTTP/2, then plain or TLS.
     requests: [[[IntCounter; 2]; 2]; 5],
+    /// This app's `outpost_request_duration_seconds`.
     pub request_seconds: Histogram,
+    /// This app's `outpost_guest_cpu_seconds`.
     pub guest_seconds: Histogram,
+    /// This app's `outpost_kv_reads_total`.
     pub kv_reads: IntCounter,
+    /// This app's `outpost_kv_writes_total` with `outcome="ok"`.
     pub kv_writes_ok: IntCounter,
+    /// This app's `outpost_kv_writes_total` with `outcome="error"`.
     pub kv_writes_failed: IntCounter,
     app: String,
 }
 
 impl AppMetrics {
+    /// Resolve `app`'s request-path series; done once per deployment, not per request.
     pub fn new(app: &str) -> Self {
         let m = metrics();
         let requests = CLASSES.map(|class| {
@@ -287,6 +332,7 @@ impl AppMetrics {
         }
     }
 
+    /// Count one answered request by its status class, HTTP/1 or HTTP/2, and plain or TLS.
     pub fn request(&self, status: u16, http2: bool, tls: bool) {
         self.requests[class_index(status)][usize::from(http2)][usize::from(tls)].inc();
     }

@@ -44,17 +44,24 @@ impl Default for AppLimits {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppManifest {
+    /// The app's name: 1 to 63 lowercase letters, digits and inner '-'.
     pub name: String,
+    /// Route patterns the app serves, as written; none means every route (`*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// Per-request limits as asked for (`[limits]`); those left out take their defaults.
     #[serde(default)]
     pub limits: LimitsManifest,
+    /// The origins the handler may fetch from (`[outbound]`).
     #[serde(default)]
     pub outbound: OutboundManifest,
+    /// Config values for the handler (`[config]`), by key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// The KV namespaces the app may open (`[kv]`).
     #[serde(default, skip_serializing_if = "KvManifest::is_empty")]
     pub kv: KvManifest,
+    /// Whether requests reuse instances, and for how many requests (`[instance]`).
     #[serde(default, skip_serializing_if = "InstanceManifest::is_default")]
     pub instance: InstanceManifest,
 }
@@ -100,22 +107,30 @@ impl KvManifest {
     }
 }
 
+/// Per-request limits as written in `[limits]`, each optional; [`AppManifest::settings`] checks
+/// them and fills in the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsManifest {
+    /// CPU time per request, in ms (1 to 60 000; default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
+    /// Wall-clock time per request, in ms (1 to 900 000 and at least `cpu_ms`; default 30 000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Linear memory per instance, in MiB (1 to 4096; default 128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    /// Largest request body, in KiB (0 to 1 048 576; default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_kb: Option<u64>,
 }
 
+/// The `[outbound]` table as written: the origins the handler may fetch from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundManifest {
+    /// Origins such as `https://api.example.com` or `https://*.example.com`; empty: no fetches.
     #[serde(default)]
     pub allow: Vec<String>,
 }
@@ -123,9 +138,13 @@ pub struct OutboundManifest {
 /// A validated app: what the runtime and the router use.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
+    /// The app's name, checked: 1 to 63 lowercase letters, digits and inner '-'.
     pub name: String,
+    /// The parsed route patterns; `*` (every route) when the manifest lists none.
     pub routes: Vec<RoutePattern>,
+    /// Per-request limits with the defaults filled in (before any node's ceilings).
     pub limits: AppLimits,
+    /// The parsed allow-list of origins the handler may fetch from.
     pub outbound: OutboundPolicy,
     /// Values the handler reads through `wasi:config` and its environment.
     pub config: Vec<(String, String)>,
@@ -152,16 +171,20 @@ pub struct DeployTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
+    /// Rust, built with cargo for the wasm32-wasip2 target.
     Rust,
+    /// JavaScript or TypeScript (also accepted as javascript, typescript or ts).
     #[serde(alias = "javascript", alias = "typescript", alias = "ts")]
     #[value(alias = "javascript", alias = "typescript", alias = "ts")]
     Js,
+    /// Python (also accepted as py).
     #[serde(alias = "py")]
     #[value(alias = "py")]
     Python,
 }
 
 impl Language {
+    /// The language's name in lowercase, as written in `[build] language`.
     pub fn as_str(self) -> &'static str {
         match self {
             Language::Rust => "rust",
@@ -176,6 +199,7 @@ impl Language {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSettings {
+    /// The handler's language; `None`: found from the app's files.
     pub language: Option<Language>,
     /// JS: the module whose default export handles requests (default: package.json's `main`,
     /// else `src/index.ts`, `src/index.js`...). Python: the module file (default `app.py`).
@@ -188,10 +212,16 @@ pub struct BuildSettings {
 /// A local app: an `outpost.toml` and the component it names.
 #[derive(Debug, Clone)]
 pub struct AppSpec {
+    /// The manifest validated into what the runtime uses.
     pub settings: AppSettings,
+    /// The app as it travels to the origin, without its component.
     pub manifest: AppManifest,
+    /// The `.wasm` component, resolved against the file's directory (absolute when it exists).
     pub component: PathBuf,
+    /// How `outpost build` makes the component (`[build]`).
     pub build: BuildSettings,
+    /// Where `outpost deploy` sends the app (`[deploy]`), its `ca` resolved against the file's
+    /// directory.
     pub deploy: DeployTarget,
     /// The file this came from, for messages.
     pub source: PathBuf,

@@ -17,8 +17,13 @@ use super::error::in_range;
 /// A validated egress policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressPolicy {
+    /// Whether loopback addresses (127.0.0.0/8, ::1) may be reached; default false.
     pub allow_loopback: bool,
+    /// Whether private addresses (RFC 1918, carrier-grade NAT 100.64.0.0/10, fc00::/7) may be
+    /// reached; default false.
     pub allow_private: bool,
+    /// Whether link-local addresses (169.254.0.0/16, fe80::/10, where the cloud metadata service
+    /// lives) may be reached; default false.
     pub allow_link_local: bool,
     /// Networks allowed even if their kind is not.
     pub allow: Vec<IpNet>,

@@ -4,15 +4,19 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
+/// A configuration error: the file, the field when it is about one, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The configuration file at fault.
     pub file: PathBuf,
     /// Dotted path of the offending field (`limits.cpu_ms`), when the error is about one.
     pub field: Option<String>,
+    /// What is wrong, for the operator to read.
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error about the file as a whole, such as one that cannot be read or is not valid TOML.
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
@@ -21,6 +25,7 @@ impl ConfigError {
         }
     }
 
+    /// An error about one field of `file`, named by its dotted path.
     pub fn field(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
@@ -46,10 +51,12 @@ impl std::error::Error for ConfigError {}
 pub struct FieldError {
     /// Dotted path of the field: `limits.cpu_ms`, `routes[2]`.
     pub field: String,
+    /// What is wrong with the field's value.
     pub message: String,
 }
 
 impl FieldError {
+    /// An error about `field` (its dotted path) saying `message`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),

@@ -82,9 +82,11 @@ impl Default for PoolSettings {
 pub struct HttpSettings {
     /// Time for a client to finish the TLS handshake and send a request's headers.
     pub header_timeout: Duration,
+    /// The most a request's headers may take, in bytes (8 KiB to 1 MiB; default 64 KiB).
     pub max_header_bytes: usize,
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
+    /// Open connections the node accepts at once from all clients (default 10 000).
     pub max_connections: usize,
     /// How long a connection may sit with no request in flight before it is closed, whatever
     /// its protocol (HTTP/2 pings do not count). Its first request must come within
@@ -96,6 +98,7 @@ pub struct HttpSettings {
     /// How much of a request's body is read before it takes an instance (so a slow client
     /// holds no guest while it sends that much), and how much all requests may hold so at once.
     pub body_read_ahead_bytes: usize,
+    /// The request body all requests together may hold read ahead, in bytes (default 64 MiB).
     pub body_read_ahead_total_bytes: usize,
 }
 
@@ -117,24 +120,34 @@ impl Default for HttpSettings {
 /// One certificate with the host names it serves (exact or `*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsCertSpec {
+    /// The host names the certificate is chosen for: exact, or `*.example.com` for any subdomain.
     pub hosts: Vec<String>,
+    /// The certificate chain (PEM), resolved against node.toml's directory.
     pub cert: PathBuf,
+    /// The private key (PEM) of `cert`, resolved against node.toml's directory.
     pub key: PathBuf,
 }
 
 /// A validated `node.toml`.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// The node's name (its cluster certificate's); the machine's hostname when not given.
     pub name: String,
+    /// Where the node keeps its state; `outpost-data` next to node.toml when not given.
     pub data_dir: PathBuf,
+    /// The HTTPS listener that serves the apps (`[listen] https`).
     pub https: SocketAddr,
     /// Plain-HTTP listener that redirects to HTTPS.
     pub http_redirect: Option<SocketAddr>,
     /// Plain-HTTP listener that serves the apps (behind a TLS-terminating load balancer).
     pub plain: Option<SocketAddr>,
+    /// The TLS certificates and the hosts each serves (`[[tls.certs]]`, at least one).
     pub certs: Vec<TlsCertSpec>,
+    /// The apps loaded from the local app directories listed in `apps`.
     pub apps: Vec<AppSpec>,
+    /// The instance pool shared by every app (`[pool]`).
     pub pool: PoolSettings,
+    /// Limits of the HTTP front end (`[http]`).
     pub http: HttpSettings,
     /// The fleet this node belongs to, if any.
     pub cluster: Option<OriginLink>,
@@ -142,19 +155,23 @@ pub struct NodeConfig {
     pub peering: Option<Peering>,
     /// Plain-HTTP address for `/metrics`, `/healthz` and `/readyz`.
     pub admin: Option<SocketAddr>,
+    /// Readiness hooks, drain delay and the KV lag bound (`[health]`).
     pub health: HealthSettings,
     /// One log line per request.
     pub access_log: bool,
     /// What any one app may take of the node: `[limits]` ceilings, `[log]` guest budgets,
     /// `[outbound]` egress policy.
     pub tenancy: super::Tenancy,
+    /// The node.toml this came from, for messages.
     pub source: PathBuf,
 }
 
 /// `[cluster] listen` and `peers`: where this node accepts its peers' links, and who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peering {
+    /// The UDP address this node accepts its peers' links on.
     pub listen: SocketAddr,
+    /// The other nodes this node links to, each `NAME@ADDRESS` in node.toml.
     pub peers: Vec<Peer>,
 }
 
@@ -267,6 +284,8 @@ pub(super) struct HttpFile {
 }
 
 impl NodeConfig {
+    /// Read and validate `node.toml` at `file`, and the apps it lists; relative paths are taken
+    /// from its directory, and an error names the offending field.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let parsed: NodeFile = read_toml(file)?;
         let base = file.parent().unwrap_or(Path::new("."));

@@ -27,25 +27,38 @@ pub enum Right {
 /// A token the admin API accepts, known only by the sha256 of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSpec {
+    /// The token's name, unique among the tokens; messages about the token use it.
     pub name: String,
+    /// The sha256 of the token's secret; the secret itself is never stored.
     pub sha256: [u8; 32],
+    /// What the token may do (at least one right).
     pub rights: Vec<Right>,
 }
 
+/// A validated `origin.toml`.
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
+    /// The origin's name; `origin` when not given.
     pub name: String,
+    /// Where the origin keeps its state; `origin-data` next to origin.toml when not given.
     pub data_dir: PathBuf,
+    /// The admin API's HTTPS listener (`[admin] listen`).
     pub admin_listen: SocketAddr,
+    /// The certificate chain the admin API presents (`[admin] cert`).
     pub admin_cert: PathBuf,
+    /// The private key of `admin_cert` (`[admin] key`).
     pub admin_key: PathBuf,
     /// Largest component the admin API accepts.
     pub max_component_bytes: u64,
+    /// The cluster listener (QUIC, UDP) nodes connect to (`[cluster] listen`).
     pub cluster_listen: SocketAddr,
+    /// The origin's cluster CA, certificate and key (`[cluster]`).
     pub cluster_identity: ClusterIdentity,
+    /// The tokens the admin API accepts (`[[tokens]]`).
     pub tokens: Vec<TokenSpec>,
     /// What each app may take of the KV (`[kv]`).
     pub kv_quotas: QuotaPolicy,
+    /// The origin.toml this came from, for messages.
     pub source: PathBuf,
 }
 
@@ -155,6 +168,8 @@ struct TokenFile {
 }
 
 impl OriginConfig {
+    /// Read and validate `origin.toml` at `file`; relative paths are taken from its directory, and
+    /// an error names the offending field.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let parsed: OriginFile = read_toml(file)?;
         let base = file.parent().unwrap_or(Path::new("."));

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+/// One allow-list entry: a scheme, a host (exact, or any subdomain of a suffix) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedOrigin {
     scheme: Scheme,
@@ -134,6 +135,7 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
+    /// A policy that allows exactly `origins`.
     pub fn new(origins: Vec<AllowedOrigin>) -> Self {
         OutboundPolicy { origins }
     }
@@ -150,6 +152,7 @@ impl OutboundPolicy {
         self.origins.iter().any(|o| o.allows(scheme, host, port))
     }
 
+    /// The allowed origins, in the order they were listed.
     pub fn origins(&self) -> &[AllowedOrigin] {
         &self.origins
     }

@@ -12,8 +12,11 @@ use super::{AppLimits, EgressPolicy, FieldError};
 /// The node's rules for every tenant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tenancy {
+    /// Which addresses the apps' outbound requests may reach (`[outbound]`).
     pub egress: EgressPolicy,
+    /// The most any app's `[limits]` may ask for (`[limits]`).
     pub ceilings: LimitCeilings,
+    /// How much guests may write to stdout and stderr (`[log]`).
     pub guest_log: GuestLogLimits,
 }
 
@@ -38,9 +41,14 @@ impl Tenancy {
 /// the ceiling (and the node says so in its log when the app is deployed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitCeilings {
+    /// The most CPU time per request (`max_cpu_ms`, up to 60 s; default 30 s).
     pub cpu: Duration,
+    /// The most wall-clock time per request (`max_timeout_ms`, up to 15 min; default 300 s).
     pub timeout: Duration,
+    /// The most linear memory per instance, in bytes (`max_memory_mb`; default and maximum: what a
+    /// pool slot holds).
     pub memory_bytes: u64,
+    /// The largest request body, in bytes (`max_body_mb`, up to 1024 MiB; default 100 MiB).
     pub body_bytes: u64,
 }
 
@@ -97,9 +105,13 @@ impl LimitCeilings {
 /// seconds' worth, so a short burst passes whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestLogLimits {
+    /// Lines per second one app's guests may write (default 100).
     pub lines_per_second: u32,
+    /// Bytes per second one app's guests may write (default 256 KiB).
     pub bytes_per_second: u64,
+    /// Lines per second all guests on the node may write together (default 1000).
     pub node_lines_per_second: u32,
+    /// Bytes per second all guests on the node may write together (default 2 MiB).
     pub node_bytes_per_second: u64,
 }
 

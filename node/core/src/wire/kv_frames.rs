@@ -11,6 +11,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use outpost_kv::protocol::{MAX_MESSAGE_BYTES, decode, encode};
 
+/// Write one KV message: its length as 4 big-endian bytes, then its encoding. A message over
+/// `MAX_MESSAGE_BYTES` is an error and nothing is written.
 pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
     writer: &mut W,
     message: &T,
@@ -98,6 +100,7 @@ impl Queued {
 /// own input is bounded by the streams it reads) or a bounded one (the origin's side of a
 /// node's session, so a node that stops reading holds the origin to a fixed number).
 pub trait Outbox<T>: Send {
+    /// The next message to send, or `None` once every sender is gone.
     fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send;
 }
 

@@ -30,23 +30,56 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Control frames stay small; blobs travel outside frames.
 pub const MAX_FRAME: u32 = 16 << 20;
 
+/// The first frame of every stream a node opens, saying what the stream is for (see the module
+/// docs for each kind).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "open", rename_all = "snake_case")]
 pub enum Open {
-    Subscribe { node: String },
-    Blob { sha256: String },
-    Kv { node: String },
-    Peer { node: String },
-    Logs { node: String },
+    /// Receive desired states from the origin and send reports back.
+    Subscribe {
+        /// The node's name, which must match its cluster certificate.
+        node: String,
+    },
+    /// Fetch one component from the origin.
+    Blob {
+        /// The component's sha256, in lowercase hex.
+        sha256: String,
+    },
+    /// The node's KV session with the origin's authority.
+    Kv {
+        /// The node's name, which must match its cluster certificate.
+        node: String,
+    },
+    /// A link between two nodes, for pulls of recent KV entries.
+    Peer {
+        /// The opening node's name, which must match its cluster certificate.
+        node: String,
+    },
+    /// Request records of the tailed apps, sent to the origin.
+    Logs {
+        /// The node's name, which must match its cluster certificate.
+        node: String,
+    },
 }
 
+/// The origin's answer on a `blob` stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum BlobReply {
-    Found { size: u64 },
-    Missing { message: String },
+    /// The origin has the component; its bytes follow this frame.
+    Found {
+        /// The component's length in bytes.
+        size: u64,
+    },
+    /// The origin has no such component; the stream ends.
+    Missing {
+        /// Why, for the node's log.
+        message: String,
+    },
 }
 
+/// Write `message` as one frame: its length as 4 big-endian bytes, then its JSON. A message over
+/// [`MAX_FRAME`] bytes is an error and nothing is written.
 pub async fn write_frame<W, T>(writer: &mut W, message: &T) -> anyhow::Result<()>
 where
     W: AsyncWrite + Unpin,
