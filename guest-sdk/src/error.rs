@@ -13,9 +13,12 @@ pub struct Error {
     headers: Vec<(String, String)>,
 }
 
+/// The result of a handler or SDK call; the error defaults to [`Error`], so `?` turns a failure
+/// into the response it stands for.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error with any status and message; the named constructors below cover the common codes.
     pub fn new(status: u16, message: impl Into<String>) -> Self {
         Error {
             status,
@@ -59,15 +62,18 @@ impl Error {
         Self::new(502, message)
     }
 
+    /// Add a header to send with the error response, such as `retry-after` on a 503.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
+    /// The HTTP status code the error is sent with.
     pub fn status(&self) -> u16 {
         self.status
     }
 
+    /// The message, sent as the `text/plain` body (with a trailing newline).
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -22,6 +22,7 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// An empty header list.
     pub fn new() -> Self {
         Self::default()
     }
@@ -48,6 +49,7 @@ impl Headers {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Whether `name` has at least one value, compared case-insensitively.
     pub fn contains(&self, name: &str) -> bool {
         self.get_bytes(name).is_some()
     }
@@ -65,18 +67,23 @@ impl Headers {
             .push((name.as_ref().to_ascii_lowercase(), value.into()));
     }
 
+    /// Remove every value of `name`; removing a name that is not there does nothing.
     pub fn remove(&mut self, name: &str) {
         self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
+    /// Every `(name, value)` pair in order, with lowercase names; a repeated name appears once per
+    /// value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
     }
 
+    /// The number of values, counting each value of a repeated name.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether there are no headers at all.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -25,6 +25,7 @@ pub struct Store {
 /// One page of [`Store::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
+    /// The keys on this page, in order.
     pub keys: Vec<String>,
     /// Pass to the next call to continue; `None` on the last page.
     pub cursor: Option<String>,
@@ -33,7 +34,9 @@ pub struct Page {
 /// A value with what was stored beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The stored bytes.
     pub value: Vec<u8>,
+    /// The metadata given in [`SetOptions::metadata`], if any.
     pub metadata: Option<Vec<u8>>,
     /// Unix milliseconds after which the entry reads as absent.
     pub expires_at_ms: Option<u64>,
@@ -91,6 +94,8 @@ impl Store {
             })
     }
 
+    /// The value at `key` as bytes, or `None` if it is absent or expired. Read from the node's
+    /// replica, so it works while the origin is out of reach.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.bucket.get(key).map_err(kv_error)
     }
@@ -116,6 +121,7 @@ impl Store {
             .transpose()
     }
 
+    /// The value at `key` with its metadata, expiry and version, or `None` if it is absent.
     pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         Ok(extras::get_entry(&self.bucket, key)
             .map_err(kv_error)?
@@ -127,10 +133,13 @@ impl Store {
             }))
     }
 
+    /// Whether `key` holds a value, without returning the value.
     pub fn exists(&self, key: &str) -> Result<bool> {
         self.bucket.exists(key).map_err(kv_error)
     }
 
+    /// Store `value` at `key` with no metadata or expiry (see [`Store::set_with`]), replacing what
+    /// was there. Sent to the origin; fails with 503 while it is out of reach.
     pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<()> {
         self.bucket.set(key, value.as_ref()).map_err(kv_error)
     }
@@ -147,6 +156,7 @@ impl Store {
         .map_err(kv_error)
     }
 
+    /// Store `value` at `key` serialized as JSON; read it back with [`Store::get_json`].
     #[cfg(feature = "json")]
     pub fn set_json<T: serde::Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value)
@@ -154,6 +164,7 @@ impl Store {
         self.set(key, bytes)
     }
 
+    /// Remove `key`; removing an absent key succeeds.
     pub fn delete(&self, key: &str) -> Result<()> {
         self.bucket.delete(key).map_err(kv_error)
     }
@@ -180,10 +191,12 @@ impl Store {
         batch::get_many(&self.bucket, keys).map_err(kv_error)
     }
 
+    /// Store every `(key, value)` pair in one write to the origin, as [`Store::set`] does for one.
     pub fn set_many(&self, items: &[KeyValue]) -> Result<()> {
         batch::set_many(&self.bucket, items).map_err(kv_error)
     }
 
+    /// Remove every key in `keys` in one write to the origin; absent keys are not an error.
     pub fn delete_many(&self, keys: &[String]) -> Result<()> {
         batch::delete_many(&self.bucket, keys).map_err(kv_error)
     }

@@ -52,6 +52,7 @@ pub use response::Response;
 /// Returning `Err` sends the error's status and message (see [`Error`]), so `?` works for the
 /// common failures: bad input becomes a 4xx, a failed fetch a 502.
 pub trait Handler {
+    /// Answer one request. An `Err` is sent as its status and message (see [`Error`]).
     fn handle(request: Request) -> Result<Response>;
 }
 

@@ -11,18 +11,22 @@ fn emit(level: &str, message: impl Display) {
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
+/// Log `message` at debug level: one `[debug]` line on stderr.
 pub fn debug(message: impl Display) {
     emit("debug", message)
 }
 
+/// Log `message` at info level: one `[info]` line on stderr. See also [`info!`](crate::info!).
 pub fn info(message: impl Display) {
     emit("info", message)
 }
 
+/// Log `message` at warn level: one `[warn]` line on stderr. See also [`warn!`](crate::warn!).
 pub fn warn(message: impl Display) {
     emit("warn", message)
 }
 
+/// Log `message` at error level: one `[error]` line on stderr. See also [`error!`](crate::error!).
 pub fn error(message: impl Display) {
     emit("error", message)
 }

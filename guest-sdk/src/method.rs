@@ -4,21 +4,34 @@ use std::fmt;
 
 use wasip2::http::types::Method as WasiMethod;
 
+/// An HTTP request method. The standard methods have a variant each; any other name is kept as
+/// [`Method::Other`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
+    /// `GET`: read a resource.
     Get,
+    /// `HEAD`: like `GET`, but the response has no body.
     Head,
+    /// `POST`: send data for the resource to process.
     Post,
+    /// `PUT`: replace the resource with the request body.
     Put,
+    /// `DELETE`: remove the resource.
     Delete,
+    /// `CONNECT`: open a tunnel to the target.
     Connect,
+    /// `OPTIONS`: ask what the resource supports; also the CORS preflight.
     Options,
+    /// `TRACE`: echo the request back, for diagnostics.
     Trace,
+    /// `PATCH`: change part of the resource.
     Patch,
+    /// Any other method name, kept exactly as sent (case included), such as `PURGE`.
     Other(String),
 }
 
 impl Method {
+    /// The method name as sent on the wire, such as `"GET"`; for `Other`, its name unchanged.
     pub fn as_str(&self) -> &str {
         match self {
             Method::Get => "GET",

@@ -84,6 +84,7 @@ impl Request {
             .expect("lazy request parts come from an incoming request")
     }
 
+    /// The request method; asked of the host on first use.
     pub fn method(&self) -> &Method {
         self.method.get_or_init(|| self.incoming().method().into())
     }
@@ -145,11 +146,13 @@ impl Request {
         )
     }
 
+    /// The request headers; for an incoming request, asked of the host on first use.
     pub fn headers(&self) -> &Headers {
         self.headers
             .get_or_init(|| Headers::from_entries(self.incoming().headers().entries()))
     }
 
+    /// The headers, to change before sending the request with [`crate::fetch`].
     pub fn headers_mut(&mut self) -> &mut Headers {
         self.headers();
         self.headers.get_mut().expect("headers loaded just above")
@@ -160,11 +163,13 @@ impl Request {
         self.headers().get(name)
     }
 
+    /// Set a header, replacing earlier values of the same name; for building a request to fetch.
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl Into<Vec<u8>>) -> Self {
         self.headers_mut().insert(name, value);
         self
     }
 
+    /// Replace the body with these bytes; for building a request to fetch.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = Body::Bytes(body.into());
         self

@@ -57,6 +57,7 @@ impl Response {
         Self::new(status).with_header("location", location)
     }
 
+    /// Change the status code, keeping the headers and body.
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
         self
@@ -68,27 +69,34 @@ impl Response {
         self
     }
 
+    /// Replace the body. Unless you set `content-length`, it is added from the body's length when
+    /// the response is sent (except for 204 and 304).
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
+    /// The HTTP status code.
     pub fn status(&self) -> u16 {
         self.status
     }
 
+    /// The response headers.
     pub fn headers(&self) -> &Headers {
         &self.headers
     }
 
+    /// The headers, to change in place.
     pub fn headers_mut(&mut self) -> &mut Headers {
         &mut self.headers
     }
 
+    /// The body bytes.
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
+    /// Take the body, consuming the response.
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }

@@ -17,9 +17,12 @@ use tokio_rustls::TlsConnector;
 
 use crate::target::{Scheme, Target};
 
+/// The HTTP version the load is sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// HTTP/1.1 (ALPN `http/1.1` over TLS): one request in flight per connection.
     Http1,
+    /// HTTP/2 (ALPN `h2` over TLS, prior knowledge over plain HTTP): many streams per connection.
     Http2,
 }
 

@@ -35,17 +35,25 @@ pub use target::{Scheme, Target, check_loopback};
 /// One load run.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
+    /// The URL to load, already checked to be on loopback.
     pub target: Target,
+    /// HTTP/1.1 or HTTP/2; over TLS it is the one protocol offered in ALPN.
     pub protocol: Protocol,
+    /// Connections kept open at once; each reconnects after an error.
     pub connections: usize,
     /// Requests in flight per HTTP/2 connection (closed loop).
     pub streams: usize,
+    /// Generator threads, each on its own single-threaded runtime; clamped to 1..=`connections`.
     pub threads: usize,
+    /// How long to measure, after the warm-up.
     pub duration: Duration,
+    /// How long to send before measuring; responses finished in it are not counted.
     pub warmup: Duration,
+    /// Stop after this many requests in total (warm-up included); `None` runs for the duration.
     pub max_requests: Option<u64>,
     /// Open loop: total requests per second. `None` is closed loop.
     pub rate: Option<f64>,
+    /// How long to wait for one response; a timeout counts as an error and reconnects.
     pub timeout: Duration,
     /// CA to verify the server with; without one, any certificate is accepted (loopback only).
     pub ca: Option<PathBuf>,

@@ -56,27 +56,46 @@ impl Stats {
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Latency {
+    /// 50th percentile (the median), µs.
     pub p50: u64,
+    /// 90th percentile, µs.
     pub p90: u64,
+    /// 99th percentile, µs.
     pub p99: u64,
+    /// 99.9th percentile, µs.
     pub p999: u64,
+    /// The slowest response, µs.
     pub max: u64,
+    /// The arithmetic mean, µs.
     pub mean: f64,
 }
 
+/// What one run measured, printed as text or (with `--json`) serialized as JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The URL loaded, as `scheme://host:port/path?query`.
     pub target: String,
+    /// `"http/1.1"` or `"h2"`.
     pub protocol: &'static str,
+    /// Whether the connections used TLS.
     pub tls: bool,
+    /// Connections the run kept open.
     pub connections: usize,
+    /// `"closed loop"` or `"open loop at N req/s"`.
     pub mode: String,
+    /// Length of the measured window in seconds (the warm-up excluded).
     pub seconds: f64,
     /// Responses received inside the measured window.
     pub requests: u64,
+    /// Responses per second over the measured window.
     pub rps: f64,
+    /// Latency of the responses in the measured window; open loop measures from each request's
+    /// intended send time.
     pub latency_us: Latency,
+    /// Error counts by kind (`connect`, `tls`, `io`, `timeout`, or `status_NNN` for a status
+    /// outside 200..400), over the whole run, warm-up included.
     pub errors: BTreeMap<String, u64>,
+    /// Responses by HTTP status, in the measured window.
     pub statuses: BTreeMap<u16, u64>,
 }
 
@@ -123,6 +142,7 @@ impl Report {
         }
     }
 
+    /// All errors of every kind, summed.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }

@@ -5,22 +5,30 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use anyhow::{Context, anyhow, bail};
 
+/// Whether the target is reached over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP; port 80 unless the URL gives one.
     Http,
+    /// HTTPS; port 443 unless the URL gives one.
     Https,
 }
 
+/// A parsed load target, resolved to a loopback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `http` or `https`, from the URL.
     pub scheme: Scheme,
+    /// The first address the host resolved to; every address it resolved to is loopback.
     pub addr: SocketAddr,
     /// Host header, and the TLS server name.
     pub host: String,
+    /// The path and query sent in each request; `/` when the URL has none.
     pub path_and_query: String,
 }
 
 impl Target {
+    /// Parse an `http(s)://` URL and resolve its host; fails unless every address is loopback.
     pub fn parse(url: &str) -> anyhow::Result<Target> {
         let uri: http::Uri = url
             .parse()

@@ -14,7 +14,9 @@ pub const DEV_HOSTS: &[&str] = &["localhost", "*.localhost", "127.0.0.1", "::1"]
 
 /// Where the dev CA and certificate live.
 pub struct DevCertificates {
+    /// The dev CA's certificate (PEM), for a browser or `curl --cacert` to trust.
     pub ca_cert: PathBuf,
+    /// The localhost certificate and key, served for `localhost` and `*.localhost`.
     pub cert: TlsCertSpec,
 }
 

@@ -38,14 +38,22 @@ use outpost_runtime::{Deployment, Origin, Runtime};
 
 /// Everything a node needs to start serving.
 pub struct LaunchSpec {
+    /// Where the apps are served over HTTPS.
     pub https: SocketAddr,
+    /// Where plain HTTP is answered with a redirect to HTTPS, if anywhere.
     pub http_redirect: Option<SocketAddr>,
     /// Serve the apps over plain HTTP here too.
     pub plain: Option<SocketAddr>,
+    /// The certificates for the HTTPS listener, by host; reloaded when their files change.
     pub certs: Vec<TlsCertSpec>,
+    /// Apps deployed at start and always served, ahead of any fleet apps.
     pub apps: Vec<AppSpec>,
+    /// The instance pool every app shares.
     pub pool: PoolSettings,
+    /// Limits of the HTTP front end, for every listener.
     pub http: HttpSettings,
+    /// The node's own directory: the KV replica, the compile cache, components and the saved
+    /// fleet state.
     pub data_dir: PathBuf,
     /// Show guest failure details in responses (dev only).
     pub expose_errors: bool,
@@ -53,7 +61,9 @@ pub struct LaunchSpec {
     pub cluster: Option<ClusterSpec>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin: Option<SocketAddr>,
+    /// The readiness hooks, the drain delay and the KV lag bound.
     pub health: HealthSettings,
+    /// Log one line per request (target `outpost::access`).
     pub access_log: bool,
     /// What any one app may take of the node.
     pub tenancy: Tenancy,
@@ -69,27 +79,40 @@ pub struct ClusterSpec {
     pub link: OriginLink,
     /// ...under this name (its cluster certificate's).
     pub node: String,
+    /// Where this node accepts links from its peers, and who they are; `None`: no peers.
     pub peering: Option<Peering>,
 }
 
 /// One deployed app, as started.
 pub struct Started {
+    /// The app as configured.
     pub spec: AppSpec,
+    /// The app compiled and pre-linked, as the routes point at it.
     pub deployment: Arc<Deployment>,
+    /// How long deploying took, in milliseconds (compiling, or loading from the cache).
     pub compile_millis: u128,
 }
 
 /// A running node: its bound addresses, and the task that ends once it has drained (with the
 /// listeners' copies when a new process took them over: see [`HandedOff::release`]).
 pub struct Launched {
+    /// The HTTPS listener's address, with the port chosen if the spec asked for 0.
     pub https: SocketAddr,
+    /// The redirect-to-HTTPS listener's address, if there is one.
     pub http_redirect: Option<SocketAddr>,
+    /// The plain-HTTP listener's address, if there is one.
     pub plain: Option<SocketAddr>,
+    /// The admin listener's address, if there is one.
     pub admin: Option<SocketAddr>,
+    /// The spec's apps, as deployed at start.
     pub apps: Vec<Started>,
+    /// Ends once the listeners have drained, the links have stopped and the KV has closed;
+    /// gives the handed-off listeners if a new process took them over.
     pub done: JoinHandle<Option<HandedOff>>,
 }
 
+/// Start a node from `spec`: KV, runtime and apps, the cluster links (or a KV authority of
+/// its own), then the listeners; `shutdown` starts the drain that [`Launched::done`] waits for.
 pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Result<Launched> {
     // Peers are believed as far as the origin vouches for; a node alone has no peers.
     let head_check: outpost_kv::HeadCheck = match &spec.cluster {

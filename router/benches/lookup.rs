@@ -3,6 +3,9 @@
 //!
 //!     cargo bench -p outpost-router --bench lookup
 
+// `criterion_group!` writes a public `benches` function and takes no doc comment for it.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use outpost_router::{RoutePattern, RouteTable};
 use std::hint::black_box;

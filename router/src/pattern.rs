@@ -26,14 +26,18 @@ pub enum PathPattern {
 /// A parsed route pattern: see the crate documentation for the language.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RoutePattern {
+    /// The hosts the route applies to.
     pub host: HostPattern,
+    /// The paths it applies to on those hosts.
     pub path: PathPattern,
 }
 
 /// Why a route pattern was rejected. The message says what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePatternError {
+    /// The pattern as written, before trimming.
     pub pattern: String,
+    /// What is wrong with it and what to write instead.
     pub reason: String,
 }
 

@@ -8,11 +8,14 @@ use arc_swap::ArcSwap;
 
 use crate::RouteTable;
 
+/// The current [`RouteTable`] behind an atomic pointer: lookups take no lock, and
+/// [`SharedRoutes::swap`] replaces the whole table in one store.
 pub struct SharedRoutes<T> {
     current: ArcSwap<RouteTable<T>>,
 }
 
 impl<T> SharedRoutes<T> {
+    /// Start with `table` as the current table.
     pub fn new(table: RouteTable<T>) -> Self {
         SharedRoutes {
             current: ArcSwap::from_pointee(table),

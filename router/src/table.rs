@@ -113,6 +113,7 @@ impl<T> Default for RouteTableBuilder<T> {
 }
 
 impl<T> RouteTableBuilder<T> {
+    /// An empty builder; the same as [`RouteTable::builder`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -137,6 +138,7 @@ impl<T> RouteTableBuilder<T> {
             .map_err(|_| DuplicateRoute(pattern.clone()))
     }
 
+    /// Freeze the routes added so far into a table.
     pub fn build(self) -> RouteTable<T> {
         self.table
     }
@@ -149,6 +151,7 @@ impl<T> Default for RouteTable<T> {
 }
 
 impl<T> RouteTable<T> {
+    /// Start an empty [`RouteTableBuilder`].
     pub fn builder() -> RouteTableBuilder<T> {
         RouteTableBuilder::new()
     }
@@ -167,6 +170,7 @@ impl<T> RouteTable<T> {
             + self.any_host.len()
     }
 
+    /// Whether the table holds no routes, so every lookup misses.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

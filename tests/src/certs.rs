@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
+/// A self-signed CA (common name "outpost test CA"), made fresh per test, that issues leaf
+/// certificates for the hosts a test serves.
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
@@ -16,6 +18,7 @@ impl Default for TestCa {
 }
 
 impl TestCa {
+    /// Generate a new CA key and self-signed certificate.
     pub fn new() -> Self {
         let mut params = CertificateParams::default();
         params
@@ -31,6 +34,7 @@ impl TestCa {
         }
     }
 
+    /// The CA certificate as PEM, for a [`crate::Client`] to trust.
     pub fn pem(&self) -> &str {
         &self.pem
     }

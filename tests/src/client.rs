@@ -15,33 +15,44 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// Which HTTP version a connection offers by ALPN and speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
+    /// HTTP/1.1 (ALPN `http/1.1`).
     H1,
+    /// HTTP/2 (ALPN `h2`); connecting fails unless the server agrees to it.
     H2,
 }
 
 /// A whole response, read to the end.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The HTTP status code.
     pub status: u16,
+    /// The HTTP version the response came back with.
     pub version: http::Version,
+    /// The response headers.
     pub headers: http::HeaderMap,
+    /// The whole body.
     pub body: Bytes,
     /// DER of the certificate the server presented.
     pub peer_cert: Vec<u8>,
 }
 
 impl Reply {
+    /// The body as text, with invalid UTF-8 replaced.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The first value of header `name`, if present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
+/// A TLS client for one server address, trusting the CA it was made with. Cheap to clone;
+/// [`Client::send`] and [`Client::connect`] each open a new connection.
 #[derive(Clone)]
 pub struct Client {
     addr: SocketAddr,
@@ -55,7 +66,9 @@ pub struct Client {
 /// An open connection that can carry several requests (one at a time on HTTP/1.1, many at
 /// once on HTTP/2).
 pub enum Conn {
+    /// An HTTP/1.1 connection.
     H1(http1::SendRequest<Full<Bytes>>),
+    /// An HTTP/2 connection; clones of the sender share it.
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
@@ -119,6 +132,7 @@ impl Client {
         self.handshake(server_name, alpn).await
     }
 
+    /// The server address this client connects to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -10,15 +10,24 @@ use crate::process::{Exited, Outpost, TempDir, outpost_bin};
 use crate::udp_proxy::{UdpProxy, free_udp_addr};
 use crate::{Client, wasm};
 
+/// An origin and its nodes as real processes on loopback, sharing one temporary directory;
+/// dropping it kills them all and removes the directory.
 pub struct Fleet {
+    /// The fleet's directory: `cluster/` (CA, certificates), `origin.toml`, each `edge-N.toml` with
+    /// its data directory, and the apps a test writes.
     pub dir: TempDir,
     /// A token with every right.
     pub token: String,
     /// A token that may only read.
     pub read_token: String,
+    /// The origin process; `None` after [`Fleet::kill_origin`].
     pub origin: Option<Outpost>,
+    /// The origin's admin (HTTPS API) address, which the CLI reaches as `OUTPOST_ORIGIN`; the same
+    /// after a restart.
     pub admin: SocketAddr,
+    /// The origin's cluster (QUIC) address that nodes connect to; the same after a restart.
     pub cluster: SocketAddr,
+    /// The node processes, index 0 being edge-1; `None` while a node is killed.
     pub nodes: Vec<Option<Outpost>>,
     /// Each node's UDP address for its peers' KV links.
     pub peer_addrs: Vec<SocketAddr>,
@@ -203,6 +212,7 @@ impl Fleet {
         self.nodes[i] = Some(node);
     }
 
+    /// Node `i` (0-based); panics if it is not running.
     pub fn node(&self, i: usize) -> &Outpost {
         self.nodes[i].as_ref().expect("node is running")
     }
@@ -212,10 +222,12 @@ impl Fleet {
         self.nodes[i] = None;
     }
 
+    /// Kill the origin hard (as a crash would); [`Fleet::restart_origin`] brings it back.
     pub fn kill_origin(&mut self) {
         self.origin = None;
     }
 
+    /// The cluster CA certificate as PEM, which the origin's and every node's certificate chain to.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("cluster/ca.pem")).expect("cluster CA")
     }
@@ -257,6 +269,7 @@ impl Fleet {
         command
     }
 
+    /// Run `outpost ARGS` in `cwd` with the all-rights token; see [`Fleet::cli_with_token`].
     pub fn cli(&self, cwd: &Path, args: &[&str]) -> Exited {
         self.cli_with_token(Some(&self.token), cwd, args)
     }

@@ -26,7 +26,9 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// A network namespace made by the test; `ip netns del` removes it (and its veth ends) on drop.
 pub struct Netns {
+    /// The namespace's name, as `ip netns` and `/var/run/netns/NAME` know it.
     pub name: String,
 }
 
@@ -147,6 +149,8 @@ impl Drop for Netns {
     }
 }
 
+/// A child process started by [`Netns::spawn`], killed and reaped when dropped; the field gives
+/// access to the child, such as its piped stderr.
 pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {

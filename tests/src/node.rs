@@ -10,11 +10,14 @@ use crate::{Client, Outpost, TempDir, TestCa, wasm};
 /// One `outpost node` set up as an operator would: its own directory with app manifests, PEM
 /// certificates from a test CA, and a node.toml.
 pub struct NodeDir {
+    /// The node's directory: app manifests under `apps/`, the PEM files, node.toml and `data/`.
     pub dir: TempDir,
+    /// The CA that issues the node's certificates; a client from [`NodeDir::start`] trusts it.
     pub ca: TestCa,
 }
 
 impl NodeDir {
+    /// A fresh directory named after `label` and a new test CA.
     pub fn new(label: &str) -> NodeDir {
         NodeDir {
             dir: TempDir::new(label),
@@ -48,6 +51,7 @@ impl NodeDir {
         self.config_named("node.toml", apps, extra)
     }
 
+    /// As [`NodeDir::config`], written to `file` instead of node.toml (for a second config).
     pub fn config_named(&self, file: &str, apps: &[PathBuf], extra: &str) -> PathBuf {
         self.config_listening(file, apps, "", extra)
     }
@@ -79,12 +83,16 @@ impl NodeDir {
         )
     }
 
+    /// Start `outpost node --config CONFIG` and return it with a client that trusts the test CA;
+    /// panics if the node exits before it is ready.
     pub fn start(&self, config: &Path) -> (Outpost, Client) {
         let node = Outpost::node(config).unwrap_or_else(|e| panic!("outpost node failed: {e:?}"));
         let client = Client::new(node.addr, self.ca.pem());
         (node, client)
     }
 
+    /// The DER of the certificate `NAME.pem` (`a` or `b`, written by [`NodeDir::config`]), to
+    /// compare with [`crate::Reply::peer_cert`].
     pub fn cert_der(&self, name: &str) -> Vec<u8> {
         let pem = std::fs::read(self.dir.path().join(format!("{name}.pem"))).unwrap();
         CertificateDer::from_pem_slice(&pem).unwrap().to_vec()

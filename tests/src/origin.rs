@@ -12,7 +12,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// A plain HTTP/1.1 origin that answers with what it received (see [`Origin::start`]); it stops
+/// serving when dropped.
 pub struct Origin {
+    /// Where it listens: 127.0.0.1 on an ephemeral port.
     pub addr: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -44,6 +47,7 @@ impl Origin {
         Origin { addr, task }
     }
 
+    /// `http://ADDR` with no trailing slash, for a test to append a path to.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

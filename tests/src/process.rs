@@ -43,6 +43,7 @@ pub fn outpost_bin() -> &'static Path {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
+    /// A fresh, empty directory `outpost-e2e-LABEL-PID-N` under the system temp directory.
     pub fn new(label: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -55,6 +56,7 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// Where the directory is.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -139,8 +141,11 @@ fn json_serving_line(line: &str) -> Option<Ready> {
 /// A process that ended before it was ready (or was expected to fail).
 #[derive(Debug)]
 pub struct Exited {
+    /// How the process exited.
     pub status: ExitStatus,
+    /// Everything it wrote to stdout.
     pub stdout: String,
+    /// Everything it wrote to stderr, where the logs go.
     pub stderr: String,
 }
 
@@ -326,14 +331,17 @@ impl Outpost {
         }
     }
 
+    /// The child's process id, for signals or `/proc` readings.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Everything the process has written to stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// Everything the process has written to stderr so far: its log lines.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A UDP relay to one target that a test can cut and restore; its threads stop on drop.
 pub struct UdpProxy {
+    /// The relay's own address on 127.0.0.1, for the client to send to instead of the target.
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -76,6 +78,7 @@ impl UdpProxy {
         self.cut.store(true, Ordering::Relaxed);
     }
 
+    /// Relay datagrams again after [`UdpProxy::cut`]; those dropped in between stay lost.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::Relaxed);
     }

@@ -12,6 +12,8 @@ use outpost_core::wire::RequestRecord;
 /// Records waiting for the link at most; beyond, the oldest are dropped (and counted).
 const BUFFER: usize = 4096;
 
+/// Which apps the origin says are tailed, and the records of their requests on the way
+/// to the cluster link.
 pub struct TailTap {
     any: AtomicBool,
     apps: RwLock<HashSet<String>>,
@@ -39,6 +41,7 @@ impl TailTap {
                 .contains(app)
     }
 
+    /// Hand a request's record to the link; dropped if no link is listening.
     pub fn offer(&self, record: RequestRecord) {
         let _ = self.records.send(record);
     }
@@ -50,6 +53,8 @@ impl TailTap {
         self.any.store(!current.is_empty(), Ordering::Relaxed);
     }
 
+    /// The records offered from now on, for the link to the origin; a lagging receiver loses
+    /// the oldest.
     pub fn subscribe(&self) -> broadcast::Receiver<RequestRecord> {
         self.records.subscribe()
     }

@@ -19,6 +19,8 @@ use outpost_core::config::TlsCertSpec;
 /// How often the files are checked.
 pub const POLL: Duration = Duration::from_secs(2);
 
+/// A certificate resolver over `TlsCertSpec`s whose files may change: it serves the set
+/// last loaded, and [`ReloadingResolver::reload`] swaps in a new one.
 #[derive(Debug)]
 pub struct ReloadingResolver {
     specs: Vec<TlsCertSpec>,
@@ -26,6 +28,7 @@ pub struct ReloadingResolver {
 }
 
 impl ReloadingResolver {
+    /// Load every certificate and key in `specs`; fails if any of them does not load.
     pub fn load(specs: Vec<TlsCertSpec>) -> anyhow::Result<Self> {
         let resolver = SniResolver::load(&specs)?;
         Ok(ReloadingResolver {

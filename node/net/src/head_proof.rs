@@ -59,6 +59,8 @@ impl std::fmt::Debug for HeadSigner {
 }
 
 impl HeadSigner {
+    /// A signer with the origin's cluster key and certificate; fails if the key type has no
+    /// scheme it can sign with.
     pub fn load(identity: &ClusterIdentity) -> anyhow::Result<HeadSigner> {
         let loaded = crate::cluster_tls::load(identity)?;
         let key = rustls::crypto::ring::sign::any_supported_type(&loaded.key)

@@ -16,6 +16,7 @@ use time::{Duration, OffsetDateTime};
 
 /// A CA on disk: `<stem>.pem` and `<stem>-key.pem` in a directory.
 pub struct CertAuthority {
+    /// The CA's certificate (`<stem>.pem`), for peers and clients to trust.
     pub cert_path: PathBuf,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -23,6 +24,7 @@ pub struct CertAuthority {
 /// What an issued certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
+    /// A TLS server only, such as the HTTPS listeners of `outpost dev`.
     Server,
     /// Both ends of mutual TLS (cluster members).
     ServerAndClient,

@@ -46,14 +46,23 @@ use outpost_runtime::body::{ResponseBody, full_response};
 /// Largest JSON request body.
 const MAX_JSON: usize = 1 << 20;
 
+/// The admin API handler: routes each request, checks its bearer token and answers in JSON.
 pub struct AdminApi {
+    /// Apps and versions; every change to what is active is published from here.
     pub registry: Arc<Registry>,
+    /// Uploaded components, stored by sha256.
     pub blobs: BlobStore,
+    /// The bearer tokens that may call the API, and the rights of each.
     pub tokens: Tokens,
+    /// The nodes seen on the cluster link, reported by `GET /v1/status`.
     pub nodes: Arc<NodeDirectory>,
+    /// The KV authority the `/v1/kv` endpoints read from and write through.
     pub kv: KvAuthority,
+    /// Where `GET /v1/tail/{app}` subscribes to the records nodes send.
     pub tail: Arc<TailHub>,
+    /// Checks that an uploaded component parses and links before it is stored.
     pub validator: Arc<ComponentValidator>,
+    /// Largest component body `PUT /v1/blobs/{sha256}` reads, in bytes; past it: 413.
     pub max_component_bytes: u64,
 }
 

@@ -11,14 +11,21 @@ pub enum Denied {
     /// No token, or one the origin does not know: 401.
     Unauthenticated,
     /// A known token without the right: 403.
-    Forbidden { token: String, needs: Right },
+    Forbidden {
+        /// The name of the token presented.
+        token: String,
+        /// The right the request needs.
+        needs: Right,
+    },
 }
 
+/// The configured tokens (name, sha256, rights) a bearer token is checked against.
 pub struct Tokens {
     tokens: Vec<TokenSpec>,
 }
 
 impl Tokens {
+    /// Tokens from the `[[tokens]]` entries of origin.toml.
     pub fn new(tokens: Vec<TokenSpec>) -> Self {
         Tokens { tokens }
     }

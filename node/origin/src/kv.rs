@@ -178,6 +178,8 @@ impl KvAuthority {
         answer.await.ok()
     }
 
+    /// A write from `writer` (a node's name) with its id there; answered once it is committed
+    /// or refused.
     pub async fn write(&self, writer: &str, id: u64, op: WriteOp) -> WriteOutcome {
         let write = IncomingWrite {
             writer: writer.to_string(),
@@ -195,6 +197,8 @@ impl KvAuthority {
         self.write(ORIGIN_WRITER, id, op).await
     }
 
+    /// The stored entry for `key` in `namespace`, if any; it may have expired or be a deletion,
+    /// so callers check `Entry::is_live`.
     pub async fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, String> {
         let (namespace, key) = (namespace.to_string(), key.to_string());
         self.ask(|reply| Request::Get {

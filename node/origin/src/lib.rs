@@ -40,11 +40,16 @@ use outpost_runtime::ComponentValidator;
 
 /// A running origin: where it listens, and the task that ends once it has stopped.
 pub struct RunningOrigin {
+    /// The admin API address (TCP, HTTPS), with the port chosen if the config asked for 0.
     pub admin: SocketAddr,
+    /// The cluster link address (UDP, QUIC with mutual TLS).
     pub cluster: SocketAddr,
+    /// Ends once both the admin API and the cluster link have stopped after shutdown.
     pub done: JoinHandle<()>,
 }
 
+/// Open the registry, blobs and KV authority in `config.data_dir`, bind the admin and cluster
+/// listeners, and serve both until `shutdown`.
 pub async fn start(
     config: OriginConfig,
     shutdown: ShutdownSignal,

@@ -28,16 +28,21 @@ use outpost_net::listener::wait_for_shutdown;
 /// What the origin knows of one node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeEntry {
+    /// The node's name, as its cluster certificate proves.
     pub name: String,
+    /// Whether at least one of its subscriptions is open now.
     pub connected: bool,
+    /// The remote address of its latest subscription; empty until it has subscribed.
     pub address: String,
     /// Unix time in milliseconds of the last frame from the node.
     pub last_contact_ms: u64,
+    /// What the node last said it runs; the default until its first report.
     pub report: NodeReport,
     #[serde(skip)]
     connections: u32,
 }
 
+/// Every node that has connected since the origin started, by name.
 #[derive(Default)]
 pub struct NodeDirectory {
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
@@ -94,10 +99,15 @@ impl NodeDirectory {
 /// What the origin serves over the cluster link.
 #[derive(Clone)]
 pub struct ClusterServices {
+    /// The source of the desired state published to each subscribed node.
     pub registry: Arc<Registry>,
+    /// The component blobs nodes fetch by sha256.
     pub blobs: BlobStore,
+    /// Where connections and reports of nodes are recorded.
     pub directory: Arc<NodeDirectory>,
+    /// The KV authority each node's KV session is served from.
     pub kv: KvAuthority,
+    /// Takes the request records nodes send, and says which apps are tailed.
     pub tail: Arc<TailHub>,
 }
 

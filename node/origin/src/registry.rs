@@ -20,33 +20,49 @@ const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("vers
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 
+/// An app as stored: its active version and activation history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppRecord {
+    /// The app's name, also its key in the registry.
     pub name: String,
+    /// The version nodes should run; `None` until a version is activated.
     pub active: Option<u64>,
     /// Versions activated, oldest first; the last is the active one. Rollback walks it back.
     pub history: Vec<u64>,
+    /// The number the next version gets; versions count up from 1.
     pub next_version: u64,
+    /// Unix time in seconds of its first version.
     pub created_at: u64,
+    /// Unix time in seconds of the last new version or change of active version.
     pub updated_at: u64,
 }
 
+/// One uploaded version of an app; versions are kept until the app is deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRecord {
+    /// Its number within the app, from 1.
     pub version: u64,
+    /// The component's sha256 in lowercase hex, its name in the blob store.
     pub sha256: String,
+    /// The manifest it was deployed with.
     pub manifest: AppManifest,
+    /// Unix time in seconds it was created.
     pub created_at: u64,
+    /// Free text given at deploy time, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
+/// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// No such app or version.
     #[error("{0}")]
     NotFound(String),
+    /// The change cannot be made in the current state (nothing earlier to roll back to).
     #[error("{0}")]
     Conflict(String),
+    /// The database failed or holds a record that does not decode.
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -59,6 +75,7 @@ impl<E: Into<redb::Error>> From<E> for RegistryError {
 
 pub(crate) type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
+/// The registry database, and the desired state derived from it for the cluster link.
 pub struct Registry {
     db: Database,
     state: watch::Sender<Arc<DesiredState>>,
@@ -74,6 +91,7 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
 }
 
 impl Registry {
+    /// Open (or create) the registry at `path` and publish the desired state it holds.
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
@@ -94,6 +112,7 @@ impl Registry {
         self.state.subscribe()
     }
 
+    /// The desired state as last published.
     pub fn current_state(&self) -> Arc<DesiredState> {
         self.state.borrow().clone()
     }
@@ -238,6 +257,7 @@ impl Registry {
         self.publish()
     }
 
+    /// Every app, in name order.
     pub fn apps(&self) -> Result<Vec<AppRecord>> {
         let txn = self.db.begin_read()?;
         let apps = txn.open_table(APPS)?;

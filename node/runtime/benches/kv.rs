@@ -6,6 +6,9 @@
 //! Besides criterion's figures, it prints per-get percentiles measured inside the guest (the
 //! probe times each get on its monotonic clock, and empty intervals of that clock beside them).
 
+// `criterion_group!` writes a public `benches` function and takes no doc comment for it.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

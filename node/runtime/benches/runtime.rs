@@ -3,6 +3,9 @@
 //!
 //!     scripts/guest-toolchain build examples && cargo bench -p outpost-node --bench runtime
 
+// `criterion_group!` writes a public `benches` function and takes no doc comment for it.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 
 use bytes::Bytes;

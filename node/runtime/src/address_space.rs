@@ -26,7 +26,10 @@ const USABLE_FRACTION: u64 = 2;
 /// The memory layout chosen for the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolLayout {
+    /// Address space reserved for each linear memory, in bytes (4 GiB when the pool fits, so
+    /// compiled code skips bounds checks).
     pub memory_reservation: u64,
+    /// Address space the whole pool takes, in bytes.
     pub total_bytes: u64,
 }
 

@@ -23,6 +23,7 @@ pub struct LimitedBody<B> {
 }
 
 impl<B> LimitedBody<B> {
+    /// Cap `inner` at `limit` bytes; the flag returned turns true once the cap is passed.
     pub fn new(inner: B, limit: u64) -> (Self, Arc<AtomicBool>) {
         let tripped = Arc::new(AtomicBool::new(false));
         (

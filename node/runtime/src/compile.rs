@@ -18,7 +18,9 @@ use wasmtime::component::Component;
 /// Where a compiled component came from, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// Compiled just now (and written to the cache).
     Compiled,
+    /// Loaded from an artifact already in the cache.
     Cache,
 }
 

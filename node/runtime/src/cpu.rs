@@ -30,6 +30,7 @@ pub(crate) const YIELD_SLICE: Duration = Duration::from_millis(2);
 /// The trap raised when a request uses up its CPU budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuLimitExceeded {
+    /// The CPU time the request was allowed.
     pub budget: Duration,
 }
 

@@ -23,9 +23,13 @@ use outpost_core::metrics::AppMetrics;
 
 /// What every request of one app shares: built once per deployment, never per request.
 pub struct AppShared {
+    /// The app's name, on its metrics and log lines.
     pub name: Arc<str>,
+    /// The host and path patterns the app is served at.
     pub routes: Vec<RoutePattern>,
+    /// Per-request limits: the manifest's, lowered to the node's ceilings.
     pub limits: AppLimits,
+    /// The origins the app may fetch from; empty, it may fetch nothing.
     pub outbound: OutboundPolicy,
     /// Config values as the guest's environment.
     pub env: Vec<(String, String)>,
@@ -33,6 +37,7 @@ pub struct AppShared {
     pub config: WasiConfigVariables,
     /// The KV namespaces the app's handlers may open, if this node runs a KV store.
     pub kv: Option<AppKv>,
+    /// The app's request-path metrics, resolved once per deployment.
     pub metrics: AppMetrics,
     /// With instance reuse, how many requests one instance serves.
     pub reuse_requests: Option<u32>,
@@ -105,6 +110,8 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// The state for a new instance of `app`, serving `request_id`; `capture`, if given, keeps
+    /// what the guest writes to stderr.
     pub fn new(
         app: &Arc<AppShared>,
         request_id: RequestId,
@@ -178,6 +185,7 @@ impl HostState {
         self.hooks.hops = hops;
     }
 
+    /// The app's config values, for `wasi:config/store`.
     pub fn config(&self) -> &WasiConfigVariables {
         &self.app.config
     }
@@ -220,6 +228,8 @@ struct OutboundHooks {
 /// The `cdn-loop` token (RFC 8586) each Outpost hop adds to a subrequest: an app that fetches
 /// itself, directly or through others, is stopped after [`MAX_HOPS`] hops.
 pub(crate) const LOOP_TOKEN: &str = "outpost";
+/// Most Outpost hops a request may make: the edge answers 508 to a request that has made
+/// this many, and a subrequest that would reach it is refused.
 pub const MAX_HOPS: usize = 8;
 
 /// The hops a request has been through Outpost nodes, from its `cdn-loop` header.

@@ -33,7 +33,9 @@ pub enum GuestFailure {
     PoolBusy,
     /// The app had its whole share of the pool busy: try again shortly.
     AppBusy,
+    /// The handler used up its CPU time budget (the one given).
     CpuLimit(Duration),
+    /// A memory growth ran into a bound; the message says which.
     MemoryLimit(String),
     /// The whole request took longer than the app's `limits.timeout_ms`.
     Timeout(Duration),
@@ -48,6 +50,7 @@ pub enum GuestFailure {
 }
 
 impl GuestFailure {
+    /// The HTTP status to answer with: 503 when busy or over a limit, 504 on timeout, else 500.
     pub fn status(&self) -> u16 {
         match self {
             GuestFailure::PoolBusy

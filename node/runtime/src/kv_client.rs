@@ -7,8 +7,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A request to the driver.
 pub enum Command {
+    /// Send a write to the origin and report its outcome.
     Write {
+        /// The write to make.
         op: WriteOp,
+        /// Where the driver sends the outcome, once the origin has answered or the write failed.
         reply: oneshot::Sender<WriteOutcome>,
     },
 }
@@ -23,6 +26,8 @@ pub struct KvClient {
 }
 
 impl KvClient {
+    /// A client that reads `replica` (without keeping it open) and sends writes to the driver
+    /// on `commands`.
     pub fn new(replica: &Arc<dyn ReplicaStore>, commands: mpsc::Sender<Command>) -> Self {
         KvClient {
             replica: Arc::downgrade(replica),

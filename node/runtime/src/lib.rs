@@ -64,6 +64,8 @@ use outpost_core::config::{
 };
 use reuse::{IdleInstances, IdleRegistry};
 
+/// The node's Wasm runtime: one engine, compile cache and instance pool for every app, and
+/// the node-wide budgets the apps share.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
@@ -96,9 +98,11 @@ pub struct Runtime {
 
 /// One app, compiled and pre-linked: what the router points at.
 pub struct Deployment {
+    /// What the app's requests share: name, routes, limits, KV and metrics.
     pub app: Arc<AppShared>,
     /// sha256 of the component, hex.
     pub digest: String,
+    /// Whether the component was compiled now or loaded from the cache.
     pub origin: Origin,
     pre: ProxyPre<HostState>,
     /// Instances waiting for this deployment's next request, if the app reuses them.
@@ -164,10 +168,12 @@ impl Runtime {
         }))
     }
 
+    /// The wasmtime engine components are compiled for and run on.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The pool's memory layout, chosen when the runtime was built.
     pub fn layout(&self) -> PoolLayout {
         self.layout
     }

@@ -21,8 +21,11 @@ pub enum MemoryScope {
 /// The trap raised when a guest asks for more linear memory than it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimitExceeded {
+    /// Which bound the growth ran into.
     pub scope: MemoryScope,
+    /// That bound, in bytes.
     pub limit: u64,
+    /// Bytes asked for: the new memory size for the instance bound, the growth for the others.
     pub requested: u64,
 }
 

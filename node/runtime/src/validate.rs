@@ -9,12 +9,15 @@ use super::HostState;
 use super::compile::check_header;
 use super::linker;
 
+/// Checks components against the nodes' linker, with an engine of its own that compiles
+/// cheaply.
 pub struct ComponentValidator {
     engine: Engine,
     linker: Linker<HostState>,
 }
 
 impl ComponentValidator {
+    /// A validator with an unoptimizing engine and the same linker the nodes build.
     pub fn new() -> anyhow::Result<Self> {
         let mut config = Config::new();
         // Only types and linking matter here, not the speed of the code: compile it cheaply.

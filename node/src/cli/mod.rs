@@ -144,6 +144,8 @@ enum TokenCommand {
     },
 }
 
+/// The `outpost` command: parse the arguments and run the command on a multi-threaded runtime
+/// (serving commands drain on SIGINT or SIGTERM); an error is printed to stderr, exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(

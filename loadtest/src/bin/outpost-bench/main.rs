@@ -20,6 +20,8 @@ use outpost_load::Report;
 use systems::BenchApp::{Guest, Hello, KvCounter};
 use systems::{Lang, Server, Tools};
 
+/// Command-line options of `outpost-bench`; `loadtest/run` sets `--wasmtime` and `--command` and
+/// passes its own arguments on.
 #[derive(Parser, Clone)]
 #[command(name = "outpost-bench")]
 pub struct Args {
@@ -58,20 +60,34 @@ pub struct Args {
 /// One system as loaded: how to start it and which URL to load.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Subject {
+    /// Outpost serving `examples/hello` over HTTPS, keeping 4 MiB of each slot resident on reset.
     OutpostHttps,
+    /// The same Outpost setup, loaded on its plain HTTP listener.
     OutpostHttp,
+    /// Outpost over HTTPS with `keep_resident_kb = 0`, so slots are reset with madvise.
     OutpostHttpsMadvise,
+    /// `wasmtime serve` on hello, pooling allocator with a decommit batch of 64, plain HTTP.
     WasmtimeReference,
+    /// `wasmtime serve` on hello at the best `-O` settings found (`WASMTIME_BEST`), plain HTTP.
     WasmtimeTuned,
+    /// `bare-hello`: hyper + rustls with no Wasm, over HTTPS; the baseline without a sandbox.
     BareHttps,
+    /// `bare-hello` (hyper, no Wasm) on its plain HTTP listener.
     BareHttp,
+    /// nginx returning a fixed 200, as hello does, over HTTPS.
     NginxHttps,
+    /// nginx returning a fixed 200 over plain HTTP.
     NginxHttp,
+    /// Outpost serving `examples/kv-counter` over HTTPS; each request is one KV get of a document
+    /// written once at start (`GET /api/docs/bench`).
     OutpostKvRead,
+    /// Outpost serving `examples/kv-counter` over HTTPS; each request is one durable KV increment.
     OutpostKvWrite,
 }
 
 impl Subject {
+    /// Every subject, in the order each round measures them and the throughput table lists them.
+    /// The first, `OutpostHttps`, gives the peak the half-rate run is paced from.
     pub const ALL: [Subject; 11] = [
         Subject::OutpostHttps,
         Subject::OutpostHttp,
@@ -86,6 +102,7 @@ impl Subject {
         Subject::OutpostKvWrite,
     ];
 
+    /// The row's description in the report and in the progress lines.
     pub fn label(self) -> &'static str {
         match self {
             Subject::OutpostHttps => "Outpost, HTTPS",
@@ -178,11 +195,21 @@ impl Subject {
 /// plain HTTP (the only protocol `wasmtime serve` speaks).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum GuestSubject {
-    Outpost { lang: Lang, reuse: bool },
+    /// A JavaScript or Python hello on Outpost.
+    Outpost {
+        /// The guest's language.
+        lang: Lang,
+        /// Whether instances are reused across requests (`[instance] reuse = true`) instead of
+        /// a fresh one per request.
+        reuse: bool,
+    },
+    /// The same guest under `wasmtime serve -S cli -S config` with the tuned row's `-O` settings.
     Wasmtime(Lang),
 }
 
 impl GuestSubject {
+    /// Every large-guest row, in measuring order: per language, Outpost with fresh instances,
+    /// Outpost with reuse, then `wasmtime serve`.
     pub const ALL: [GuestSubject; 6] = [
         GuestSubject::Outpost {
             lang: Lang::Js,
@@ -204,12 +231,14 @@ impl GuestSubject {
         GuestSubject::Wasmtime(Lang::Python),
     ];
 
+    /// The guest language this row runs.
     pub fn lang(self) -> Lang {
         match self {
             GuestSubject::Outpost { lang, .. } | GuestSubject::Wasmtime(lang) => lang,
         }
     }
 
+    /// The row's description in the report, without the language (each language has its own table).
     pub fn label(self) -> String {
         match self {
             GuestSubject::Outpost { reuse: false, .. } => {
@@ -260,8 +289,11 @@ const WASMTIME_BEST: [&str; 5] = [
 /// One measured run: the load generator's report, its command line, and the server's CPU time
 /// per answered request over the measured span (µs).
 pub struct Measured {
+    /// The load generator's report of the measured run (the warm-up run is not in it).
     pub report: Report,
+    /// The `outpost-load` command line as shown in the report, with the warm-up noted.
     pub shown: String,
+    /// Server CPU time (its whole process tree) per answered request over the measured span, µs.
     pub cpu_us: f64,
     /// Outpost only: instances created per request, and their mean instantiation time (µs).
     pub instantiations: Option<(f64, f64)>,
@@ -365,7 +397,9 @@ fn report_from_json(value: &serde_json::Value) -> anyhow::Result<Report> {
 
 /// A subject's runs, one per round.
 pub struct Row<S> {
+    /// The system this row measures.
     pub subject: S,
+    /// The load generator's report from each round, in round order.
     pub reports: Vec<Report>,
     /// Server CPU µs per request, per round.
     pub cpu_us: Vec<f64>,
@@ -395,23 +429,41 @@ impl<S> Row<S> {
 
 /// Everything measured in one run of the harness.
 pub struct Results {
+    /// The throughput table: one row per [`Subject`], in `Subject::ALL` order.
     pub throughput: Vec<Row<Subject>>,
+    /// The large-guest tables: one row per [`GuestSubject`], in `GuestSubject::ALL` order.
     pub guests: Vec<Row<GuestSubject>>,
     /// (language, reuse) -> (cached restart: load ms, first request µs).
     pub guest_cold: Vec<((Lang, bool), u64, u64)>,
+    /// `(subject, command line)` for each row's first-round run, listed in the report's commands
+    /// section.
     pub commands: Vec<(String, String)>,
+    /// The open-loop run at half of `OutpostHttps`'s median peak: (rate in req/s, report, command
+    /// line); `None` when that peak was 0.
     pub half_rate: Option<(f64, Report, String)>,
+    /// First start on an empty data directory, compiling the component: deploy ms from the node's
+    /// log.
     pub cold_compiled_ms: u64,
+    /// That start's first request, µs from connecting to the whole response.
     pub cold_compiled_first_us: u64,
+    /// Restart that loads the component from the compile cache: deploy ms from the node's log.
     pub cold_cached_ms: u64,
+    /// That restart's first request, µs from connecting to the whole response.
     pub cold_cached_first_us: u64,
     /// After the first start (which compiled the component).
     pub idle_rss_kib: u64,
     /// After a restart that loaded it from the cache.
     pub idle_rss_cached_kib: u64,
+    /// The run with `--many` connections over HTTPS: (report, peak RSS KiB sampled every 100 ms,
+    /// command line).
     pub many: Option<(Report, u64, String)>,
+    /// Median of the `instantiate_hello` criterion bench, µs, read from `target/criterion`; `None`
+    /// when that bench has not been run.
     pub instantiate_p50_us: Option<f64>,
+    /// The UTC time as `YYYY-MM-DD HH:MM UTC`, from `date` when the results are assembled (empty if
+    /// `date` fails).
     pub started: String,
+    /// Wall time of the whole harness run, up to assembling the results.
     pub elapsed: Duration,
 }
 
@@ -647,6 +699,7 @@ fn setup(args: &Args) -> anyhow::Result<Tools> {
     })
 }
 
+/// The median of `values`, the mean of the middle two for an even count; 0 for an empty list.
 pub fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return 0.0;

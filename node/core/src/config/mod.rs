@@ -8,10 +8,13 @@ mod cluster;
 mod egress;
 mod error;
 mod health;
+mod http;
 mod node;
 mod origin;
 mod outbound;
+mod pool;
 mod tenancy;
+mod tls;
 
 pub use app::{
     AppLimits, AppManifest, AppSettings, AppSpec, BuildSettings, DeployTarget, Language,
@@ -21,10 +24,13 @@ pub use cluster::{ClusterIdentity, OriginLink, Peer};
 pub use egress::EgressPolicy;
 pub use error::{ConfigError, FieldError};
 pub use health::HealthSettings;
-pub use node::{HttpSettings, NodeConfig, Peering, PoolSettings, TlsCertSpec, validate_cert_host};
+pub use http::HttpSettings;
+pub use node::{NodeConfig, Peering};
 pub use origin::{OriginConfig, Right, TokenSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
+pub use pool::PoolSettings;
 pub use tenancy::{GuestLogLimits, LimitCeilings, Tenancy};
+pub use tls::{TlsCertSpec, validate_cert_host};
 
 use std::path::Path;
 

@@ -14,10 +14,15 @@ use outpost_net::listener::Handler;
 use outpost_runtime::Runtime;
 use outpost_runtime::body::{ResponseBody, full_response, host_response};
 
+/// Answers the admin listener: metrics, liveness and readiness.
 pub struct AdminHandler {
+    /// What `/readyz` reports.
     pub health: Arc<Health>,
+    /// Source of the instance pool and memory gauges.
     pub runtime: Arc<Runtime>,
+    /// The live route table, for the `app_live` gauge of each deployed app.
     pub routes: Arc<LiveRoutes>,
+    /// The KV replica's progress, copied into its gauges on each scrape.
     pub kv: Arc<KvProgress>,
 }
 

@@ -10,11 +10,14 @@ use crate::server::LiveRoutes;
 /// The answer of `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
+    /// Send traffic here: `200 ready`.
     Ready,
+    /// Keep traffic away, for these reasons: `503 not ready: ...`.
     NotReady(Vec<String>),
 }
 
 impl Readiness {
+    /// Whether this is [`Readiness::Ready`].
     pub fn is_ready(&self) -> bool {
         *self == Readiness::Ready
     }
@@ -58,6 +61,8 @@ pub struct Health {
 }
 
 impl Health {
+    /// Readiness from `routes` and `kv`, the replica allowed to lag for up to `kv_max_lag`;
+    /// not draining yet.
     pub fn new(routes: Arc<LiveRoutes>, kv: Arc<KvProgress>, kv_max_lag: Duration) -> Self {
         Health {
             draining: AtomicBool::new(false),
@@ -72,6 +77,7 @@ impl Health {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Readiness now, from the drain flag, the route table and the KV lag.
     pub fn readiness(&self) -> Readiness {
         Readiness::decide(
             self.draining.load(Ordering::Acquire),

@@ -17,8 +17,11 @@ const POLL: Duration = Duration::from_millis(250);
 /// The longest a hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What [`run_lifecycle`] needs: the readiness to watch and the hooks to run.
 pub struct Lifecycle {
+    /// The readiness polled for the hooks; set to draining once the process is to stop.
     pub health: Arc<Health>,
+    /// The `on_ready` and `on_drain` hooks, and how long to keep serving after draining.
     pub settings: HealthSettings,
     /// The node's name, for the hooks' environment.
     pub node: String,

@@ -51,6 +51,7 @@ struct Inner {
     desired: Vec<String>,
 }
 
+/// Applies desired states to this node, and saves the fleet state it runs in its data dir.
 pub struct Deployer {
     runtime: Arc<Runtime>,
     routes: Arc<LiveRoutes>,
@@ -62,6 +63,8 @@ pub struct Deployer {
 }
 
 impl Deployer {
+    /// A deployer serving `fixed` apps ahead of fleet apps, with its blobs and saved state in
+    /// `data_dir`; nothing is restored until [`Deployer::restore`].
     pub fn new(
         runtime: Arc<Runtime>,
         routes: Arc<LiveRoutes>,
@@ -193,6 +196,7 @@ impl Deployer {
         report(&inner)
     }
 
+    /// What this node runs now, and why any desired release is not live.
     pub async fn report(&self) -> NodeReport {
         report(&*self.inner.lock().await)
     }

@@ -24,11 +24,15 @@ use outpost_runtime::kv_client::Command;
 pub enum LinkEvent {
     /// A session with the origin is up; messages for it go into this channel.
     OriginUp(mpsc::UnboundedSender<ToOrigin>),
+    /// The session with the origin has ended, however it ended.
     OriginDown,
     /// A message, holding its place in its link's backlog until handled.
     FromOrigin(FromOrigin, Queued),
+    /// A session with the named peer is up; messages for it go into this channel.
     PeerUp(String, mpsc::UnboundedSender<PeerMsg>),
+    /// The session with the named peer has ended.
     PeerDown(String),
+    /// A message from the named peer, holding its place in that link's backlog until handled.
     FromPeer(String, PeerMsg, Queued),
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use outpost_core::clock::unix_millis;
 use outpost_core::metrics::metrics;
 
+/// The replica's applied and newest known versions, and since when it is behind.
 #[derive(Default)]
 pub struct KvProgress {
     applied: AtomicU64,
@@ -28,6 +29,7 @@ impl KvProgress {
         }
     }
 
+    /// The newest version the replica has made durable.
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
     }

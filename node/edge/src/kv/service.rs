@@ -21,10 +21,13 @@ const COMMAND_QUEUE: usize = 4096;
 
 /// A node's running KV.
 pub struct NodeKv {
+    /// The handle apps' KV host calls read and write through.
     pub client: KvClient,
     /// Where links report to the driver.
     pub links: mpsc::UnboundedSender<LinkEvent>,
+    /// Write-acknowledgement and propagation latencies, logged when the KV stops.
     pub stats: Arc<Mutex<KvStats>>,
+    /// How far the replica is, for readiness and metrics.
     pub progress: Arc<KvProgress>,
     /// The one lasting hold on the replica besides the driver's (clients hold it weakly).
     replica: Arc<dyn ReplicaStore>,

@@ -30,6 +30,9 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// An edge running the apps of `routes` on `runtime`. `expose_errors` puts guest failure
+    /// reasons in responses (dev), `access_log` logs a line per request, `tap` takes the records
+    /// of tailed apps and `front` bounds how much request body is read ahead.
     pub fn new(
         runtime: Arc<Runtime>,
         routes: Arc<LiveRoutes>,
@@ -48,14 +51,18 @@ impl Edge {
         }
     }
 
+    /// The live route table requests are looked up in.
     pub fn routes(&self) -> &Arc<LiveRoutes> {
         &self.routes
     }
 
+    /// The runtime that runs the apps.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
 
+    /// Answer one request: route it by host and path, cap and read ahead its body, run the app,
+    /// then record metrics, the access log line and any tail record.
     pub async fn serve<B>(
         &self,
         request: http::Request<B>,

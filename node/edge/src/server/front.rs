@@ -22,6 +22,8 @@ pub struct FrontBuffering {
 }
 
 impl FrontBuffering {
+    /// Read ahead up to `per_request` bytes per request and `total` bytes over the node
+    /// (rounded up to whole KiB).
     pub fn new(per_request: usize, total: usize) -> Self {
         FrontBuffering {
             per_request,

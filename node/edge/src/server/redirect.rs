@@ -6,12 +6,14 @@ use hyper::body::Incoming;
 use outpost_net::listener::Handler;
 use outpost_runtime::body::{ResponseBody, host_response};
 
+/// The plain-HTTP listener's handler: a 308 to HTTPS for every request.
 pub struct RedirectToHttps {
     /// The HTTPS port to send clients to; left out of the URL when it is 443.
     pub https_port: u16,
 }
 
 impl RedirectToHttps {
+    /// The HTTPS URL for `host` (its port dropped) and `path_and_query`.
     pub fn location(&self, host: &str, path_and_query: &str) -> String {
         let host = strip_port(host);
         match self.https_port {

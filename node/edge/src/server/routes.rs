@@ -8,12 +8,15 @@ use outpost_router::{RouteTable, SharedRoutes};
 
 use outpost_runtime::Deployment;
 
+/// A route table from host and path patterns to the deployment that serves them.
 pub type Routes = RouteTable<Arc<Deployment>>;
+/// The route table the request path reads, swapped whole when deployments change.
 pub type LiveRoutes = SharedRoutes<Arc<Deployment>>;
 
 /// The same route pattern in two apps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConflict {
+    /// The route pattern both apps claim.
     pub pattern: String,
     /// The app that had the route first.
     pub first: String,

@@ -2,6 +2,7 @@
 
 use outpost_core::wire::RequestRecord;
 
+/// Which records a tail client gets: by status, and a sample of requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TailFilter {
     /// Empty: every status. Otherwise exact codes (`503`) and classes (`5` for `5xx`).
@@ -53,6 +54,7 @@ impl TailFilter {
         Ok(TailFilter { statuses, sample })
     }
 
+    /// Whether `record` matches the statuses and falls within the sample.
     pub fn keeps(&self, record: &RequestRecord) -> bool {
         let status_ok = self.statuses.is_empty()
             || self.statuses.iter().any(|m| match m {

@@ -10,6 +10,7 @@ use outpost_core::wire::RequestRecord;
 /// Records between the node sessions and the tail clients; a slow client loses the oldest.
 const BUFFER: usize = 16_384;
 
+/// Counts tail clients per app and fans the records nodes send out to them.
 pub struct TailHub {
     watchers: Mutex<BTreeMap<String, usize>>,
     apps: watch::Sender<Vec<String>>,
@@ -30,6 +31,7 @@ impl Default for TailHub {
 pub struct TailWatch {
     hub: Arc<TailHub>,
     app: String,
+    /// Every app's records; the client keeps its own app's (a lagging one loses the oldest).
     pub records: broadcast::Receiver<Arc<RequestRecord>>,
 }
 
@@ -50,6 +52,7 @@ impl TailHub {
         self.apps.subscribe()
     }
 
+    /// Pass a node's record to every tail client; dropped if none is listening.
     pub fn publish(&self, record: RequestRecord) {
         let _ = self.records.send(Arc::new(record));
     }
