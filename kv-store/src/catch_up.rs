@@ -10,9 +10,12 @@
 //! superseded by a newer entry that was sent, and anything committed since comes after it, from
 //! the log or as it commits. The steps go on from there until the node has everything.
 
-use crate::authority::{Authority, AuthorityStore, StorageError};
+use crate::authority::{Authority, AuthorityStore};
+use crate::error::StorageError;
 use crate::protocol::{Batch, FromOrigin, SnapshotPart};
 
+/// One node's catch-up under way: how far it has been sent everything, and the snapshot being
+/// read when the log does not reach back far enough.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatchUp {
     /// Where the node stands once it has applied everything sent so far.
@@ -29,6 +32,7 @@ struct SnapshotCursor {
 }
 
 impl CatchUp {
+    /// A catch-up for a node that has applied everything up to version `from`.
     pub fn new(from: u64) -> Self {
         CatchUp {
             from,

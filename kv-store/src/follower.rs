@@ -26,11 +26,13 @@ use crate::model::Entry;
 use crate::ops::{WriteError, WriteOp, WriteOutcome};
 use crate::protocol::{Batch, FromOrigin, Head, PeerMsg, SnapshotPart, ToOrigin};
 
+/// The name of a peer node, as the driver names its link to it.
 pub type PeerId = String;
 
 /// Whether a head's proof holds (the origin signed it). A head from a peer counts only if so.
 pub type HeadCheck = Arc<dyn Fn(&Head) -> bool + Send + Sync>;
 
+/// The follower's timeouts and intervals.
 #[derive(Debug, Clone)]
 pub struct FollowerConfig {
     /// A write with no answer from the origin in this long is reported unavailable.
@@ -54,7 +56,9 @@ impl Default for FollowerConfig {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// Send this message to the origin.
     ToOrigin(ToOrigin),
+    /// Send this message to the named peer.
     ToPeer(PeerId, PeerMsg),
     /// Apply durably, then call [`Follower::applied`] with `batch.through`.
     Apply(Batch),
@@ -66,13 +70,18 @@ pub enum Output {
     /// Answer a peer's pull from the replica: send it a batch from `from` to `through` with each
     /// key's latest entry above `from`.
     ServePull {
+        /// The peer that asked.
         peer: PeerId,
+        /// The version the peer has applied everything up to: send what is newer.
         from: u64,
+        /// This node's `applied` when the pull arrived, where the batch ends.
         through: u64,
     },
     /// A write submitted with [`Follower::submit_write`] is decided (or given up on).
     WriteDone {
+        /// The id [`Follower::submit_write`] returned for the write.
         id: u64,
+        /// What came of the write, from the origin or, if it never answered, unavailable.
         outcome: WriteOutcome,
     },
 }
@@ -91,6 +100,8 @@ struct PeerState {
     refused_head_at: Option<u64>,
 }
 
+/// A node's side of replication: fed messages, link changes and clock ticks, it queues the
+/// [`Output`]s the driver must carry out.
 pub struct Follower {
     config: FollowerConfig,
     applied: u64,
@@ -163,6 +174,7 @@ impl Follower {
         self
     }
 
+    /// The version up to which the replica has durably applied everything.
     pub fn applied_version(&self) -> u64 {
         self.applied
     }
@@ -178,6 +190,7 @@ impl Follower {
             .max(peers)
     }
 
+    /// Whether the link to the origin is up (writes fail at once while it is not).
     pub fn origin_up(&self) -> bool {
         self.origin_up
     }
@@ -187,6 +200,7 @@ impl Follower {
         self.out.pop_front()
     }
 
+    /// The link to the origin came up at `now_ms`: subscribe from `applied`.
     pub fn origin_connected(&mut self, now_ms: u64) {
         self.origin_up = true;
         self.fed_at = now_ms;
@@ -194,6 +208,8 @@ impl Follower {
             .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
     }
 
+    /// The link to the origin went down: every write still awaiting an answer is reported
+    /// unavailable, since it may or may not have been applied.
     pub fn origin_disconnected(&mut self, _now_ms: u64) {
         self.origin_up = false;
         for id in std::mem::take(&mut self.pending).into_keys() {
@@ -223,6 +239,7 @@ impl Follower {
         Ok(id)
     }
 
+    /// A message from the origin arrived at `now_ms`.
     pub fn on_origin(&mut self, message: FromOrigin, now_ms: u64) {
         if !matches!(message, FromOrigin::WriteResult { .. }) {
             self.fed_at = now_ms;
@@ -306,6 +323,7 @@ impl Follower {
         (batch.through > batch.from).then_some(batch)
     }
 
+    /// A link to `peer` came up: tell it how far this node is (with the newest head first).
     pub fn peer_connected(&mut self, peer: &str) {
         let state = self.peers.entry(peer.to_string()).or_default();
         state.connected = true;
@@ -313,6 +331,8 @@ impl Follower {
         self.send_progress(peer);
     }
 
+    /// The link to `peer` went down: it is no longer pulled from, and a pull under way from it
+    /// is dropped.
     pub fn peer_disconnected(&mut self, peer: &str) {
         if let Some(state) = self.peers.get_mut(peer) {
             state.connected = false;
@@ -322,6 +342,7 @@ impl Follower {
         }
     }
 
+    /// A message from `peer` arrived at `now_ms`.
     pub fn on_peer(&mut self, peer: &str, message: PeerMsg, now_ms: u64) {
         match message {
             PeerMsg::Digest { through } => {

@@ -5,6 +5,7 @@
 //! * [`model`]: namespaces, keys, values, metadata, expiration, versions, tombstones, and the
 //!   Workers-KV-style limits, enforced with clear errors;
 //! * [`scope`]: the isolation rule between apps (whose namespace is whose);
+//! * [`error`]: the storage error every store reports;
 //! * [`paging`]: listing keys a page at a time, the same for every lister;
 //! * [`ops`]: the writes a handler can ask for (put, delete, increment, compare-and-swap, batches);
 //! * [`authority`]: the origin's single writer. It assigns every committed entry the next global
@@ -27,6 +28,7 @@
 
 pub mod authority;
 pub mod catch_up;
+pub mod error;
 pub mod follower;
 pub mod model;
 mod open;

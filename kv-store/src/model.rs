@@ -19,9 +19,13 @@ pub const MAX_BATCH_BYTES: usize = 32 << 20;
 /// missed the delete still learns of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The namespace as stored, qualified with its app's name (`app/name`, see [`crate::scope`]).
     pub namespace: String,
+    /// The key within the namespace, at most [`MAX_KEY_BYTES`] bytes.
     pub key: String,
+    /// The value's bytes; `None` for a tombstone.
     pub value: Option<Vec<u8>>,
+    /// Opaque bytes the writer attached to the value, at most [`MAX_METADATA_BYTES`].
     pub metadata: Option<Vec<u8>>,
     /// Unix milliseconds after which the entry reads as absent.
     pub expires_at_ms: Option<u64>,
@@ -41,6 +45,8 @@ impl Entry {
         }
     }
 
+    /// Whether the entry holds a value at `now_ms` (Unix milliseconds): neither deleted nor
+    /// expired.
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.live_value(now_ms).is_some()
     }
@@ -60,7 +66,9 @@ impl Entry {
 /// looked at (`None` once it reached the end, so the next sweep starts over).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sweep {
+    /// How many entries the sweep removed.
     pub removed: usize,
+    /// The (namespace, key) the sweep stopped at, for the next sweep to start after.
     pub next: Option<(String, String)>,
 }
 
@@ -80,11 +88,15 @@ pub struct LimitError(pub String);
 /// never reads (a value may be 25 MiB; a page has up to a thousand keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
+    /// The key within the namespace listed.
     pub key: String,
     /// False for a tombstone.
     pub present: bool,
+    /// Opaque bytes the writer attached to the value (a listing returns them).
     pub metadata: Option<Vec<u8>>,
+    /// Unix milliseconds after which the key reads as absent.
     pub expires_at_ms: Option<u64>,
+    /// The global version the origin gave the key's latest entry.
     pub version: u64,
 }
 
@@ -185,6 +197,8 @@ pub fn sweep_map<T>(
     (sweep, removed)
 }
 
+/// Check a namespace name as stored (`app/name`): 1 to [`MAX_NAMESPACE_BYTES`] bytes, with no
+/// control characters.
 pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {
     if namespace.is_empty() || namespace.len() > MAX_NAMESPACE_BYTES {
         return Err(LimitError(format!(
@@ -200,6 +214,7 @@ pub fn validate_namespace(namespace: &str) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// Check a key: 1 to [`MAX_KEY_BYTES`] bytes, and neither `.` nor `..`.
 pub fn validate_key(key: &str) -> Result<(), LimitError> {
     if key.is_empty() {
         return Err(LimitError("a key cannot be empty".into()));
@@ -216,6 +231,7 @@ pub fn validate_key(key: &str) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// Check that a value is at most [`MAX_VALUE_BYTES`] (25 MiB).
 pub fn validate_value(value: &[u8]) -> Result<(), LimitError> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(LimitError(format!(
@@ -226,6 +242,7 @@ pub fn validate_value(value: &[u8]) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// Check that an entry's metadata is at most [`MAX_METADATA_BYTES`].
 pub fn validate_metadata(metadata: &[u8]) -> Result<(), LimitError> {
     if metadata.len() > MAX_METADATA_BYTES {
         return Err(LimitError(format!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError};
 
-use crate::authority::StorageError;
+use crate::error::StorageError;
 
 /// How long a locked file is waited for before the open fails.
 const LOCK_WAIT: Duration = Duration::from_secs(5);

@@ -9,39 +9,62 @@ use crate::model::{
     validate_namespace, validate_value,
 };
 
+/// A write a handler can ask for. A node sends it to the origin, whose authority decides it
+/// against the current state ([`WriteOp::plan`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
+    /// Set a key's value (and metadata), replacing whatever it held.
     Put {
+        /// The namespace as stored (`app/name`).
         namespace: String,
+        /// The key to set.
         key: String,
+        /// The new value, at most [`crate::model::MAX_VALUE_BYTES`].
         value: Vec<u8>,
+        /// Opaque bytes to keep with the value, at most [`crate::model::MAX_METADATA_BYTES`].
         metadata: Option<Vec<u8>>,
         /// Seconds until the entry expires.
         ttl_secs: Option<u64>,
     },
+    /// Delete a key: the origin commits a tombstone, so replicas learn of the delete.
     Delete {
+        /// The namespace as stored (`app/name`).
         namespace: String,
+        /// The key to delete.
         key: String,
     },
     /// Add `delta` to a decimal integer value (absent counts as 0); the value is stored as text.
     Increment {
+        /// The namespace as stored (`app/name`).
         namespace: String,
+        /// The counter's key.
         key: String,
+        /// The amount to add; negative to subtract.
         delta: i64,
     },
     /// Set `value` only if the current value is `expected` (`None`: only if absent).
     CompareAndSwap {
+        /// The namespace as stored (`app/name`).
         namespace: String,
+        /// The key to swap.
         key: String,
+        /// The live value the key must hold for the swap; `None`: the key must be absent.
         expected: Option<Vec<u8>>,
+        /// The value to set if it does.
         value: Vec<u8>,
     },
+    /// Set many keys of one namespace at once (`set-many`), with no metadata or expiry.
     PutMany {
+        /// The namespace as stored (`app/name`).
         namespace: String,
+        /// The (key, value) pairs: at most [`MAX_BATCH_KEYS`] keys and [`MAX_BATCH_BYTES`] in all.
         items: Vec<(String, Vec<u8>)>,
     },
+    /// Delete many keys of one namespace at once (`delete-many`).
     DeleteMany {
+        /// The namespace as stored (`app/name`).
         namespace: String,
+        /// The keys to delete, at most [`MAX_BATCH_KEYS`] of them.
         keys: Vec<String>,
     },
 }
@@ -49,6 +72,7 @@ pub enum WriteOp {
 /// What a write reports besides the entries it committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
+    /// Nothing to report (a put, a delete or a batch write).
     Done,
     /// The counter after an increment.
     Counter(i64),
@@ -59,22 +83,37 @@ pub enum OpResult {
 /// A committed write: its entries, with the versions the origin gave them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteAck {
+    /// The entries committed, with the global versions the authority gave them; empty when the
+    /// write changed nothing (a compare-and-swap that did not swap).
     pub entries: Vec<Entry>,
+    /// What the write reports besides them.
     pub result: OpResult,
 }
 
+/// Why a write failed, or (for [`WriteError::Unavailable`]) may not have been applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum WriteError {
+    /// The write breaks a limit (of a key, value, metadata or batch, or the app's byte quota).
     #[error("{0}")]
     Limit(#[from] LimitError),
+    /// An increment found a live value that is not a decimal integer.
     #[error("the value of {key:?} is not an integer, so it cannot be incremented")]
-    NotAnInteger { key: String },
+    NotAnInteger {
+        /// The key whose value is not an integer.
+        key: String,
+    },
+    /// An increment would take the counter past the range of an `i64`.
     #[error("the counter {key:?} would overflow")]
-    Overflow { key: String },
+    Overflow {
+        /// The counter's key.
+        key: String,
+    },
     /// The origin cannot be reached, or the connection broke before an answer: the write may or
     /// may not have been applied.
     #[error("the KV origin is unavailable: {0}")]
     Unavailable(String),
+    /// The origin itself failed while deciding the write (its storage, or its authority had
+    /// stopped).
     #[error("the KV origin failed: {0}")]
     Internal(String),
     /// The writer may not write there (a node writing a namespace no deployed app binds).
@@ -86,6 +125,7 @@ pub enum WriteError {
     RateLimited(String),
 }
 
+/// What a write comes to, as the origin answers it: committed, or why not.
 pub type WriteOutcome = Result<WriteAck, WriteError>;
 
 fn validate_batch_count(count: usize) -> Result<(), LimitError> {
@@ -100,14 +140,20 @@ fn validate_batch_count(count: usize) -> Result<(), LimitError> {
 /// A new entry without its version yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The namespace as stored (`app/name`).
     pub namespace: String,
+    /// The key changed.
     pub key: String,
+    /// The new value; `None` for a delete (a tombstone).
     pub value: Option<Vec<u8>>,
+    /// Opaque bytes to keep with the value.
     pub metadata: Option<Vec<u8>>,
+    /// Unix milliseconds after which the entry reads as absent; `None` if it never expires.
     pub expires_at_ms: Option<u64>,
 }
 
 impl WriteOp {
+    /// The namespace the op writes (each op writes exactly one), as stored.
     pub fn namespace(&self) -> &str {
         match self {
             WriteOp::Put { namespace, .. }

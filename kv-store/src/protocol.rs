@@ -17,8 +17,12 @@ use crate::ops::{WriteOp, WriteOutcome};
 /// that key, so batches can be repeated, overlap, or arrive late without harm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The global version the batch starts after: it serves a replica that has applied
+    /// everything up to here.
     pub from: u64,
+    /// The global version a replica has applied everything up to once it applies the batch.
     pub through: u64,
+    /// The entries, in version order.
     pub entries: Vec<Entry>,
 }
 
@@ -64,17 +68,29 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToOrigin {
     /// Send me everything after `from`, then every new write as it commits.
-    Subscribe { from: u64 },
+    Subscribe {
+        /// The global version up to which the node's replica has applied everything.
+        from: u64,
+    },
     /// Commit this write. `id` is unique per node, so a retried write is applied once.
-    Write { id: u64, op: WriteOp },
+    Write {
+        /// The write's id at this node, unique across its runs (see [`crate::Follower::new`]).
+        id: u64,
+        /// The write to commit.
+        op: WriteOp,
+    },
 }
 
 /// Origin to node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromOrigin {
+    /// Committed entries: a catch-up from the log, then each new commit as it happens.
     Batch(Batch),
+    /// The answer to a [`ToOrigin::Write`], once the origin has committed or refused it.
     WriteResult {
+        /// The id the node gave the write.
         id: u64,
+        /// What came of the write; a retry with the same id gets the same answer.
         outcome: WriteOutcome,
     },
     /// Part of a snapshot, for a node further behind than the origin's log reaches. This and
@@ -89,7 +105,9 @@ pub enum FromOrigin {
 /// claims only as far as the origin has vouched for, whoever relayed the word.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
+    /// The global version up to which the origin has committed everything.
     pub version: u64,
+    /// The origin's signature over `version` with its certificate, encoded (opaque here).
     pub proof: Vec<u8>,
 }
 
@@ -99,9 +117,14 @@ pub struct Head {
 /// [`crate::catch_up`] for why that holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPart {
+    /// The last global version committed when the snapshot began: the version the run's last
+    /// part brings the node's `applied` to.
     pub started_at: u64,
+    /// The (namespace, key) this part's entries follow; `None` for the first part.
     pub after: Option<(String, String)>,
+    /// Each key's latest entry in this part, tombstones included, in key order.
     pub entries: Vec<Entry>,
+    /// Whether this is the snapshot's last part.
     pub last: bool,
 }
 
@@ -149,12 +172,16 @@ impl SnapshotPart {
 pub enum PeerMsg {
     /// I have applied everything up to `through`.
     Digest {
+        /// The version up to which the sender has applied everything.
         through: u64,
     },
     /// Send me what you have after `from`.
     Pull {
+        /// The version up to which the sender has applied everything.
         from: u64,
     },
+    /// The answer to a [`PeerMsg::Pull`]: each key's latest entry the sender holds above the
+    /// pull's `from`.
     Batch(Batch),
     /// The newest head this node holds from the origin (protocol 2).
     Head(Head),
@@ -165,10 +192,13 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// What senders aim a batch at (see [`Batch::split`]).
 pub const CHUNK_BYTES: usize = 8 << 20;
 
+/// A message (or an entry, as the stores keep it) in its binary encoding.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     postcard::to_stdvec(message).expect("KV messages always serialize")
 }
 
+/// A message (or an entry) from the bytes [`encode`] made; an error if they are cut short or
+/// malformed.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
 }

@@ -12,11 +12,14 @@ use std::collections::HashMap;
 /// One tenant's allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
+    /// Most bytes the tenant's keys may take in the store (each key's latest entry, encoded).
     pub max_bytes: u64,
+    /// Keys the tenant's writes may change per second; a bucket holds one second's worth.
     pub writes_per_second: u32,
 }
 
 impl Quota {
+    /// No limit on bytes or writes: every tenant's quota unless a policy says otherwise.
     pub const UNLIMITED: Quota = Quota {
         max_bytes: u64::MAX,
         writes_per_second: u32::MAX,
@@ -26,7 +29,9 @@ impl Quota {
 /// The allowance of every tenant: a default, and some tenants' own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaPolicy {
+    /// The quota of every tenant not listed in `tenants`.
     pub default: Quota,
+    /// Quotas of particular tenants (by app name), in place of `default`.
     pub tenants: HashMap<String, Quota>,
 }
 
@@ -40,6 +45,7 @@ impl Default for QuotaPolicy {
 }
 
 impl QuotaPolicy {
+    /// The quota `tenant` is held to: its own, or else the default.
     pub fn of(&self, tenant: &str) -> Quota {
         self.tenants.get(tenant).copied().unwrap_or(self.default)
     }

@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use crate::authority::StorageError;
+use crate::error::StorageError;
 use crate::model::{KeyInfo, Sweep, decode_key_info};
 
 /// Up to `limit` rows of `table` in `namespace` whose keys start with `prefix`, after the key

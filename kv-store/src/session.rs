@@ -15,8 +15,9 @@
 //! for each commit, and [`OriginSession::lagged`] if it missed some, and sends the messages
 //! they return in order.
 
-use crate::authority::{Authority, AuthorityStore, StorageError};
+use crate::authority::{Authority, AuthorityStore};
 use crate::catch_up::CatchUp;
+use crate::error::StorageError;
 use crate::model::Entry;
 use crate::ops::{WriteError, WriteOutcome};
 use crate::protocol::{Batch, FromOrigin, Head};

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use super::{AuthorityStore, StorageError, add_usage, stored_bytes, within_budget};
+use super::{AuthorityStore, add_usage, stored_bytes, within_budget};
+use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::ops::WriteOutcome;
 

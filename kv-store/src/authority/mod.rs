@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, LimitError, Sweep};
 use crate::ops::{WriteAck, WriteError, WriteOp, WriteOutcome};
 use crate::protocol::{Batch, encode};
@@ -19,19 +20,11 @@ mod redb_store;
 pub use memory_store::MemoryAuthorityStore;
 pub use redb_store::RedbAuthorityStore;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("KV storage: {0}")]
-pub struct StorageError(pub String);
-
-impl<E: Into<redb::Error>> From<E> for StorageError {
-    fn from(err: E) -> Self {
-        StorageError(err.into().to_string())
-    }
-}
-
 /// Durable state of the authority.
 pub trait AuthorityStore {
+    /// The newest global version committed so far (0 for an empty store).
     fn last_version(&self) -> u64;
+    /// A key's latest entry in the current state, tombstones and expired entries included.
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StorageError>;
     /// The recorded outcome of write `id` from `writer`, if it was committed.
     fn outcome(&self, writer: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError>;
@@ -60,7 +53,7 @@ pub trait AuthorityStore {
     /// date by `commit` and `reclaim`.
     fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError>;
     /// Look at up to `max_keys` keys in key order after `after` and remove from the current
-    /// state those [`reclaimable`] at `through` and `now_ms`, in one durable commit.
+    /// state those [`reclaimable`](crate::model::reclaimable) at `through` and `now_ms`, in one durable commit.
     fn reclaim(
         &mut self,
         after: Option<&(String, String)>,
@@ -86,6 +79,9 @@ pub trait AuthorityStore {
     ) -> Result<Vec<KeyInfo>, StorageError>;
 }
 
+/// The origin's single writer over the store `S`: it decides each write against the current
+/// state, gives its entries the next global versions, holds tenants to their quotas, and
+/// commits durably before answering.
 pub struct Authority<S> {
     store: S,
     quotas: QuotaPolicy,
@@ -94,8 +90,11 @@ pub struct Authority<S> {
 
 /// A write as it reaches the authority: who sent it, its id there, and the op.
 pub struct IncomingWrite {
+    /// Who sent the write: a node's name, or the origin's own name for the writes it makes itself.
     pub writer: String,
+    /// The write's id at its writer; with `writer`, it lets a retried write be applied once.
     pub id: u64,
+    /// The write to decide.
     pub op: WriteOp,
 }
 
@@ -114,18 +113,24 @@ impl<S: AuthorityStore> Authority<S> {
         }
     }
 
+    /// The store the authority commits to, for reads it does not offer itself (such as a
+    /// tenant's used bytes) and for tests.
     pub fn store(&self) -> &S {
         &self.store
     }
 
+    /// The newest global version committed so far (0 before the first write).
     pub fn last_version(&self) -> u64 {
         self.store.last_version()
     }
 
+    /// A key's latest committed entry, tombstones and expired entries included.
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StorageError> {
         self.store.get(namespace, key)
     }
 
+    /// Up to `limit` entries of a namespace with keys starting with `prefix`, after `after`
+    /// (exclusive), in key order.
     pub fn list(
         &self,
         namespace: &str,

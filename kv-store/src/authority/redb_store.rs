@@ -6,7 +6,8 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{AuthorityStore, StorageError, add_usage, within_budget};
+use super::{AuthorityStore, add_usage, within_budget};
+use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::ops::WriteOutcome;
 use crate::protocol::{decode, encode};
@@ -44,6 +45,8 @@ pub struct RedbAuthorityStore {
 }
 
 impl RedbAuthorityStore {
+    /// Open (or create) the store at `path`, waiting briefly for another process to let go of
+    /// the file, and count the tenants' bytes if this store predates keeping them.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = crate::open::create_database(path)?;
         let txn = db.begin_write()?;

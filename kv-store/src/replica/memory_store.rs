@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::ReplicaStore;
-use crate::authority::StorageError;
+use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::protocol::SnapshotPart;
 

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::authority::StorageError;
+use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep};
 use crate::protocol::SnapshotPart;
 
@@ -33,7 +33,7 @@ pub trait ReplicaStore: Send + Sync {
     /// snapshot's start removed, since the origin no longer holds it. The last part raises the
     /// floor to the snapshot's start. Returns how many keys were removed.
     fn apply_part(&self, part: &SnapshotPart) -> Result<usize, StorageError>;
-    /// Look at up to `max_keys` keys after `after` and remove those [`reclaimable`] at `through`
+    /// Look at up to `max_keys` keys after `after` and remove those [`reclaimable`](crate::model::reclaimable) at `through`
     /// and `now_ms`; the floor rises to `through`.
     fn reclaim(
         &self,

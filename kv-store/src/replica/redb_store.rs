@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::ReplicaStore;
-use crate::authority::StorageError;
+use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::protocol::{SnapshotPart, decode, encode};
 
@@ -24,6 +24,7 @@ const CACHE_VALUE_LIMIT: usize = 64 << 10;
 /// Memory the cache may hold before it starts over.
 const CACHE_BUDGET: usize = 64 << 20;
 
+/// A node's replica in redb, with an in-memory cache in front of it for hot reads.
 pub struct RedbReplica {
     db: Database,
     applied: AtomicU64,
@@ -51,6 +52,8 @@ fn entry_bytes(entry: &Option<Arc<Entry>>) -> usize {
 }
 
 impl RedbReplica {
+    /// Open (or create) the replica at `path`, waiting briefly for another process to let go
+    /// of the file; it resumes from the `applied` and floor it recorded.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = crate::open::create_database(path)?;
         let txn = db.begin_write()?;

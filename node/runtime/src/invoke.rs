@@ -1,7 +1,6 @@
 //! One request through one deployment: a fresh store and instance, the guest's handler under
 //! CPU, memory and wall-clock limits, and the response streamed back while the guest runs.
 
-use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -15,117 +14,16 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::cpu::{CpuLimitExceeded, Metered};
+use super::cpu::Metered;
+use super::failure::GuestFailure;
 use super::gate::PoolBusy;
 use super::guest_log::StderrCapture;
 use super::host::{AppShared, HostState};
-use super::limits::MemoryLimitExceeded;
 use super::response::BufferedBody;
 use super::reuse::{Idle, Instance};
 use super::{Deployment, Runtime};
 use crate::request_id::RequestId;
 use outpost_core::metrics::metrics;
-
-/// Why a request got no response from its handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestFailure {
-    /// Every pool slot stayed busy: try again shortly.
-    PoolBusy,
-    /// The app had its whole share of the pool busy: try again shortly.
-    AppBusy,
-    /// The handler used up its CPU time budget (the one given).
-    CpuLimit(Duration),
-    /// A memory growth ran into a bound; the message says which.
-    MemoryLimit(String),
-    /// The whole request took longer than the app's `limits.timeout_ms`.
-    Timeout(Duration),
-    /// The guest trapped (a panic, `unreachable`, a stack overflow...).
-    Trap(String),
-    /// The guest answered with a `wasi:http` error code instead of a response.
-    ErrorCode(String),
-    /// The guest returned without setting a response.
-    NoResponse,
-    /// Instantiation or the host failed.
-    Host(String),
-}
-
-impl GuestFailure {
-    /// The HTTP status to answer with: 503 when busy or over a limit, 504 on timeout, else 500.
-    pub fn status(&self) -> u16 {
-        match self {
-            GuestFailure::PoolBusy
-            | GuestFailure::AppBusy
-            | GuestFailure::CpuLimit(_)
-            | GuestFailure::MemoryLimit(_) => 503,
-            GuestFailure::Timeout(_) => 504,
-            GuestFailure::Trap(_)
-            | GuestFailure::ErrorCode(_)
-            | GuestFailure::NoResponse
-            | GuestFailure::Host(_) => 500,
-        }
-    }
-
-    /// A short kind, for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            GuestFailure::PoolBusy => "pool_busy",
-            GuestFailure::AppBusy => "app_busy",
-            GuestFailure::CpuLimit(_) => "cpu_limit",
-            GuestFailure::MemoryLimit(_) => "memory_limit",
-            GuestFailure::Timeout(_) => "timeout",
-            GuestFailure::Trap(_) => "trap",
-            GuestFailure::ErrorCode(_) => "error_code",
-            GuestFailure::NoResponse => "no_response",
-            GuestFailure::Host(_) => "host_error",
-        }
-    }
-
-    fn classify(err: wasmtime::Error) -> GuestFailure {
-        if let Some(cpu) = err.downcast_ref::<CpuLimitExceeded>() {
-            return GuestFailure::CpuLimit(cpu.budget);
-        }
-        if let Some(memory) = err.downcast_ref::<MemoryLimitExceeded>() {
-            return GuestFailure::MemoryLimit(memory.to_string());
-        }
-        if err
-            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-            .is_some()
-        {
-            return GuestFailure::PoolBusy;
-        }
-        if err.downcast_ref::<wasmtime::Trap>().is_some() {
-            return GuestFailure::Trap(format!("{err:?}"));
-        }
-        GuestFailure::Host(format!("{err:#}"))
-    }
-}
-
-impl fmt::Display for GuestFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GuestFailure::PoolBusy => write!(f, "every instance slot is busy; retry shortly"),
-            GuestFailure::AppBusy => write!(
-                f,
-                "the app has its whole share of the instance pool busy; retry shortly"
-            ),
-            GuestFailure::CpuLimit(budget) => {
-                write!(
-                    f,
-                    "handler exceeded its CPU time limit of {} ms",
-                    budget.as_millis()
-                )
-            }
-            GuestFailure::MemoryLimit(detail) => write!(f, "{detail}"),
-            GuestFailure::Timeout(limit) => {
-                write!(f, "handler did not finish within {} ms", limit.as_millis())
-            }
-            GuestFailure::Trap(detail) => write!(f, "handler trapped: {detail}"),
-            GuestFailure::ErrorCode(code) => write!(f, "handler answered with error {code}"),
-            GuestFailure::NoResponse => write!(f, "handler returned without a response"),
-            GuestFailure::Host(detail) => write!(f, "host error: {detail}"),
-        }
-    }
-}
 
 impl From<PoolBusy> for GuestFailure {
     fn from(_: PoolBusy) -> Self {

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::invoke::GuestFailure;
+use super::failure::GuestFailure;
 
 /// Bytes of a response the node holds for a client that reads slowly.
 pub(crate) const RESPONSE_BUFFER: usize = 512 * 1024;
