@@ -101,6 +101,13 @@ impl From<RegistryError> for ApiError {
         match err {
             RegistryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             RegistryError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            RegistryError::Unavailable(m) => {
+                tracing::warn!("registry unavailable: {m}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the origin's database is out of reach; retry shortly",
+                )
+            }
             RegistryError::Storage(m) => {
                 tracing::error!("registry storage error: {m}");
                 ApiError::new(
@@ -282,16 +289,16 @@ impl AdminApi {
     ) -> ApiResult {
         match (method, segments) {
             (&Method::GET, ["v1", "status"]) => self.status(),
-            (&Method::GET, ["v1", "apps"]) => self.list_apps(),
+            (&Method::GET, ["v1", "apps"]) => self.list_apps().await,
             (&Method::GET, ["v1", "apps", app]) => {
                 // Config values are for those who may deploy; a `read` token (Prometheus, a
                 // dashboard) sees their names only.
                 let reveal = self.authorize(&request, Right::Deploy).is_ok();
-                self.show_app(app, reveal)
+                self.show_app(app, reveal).await
             }
             (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256),
             (&Method::DELETE, ["v1", "apps", app]) => {
-                self.registry.delete_app(app)?;
+                self.registry.delete_app(app).await?;
                 Ok((StatusCode::OK, json!({ "deleted": app })))
             }
             (&Method::PUT, ["v1", "blobs", sha256]) => {
@@ -305,7 +312,7 @@ impl AdminApi {
                     "versions" => self.new_version(&app, parse(&body)?).await,
                     "activate" => {
                         let Activate { version } = parse(&body)?;
-                        self.registry.activate(&app, version)?;
+                        self.registry.activate(&app, version).await?;
                         Ok((StatusCode::OK, json!({ "app": app, "active": version })))
                     }
                     "rollback" => {
@@ -314,7 +321,7 @@ impl AdminApi {
                         } else {
                             parse(&body)?
                         };
-                        let version = self.registry.rollback(&app, rollback.version)?;
+                        let version = self.registry.rollback(&app, rollback.version).await?;
                         Ok((StatusCode::OK, json!({ "app": app, "active": version })))
                     }
                     other => Err(ApiError::new(
@@ -343,10 +350,11 @@ impl AdminApi {
         ))
     }
 
-    fn list_apps(&self) -> ApiResult {
+    async fn list_apps(&self) -> ApiResult {
         let apps: Vec<AppSummary> = self
             .registry
-            .apps()?
+            .apps()
+            .await?
             .into_iter()
             .map(|a| AppSummary {
                 versions: a.next_version - 1,
@@ -358,8 +366,8 @@ impl AdminApi {
         Ok((StatusCode::OK, json!({ "apps": apps })))
     }
 
-    fn show_app(&self, app: &str, reveal_config: bool) -> ApiResult {
-        let (record, versions) = self.registry.app(app)?;
+    async fn show_app(&self, app: &str, reveal_config: bool) -> ApiResult {
+        let (record, versions) = self.registry.app(app).await?;
         let mut versions = json!(versions);
         if !reveal_config {
             for version in versions.as_array_mut().into_iter().flatten() {
@@ -494,13 +502,16 @@ impl AdminApi {
                 )
             })?;
         }
-        let version = self.registry.create_version(
-            app,
-            &request.component,
-            request.manifest,
-            request.note,
-            request.activate,
-        )?;
+        let version = self
+            .registry
+            .create_version(
+                app,
+                &request.component,
+                request.manifest,
+                request.note,
+                request.activate,
+            )
+            .await?;
         tracing::info!(
             app,
             version = version.version,

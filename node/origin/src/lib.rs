@@ -10,6 +10,7 @@
 
 mod api;
 pub mod auth;
+pub mod database;
 pub mod kv;
 mod kv_api;
 pub mod link;

@@ -27,7 +27,7 @@ impl AdminApi {
         request: http::Request<Incoming>,
     ) -> Result<Response, ApiError> {
         // Only apps that exist: a typo should not wait forever for nothing.
-        self.registry.app(app)?;
+        self.registry.app(app).await?;
         let pairs = query_pairs(request.uri().query())?;
         let param = |name: &str| {
             pairs

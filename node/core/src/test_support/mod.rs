@@ -1,4 +1,4 @@
-//! Helpers for unit tests.
+//! Helpers for unit tests: fresh directories, and a throwaway PostgreSQL server.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,3 +15,4 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("creating a test directory");
     dir
 }
+pub mod postgres;

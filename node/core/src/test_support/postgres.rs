@@ -1,0 +1,189 @@
+//! A throwaway PostgreSQL server for tests: Debian's binaries, a fresh cluster made by `initdb`
+//! in a temporary directory, listening on a free loopback port, stopped and removed on drop.
+//!
+//! PostgreSQL refuses to run as root, so when the tests do, the cluster belongs to the
+//! `postgres` user (Debian's packages create it) and its processes run as that user.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running test server. Its one role, `outpost`, is a superuser trusted on loopback.
+pub struct TestPostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    owner: Option<(u32, u32)>,
+    server: Option<Child>,
+}
+
+impl TestPostgres {
+    /// Make a cluster and start it; panics (with PostgreSQL's own words) if that fails.
+    pub fn start(label: &str) -> TestPostgres {
+        let bin = bin_dir().expect(
+            "PostgreSQL's server binaries are not installed (Debian: apt-get install postgresql)",
+        );
+        let dir = super::temp_dir(&format!("pg-{label}"));
+        let owner = if unsafe { libc::geteuid() } == 0 {
+            let owner = postgres_user().expect("running as root needs the `postgres` user");
+            chown_tree(&dir, owner);
+            Some(owner)
+        } else {
+            None
+        };
+        let mut server = TestPostgres {
+            dir,
+            bin,
+            port: free_port(),
+            owner,
+            server: None,
+        };
+        let data = server.data_dir();
+        let initdb = server
+            .command("initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "outpost", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("running initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        server.launch();
+        server
+    }
+
+    /// `postgresql://` URL of the server's `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgresql://outpost@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop the server at once, as a crash would (no checkpoint); [`TestPostgres::launch`]
+    /// starts it again on the same data and port.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Start the server on its data directory and wait until it accepts connections.
+    pub fn launch(&mut self) {
+        assert!(self.server.is_none(), "the test server is already running");
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-c",
+                &format!("unix_socket_directories={}", self.dir.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting postgres");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.server.as_mut().map(|s| s.try_wait()) {
+                panic!("postgres exited ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// One of the server's binaries, run as the cluster's owner.
+    fn command(&self, name: &str) -> Command {
+        let mut command = Command::new(self.bin.join(name));
+        command.current_dir(&self.dir).env("LC_ALL", "C.UTF-8");
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            // Fast shutdown: active sessions are ended, the server exits cleanly.
+            unsafe {
+                libc::kill(server.id() as i32, libc::SIGINT);
+            }
+            let mut server = server;
+            let _ = server.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The newest PostgreSQL server on the machine, as Debian lays them out.
+fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// The `postgres` user's uid and gid, from /etc/passwd.
+fn postgres_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&"postgres"))
+            .then(|| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))
+            .flatten()
+    })
+}
+
+fn chown_tree(dir: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("handing the test directory over");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

@@ -1,0 +1,268 @@
+//! The deployment registry: apps, their versions and which one is active, in one of two
+//! engines: the origin's embedded database (redb, `redb_store`), or the fleet's PostgreSQL
+//! (`pg_store`), which several origins share. What each change does is decided once, in
+//! `rules`, inside the engine's transaction.
+//!
+//! Every change that alters what nodes should run (activate, rollback, delete) moves a global
+//! revision in the same transaction, and the new desired state is published to the cluster
+//! link once the transaction is durable. With PostgreSQL, changes other origins make are
+//! published too: see [`Registry::follow`].
+
+mod pg_store;
+mod redb_store;
+mod rules;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use outpost_core::clock::unix_secs;
+use outpost_core::config::AppManifest;
+use outpost_core::wire::{DesiredState, Release};
+
+use crate::database::Database;
+use pg_store::PgRegistry;
+use redb_store::RedbRegistry;
+use rules::Outcome;
+
+/// How often an origin on PostgreSQL reads the revision again even without a notification.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// An app as stored: its active version and activation history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// The app's name, also its key in the registry.
+    pub name: String,
+    /// The version nodes should run; `None` until a version is activated.
+    pub active: Option<u64>,
+    /// Versions activated, oldest first; the last is the active one. Rollback walks it back.
+    pub history: Vec<u64>,
+    /// The number the next version gets; versions count up from 1.
+    pub next_version: u64,
+    /// Unix time in seconds of its first version.
+    pub created_at: u64,
+    /// Unix time in seconds of the last new version or change of active version.
+    pub updated_at: u64,
+}
+
+/// One uploaded version of an app; versions are kept until the app is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Its number within the app, from 1.
+    pub version: u64,
+    /// The component's sha256 in lowercase hex, its name in the blob store.
+    pub sha256: String,
+    /// The manifest it was deployed with.
+    pub manifest: AppManifest,
+    /// Unix time in seconds it was created.
+    pub created_at: u64,
+    /// Free text given at deploy time, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No such app or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change cannot be made in the current state (nothing earlier to roll back to).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database is out of reach for now; the same call may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database failed or holds a record that does not decode.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+pub(crate) type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Where the registry lives.
+enum Engine {
+    Redb(RedbRegistry),
+    Postgres(PgRegistry),
+}
+
+/// The registry, and the desired state derived from it for the cluster link.
+pub struct Registry {
+    engine: Engine,
+    state: watch::Sender<Arc<DesiredState>>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("registry records serialize")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Storage(format!("corrupt record: {e}")))
+}
+
+/// The release an app's record names, given the version record it points at.
+fn release(record: AppRecord, active: u64, version: Option<VersionRecord>) -> Result<Release> {
+    let version = version.ok_or_else(|| {
+        RegistryError::Storage(format!(
+            "app {} points at missing version {active}",
+            record.name
+        ))
+    })?;
+    Ok(Release {
+        app: record.name,
+        version: active,
+        sha256: version.sha256,
+        manifest: version.manifest,
+    })
+}
+
+impl Registry {
+    /// Open (or create) the embedded registry at `path` and publish the desired state it holds.
+    pub fn open(path: &Path) -> Result<Self> {
+        let engine = RedbRegistry::open(path)?;
+        let state = engine.desired_state()?;
+        Ok(Registry {
+            engine: Engine::Redb(engine),
+            state: watch::Sender::new(Arc::new(state)),
+        })
+    }
+
+    /// The registry in `db` (whose schema is up to date), with the desired state it holds.
+    pub async fn connect(db: Arc<Database>) -> Result<Self> {
+        let engine = PgRegistry::new(db);
+        let state = engine.desired_state().await?;
+        Ok(Registry {
+            engine: Engine::Postgres(engine),
+            state: watch::Sender::new(Arc::new(state)),
+        })
+    }
+
+    /// With PostgreSQL, publish what other origins change, until the registry is dropped:
+    /// read the desired state again on each of their notifications, and every few seconds.
+    /// Nothing to do for the embedded engine, which only this origin changes.
+    pub fn follow(self: &Arc<Self>, db: &Database) {
+        if !matches!(self.engine, Engine::Postgres(_)) {
+            return;
+        }
+        let mut woken = db.listen(pg_store::CHANNEL, FOLLOW_EVERY);
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while woken.recv().await.is_some() {
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                if let Err(err) = registry.refresh().await {
+                    tracing::warn!("reading the registry: {err}");
+                }
+            }
+        });
+    }
+
+    /// The desired state now, and every change after.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<DesiredState>> {
+        self.state.subscribe()
+    }
+
+    /// The desired state as last published.
+    pub fn current_state(&self) -> Arc<DesiredState> {
+        self.state.borrow().clone()
+    }
+
+    /// Read the desired state and publish it if its revision is newer than the one published.
+    pub async fn refresh(&self) -> Result<()> {
+        let state = match &self.engine {
+            Engine::Redb(engine) => engine.desired_state()?,
+            Engine::Postgres(engine) => engine.desired_state().await?,
+        };
+        self.state.send_if_modified(|published| {
+            let newer = state.revision > published.revision;
+            if newer {
+                *published = Arc::new(state);
+            }
+            newer
+        });
+        Ok(())
+    }
+
+    /// Apply a change of `app`, decided by `decide`, and publish the fleet's new desired state
+    /// if it moved.
+    async fn change<T>(
+        &self,
+        app: &str,
+        decide: impl FnOnce(Option<AppRecord>, &[u64]) -> Result<(Outcome, T)>,
+    ) -> Result<T> {
+        let (value, moved) = match &self.engine {
+            Engine::Redb(engine) => engine.change(app, decide)?,
+            Engine::Postgres(engine) => engine.change(app, decide).await?,
+        };
+        if moved {
+            self.refresh().await?;
+        }
+        Ok(value)
+    }
+
+    /// Add a version of `app` (creating the app on its first version), optionally active.
+    pub async fn create_version(
+        &self,
+        app: &str,
+        sha256: &str,
+        manifest: AppManifest,
+        note: Option<String>,
+        activate: bool,
+    ) -> Result<VersionRecord> {
+        self.change(app, |existing, _| {
+            let now = unix_secs();
+            Ok(rules::new_version(
+                app, existing, sha256, manifest, note, activate, now,
+            ))
+        })
+        .await
+    }
+
+    /// Make `version` of `app` the active one.
+    pub async fn activate(&self, app: &str, version: u64) -> Result<()> {
+        self.change(app, |existing, versions| {
+            rules::activate(app, existing, versions, version, unix_secs())
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Go back to `to`, or to the version active before the current one. Returns the version.
+    pub async fn rollback(&self, app: &str, to: Option<u64>) -> Result<u64> {
+        self.change(app, |existing, versions| {
+            rules::rollback(app, existing, versions, to, unix_secs())
+        })
+        .await
+    }
+
+    /// Remove an app and all its versions; nodes stop serving it.
+    pub async fn delete_app(&self, app: &str) -> Result<()> {
+        self.change(app, |existing, _| rules::delete(app, existing))
+            .await
+    }
+
+    /// Every app, in name order.
+    pub async fn apps(&self) -> Result<Vec<AppRecord>> {
+        match &self.engine {
+            Engine::Redb(engine) => engine.apps(),
+            Engine::Postgres(engine) => engine.apps().await,
+        }
+    }
+
+    /// An app with all its versions, oldest first.
+    pub async fn app(&self, app: &str) -> Result<(AppRecord, Vec<VersionRecord>)> {
+        let found = match &self.engine {
+            Engine::Redb(engine) => engine.app(app)?,
+            Engine::Postgres(engine) => engine.app(app).await?,
+        };
+        found.ok_or_else(|| RegistryError::NotFound(format!("no app named {app}")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The registry in PostgreSQL, shared by every origin of the fleet.
+//!
+//! Changes take the one row of `registry_meta` first (`FOR UPDATE`), so changes from all
+//! origins happen one at a time and the revision counts them in one order; a change that moves
+//! the fleet tells the other origins (`NOTIFY outpost_registry`) once it commits.
+
+use std::sync::Arc;
+
+use outpost_core::wire::DesiredState;
+use tokio_postgres::types::Json;
+
+use super::rules::Outcome;
+use super::{AppRecord, RegistryError, Result, VersionRecord};
+use crate::database::{Database, DatabaseError};
+
+/// The channel on which origins tell each other the registry changed.
+pub(crate) const CHANNEL: &str = "outpost_registry";
+
+impl From<DatabaseError> for RegistryError {
+    fn from(err: DatabaseError) -> Self {
+        match err {
+            DatabaseError::Unavailable(..) => RegistryError::Unavailable(err.to_string()),
+            DatabaseError::Refused(..) => RegistryError::Storage(err.to_string()),
+        }
+    }
+}
+
+/// The registry's tables in the fleet's database.
+pub(crate) struct PgRegistry {
+    db: Arc<Database>,
+}
+
+impl PgRegistry {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        PgRegistry { db }
+    }
+
+    /// Decide a change of `app` from its record and version numbers, and commit it in the same
+    /// transaction. Returns what `decide` returned, and whether what nodes run changed.
+    pub(crate) async fn change<T>(
+        &self,
+        app: &str,
+        decide: impl FnOnce(Option<AppRecord>, &[u64]) -> Result<(Outcome, T)>,
+    ) -> Result<(T, bool)> {
+        let mut client = self.db.client().await?;
+        let client = client.as_mut().expect("connected");
+        let db = |e| RegistryError::from(self.db.error(e));
+        let txn = client.transaction().await.map_err(db)?;
+        let revision: i64 = txn
+            .query_one("SELECT revision FROM registry_meta FOR UPDATE", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        let existing = txn
+            .query_opt("SELECT record FROM registry_apps WHERE name = $1", &[&app])
+            .await
+            .map_err(db)?
+            .map(|row| row.try_get::<_, Json<AppRecord>>(0).map(|json| json.0))
+            .transpose()
+            .map_err(db)?;
+        let numbers: Vec<u64> = txn
+            .query(
+                "SELECT version FROM registry_versions WHERE app = $1 ORDER BY version",
+                &[&app],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get::<_, i64>(0) as u64)
+            .collect();
+        let (outcome, value) = decide(existing, &numbers)?;
+        let moved = match outcome {
+            Outcome::Keep {
+                record,
+                added,
+                moves_fleet,
+            } => {
+                txn.execute(
+                    "INSERT INTO registry_apps (name, record) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                    &[&app, &Json(&record)],
+                )
+                .await
+                .map_err(db)?;
+                if let Some(version) = added {
+                    txn.execute(
+                        "INSERT INTO registry_versions (app, version, record) VALUES ($1, $2, $3)",
+                        &[&app, &(version.version as i64), &Json(&version)],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                moves_fleet
+            }
+            Outcome::Delete => {
+                txn.execute("DELETE FROM registry_apps WHERE name = $1", &[&app])
+                    .await
+                    .map_err(db)?;
+                true
+            }
+        };
+        if moved {
+            let next = revision + 1;
+            txn.execute("UPDATE registry_meta SET revision = $1", &[&next])
+                .await
+                .map_err(db)?;
+            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &next.to_string()])
+                .await
+                .map_err(db)?;
+        }
+        txn.commit().await.map_err(db)?;
+        Ok((value, moved))
+    }
+
+    /// Every app, in name order.
+    pub(crate) async fn apps(&self) -> Result<Vec<AppRecord>> {
+        let mut client = self.db.client().await?;
+        let client = client.as_mut().expect("connected");
+        let db = |e| RegistryError::from(self.db.error(e));
+        client
+            .query("SELECT record FROM registry_apps ORDER BY name", &[])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                row.try_get::<_, Json<AppRecord>>(0)
+                    .map(|json| json.0)
+                    .map_err(db)
+            })
+            .collect()
+    }
+
+    /// An app with all its versions, oldest first; `None` if there is no such app.
+    pub(crate) async fn app(&self, app: &str) -> Result<Option<(AppRecord, Vec<VersionRecord>)>> {
+        let mut client = self.db.client().await?;
+        let client = client.as_mut().expect("connected");
+        let db = |e| RegistryError::from(self.db.error(e));
+        // One statement, one snapshot: the record and its versions agree.
+        let rows = client
+            .query(
+                "SELECT a.record, v.record FROM registry_apps a
+                 LEFT JOIN registry_versions v ON v.app = a.name
+                 WHERE a.name = $1 ORDER BY v.version",
+                &[&app],
+            )
+            .await
+            .map_err(db)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let record = first.try_get::<_, Json<AppRecord>>(0).map_err(db)?.0;
+        let versions = rows
+            .iter()
+            .filter_map(|row| {
+                row.try_get::<_, Option<Json<VersionRecord>>>(1)
+                    .map(|v| v.map(|json| json.0))
+                    .transpose()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(Some((record, versions)))
+    }
+
+    /// Every app's active release, and the revision they belong to, from one snapshot.
+    pub(crate) async fn desired_state(&self) -> Result<DesiredState> {
+        let mut client = self.db.client().await?;
+        let client = client.as_mut().expect("connected");
+        let db = |e| RegistryError::from(self.db.error(e));
+        let rows = client
+            .query(
+                "SELECT (SELECT revision FROM registry_meta), a.record, v.record
+                 FROM registry_apps a
+                 LEFT JOIN registry_versions v
+                   ON v.app = a.name AND v.version = (a.record->>'active')::bigint
+                 ORDER BY a.name",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let mut revision = match rows.first() {
+            Some(row) => row.try_get::<_, i64>(0).map_err(db)? as u64,
+            None => 0,
+        };
+        let mut releases = Vec::new();
+        for row in &rows {
+            let record = row.try_get::<_, Json<AppRecord>>(1).map_err(db)?.0;
+            let Some(active) = record.active else {
+                continue;
+            };
+            let version = row
+                .try_get::<_, Option<Json<VersionRecord>>>(2)
+                .map_err(db)?
+                .map(|json| json.0);
+            releases.push(super::release(record, active, version)?);
+        }
+        if rows.is_empty() {
+            revision = client
+                .query_one("SELECT revision FROM registry_meta", &[])
+                .await
+                .map_err(db)?
+                .get::<_, i64>(0) as u64;
+        }
+        Ok(DesiredState { revision, releases })
+    }
+}

@@ -1,0 +1,141 @@
+//! The registry in redb, in the origin's data directory: the embedded engine.
+
+use std::path::Path;
+
+use outpost_core::wire::DesiredState;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::rules::Outcome;
+use super::{AppRecord, RegistryError, Result, VersionRecord, decode, encode};
+
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+
+impl<E: Into<redb::Error>> From<E> for RegistryError {
+    fn from(err: E) -> Self {
+        RegistryError::Storage(err.into().to_string())
+    }
+}
+
+/// The registry's tables in one redb file.
+pub(crate) struct RedbRegistry {
+    db: Database,
+}
+
+impl RedbRegistry {
+    /// Open (or create) the registry at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(APPS)?;
+        txn.open_table(VERSIONS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(RedbRegistry { db })
+    }
+
+    /// Decide a change of `app` from its record and version numbers, and commit it in the same
+    /// transaction. Returns what `decide` returned, and whether what nodes run changed.
+    pub(crate) fn change<T>(
+        &self,
+        app: &str,
+        decide: impl FnOnce(Option<AppRecord>, &[u64]) -> Result<(Outcome, T)>,
+    ) -> Result<(T, bool)> {
+        let txn = self.db.begin_write()?;
+        let (value, moved) = {
+            let mut apps = txn.open_table(APPS)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            let existing = apps
+                .get(app)?
+                .map(|g| decode::<AppRecord>(g.value()))
+                .transpose()?;
+            let numbers = versions
+                .range((app, 0)..=(app, u64::MAX))?
+                .map(|entry| entry.map(|(key, _)| key.value().1))
+                .collect::<std::result::Result<Vec<u64>, _>>()?;
+            let (outcome, value) = decide(existing, &numbers)?;
+            let moved = match outcome {
+                Outcome::Keep {
+                    record,
+                    added,
+                    moves_fleet,
+                } => {
+                    if let Some(version) = added {
+                        versions.insert((app, version.version), encode(&version).as_slice())?;
+                    }
+                    apps.insert(app, encode(&record).as_slice())?;
+                    moves_fleet
+                }
+                Outcome::Delete => {
+                    apps.remove(app)?;
+                    versions.retain_in((app, 0)..=(app, u64::MAX), |_, _| false)?;
+                    true
+                }
+            };
+            (value, moved)
+        };
+        if moved {
+            let mut meta = txn.open_table(META)?;
+            let next = meta.get(REVISION)?.map(|g| g.value()).unwrap_or(0) + 1;
+            meta.insert(REVISION, next)?;
+        }
+        txn.commit()?;
+        Ok((value, moved))
+    }
+
+    /// Every app, in name order.
+    pub(crate) fn apps(&self) -> Result<Vec<AppRecord>> {
+        let txn = self.db.begin_read()?;
+        let apps = txn.open_table(APPS)?;
+        apps.iter()?
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode(value.value())
+            })
+            .collect()
+    }
+
+    /// An app with all its versions, oldest first; `None` if there is no such app.
+    pub(crate) fn app(&self, app: &str) -> Result<Option<(AppRecord, Vec<VersionRecord>)>> {
+        let txn = self.db.begin_read()?;
+        let apps = txn.open_table(APPS)?;
+        let Some(record) = apps.get(app)? else {
+            return Ok(None);
+        };
+        let record: AppRecord = decode(record.value())?;
+        let versions = txn.open_table(VERSIONS)?;
+        let list = versions
+            .range((app, 0)..=(app, u64::MAX))?
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode(value.value())
+            })
+            .collect::<Result<Vec<VersionRecord>>>()?;
+        Ok(Some((record, list)))
+    }
+
+    /// Every app's active release, and the revision they belong to.
+    pub(crate) fn desired_state(&self) -> Result<DesiredState> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let revision = meta.get(REVISION)?.map(|g| g.value()).unwrap_or(0);
+        let apps = txn.open_table(APPS)?;
+        let versions = txn.open_table(VERSIONS)?;
+        let mut releases = Vec::new();
+        for entry in apps.iter()? {
+            let (name, value) = entry?;
+            let record: AppRecord = decode(value.value())?;
+            let Some(active) = record.active else {
+                continue;
+            };
+            let version = versions
+                .get((name.value(), active))?
+                .map(|v| decode::<VersionRecord>(v.value()))
+                .transpose()?;
+            releases.push(super::release(record, active, version)?);
+        }
+        Ok(DesiredState { revision, releases })
+    }
+}
