@@ -34,8 +34,9 @@ use super::auth::{Denied, Tokens};
 use super::kv::KvAuthority;
 use super::link::NodeDirectory;
 use super::registry::{Registry, RegistryError};
+use crate::components::{ComponentError, Components};
 use crate::tail::TailHub;
-use outpost_core::blobs::{BlobStore, sha256_hex};
+use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppManifest, Right, validate_name};
 use outpost_core::metrics::{metrics, status_class};
 use outpost_core::wire::is_sha256_hex;
@@ -51,7 +52,7 @@ pub struct AdminApi {
     /// Apps and versions; every change to what is active is published from here.
     pub registry: Arc<Registry>,
     /// Uploaded components, stored by sha256.
-    pub blobs: BlobStore,
+    pub components: Components,
     /// The bearer tokens that may call the API, and the rights of each.
     pub tokens: Tokens,
     /// The nodes seen on the cluster link, reported by `GET /v1/status`.
@@ -113,6 +114,27 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "the origin's storage failed",
+                )
+            }
+        }
+    }
+}
+
+impl From<ComponentError> for ApiError {
+    fn from(err: ComponentError) -> Self {
+        match err {
+            ComponentError::Unavailable(m) => {
+                tracing::warn!("component store unavailable: {m}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the origin's database is out of reach; retry shortly",
+                )
+            }
+            ComponentError::Storage(m) => {
+                tracing::error!("component storage error: {m}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the origin's component storage failed: {m}"),
                 )
             }
         }
@@ -296,7 +318,7 @@ impl AdminApi {
                 let reveal = self.authorize(&request, Right::Deploy).is_ok();
                 self.show_app(app, reveal).await
             }
-            (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256),
+            (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256).await,
             (&Method::DELETE, ["v1", "apps", app]) => {
                 self.registry.delete_app(app).await?;
                 Ok((StatusCode::OK, json!({ "deleted": app })))
@@ -384,8 +406,8 @@ impl AdminApi {
         ))
     }
 
-    fn has_blob(&self, sha256: &str) -> ApiResult {
-        if self.blobs.contains(sha256) {
+    async fn has_blob(&self, sha256: &str) -> ApiResult {
+        if self.components.contains(sha256).await? {
             Ok((StatusCode::OK, json!({ "sha256": sha256, "stored": true })))
         } else {
             Err(ApiError::new(
@@ -422,7 +444,7 @@ impl AdminApi {
                 format!("the body hashes to {actual}, not {sha256}"),
             ));
         }
-        if self.blobs.contains(sha256) {
+        if self.components.contains(sha256).await? {
             return Ok((
                 StatusCode::OK,
                 json!({ "sha256": sha256, "size": bytes.len(), "stored": false }),
@@ -446,12 +468,7 @@ impl AdminApi {
                 format!("component refused: {reason:#}"),
             ));
         }
-        self.blobs.put(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storing the component failed: {e:#}"),
-            )
-        })?;
+        self.components.put(&bytes).await?;
         tracing::info!(sha256, size = bytes.len(), "component stored");
         Ok((
             StatusCode::CREATED,
@@ -479,7 +496,7 @@ impl AdminApi {
                 e.message,
             )
         })?;
-        if !self.blobs.contains(&request.component) {
+        if !self.components.contains(&request.component).await? {
             return Err(ApiError::field(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "component",
@@ -490,10 +507,7 @@ impl AdminApi {
             ));
         }
         if settings.reuse_requests.is_some() {
-            let wasm = self
-                .blobs
-                .read(&request.component)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            let wasm = self.components.read(&request.component).await?;
             outpost_runtime::check_reuse(&wasm, true).map_err(|reason| {
                 ApiError::field(
                     StatusCode::UNPROCESSABLE_ENTITY,

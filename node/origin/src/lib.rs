@@ -10,6 +10,7 @@
 
 mod api;
 pub mod auth;
+pub mod components;
 pub mod database;
 pub mod kv;
 mod kv_api;
@@ -30,6 +31,7 @@ pub use api::AdminApi;
 pub use registry::{AppRecord, Registry, RegistryError, VersionRecord};
 
 use crate::tail::TailHub;
+use components::Components;
 use link::{ClusterServices, NodeDirectory};
 use outpost_core::blobs::BlobStore;
 use outpost_core::config::{HttpSettings, OriginConfig, TlsCertSpec};
@@ -61,7 +63,7 @@ pub async fn start(
             anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())
         })?,
     );
-    let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
+    let components = Components::Files(BlobStore::open(&config.data_dir.join("blobs"))?);
     let nodes = Arc::new(NodeDirectory::default());
     let kv = kv::KvAuthority::start_with(
         &config.data_dir.join("kv.redb"),
@@ -96,7 +98,7 @@ pub async fn start(
     let tail = Arc::new(TailHub::default());
     let api = Arc::new(AdminApi {
         registry: registry.clone(),
-        blobs: blobs.clone(),
+        components: components.clone(),
         tokens: auth::Tokens::new(config.tokens),
         nodes: nodes.clone(),
         kv: kv.clone(),
@@ -115,7 +117,7 @@ pub async fn start(
         endpoint,
         ClusterServices {
             registry: registry.clone(),
-            blobs,
+            components,
             directory: nodes,
             kv,
             tail,

@@ -8,18 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 
 use super::Registry;
 use super::kv::{
     KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session,
 };
+use crate::components::Components;
 use crate::tail::TailHub;
-use outpost_core::blobs::BlobStore;
 use outpost_core::clock::unix_millis;
 use outpost_core::wire::kv_frames as frames;
 use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
-use outpost_core::wire::{DesiredState, NodeReport, is_sha256_hex};
+use outpost_core::wire::{DesiredState, NodeReport};
 use outpost_core::wire::{LogBatch, TailSet};
 use outpost_net::cluster_tls::{protocol_version, verify_peer_name};
 use outpost_net::listener::ShutdownSignal;
@@ -102,7 +101,7 @@ pub struct ClusterServices {
     /// The source of the desired state published to each subscribed node.
     pub registry: Arc<Registry>,
     /// The component blobs nodes fetch by sha256.
-    pub blobs: BlobStore,
+    pub components: Components,
     /// Where connections and reports of nodes are recorded.
     pub directory: Arc<NodeDirectory>,
     /// The KV authority each node's KV session is served from.
@@ -158,7 +157,7 @@ async fn stream(
     };
     let ClusterServices {
         registry,
-        blobs,
+        components,
         directory,
         kv,
         tail,
@@ -178,7 +177,7 @@ async fn stream(
             tracing::info!(node, "node unsubscribed");
             result
         }
-        Open::Blob { sha256 } => send_blob(&mut send, blobs, &sha256).await,
+        Open::Blob { sha256 } => send_blob(&mut send, components, &sha256).await,
         Open::Kv { node } => {
             verify(&node).with_context(|| format!("node {node:?} refused"))?;
             let registry = registry.clone();
@@ -321,20 +320,17 @@ async fn subscription(
 
 async fn send_blob(
     send: &mut quinn::SendStream,
-    blobs: &BlobStore,
+    components: &Components,
     sha256: &str,
 ) -> anyhow::Result<()> {
-    if !is_sha256_hex(sha256) || !blobs.contains(sha256) {
+    let Some(size) = components.size(sha256).await? else {
         let message = format!("no component {sha256}");
         write_frame(send, &BlobReply::Missing { message }).await?;
         send.finish()?;
         return Ok(());
-    }
-    let mut file = tokio::fs::File::open(blobs.path(sha256)).await?;
-    let size = file.metadata().await?.len();
+    };
     write_frame(send, &BlobReply::Found { size }).await?;
-    tokio::io::copy(&mut file, send).await?;
-    send.flush().await?;
+    components.copy_to(sha256, send).await?;
     send.finish()?;
     Ok(())
 }

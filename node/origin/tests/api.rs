@@ -15,6 +15,7 @@ use outpost_core::config::{Right, TokenSpec};
 use outpost_kv::quota::QuotaPolicy;
 use outpost_net::listener::Handler;
 use outpost_origin::auth::{Tokens, new_token};
+use outpost_origin::components::Components;
 use outpost_origin::kv::{KvAuthority, LogRetention};
 use outpost_origin::link::NodeDirectory;
 use outpost_origin::tail::TailHub;
@@ -49,7 +50,7 @@ fn origin() -> Origin {
     let admin = token("ops", vec![Right::Read, Right::Deploy, Right::Admin]);
     let api = AdminApi {
         registry: Arc::new(Registry::open(&dir.join("registry.redb")).unwrap()),
-        blobs: BlobStore::open(&dir.join("blobs")).unwrap(),
+        components: Components::Files(BlobStore::open(&dir.join("blobs")).unwrap()),
         tokens: Tokens::new(tokens),
         nodes: Arc::new(NodeDirectory::default()),
         kv: KvAuthority::start_with(

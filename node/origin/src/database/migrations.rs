@@ -8,11 +8,18 @@ use super::DatabaseError;
 
 /// Every migration, in order: (version, what it adds, its SQL). Append only: a released
 /// migration is never edited, a change is a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "the deployment registry",
-    include_str!("migrations/0001_registry.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "the deployment registry",
+        include_str!("migrations/0001_registry.sql"),
+    ),
+    (
+        2,
+        "uploaded components",
+        include_str!("migrations/0002_components.sql"),
+    ),
+];
 
 /// The advisory lock origins take while migrating ("outpost" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006f_7574_706f_7374;
