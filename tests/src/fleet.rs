@@ -156,14 +156,22 @@ impl Fleet {
                 .then(|| UdpProxy::start(fleet.cluster));
             let origin = proxy.as_ref().map_or(fleet.cluster, |p| p.addr);
             fleet.proxies.push(proxy);
-            fleet.write_node_config(i - 1, origin);
+            fleet.write_node_config(i - 1, &format!("origin = \"{origin}\""));
             fleet.nodes.push(None);
             fleet.start_node(i - 1);
         }
         fleet
     }
 
-    fn write_node_config(&self, index: usize, origin: SocketAddr) -> PathBuf {
+    /// Make node `index` (0-based, not running) know the origins at `origins` instead, tried in
+    /// turn (`[cluster] origins`); [`Fleet::start_node`] starts it so.
+    pub fn set_origins(&self, index: usize, origins: &[String]) {
+        let list: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+        self.write_node_config(index, &format!("origins = [{}]", list.join(", ")));
+    }
+
+    /// Write node `index`'s config; `origins` is its `[cluster]` line naming the origin(s).
+    fn write_node_config(&self, index: usize, origins: &str) -> PathBuf {
         let name = format!("edge-{}", index + 1);
         let listen = self.peer_addrs[index];
         let peers: Vec<String> = self
@@ -180,7 +188,7 @@ impl Fleet {
                  [listen]\nhttps = \"127.0.0.1:0\"\n\
                  [[tls.certs]]\nhosts = [\"localhost\"]\ncert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
                  [pool]\ninstances = 50\n\
-                 [cluster]\norigin = \"{origin}\"\norigin_name = \"origin\"\nca = \"cluster/ca.pem\"\n\
+                 [cluster]\n{origins}\norigin_name = \"origin\"\nca = \"cluster/ca.pem\"\n\
                  cert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
                  listen = \"{listen}\"\npeers = [{}]\n",
                 peers.join(", ")

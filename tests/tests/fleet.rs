@@ -559,3 +559,32 @@ async fn deploy_to_live_median_over_ten_deploys() {
         times[9].as_secs_f64() * 1000.0
     );
 }
+
+/// A node that knows several origins, by address and by name, holds its link to one that
+/// answers: the first listed has nothing listening, the second is `localhost`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_several_origins_links_to_the_one_that_answers() {
+    let mut fleet = Fleet::start("origins", 1);
+    fleet.kill_node(0);
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = format!("127.0.0.1:{}", nobody.local_addr().unwrap().port());
+    drop(nobody);
+    let by_name = format!("localhost:{}", fleet.cluster.port());
+    fleet.set_origins(0, &[dead, by_name]);
+    fleet.start_node(0);
+
+    let app = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
+    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let waited = fleet
+        .wait_for_everywhere(VERSION_PATH, &served("v1"), Duration::from_secs(20))
+        .await;
+    println!("served through the second origin after {waited:?}");
+    assert!(
+        fleet
+            .node(0)
+            .wait_for_log("connected to the origin", Duration::from_secs(1)),
+        "{}",
+        fleet.node(0).stderr()
+    );
+}

@@ -1,6 +1,7 @@
 //! The cluster settings a member's configuration names: its credentials, how a node reaches its
 //! origin, and its peers. Plain data: the cluster links (`outpost-edge`, `outpost-origin`) act on them.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -15,12 +16,85 @@ pub struct ClusterIdentity {
     pub key: PathBuf,
 }
 
-/// How a node reaches its origin.
+/// An address of another machine: a host (a name, or an IP literal, IPv6 in brackets) and a
+/// port. Names are resolved each time it is connected to, so a changed DNS record is followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAddr {
+    /// The host name or IP literal, without brackets.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl RemoteAddr {
+    /// `origin-a.internal:7443`, `10.0.0.2:7443`, `[fd00::2]:7443`.
+    pub fn parse(text: &str) -> Result<RemoteAddr, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not an address such as \"origin.internal:7443\", \"10.0.0.2:7443\" or \"[fd00::2]:7443\""
+            )
+        };
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(RemoteAddr {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if port == 0 || !name_ok {
+            return Err(bad());
+        }
+        Ok(RemoteAddr {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The addresses the host stands for now (itself, for an IP literal).
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect();
+        if found.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} has no address", self.host),
+            ));
+        }
+        Ok(found)
+    }
+}
+
+impl fmt::Display for RemoteAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How a node reaches its origins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginLink {
-    /// The origin's cluster address (QUIC, UDP).
-    pub addr: SocketAddr,
-    /// The name the origin's cluster certificate is issued for.
+    /// The cluster addresses (QUIC, UDP) of the fleet's origins, in the order they are tried;
+    /// the node holds a link to one at a time and moves to the next when it is lost.
+    pub origins: Vec<RemoteAddr>,
+    /// The name every origin's cluster certificate is issued for.
     pub server_name: String,
     /// The credentials the node presents to the origin and checks the origin's certificate with.
     pub identity: ClusterIdentity,
@@ -32,18 +106,16 @@ pub struct Peer {
     /// The peer's node name, which its cluster certificate is issued for.
     pub name: String,
     /// The UDP address where the peer accepts links from other nodes.
-    pub addr: SocketAddr,
+    pub addr: RemoteAddr,
 }
 
 impl Peer {
-    /// `edge-2@10.0.0.2:7444`.
+    /// `edge-2@10.0.0.2:7444` or `edge-2@edge-2.internal:7444`.
     pub fn parse(text: &str) -> Result<Peer, String> {
         let (name, addr) = text.split_once('@').ok_or_else(|| {
             format!("{text:?} should be NAME@ADDRESS, as in \"edge-2@10.0.0.2:7444\"")
         })?;
-        let addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an address such as \"10.0.0.2:7444\""))?;
+        let addr = RemoteAddr::parse(addr)?;
         if name.is_empty() {
             return Err(format!("{text:?} has no name before '@'"));
         }
@@ -51,5 +123,53 @@ impl Peer {
             name: name.to_string(),
             addr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_addresses_are_names_or_ip_literals_with_a_port() {
+        for (text, shown) in [
+            ("origin-a.internal:7443", "origin-a.internal:7443"),
+            ("localhost:7443", "localhost:7443"),
+            ("Origin.Example:1", "origin.example:1"),
+            ("10.0.0.2:7443", "10.0.0.2:7443"),
+            ("[fd00::2]:7443", "[fd00::2]:7443"),
+        ] {
+            assert_eq!(RemoteAddr::parse(text).unwrap().to_string(), shown);
+        }
+        for bad in [
+            "origin",
+            "origin:",
+            "origin:0",
+            "origin:99999",
+            ":7443",
+            "a..b:1",
+            "a b:1",
+            "fd00::2:7443x",
+        ] {
+            let err = RemoteAddr::parse(bad).unwrap_err();
+            assert!(err.contains("is not an address"), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolve_when_connected_to() {
+        let local = RemoteAddr::parse("localhost:7443").unwrap();
+        let found = local.resolve().await.unwrap();
+        assert!(
+            found
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 7443),
+            "{found:?}"
+        );
+        let literal = RemoteAddr::parse("[::1]:9").unwrap();
+        assert_eq!(
+            literal.resolve().await.unwrap(),
+            vec!["[::1]:9".parse().unwrap()]
+        );
     }
 }

@@ -13,7 +13,7 @@ use super::http::{HttpFile, http_settings};
 use super::pool::{PoolFile, PoolSettings, pool_settings};
 use super::tls::{TlsCertSpec, TlsFile};
 use super::{AppSpec, ConfigError, FieldError, HttpSettings, read_toml};
-use super::{ClusterIdentity, HealthSettings, OriginLink, Peer};
+use super::{ClusterIdentity, HealthSettings, OriginLink, Peer, RemoteAddr};
 
 /// A validated `node.toml`.
 #[derive(Debug, Clone)]
@@ -105,8 +105,11 @@ struct HealthFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClusterFile {
-    /// The origin's cluster (QUIC, UDP) address.
-    origin: String,
+    /// The origin's cluster (QUIC, UDP) address, when the fleet has one origin.
+    origin: Option<String>,
+    /// The cluster addresses of the fleet's origins, tried in turn.
+    #[serde(default)]
+    origins: Vec<String>,
     /// The name the origin's cluster certificate is issued for.
     origin_name: String,
     ca: PathBuf,
@@ -300,7 +303,32 @@ impl ClusterFile {
             }
             None => None,
         };
-        let addr = parse_addr(&self.origin).map_err(|m| FieldError::new("cluster.origin", m))?;
+        let origins = match (self.origin, self.origins.is_empty()) {
+            (Some(origin), true) => {
+                vec![RemoteAddr::parse(&origin).map_err(|m| FieldError::new("cluster.origin", m))?]
+            }
+            (None, false) => self
+                .origins
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    RemoteAddr::parse(text)
+                        .map_err(|m| FieldError::new(format!("cluster.origins[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            (Some(_), false) => {
+                return Err(FieldError::new(
+                    "cluster.origins",
+                    "give `origin` (one) or `origins` (several), not both",
+                ));
+            }
+            (None, true) => {
+                return Err(FieldError::new(
+                    "cluster.origin",
+                    "name the origin's cluster address, e.g. \"origin.internal:7443\" (or several in `origins`)",
+                ));
+            }
+        };
         for (field, path) in [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)] {
             if !base.join(path).is_file() {
                 return Err(FieldError::new(
@@ -313,7 +341,7 @@ impl ClusterFile {
             }
         }
         let link = OriginLink {
-            addr,
+            origins,
             server_name: self.origin_name,
             identity: ClusterIdentity {
                 ca: base.join(self.ca),

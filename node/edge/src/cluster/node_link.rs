@@ -36,28 +36,24 @@ pub async fn run(
     tap: Arc<TailTap>,
     mut shutdown: ShutdownSignal,
 ) {
-    let endpoint = match client_endpoint(&link) {
-        Ok(endpoint) => endpoint,
-        Err(err) => {
-            tracing::error!("the cluster link cannot start: {err:#}");
-            return;
-        }
-    };
+    let mut endpoints = Endpoints::new(&link);
     let mut backoff = Backoff::new(BackoffPolicy::LINKS);
+    // Which origin to try: after any failure or lost link, the next in the list.
+    let mut next = 0;
+    // Origins that failed in a row since the last one that served; the node waits (backoff)
+    // only once every origin has failed, so losing one means moving to another at once.
+    let mut failed_in_a_row = 0;
     loop {
         let started = Instant::now();
+        let origin = &link.origins[next % link.origins.len()];
         let session = async {
-            let connecting = endpoint.connect(link.addr, &link.server_name)?;
-            let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            let found = origin
+                .resolve()
                 .await
-                .map_err(|_| {
-                    anyhow!(
-                        "no answer from the origin at {} within {CONNECT_TIMEOUT:?}",
-                        link.addr
-                    )
-                })?
-                .with_context(|| format!("connecting to the origin at {}", link.addr))?;
-            tracing::info!(origin = %link.addr, "connected to the origin");
+                .with_context(|| format!("resolving the origin {origin}"))?;
+            let (connection, addr) =
+                connect_any(&mut endpoints, &found, &link.server_name, origin).await?;
+            tracing::info!(origin = %origin, %addr, "connected to the origin");
             // Either ending ends the connection's session; the next one starts both afresh.
             tokio::select! {
                 result = subscribe(&connection, &node, &deployer) => result,
@@ -70,9 +66,23 @@ pub async fn run(
             _ = wait_for_shutdown(&mut shutdown) => break,
         };
         let wait = backoff.next_wait(started.elapsed());
+        if started.elapsed() >= HEARTBEAT {
+            // It served a while: the next failure starts a new round of origins.
+            failed_in_a_row = 0;
+        }
+        failed_in_a_row += 1;
+        next += 1;
+        let wait = if failed_in_a_row < link.origins.len() {
+            Duration::ZERO
+        } else {
+            failed_in_a_row = 0;
+            wait
+        };
         if let Err(err) = outcome {
             tracing::warn!(
-                "origin link down: {err:#}; retrying in {} ms",
+                origin = %origin,
+                "origin link down: {err:#}; trying {} in {} ms",
+                link.origins[next % link.origins.len()],
                 wait.as_millis()
             );
         }
@@ -81,19 +91,73 @@ pub async fn run(
             _ = wait_for_shutdown(&mut shutdown) => break,
         }
     }
-    endpoint.close(0u32.into(), b"node shutting down");
+    endpoints.close();
 }
 
-fn client_endpoint(link: &OriginLink) -> anyhow::Result<quinn::Endpoint> {
-    let bind: SocketAddr = if link.addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
+/// Connect to the first of `found` (the addresses `origin` resolved to) that answers.
+async fn connect_any(
+    endpoints: &mut Endpoints<'_>,
+    found: &[SocketAddr],
+    server_name: &str,
+    origin: &outpost_core::config::RemoteAddr,
+) -> anyhow::Result<(quinn::Connection, SocketAddr)> {
+    let mut errors = Vec::new();
+    for &addr in found {
+        let attempt = async {
+            let connecting = endpoints.for_addr(addr)?.connect(addr, server_name)?;
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| anyhow!("no answer within {CONNECT_TIMEOUT:?}"))?
+                .map_err(anyhow::Error::from)
+        };
+        match attempt.await {
+            Ok(connection) => return Ok((connection, addr)),
+            Err(err) => errors.push(format!("{addr}: {err:#}")),
+        }
     }
-    .parse()?;
-    let mut endpoint = quinn::Endpoint::client(bind).context("binding the cluster UDP socket")?;
-    endpoint.set_default_client_config(client_config(&link.identity)?);
-    Ok(endpoint)
+    bail!(
+        "connecting to the origin at {origin}: {}",
+        errors.join("; ")
+    )
+}
+
+/// The node's QUIC endpoints towards its origins, one per address family, made when first
+/// needed (a name may resolve to either).
+struct Endpoints<'a> {
+    identity: &'a outpost_core::config::ClusterIdentity,
+    v4: Option<quinn::Endpoint>,
+    v6: Option<quinn::Endpoint>,
+}
+
+impl<'a> Endpoints<'a> {
+    fn new(link: &'a OriginLink) -> Self {
+        Endpoints {
+            identity: &link.identity,
+            v4: None,
+            v6: None,
+        }
+    }
+
+    fn for_addr(&mut self, addr: SocketAddr) -> anyhow::Result<&quinn::Endpoint> {
+        let (slot, bind) = if addr.is_ipv6() {
+            (&mut self.v6, "[::]:0")
+        } else {
+            (&mut self.v4, "0.0.0.0:0")
+        };
+        if slot.is_none() {
+            let mut endpoint =
+                quinn::Endpoint::client(bind.parse()?).context("binding the cluster UDP socket")?;
+            endpoint.set_default_client_config(client_config(self.identity)?);
+            *slot = Some(endpoint);
+        }
+        Ok(slot.as_ref().expect("set above"))
+    }
+
+    fn close(&self) {
+        for endpoint in self.v4.iter().chain(&self.v6) {
+            endpoint.close(0u32.into(), b"node shutting down");
+        }
+    }
 }
 
 async fn subscribe(

@@ -112,7 +112,18 @@ async fn dial(
     let mut backoff = Backoff::new(BackoffPolicy::LINKS);
     loop {
         let attempt = async {
-            let connecting = endpoint.connect(peer.addr, &peer.name)?;
+            // The endpoint is the peer listener's socket: reach the peer in its family.
+            let v6 = endpoint.local_addr()?.is_ipv6();
+            let found = peer
+                .addr
+                .resolve()
+                .await
+                .with_context(|| format!("resolving peer {} at {}", peer.name, peer.addr))?;
+            let addr = found
+                .iter()
+                .find(|a| a.is_ipv6() == v6)
+                .unwrap_or(&found[0]);
+            let connecting = endpoint.connect(*addr, &peer.name)?;
             let connection = tokio::time::timeout(Duration::from_secs(3), connecting)
                 .await
                 .map_err(|_| anyhow!("no answer from peer {} at {}", peer.name, peer.addr))??;
