@@ -560,7 +560,7 @@ async fn deploy_to_live_median_over_ten_deploys() {
     );
 }
 
-/// A node that knows several origins, by address and by name, holds its link to one that
+/// A node (and the CLI) that knows several origins, by address and by name, uses one that
 /// answers: the first listed has nothing listening, the second is `localhost`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_several_origins_links_to_the_one_that_answers() {
@@ -573,8 +573,16 @@ async fn a_node_with_several_origins_links_to_the_one_that_answers() {
     fleet.set_origins(0, &[dead, by_name]);
     fleet.start_node(0);
 
+    // The CLI likewise: the first origin it is given refuses connections.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origins = format!(
+        "https://127.0.0.1:{},https://localhost:{}",
+        closed.local_addr().unwrap().port(),
+        fleet.admin.port()
+    );
+    drop(closed);
     let app = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
-    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    let out = fleet.cli(&app, &["deploy", "--activate", "--origin", &origins]);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
     let waited = fleet
         .wait_for_everywhere(VERSION_PATH, &served("v1"), Duration::from_secs(20))

@@ -18,13 +18,16 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use outpost_core::config::DeployTarget;
 
 /// Where the origin is and how to talk to it, from flags, then `outpost.toml`, then the
 /// environment (`OUTPOST_ORIGIN`, `OUTPOST_TOKEN`, `OUTPOST_CA`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(super) struct OriginArgs {
-    /// The origin's admin API, e.g. https://origin.example.com:9443
+    /// The origin's admin API, e.g. https://origin.example.com:9443; several origins of one
+    /// fleet separated by commas, tried in turn.
     #[arg(long)]
     pub origin: Option<String>,
     /// Bearer token for the admin API.
@@ -36,11 +39,41 @@ pub(super) struct OriginArgs {
 }
 
 pub(super) struct AdminClient {
+    /// The fleet's origins, in the order given.
+    origins: Vec<Target>,
+    /// The origin that answered last, tried first next time.
+    current: AtomicUsize,
+    token: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// One origin's admin API.
+struct Target {
     host: String,
     port: u16,
     authority: String,
-    token: Option<String>,
-    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Target {
+    fn parse(origin: &str) -> anyhow::Result<Target> {
+        let uri: http::Uri = origin
+            .parse()
+            .map_err(|_| anyhow!("{origin:?} is not a URL such as https://origin:9443"))?;
+        if uri.scheme_str() != Some("https") {
+            bail!("the origin URL must start with https:// (got {origin:?})");
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow!("{origin:?} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        Ok(Target {
+            authority: format!("{}:{port}", uri.host().unwrap_or_default()),
+            host,
+            port,
+        })
+    }
 }
 
 impl AdminClient {
@@ -62,31 +95,59 @@ impl AdminClient {
             .clone()
             .or_else(|| from_app.and_then(|d| d.ca.clone()))
             .or_else(|| env("OUTPOST_CA").map(PathBuf::from));
-
-        let uri: http::Uri = origin
-            .parse()
-            .map_err(|_| anyhow!("{origin:?} is not a URL such as https://origin:9443"))?;
-        if uri.scheme_str() != Some("https") {
-            bail!("the origin URL must start with https:// (got {origin:?})");
+        let origins = origin
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(Target::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if origins.is_empty() {
+            bail!("no origin given: {origin:?} lists none");
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| anyhow!("{origin:?} has no host"))?
-            .trim_matches(['[', ']'])
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
         let tls = Arc::new(client_tls(ca.as_deref())?);
         Ok(AdminClient {
-            authority: format!("{}:{port}", uri.host().unwrap_or_default()),
-            host,
-            port,
+            origins,
+            current: AtomicUsize::new(0),
             token,
             tls,
         })
     }
 
+    /// The origin in use (the one that answered last), as a URL.
     pub(super) fn origin(&self) -> String {
-        format!("https://{}", self.authority)
+        let target = &self.origins[self.current.load(Ordering::Relaxed) % self.origins.len()];
+        format!("https://{}", target.authority)
+    }
+
+    /// A TLS connection to the first origin that takes one, starting with the one that
+    /// answered last; the others only when it cannot be reached (nothing is sent before).
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<(&Target, tokio_rustls::client::TlsStream<TcpStream>)> {
+        let first = self.current.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for i in (first..first + self.origins.len()).map(|i| i % self.origins.len()) {
+            let target = &self.origins[i];
+            let name = ServerName::try_from(target.host.clone())
+                .map_err(|e| anyhow!("{:?}: {e}", target.host))?;
+            let attempt = async {
+                let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+                TlsConnector::from(self.tls.clone())
+                    .connect(name, tcp)
+                    .await
+            };
+            match attempt.await {
+                Ok(tls) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok((target, tls));
+                }
+                Err(e) => errors.push(format!("https://{}: {e}", target.authority)),
+            }
+        }
+        if let [only] = errors.as_slice() {
+            bail!("cannot reach the origin at {only}");
+        }
+        bail!("cannot reach any origin: {}", errors.join("; "))
     }
 
     pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -183,25 +244,20 @@ impl AdminClient {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let (target, tls) = self.connect().await?;
         let unreachable = |e: &dyn std::fmt::Display| {
-            anyhow!("cannot reach the origin at {}: {e}", self.origin())
+            anyhow!(
+                "cannot reach the origin at https://{}: {e}",
+                target.authority
+            )
         };
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let name =
-            ServerName::try_from(self.host.clone()).map_err(|e| anyhow!("{:?}: {e}", self.host))?;
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| unreachable(&e))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(connection);
         let mut request = http::Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, &self.authority)
+            .header(http::header::HOST, &target.authority)
             .header(http::header::CONTENT_TYPE, content_type);
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
