@@ -60,3 +60,36 @@ async fn new_build_and_serve_a_scaffolded_app() {
     let reply = client.get("/first").await.unwrap();
     assert_eq!(reply.text(), "hello from my-app at /first\n");
 }
+
+/// A broken outpost.toml in the directory is named, with its field, by every command that
+/// reads it, instead of a vague "no app given".
+#[test]
+fn fleet_commands_name_a_broken_outpost_toml() {
+    let dir = TempDir::new("broken-manifest");
+    dir.write(
+        "outpost.toml",
+        "name = \"shop\"\ncomponent = \"shop.wasm\"\n[limits]\ncpu_ms = 0\n",
+    );
+    for command in [
+        &["versions"][..],
+        &["activate", "2"],
+        &["rollback"],
+        &["status"],
+        &["kv", "get", "--namespace", "carts", "k"],
+        &["tail"],
+    ] {
+        let out = std::process::Command::new(outpost_bin())
+            .args(command)
+            .args(["--origin", "https://127.0.0.1:1"])
+            .current_dir(dir.path())
+            .output()
+            .expect("running outpost");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?} succeeded");
+        assert!(
+            stderr.contains("outpost.toml") && stderr.contains("limits.cpu_ms"),
+            "{command:?}: {stderr}"
+        );
+        assert!(!stderr.contains("no app given"), "{command:?}: {stderr}");
+    }
+}

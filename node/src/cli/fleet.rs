@@ -42,8 +42,13 @@ pub(super) struct AppArgs {
     origin: OriginArgs,
 }
 
-fn local_app(path: &Path) -> Option<AppSpec> {
-    AppSpec::load(path).ok()
+/// The app in `dir`'s outpost.toml: `None` if there is no such file, and its own error (file
+/// and field) if there is one that does not load, rather than a vague "no app given" later.
+fn local_app(dir: &Path) -> anyhow::Result<Option<AppSpec>> {
+    if !dir.join("outpost.toml").is_file() {
+        return Ok(None);
+    }
+    Ok(Some(AppSpec::load(dir)?))
 }
 
 /// The app name and a client, from flags or ./outpost.toml.
@@ -57,7 +62,7 @@ pub(super) fn resolve_app(
     app: Option<&str>,
     origin: &OriginArgs,
 ) -> anyhow::Result<(String, AdminClient)> {
-    let local = local_app(Path::new("."));
+    let local = local_app(Path::new("."))?;
     let app = match (app, &local) {
         (Some(app), _) => app.to_string(),
         (None, Some(spec)) => spec.settings.name.clone(),
@@ -253,7 +258,7 @@ pub(super) async fn delete(args: AppArgs) -> anyhow::Result<()> {
 }
 
 pub(super) async fn status(args: OriginArgs) -> anyhow::Result<()> {
-    let local = local_app(Path::new("."));
+    let local = local_app(Path::new("."))?;
     let client = AdminClient::new(&args, local.as_ref().map(|s| &s.deploy))?;
     let status = client.get("/v1/status").await?;
     println!(
