@@ -93,3 +93,55 @@ fn fleet_commands_name_a_broken_outpost_toml() {
         assert!(!stderr.contains("no app given"), "{command:?}: {stderr}");
     }
 }
+
+/// `outpost check` validates each kind of file as the command that reads it would, and says
+/// what is wrong with the file and field named.
+#[test]
+fn check_validates_apps_nodes_and_origins() {
+    let dir = TempDir::new("check");
+    let check = |args: &[&str]| {
+        let out = std::process::Command::new(outpost_bin())
+            .arg("check")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("running outpost");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    dir.write(
+        "outpost.toml",
+        "name = \"shop\"\ncomponent = \"shop.wasm\"\nroutes = [\"shop.example/*\"]\n",
+    );
+    let (ok, stdout, stderr) = check(&[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("ok: app shop, 1 route(s)") && stdout.contains("not built yet"),
+        "{stdout}"
+    );
+
+    dir.write(
+        "broken/outpost.toml",
+        "name = \"shop\"\ncomponent = \"s.wasm\"\n[limits]\ncpu_ms = 0\n",
+    );
+    let (ok, _, stderr) = check(&["broken"]);
+    assert!(!ok && stderr.contains("`limits.cpu_ms`: is 0"), "{stderr}");
+
+    dir.write("node.toml", "[pool]\ninstances = 1\n");
+    let (ok, _, stderr) = check(&["node.toml"]);
+    assert!(
+        !ok && stderr.contains("node.toml") && stderr.contains("listen"),
+        "{stderr}"
+    );
+
+    dir.write("origin.toml", "[admin]\nlisten = \"nowhere\"\n");
+    let (ok, _, stderr) = check(&["origin.toml"]);
+    assert!(!ok && stderr.contains("origin.toml"), "{stderr}");
+    // The same file read as what it is not is refused for that.
+    let (ok, _, stderr) = check(&["origin.toml", "--as", "node"]);
+    assert!(!ok && stderr.contains("origin.toml"), "{stderr}");
+}

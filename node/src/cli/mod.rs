@@ -3,6 +3,7 @@
 mod admin_client;
 mod build;
 mod ca;
+mod check;
 mod dev;
 mod fleet;
 mod kv;
@@ -93,6 +94,16 @@ enum Command {
     Delete(fleet::AppArgs),
     /// The fleet: apps and their active versions, nodes and what they serve.
     Status(admin_client::OriginArgs),
+    /// Validate an outpost.toml, node.toml or origin.toml without starting anything: exit
+    /// status 0 if it is valid, else 1 and the error naming the file and the field.
+    Check {
+        /// The file (or an app's directory) [default: ./outpost.toml].
+        file: Option<PathBuf>,
+        /// What the file is [default: from its name: outpost.toml an app, origin*.toml an
+        /// origin, any other a node].
+        #[arg(long = "as", value_enum)]
+        kind: Option<check::Kind>,
+    },
     /// An app's requests on every node, live (filter with --status, thin out with --sample).
     Tail(tail::TailArgs),
     /// An app's KV data at the origin: put, get, delete, list.
@@ -181,6 +192,7 @@ pub fn main() -> ExitCode {
             Command::Rollback(args) => fleet::rollback(args).await,
             Command::Delete(args) => fleet::delete(args).await,
             Command::Status(args) => fleet::status(args).await,
+            Command::Check { file, kind } => check::check(file, kind),
             Command::Tail(args) => tail::run(args).await,
             Command::Kv { command } => kv::run(command).await,
             Command::Ca {
