@@ -595,4 +595,15 @@ async fn a_node_with_several_origins_links_to_the_one_that_answers() {
         "{}",
         fleet.node(0).stderr()
     );
+
+    // Deleting an app asks first; with no terminal to ask on, it takes --yes.
+    let refused = fleet.cli(&app, &["delete", "--origin", &origins]);
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(refused.stderr.contains("pass --yes"), "{}", refused.stderr);
+    let still = fleet.cli(&app, &["versions", "--origin", &origins]);
+    assert!(still.status.success(), "{}", still.stderr);
+    let deleted = fleet.cli(&app, &["delete", "--yes", "--origin", &origins]);
+    assert!(deleted.status.success(), "{}", deleted.stderr);
+    let gone = fleet.cli(&app, &["versions", "--origin", &origins]);
+    assert!(!gone.status.success(), "{}", gone.stdout);
 }

@@ -250,10 +250,41 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     wait_until_live(&client, &app, version, Duration::from_secs(60)).await
 }
 
-pub(super) async fn delete(args: AppArgs) -> anyhow::Result<()> {
-    let (app, client) = app_and_client(&args)?;
+/// `outpost delete`: which app, and whether it was confirmed beforehand.
+#[derive(clap::Args)]
+pub(super) struct DeleteArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Delete without asking (for scripts); otherwise the app's name must be typed.
+    #[arg(long, short)]
+    yes: bool,
+}
+
+pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let (app, client) = app_and_client(&args.app)?;
+    if !args.yes {
+        confirm_delete(&app)?;
+    }
     client.delete(&format!("/v1/apps/{app}")).await?;
     println!("{app}: deleted; nodes stop serving it");
+    Ok(())
+}
+
+/// Ask for the app's name on a terminal; refuse without one (a script says `--yes`).
+fn confirm_delete(app: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "not deleting {app} without confirmation: pass --yes to delete it and all its versions"
+        );
+    }
+    eprint!("Delete {app} and all its versions from the fleet? Type its name to confirm: ");
+    std::io::stderr().flush()?;
+    let mut typed = String::new();
+    std::io::stdin().lock().read_line(&mut typed)?;
+    if typed.trim() != app {
+        bail!("not deleted: {:?} is not {app:?}", typed.trim());
+    }
     Ok(())
 }
 

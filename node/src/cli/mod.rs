@@ -90,8 +90,8 @@ enum Command {
     Activate(fleet::ActivateArgs),
     /// Go back to an earlier version (by default the one active before the current one).
     Rollback(fleet::RollbackArgs),
-    /// Remove an app from the fleet.
-    Delete(fleet::AppArgs),
+    /// Remove an app from the fleet (asks for its name first; `--yes` in scripts).
+    Delete(fleet::DeleteArgs),
     /// The fleet: apps and their active versions, nodes and what they serve.
     Status(admin_client::OriginArgs),
     /// Validate an outpost.toml, node.toml or origin.toml without starting anything: exit
