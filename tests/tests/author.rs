@@ -145,3 +145,41 @@ fn check_validates_apps_nodes_and_origins() {
     let (ok, _, stderr) = check(&["origin.toml", "--as", "node"]);
     assert!(!ok && stderr.contains("origin.toml"), "{stderr}");
 }
+
+/// `outpost completions SHELL` prints a script the shell takes: bash loads it and completes
+/// `outpost` with it, and each script knows the commands.
+#[test]
+fn completions_load_in_bash_and_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(outpost_bin())
+            .args(["completions", shell])
+            .output()
+            .expect("running outpost");
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for command in ["deploy", "rollback", "check", "completions"] {
+            assert!(
+                script.contains(command),
+                "{shell} completion lacks {command}"
+            );
+        }
+    }
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <({} completions bash) && complete -p outpost",
+            outpost_bin().display()
+        ))
+        .output()
+        .expect("running bash");
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(
+        said.contains("_outpost") && said.contains("outpost"),
+        "{said}"
+    );
+}

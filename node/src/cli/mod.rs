@@ -16,7 +16,7 @@ mod tail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -94,6 +94,12 @@ enum Command {
     Delete(fleet::DeleteArgs),
     /// The fleet: apps and their active versions, nodes and what they serve.
     Status(admin_client::OriginArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell, e.g.
+    /// `outpost completions bash > /etc/bash_completion.d/outpost`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Validate an outpost.toml, node.toml or origin.toml without starting anything: exit
     /// status 0 if it is valid, else 1 and the error naming the file and the field.
     Check {
@@ -193,6 +199,15 @@ pub fn main() -> ExitCode {
             Command::Delete(args) => fleet::delete(args).await,
             Command::Status(args) => fleet::status(args).await,
             Command::Check { file, kind } => check::check(file, kind),
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "outpost",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
             Command::Tail(args) => tail::run(args).await,
             Command::Kv { command } => kv::run(command).await,
             Command::Ca {
