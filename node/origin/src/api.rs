@@ -102,13 +102,7 @@ impl From<RegistryError> for ApiError {
         match err {
             RegistryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             RegistryError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            RegistryError::Unavailable(m) => {
-                tracing::warn!("registry unavailable: {m}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the origin's database is out of reach; retry shortly",
-                )
-            }
+            RegistryError::Unavailable(m) => database_unavailable("registry", &m),
             RegistryError::Storage(m) => {
                 tracing::error!("registry storage error: {m}");
                 ApiError::new(
@@ -120,16 +114,19 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// The answer while the database is out of reach: 503, and the reason in the origin's log.
+fn database_unavailable(what: &str, reason: &str) -> ApiError {
+    tracing::warn!("{what} unavailable: {reason}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the origin's database is out of reach; retry shortly",
+    )
+}
+
 impl From<ComponentError> for ApiError {
     fn from(err: ComponentError) -> Self {
         match err {
-            ComponentError::Unavailable(m) => {
-                tracing::warn!("component store unavailable: {m}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the origin's database is out of reach; retry shortly",
-                )
-            }
+            ComponentError::Unavailable(m) => database_unavailable("component store", &m),
             ComponentError::Storage(m) => {
                 tracing::error!("component storage error: {m}");
                 ApiError::new(

@@ -27,7 +27,7 @@ impl TestPostgres {
         let dir = super::temp_dir(&format!("pg-{label}"));
         let owner = if unsafe { libc::geteuid() } == 0 {
             let owner = postgres_user().expect("running as root needs the `postgres` user");
-            chown_tree(&dir, owner);
+            hand_over(&dir, owner);
             Some(owner)
         } else {
             None
@@ -177,7 +177,8 @@ fn postgres_user() -> Option<(u32, u32)> {
     })
 }
 
-fn chown_tree(dir: &Path, (uid, gid): (u32, u32)) {
+/// Give `dir` to `owner`, under whom the server's processes run and write inside it.
+fn hand_over(dir: &Path, (uid, gid): (u32, u32)) {
     std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("handing the test directory over");
 }
 

@@ -23,7 +23,6 @@ impl PgComponents {
     /// The size of component `sha256`, if it is stored.
     pub(super) async fn size(&self, sha256: &str) -> Result<Option<u64>> {
         let client = self.db.client().await?;
-        let client = client.as_ref().expect("connected");
         let row = client
             .query_opt("SELECT size FROM components WHERE sha256 = $1", &[&sha256])
             .await
@@ -35,7 +34,6 @@ impl PgComponents {
     /// is storing at the same moment is waited for, then left as it is.
     pub(super) async fn put(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
         let mut client = self.db.client().await?;
-        let client = client.as_mut().expect("connected");
         let db = |e| ComponentError::from(self.db.error(e));
         let txn = client.transaction().await.map_err(db)?;
         let inserted = txn
@@ -78,7 +76,6 @@ impl PgComponents {
         while sent < size {
             let data: Vec<u8> = {
                 let client = self.db.client().await?;
-                let client = client.as_ref().expect("connected");
                 client
                     .query_opt(
                         "SELECT data FROM component_chunks WHERE sha256 = $1 AND n = $2",

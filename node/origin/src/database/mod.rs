@@ -11,7 +11,7 @@ mod migrations;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{Mutex, MutexGuard, mpsc};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, mpsc};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 /// How long connecting may take before it counts as a failure.
@@ -52,7 +52,7 @@ impl Database {
             client: Mutex::new(None),
         };
         let mut client = database.client().await?;
-        migrations::run(client.as_mut().expect("connected above"), &database.shown).await?;
+        migrations::run(&mut client, &database.shown).await?;
         drop(client);
         Ok(database)
     }
@@ -63,7 +63,7 @@ impl Database {
     }
 
     /// The shared connection, connected again first if it was lost.
-    pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, DatabaseError> {
+    pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, DatabaseError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
@@ -80,7 +80,9 @@ impl Database {
             });
             *guard = Some(client);
         }
-        Ok(guard)
+        Ok(MutexGuard::map(guard, |client| {
+            client.as_mut().expect("connected above")
+        }))
     }
 
     /// What a client error means to the caller: the database out of reach, or refusing.

@@ -43,7 +43,6 @@ impl PgRegistry {
         decide: impl FnOnce(Option<AppRecord>, &[u64]) -> Result<(Outcome, T)>,
     ) -> Result<(T, bool)> {
         let mut client = self.db.client().await?;
-        let client = client.as_mut().expect("connected");
         let db = |e| RegistryError::from(self.db.error(e));
         let txn = client.transaction().await.map_err(db)?;
         let revision: i64 = txn
@@ -114,8 +113,7 @@ impl PgRegistry {
 
     /// Every app, in name order.
     pub(crate) async fn apps(&self) -> Result<Vec<AppRecord>> {
-        let mut client = self.db.client().await?;
-        let client = client.as_mut().expect("connected");
+        let client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
         client
             .query("SELECT record FROM registry_apps ORDER BY name", &[])
@@ -132,8 +130,7 @@ impl PgRegistry {
 
     /// An app with all its versions, oldest first; `None` if there is no such app.
     pub(crate) async fn app(&self, app: &str) -> Result<Option<(AppRecord, Vec<VersionRecord>)>> {
-        let mut client = self.db.client().await?;
-        let client = client.as_mut().expect("connected");
+        let client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
         // One statement, one snapshot: the record and its versions agree.
         let rows = client
@@ -163,13 +160,14 @@ impl PgRegistry {
 
     /// Every app's active release, and the revision they belong to, from one snapshot.
     pub(crate) async fn desired_state(&self) -> Result<DesiredState> {
-        let mut client = self.db.client().await?;
-        let client = client.as_mut().expect("connected");
+        let client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
+        // Starting from the one meta row: a registry with no apps still gives its revision.
         let rows = client
             .query(
-                "SELECT (SELECT revision FROM registry_meta), a.record, v.record
-                 FROM registry_apps a
+                "SELECT m.revision, a.record, v.record
+                 FROM registry_meta m
+                 LEFT JOIN registry_apps a ON true
                  LEFT JOIN registry_versions v
                    ON v.app = a.name AND v.version = (a.record->>'active')::bigint
                  ORDER BY a.name",
@@ -177,13 +175,16 @@ impl PgRegistry {
             )
             .await
             .map_err(db)?;
-        let mut revision = match rows.first() {
+        let revision = match rows.first() {
             Some(row) => row.try_get::<_, i64>(0).map_err(db)? as u64,
             None => 0,
         };
         let mut releases = Vec::new();
         for row in &rows {
-            let record = row.try_get::<_, Json<AppRecord>>(1).map_err(db)?.0;
+            let Some(record) = row.try_get::<_, Option<Json<AppRecord>>>(1).map_err(db)? else {
+                continue;
+            };
+            let record = record.0;
             let Some(active) = record.active else {
                 continue;
             };
@@ -192,13 +193,6 @@ impl PgRegistry {
                 .map_err(db)?
                 .map(|json| json.0);
             releases.push(super::release(record, active, version)?);
-        }
-        if rows.is_empty() {
-            revision = client
-                .query_one("SELECT revision FROM registry_meta", &[])
-                .await
-                .map_err(db)?
-                .get::<_, i64>(0) as u64;
         }
         Ok(DesiredState { revision, releases })
     }
