@@ -462,6 +462,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let dir = Dir::new();
+        let base = format!("[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}");
         for (text, needle) in [
             (format!("[listen]\nhttps = \"nowhere\"\n{TLS}"), "`listen.https`"),
             (format!("[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[pool]\ninstances = 0\n"), "`pool.instances`: is 0"),
@@ -473,6 +474,11 @@ mod tests {
             ),
             (format!("[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}[pool]\ninstance = 3\n"), "unknown field `instance`"),
             (format!("[listen]\n{TLS}"), "missing field `https`"),
+            // The origins: one, several, never both, never none, each an address.
+            (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"a:1\"\norigins = [\"b:1\"]\n"), "`cluster.origins`: give `origin`"),
+            (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"), "`cluster.origin`: name the origin"),
+            (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigins = [\"a.internal:7443\", \"b:\"]\n"), "`cluster.origins[1]`"),
+            (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"no port\"\n"), "`cluster.origin`: \"no port\" is not an address"),
         ] {
             let err = dir.load(&text).unwrap_err().to_string();
             assert!(err.contains("node.toml"), "{err}");
