@@ -165,6 +165,18 @@ impl WriteOp {
         }
     }
 
+    /// The keys the op writes (and so may read), in its namespace.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::Delete { key, .. }
+            | WriteOp::Increment { key, .. }
+            | WriteOp::CompareAndSwap { key, .. } => vec![key.as_str()],
+            WriteOp::PutMany { items, .. } => items.iter().map(|(key, _)| key.as_str()).collect(),
+            WriteOp::DeleteMany { keys, .. } => keys.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// Check every limit before the op goes anywhere.
     pub fn validate(&self) -> Result<(), LimitError> {
         validate_namespace(self.namespace())?;

@@ -133,9 +133,16 @@ impl OriginSession {
     }
 
     /// The authority committed `batch` (signed as `head`, if the origin signs): what to send
-    /// the node now. Nothing during a catch-up, which covers it, or before a subscription.
+    /// the node now. Nothing during a catch-up, which covers it, or before a subscription. A
+    /// batch that starts past what the node was sent leaves versions out (an origin sharing
+    /// its database relays what others committed, and may have to skip some): the node then
+    /// catches up from the store, which holds them all.
     pub fn committed(&mut self, batch: &Batch, head: Option<&Head>) -> Vec<FromOrigin> {
         if !self.subscribed || self.catch_up.is_some() || batch.through <= self.sent_through {
+            return Vec::new();
+        }
+        if batch.from > self.sent_through {
+            self.catch_up = Some(CatchUp::new(self.sent_through));
             return Vec::new();
         }
         self.sent_through = batch.through;
@@ -309,6 +316,40 @@ mod tests {
             FromOrigin::Batch(batch) => assert_eq!(batch.from, 5),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_batch_that_skips_versions_sends_the_node_to_the_store_for_them() {
+        let mut authority = authority_with(5);
+        let mut session = OriginSession::new(LinkProtocol::V2, 1 << 20);
+        session.subscribe(5);
+        catch_up(&mut session, &authority);
+        // Another origin committed 6..=8, and this one could not relay them: it announces an
+        // empty batch from 8.
+        for i in 0..3 {
+            let write = IncomingWrite {
+                writer: "n".into(),
+                id: 200 + i,
+                op: WriteOp::Delete {
+                    namespace: "app/ns".into(),
+                    key: format!("k{i:03}"),
+                },
+            };
+            authority.write_all(vec![write], 0, 0).unwrap();
+        }
+        let skipping = Batch {
+            from: 8,
+            through: 8,
+            entries: Vec::new(),
+        };
+        assert!(session.committed(&skipping, None).is_empty());
+        assert!(session.catching_up());
+        let sent = catch_up(&mut session, &authority);
+        match &sent[0] {
+            FromOrigin::Batch(batch) => assert_eq!((batch.from, batch.through), (5, 8)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(session.sent_through(), 8);
     }
 
     #[test]

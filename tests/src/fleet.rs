@@ -1,10 +1,13 @@
-//! A fleet on loopback: an origin and N nodes as real processes, set up the way an operator
-//! would, with the real CLI (`outpost ca`, `outpost token`) and real config files.
+//! A fleet on loopback: an origin (or several sharing a PostgreSQL database) and N nodes as
+//! real processes, set up the way an operator would, with the real CLI (`outpost ca`,
+//! `outpost token`) and real config files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use outpost_core::test_support::postgres::TestPostgres;
 
 use crate::process::{Exited, Outpost, TempDir, outpost_bin};
 use crate::udp_proxy::{UdpProxy, free_udp_addr};
@@ -33,6 +36,13 @@ pub struct Fleet {
     pub peer_addrs: Vec<SocketAddr>,
     /// For nodes that reach the origin through a relay the test can cut.
     pub proxies: Vec<Option<UdpProxy>>,
+    /// The origins after the first of a fleet on PostgreSQL ([`Fleet::start_on_postgres`]),
+    /// origin-2 on, each configured in `origin-N.toml`; `None` while one is killed.
+    pub more_origins: Vec<Option<Outpost>>,
+    /// Their admin and cluster addresses, the same after a restart.
+    more_addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// The database the origins share, for a fleet on PostgreSQL.
+    pub database: Option<TestPostgres>,
     /// The token hashes origin.toml lists, to write it again for a restart.
     token_hashes: (String, String),
 }
@@ -93,6 +103,24 @@ impl Fleet {
     /// As [`Fleet::start`], with the nodes numbered (0-based) in `relayed` reaching the origin
     /// through a [`UdpProxy`] the test can cut.
     pub fn start_with_relays(label: &str, nodes: usize, relayed: &[usize]) -> Fleet {
+        Self::start_fleet(label, nodes, relayed, 1, None)
+    }
+
+    /// `origins` origins sharing one PostgreSQL database (started for the fleet), all active,
+    /// and `nodes` nodes that each know every origin, node `i` trying origin `i % origins`
+    /// first, so that each origin serves some of them.
+    pub fn start_on_postgres(label: &str, origins: usize, nodes: usize) -> Fleet {
+        let database = TestPostgres::start(label);
+        Self::start_fleet(label, nodes, &[], origins, Some(database))
+    }
+
+    fn start_fleet(
+        label: &str,
+        nodes: usize,
+        relayed: &[usize],
+        origins: usize,
+        database: Option<TestPostgres>,
+    ) -> Fleet {
         let dir = TempDir::new(label);
         let root = dir.path();
         must(
@@ -118,9 +146,27 @@ impl Fleet {
         let (token, hash) = new_token(root, "ops", "read,deploy,admin");
         let (read_token, read_hash) = new_token(root, "viewer", "read");
         let token_hashes = (hash, read_hash);
-        let config = write_origin_config(&dir, &token_hashes, "127.0.0.1:0", "127.0.0.1:0");
-        let origin = Outpost::origin(&config).unwrap_or_else(|e| panic!("origin failed: {e:?}"));
+        let database_url = database.as_ref().map(TestPostgres::url);
+        let started: Vec<Outpost> = (1..=origins)
+            .map(|n| {
+                let config = write_origin_config(
+                    &dir,
+                    &token_hashes,
+                    n,
+                    ("127.0.0.1:0", "127.0.0.1:0"),
+                    database_url.as_deref(),
+                );
+                Outpost::origin(&config).unwrap_or_else(|e| panic!("origin-{n} failed: {e:?}"))
+            })
+            .collect();
+        let mut started = started.into_iter();
+        let origin = started.next().expect("at least one origin");
+        let more_origins: Vec<Outpost> = started.collect();
         let (admin, cluster) = (origin.addr, origin.cluster.expect("cluster address"));
+        let more_addrs = more_origins
+            .iter()
+            .map(|o| (o.addr, o.cluster.expect("cluster address")))
+            .collect();
         let mut fleet = Fleet {
             dir,
             token,
@@ -131,8 +177,12 @@ impl Fleet {
             nodes: Vec::new(),
             peer_addrs: (0..nodes).map(|_| free_udp_addr()).collect(),
             proxies: Vec::new(),
+            more_origins: more_origins.into_iter().map(Some).collect(),
+            more_addrs,
+            database,
             token_hashes,
         };
+        let clusters: Vec<SocketAddr> = fleet.addrs().iter().map(|(_, c)| *c).collect();
         for i in 1..=nodes {
             let name = format!("edge-{i}");
             must(
@@ -154,13 +204,45 @@ impl Fleet {
             let proxy = relayed
                 .contains(&(i - 1))
                 .then(|| UdpProxy::start(fleet.cluster));
-            let origin = proxy.as_ref().map_or(fleet.cluster, |p| p.addr);
             fleet.proxies.push(proxy);
-            fleet.write_node_config(i - 1, &format!("origin = \"{origin}\""));
+            let origins = match &fleet.proxies[i - 1] {
+                Some(proxy) => format!("origin = \"{}\"", proxy.addr),
+                None if clusters.len() == 1 => format!("origin = \"{}\"", clusters[0]),
+                None => {
+                    let list: Vec<String> = (0..clusters.len())
+                        .map(|k| format!("\"{}\"", clusters[(i - 1 + k) % clusters.len()]))
+                        .collect();
+                    format!("origins = [{}]", list.join(", "))
+                }
+            };
+            fleet.write_node_config(i - 1, &origins);
             fleet.nodes.push(None);
             fleet.start_node(i - 1);
         }
         fleet
+    }
+
+    /// Every origin's (admin, cluster) addresses, origin-1 first.
+    pub fn addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        std::iter::once((self.admin, self.cluster))
+            .chain(self.more_addrs.iter().copied())
+            .collect()
+    }
+
+    /// Origin `n` (1-based) of a fleet with several, if it is running.
+    pub fn nth_origin(&self, n: usize) -> Option<&Outpost> {
+        match n {
+            1 => self.origin.as_ref(),
+            n => self.more_origins[n - 2].as_ref(),
+        }
+    }
+
+    /// Kill origin `n` (1-based) hard, as a crash would.
+    pub fn kill_nth_origin(&mut self, n: usize) {
+        match n {
+            1 => self.origin = None,
+            n => self.more_origins[n - 2] = None,
+        }
     }
 
     /// Make node `index` (0-based, not running) know the origins at `origins` instead, tried in
@@ -201,8 +283,9 @@ impl Fleet {
         let config = write_origin_config(
             &self.dir,
             &self.token_hashes,
-            &self.admin.to_string(),
-            &self.cluster.to_string(),
+            1,
+            (&self.admin.to_string(), &self.cluster.to_string()),
+            self.database.as_ref().map(TestPostgres::url).as_deref(),
         );
         let origin = Outpost::origin(&config).unwrap_or_else(|e| panic!("origin failed: {e:?}"));
         self.origin = Some(origin);
@@ -265,16 +348,23 @@ impl Fleet {
         command
             .args(args)
             .current_dir(cwd)
-            .env(
-                "OUTPOST_ORIGIN",
-                format!("https://localhost:{}", self.admin.port()),
-            )
+            .env("OUTPOST_ORIGIN", self.origin_urls())
             .env("OUTPOST_CA", self.dir.path().join("cluster/ca.pem"))
             .env_remove("OUTPOST_TOKEN");
         if let Some(token) = token {
             command.env("OUTPOST_TOKEN", token);
         }
         command
+    }
+
+    /// Every origin's admin URL, comma-separated, as the CLI takes several.
+    pub fn origin_urls(&self) -> String {
+        let urls: Vec<String> = self
+            .addrs()
+            .iter()
+            .map(|(admin, _)| format!("https://localhost:{}", admin.port()))
+            .collect();
+        urls.join(",")
     }
 
     /// Run `outpost ARGS` in `cwd` with the all-rights token; see [`Fleet::cli_with_token`].
@@ -353,20 +443,31 @@ impl Fleet {
     }
 }
 
+/// Write origin `n`'s config (`origin.toml` for the first, `origin-N.toml` after it) listening
+/// on `(admin, cluster)`, on the shared `database` if given.
 fn write_origin_config(
     dir: &TempDir,
     (hash, read_hash): &(String, String),
-    admin: &str,
-    cluster: &str,
+    n: usize,
+    (admin, cluster): (&str, &str),
+    database: Option<&str>,
 ) -> PathBuf {
+    let (file, data) = match n {
+        1 => ("origin.toml".to_string(), "origin-data".to_string()),
+        n => (format!("origin-{n}.toml"), format!("origin-{n}-data")),
+    };
+    let database = database.map_or(String::new(), |url| {
+        format!("[database]\nurl = \"{url}\"\n")
+    });
     dir.write(
-        "origin.toml",
+        &file,
         format!(
-            "data_dir = \"origin-data\"\n\
+            "name = \"origin-{n}\"\ndata_dir = \"{data}\"\n\
              [admin]\nlisten = \"{admin}\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
              [cluster]\nlisten = \"{cluster}\"\nca = \"cluster/ca.pem\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
              [[tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nrights = [\"read\", \"deploy\", \"admin\"]\n\
-             [[tokens]]\nname = \"viewer\"\nsha256 = \"{read_hash}\"\nrights = [\"read\"]\n"
+             [[tokens]]\nname = \"viewer\"\nsha256 = \"{read_hash}\"\nrights = [\"read\"]\n\
+             {database}"
         ),
     )
 }

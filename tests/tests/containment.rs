@@ -23,7 +23,13 @@ async fn latencies(client: &Client, host: &str, path: &str, count: usize) -> Vec
 
 /// The value of counter `name` for `app` in a Prometheus scrape, 0 if absent.
 fn app_counter(metrics: &str, name: &str, app: &str) -> f64 {
-    let prefix = format!("{name}{{app=\"{app}\"}} ");
+    sample(metrics, &format!("{name}{{app=\"{app}\"}}"))
+}
+
+/// The value of one series (`name{labels}`, exactly as scraped) in a Prometheus scrape, 0 if
+/// absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
@@ -100,11 +106,22 @@ async fn a_spinning_guest_does_not_hold_a_worker_thread() {
     );
 
     // Past 10 ms of CPU the spinners took turns on their app's share of the threads; hello's
-    // quick requests never waited for one.
+    // quick requests never waited for one. (The time charged is time inside the guest's
+    // polls, so on a loaded machine the OS can hold a hello request's thread past 10 ms: such
+    // a request is a long runner by then and may take a turn like one; none other may.)
     let metrics = scrape(&node).await;
     let waited = |app| app_counter(&metrics, "outpost_guest_cpu_turns_waited_total", app);
+    let hello_past_long_running =
+        sample(&metrics, "outpost_guest_cpu_seconds_count{app=\"hello\"}")
+            - sample(
+                &metrics,
+                "outpost_guest_cpu_seconds_bucket{app=\"hello\",le=\"0.01\"}",
+            );
     assert!(waited("spinner") > 0.0, "{metrics}");
-    assert_eq!(waited("hello"), 0.0, "{metrics}");
+    assert!(
+        waited("hello") == 0.0 || hello_past_long_running > 0.0,
+        "a quick hello request took a turn: {metrics}"
+    );
 
     // Still charged for every slice: past its CPU budget a spinner is stopped.
     let stopped = client

@@ -14,6 +14,8 @@ use crate::protocol::{Batch, encode};
 use crate::quota::{QuotaPolicy, RateMeters};
 use crate::scope::tenant_of;
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod memory_store;
 mod redb_store;
 
@@ -28,8 +30,28 @@ pub trait AuthorityStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StorageError>;
     /// The recorded outcome of write `id` from `writer`, if it was committed.
     fn outcome(&self, writer: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError>;
+    /// Begin a round of writes: from here until `commit` or [`AuthorityStore::end_round`], no
+    /// other writer sharing this store commits, and `last_version()` is the newest version any
+    /// of them committed. Returns what they committed since this store last looked, as
+    /// [`AuthorityStore::others_committed`] does. `writes` are the round's writes, for a store
+    /// that fetches what they will read in one go. A store with one writer has nothing to do.
+    fn begin_round(&mut self, writes: &[IncomingWrite]) -> Result<Option<Batch>, StorageError> {
+        let _ = writes;
+        Ok(None)
+    }
+    /// End a round that commits nothing.
+    fn end_round(&mut self) {}
+    /// What other writers sharing this store committed after `last_version()`, which moves to
+    /// the newest of them: a batch of consecutive versions, or, when the store cannot hand them
+    /// all over (its log no longer reaches back, or there are too many to hold at once), an
+    /// empty batch from the newest version, which tells whoever relays it to catch up from the
+    /// store. `None` when nothing is new, and always for a store with one writer.
+    fn others_committed(&mut self) -> Result<Option<Batch>, StorageError> {
+        Ok(None)
+    }
     /// Commit durably, all or nothing: `entries` (versions already assigned, following
-    /// `last_version()` without gaps) and the outcomes of the writes they came from.
+    /// `last_version()` without gaps) and the outcomes of the writes they came from. Ends the
+    /// round [`AuthorityStore::begin_round`] began, whether it succeeds or not.
     fn commit(
         &mut self,
         entries: &[Entry],
@@ -77,6 +99,81 @@ pub trait AuthorityStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KeyInfo>, StorageError>;
+}
+
+/// A store chosen at run time (the origin's engine comes from its configuration).
+impl<S: AuthorityStore + ?Sized> AuthorityStore for Box<S> {
+    fn last_version(&self) -> u64 {
+        (**self).last_version()
+    }
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StorageError> {
+        (**self).get(namespace, key)
+    }
+    fn outcome(&self, writer: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError> {
+        (**self).outcome(writer, id)
+    }
+    fn begin_round(&mut self, writes: &[IncomingWrite]) -> Result<Option<Batch>, StorageError> {
+        (**self).begin_round(writes)
+    }
+    fn end_round(&mut self) {
+        (**self).end_round()
+    }
+    fn others_committed(&mut self) -> Result<Option<Batch>, StorageError> {
+        (**self).others_committed()
+    }
+    fn commit(
+        &mut self,
+        entries: &[Entry],
+        outcomes: &[(String, u64, WriteOutcome)],
+    ) -> Result<(), StorageError> {
+        (**self).commit(entries, outcomes)
+    }
+    fn log_after(&self, from: u64, max_bytes: usize) -> Result<Option<Vec<Entry>>, StorageError> {
+        (**self).log_after(from, max_bytes)
+    }
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
+        (**self).snapshot_after(after, max_bytes)
+    }
+    fn compact(&mut self, through: u64) -> Result<(), StorageError> {
+        (**self).compact(through)
+    }
+    fn compacted_through(&self) -> u64 {
+        (**self).compacted_through()
+    }
+    fn used_bytes(&self, tenant: &str) -> Result<u64, StorageError> {
+        (**self).used_bytes(tenant)
+    }
+    fn reclaim(
+        &mut self,
+        after: Option<&(String, String)>,
+        max_keys: usize,
+        through: u64,
+        now_ms: u64,
+    ) -> Result<Sweep, StorageError> {
+        (**self).reclaim(after, max_keys, through, now_ms)
+    }
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        (**self).list(namespace, prefix, after, limit)
+    }
+    fn list_keys(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StorageError> {
+        (**self).list_keys(namespace, prefix, after, limit)
+    }
 }
 
 /// The origin's single writer over the store `S`: it decides each write against the current
@@ -153,14 +250,62 @@ impl<S: AuthorityStore> Authority<S> {
     }
 
     /// Decide and commit `writes`, in order, with one durable commit. Returns each write's
-    /// outcome and the batch to send every subscriber (`None` if nothing changed).
+    /// outcome and the batch to send every subscriber (`None` if nothing changed). On a store
+    /// other writers share, the batch begins with what they committed since this authority
+    /// last looked; if its `from` is past the version this authority had reached, the store
+    /// could not hand over every version between, and whoever relays the batch must catch up
+    /// from the store instead (as [`crate::session::OriginSession`] does).
     pub fn write_all(
         &mut self,
         writes: Vec<IncomingWrite>,
         now_ms: u64,
         now_us: u64,
     ) -> Result<(Vec<WriteOutcome>, Option<Batch>), StorageError> {
+        let others = self.store.begin_round(&writes)?;
         let first = self.store.last_version();
+        let decided = match self.decide(writes, first, now_ms, now_us) {
+            Ok(decided) => decided,
+            Err(err) => {
+                self.store.end_round();
+                return Err(err);
+            }
+        };
+        if decided.recorded.is_empty() {
+            self.store.end_round();
+            return Ok((decided.outcomes, others));
+        }
+        self.store.commit(&decided.entries, &decided.recorded)?;
+        let through = self.store.last_version();
+        let batch = match others {
+            Some(mut others) => {
+                others.through = through;
+                others.entries.extend(decided.entries);
+                Some(others)
+            }
+            None => (!decided.entries.is_empty()).then_some(Batch {
+                from: first,
+                through,
+                entries: decided.entries,
+            }),
+        };
+        Ok((decided.outcomes, batch))
+    }
+
+    /// What other writers sharing the store committed since this authority last looked, as a
+    /// batch to relay (with the same rule for its `from` as [`Authority::write_all`]'s).
+    pub fn others_committed(&mut self) -> Result<Option<Batch>, StorageError> {
+        self.store.others_committed()
+    }
+
+    /// Decide `writes` in order against the state after version `first`: their outcomes, the
+    /// entries to commit (versions from `first + 1`) and the outcomes to record.
+    fn decide(
+        &mut self,
+        writes: Vec<IncomingWrite>,
+        first: u64,
+        now_ms: u64,
+        now_us: u64,
+    ) -> Result<Decided, StorageError> {
         let mut next = first;
         let mut staged: HashMap<(String, String), Entry> = HashMap::new();
         let mut entries = Vec::new();
@@ -243,16 +388,11 @@ impl<S: AuthorityStore> Authority<S> {
             recorded.push((write.writer, write.id, outcome.clone()));
             outcomes.push(outcome);
         }
-        if recorded.is_empty() {
-            return Ok((outcomes, None));
-        }
-        self.store.commit(&entries, &recorded)?;
-        let batch = (!entries.is_empty()).then_some(Batch {
-            from: first,
-            through: next,
+        Ok(Decided {
+            outcomes,
             entries,
-        });
-        Ok((outcomes, batch))
+            recorded,
+        })
     }
 
     /// Whether `op`, planned as `changes`, fits its tenant's quota: a token per key changed,
@@ -366,6 +506,16 @@ impl<S: AuthorityStore> Authority<S> {
     }
 }
 
+/// A round of writes decided, not yet committed.
+struct Decided {
+    /// Each write's outcome, in order.
+    outcomes: Vec<WriteOutcome>,
+    /// The entries to commit, in version order.
+    entries: Vec<Entry>,
+    /// The outcomes to record against (writer, id), so a retry gets the same answer.
+    recorded: Vec<(String, u64, WriteOutcome)>,
+}
+
 /// Why a write did not fit its tenant's quota.
 enum QuotaRefusal {
     Rate(WriteError),
@@ -373,8 +523,8 @@ enum QuotaRefusal {
 }
 
 /// Entries from `entries` until `max_bytes` are taken (at least one, whatever its size), and
-/// whether any were left.
-fn within_budget(
+/// whether any were left: the budget every store's catch-up reads keep to.
+pub fn within_budget(
     entries: impl Iterator<Item = Result<Entry, StorageError>>,
     max_bytes: usize,
 ) -> Result<(Vec<Entry>, bool), StorageError> {
@@ -391,13 +541,13 @@ fn within_budget(
     Ok((taken, false))
 }
 
-/// The bytes an entry takes in the store: its encoding.
-fn stored_bytes(entry: &Entry) -> u64 {
+/// The bytes an entry takes in the store, as its tenant's quota counts them: its encoding.
+pub fn stored_bytes(entry: &Entry) -> u64 {
     encode(entry).len() as u64
 }
 
-/// Add `delta` to a tenant's bytes in `usage`.
-fn add_usage(usage: &mut HashMap<String, i64>, namespace: &str, delta: i64) {
+/// Add `delta` bytes of `namespace` to its tenant's count in `usage`.
+pub fn add_usage(usage: &mut HashMap<String, i64>, namespace: &str, delta: i64) {
     *usage.entry(tenant_of(namespace).to_string()).or_default() += delta;
 }
 

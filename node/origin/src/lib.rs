@@ -1,5 +1,6 @@
-//! `outpost-origin`: the origin, the authority for deployments and the single writer of the
-//! edge KV. It keeps apps and versions in an embedded database and component blobs on disk,
+//! `outpost-origin`: the origin, the authority for deployments and for the edge KV. It keeps
+//! apps, versions, components and the KV in embedded stores on its disk, or in the fleet's
+//! PostgreSQL database (`[database] url`), which several origins share, all active. It
 //! answers the admin API over HTTPS, publishes the desired state to nodes over the cluster link,
 //! runs the KV authority (group commit, the change feed every node follows) and fans tail
 //! records out to `outpost tail` clients.
@@ -32,6 +33,7 @@ pub use registry::{AppRecord, Registry, RegistryError, VersionRecord};
 
 use crate::tail::TailHub;
 use components::Components;
+use database::Database;
 use link::{ClusterServices, NodeDirectory};
 use outpost_core::blobs::BlobStore;
 use outpost_core::config::{HttpSettings, OriginConfig, TlsCertSpec};
@@ -51,26 +53,48 @@ pub struct RunningOrigin {
     pub done: JoinHandle<()>,
 }
 
-/// Open the registry, blobs and KV authority in `config.data_dir`, bind the admin and cluster
-/// listeners, and serve both until `shutdown`.
+/// Open the registry, components and KV authority (in `config.data_dir`, or in the database
+/// origin.toml names), bind the admin and cluster listeners, and serve both until `shutdown`.
 pub async fn start(
     config: OriginConfig,
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<RunningOrigin> {
     outpost_core::files::private_dir(&config.data_dir)?;
-    let registry = Arc::new(
-        Registry::open(&config.data_dir.join("registry.redb")).map_err(|e| {
-            anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())
-        })?,
-    );
-    let components = Components::Files(BlobStore::open(&config.data_dir.join("blobs"))?);
+    let signer = Some(HeadSigner::load(&config.cluster_identity)?);
+    let retention = kv::LogRetention::default();
+    let (registry, components, kv) = match &config.database_url {
+        None => {
+            let registry = Registry::open(&config.data_dir.join("registry.redb")).map_err(|e| {
+                anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())
+            })?;
+            let components = Components::Files(BlobStore::open(&config.data_dir.join("blobs"))?);
+            let kv = kv::KvAuthority::start_with(
+                &config.data_dir.join("kv.redb"),
+                retention,
+                config.kv_quotas.clone(),
+                signer,
+            )?;
+            (Arc::new(registry), components, kv)
+        }
+        Some(url) => {
+            let db = Arc::new(Database::connect(url).await?);
+            let registry = Arc::new(
+                Registry::connect(db.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading the registry in {}: {e}", db.shown()))?,
+            );
+            registry.follow(&db);
+            let kv = kv::KvAuthority::start_on_postgres(
+                db.clone(),
+                retention,
+                config.kv_quotas.clone(),
+                signer,
+            )
+            .await?;
+            (registry, Components::in_database(db), kv)
+        }
+    };
     let nodes = Arc::new(NodeDirectory::default());
-    let kv = kv::KvAuthority::start_with(
-        &config.data_dir.join("kv.redb"),
-        kv::LogRetention::default(),
-        config.kv_quotas.clone(),
-        Some(HeadSigner::load(&config.cluster_identity)?),
-    )?;
 
     let endpoint = quinn::Endpoint::server(
         cluster_tls::server_config(&config.cluster_identity)?,

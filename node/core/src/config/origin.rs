@@ -58,6 +58,10 @@ pub struct OriginConfig {
     pub tokens: Vec<TokenSpec>,
     /// What each app may take of the KV (`[kv]`).
     pub kv_quotas: QuotaPolicy,
+    /// The fleet's PostgreSQL database (`[database] url`), which several origins may share,
+    /// all active: the registry, the components and the KV authority live there. `None`: the
+    /// embedded stores in `data_dir`, for one origin.
+    pub database_url: Option<String>,
     /// The origin.toml this came from, for messages.
     pub source: PathBuf,
 }
@@ -77,6 +81,14 @@ struct OriginFile {
     tokens: Vec<TokenFile>,
     #[serde(default)]
     kv: KvFile,
+    database: Option<DatabaseFile>,
+}
+
+/// `[database]`: where the fleet's state lives when it is not embedded.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseFile {
+    url: String,
 }
 
 /// `[kv]`: every app's quota, and some apps' own under `[kv.apps.NAME]`.
@@ -245,6 +257,21 @@ impl OriginConfig {
             },
             tokens,
             kv_quotas: parsed.kv.quotas(err)?,
+            database_url: parsed
+                .database
+                .map(|database| {
+                    let url = database.url;
+                    if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+                        Ok(url)
+                    } else {
+                        Err(err(
+                            "database.url",
+                            "must be a URL such as \"postgresql://outpost@db.internal/outpost\""
+                                .into(),
+                        ))
+                    }
+                })
+                .transpose()?,
             source: file.to_path_buf(),
         })
     }
@@ -285,6 +312,18 @@ mod tests {
                 writes_per_second: DEFAULT_KV_WRITES_PER_SECOND
             }
         );
+    }
+
+    #[test]
+    fn a_database_is_a_postgresql_url() {
+        assert_eq!(load(BASE).unwrap().database_url, None);
+        let url = "postgresql://outpost@db.internal:5432/fleet";
+        let cfg = load(&format!("{BASE}[database]\nurl = \"{url}\"\n")).unwrap();
+        assert_eq!(cfg.database_url.as_deref(), Some(url));
+        let refused = load(&format!("{BASE}[database]\nurl = \"db.internal\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("database.url"), "{refused}");
     }
 
     #[test]

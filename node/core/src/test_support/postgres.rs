@@ -61,6 +61,29 @@ impl TestPostgres {
         format!("postgresql://outpost@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Make a new, empty database `name` on the server: its `postgresql://` URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let made = self
+            .command("createdb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "outpost",
+                name,
+            ])
+            .output()
+            .expect("running createdb");
+        assert!(
+            made.status.success(),
+            "createdb {name} failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        format!("postgresql://outpost@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "uploaded components",
         include_str!("migrations/0002_components.sql"),
     ),
+    (
+        3,
+        "the KV authority",
+        include_str!("migrations/0003_kv.sql"),
+    ),
 ];
 
 /// The advisory lock origins take while migrating ("outpost" in ASCII).

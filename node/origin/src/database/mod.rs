@@ -67,22 +67,29 @@ impl Database {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
-            let (client, connection) = self
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(|e| self.error(e))?;
-            let shown = self.shown.clone();
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::warn!(database = %shown, "database connection lost: {err}");
-                }
-            });
-            *guard = Some(client);
+            *guard = Some(self.own_connection().await?);
         }
         Ok(MutexGuard::map(guard, |client| {
             client.as_mut().expect("connected above")
         }))
+    }
+
+    /// A connection of the caller's own, for one that holds transactions open across many
+    /// statements (the KV authority's rounds), which on the shared connection would hold up
+    /// every other caller. It closes when the client is dropped.
+    pub(crate) async fn own_connection(&self) -> Result<Client, DatabaseError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.error(e))?;
+        let shown = self.shown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(database = %shown, "database connection lost: {err}");
+            }
+        });
+        Ok(client)
     }
 
     /// What a client error means to the caller: the database out of reach, or refusing.

@@ -6,6 +6,14 @@
 //! Reads (catch-ups, gets, lists) are served between commits, each a bounded step, and only for
 //! so long per round, so a node far behind (or many at once) cannot hold up the fleet's writes.
 //! Sessions subscribe to that broadcast before sending the node its catch-up.
+//!
+//! The store is the embedded redb file, or the fleet's PostgreSQL database ([`pg_store`]),
+//! which several origins share, all active: each round then begins by taking the database's
+//! version lock and reading what the other origins committed since, which this origin relays
+//! to its nodes ahead of its own commits, so every origin's feed carries every version in
+//! order. An idle origin learns of the others' commits from a notification (or a timer).
+
+pub mod pg_store;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -20,13 +28,19 @@ use outpost_kv::authority::IncomingWrite;
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::quota::QuotaPolicy;
 use outpost_kv::{
-    Authority, Batch, Entry, FromOrigin, Head, KeyInfo, OriginSession, RedbAuthorityStore, Sweep,
-    ToOrigin, WriteError, WriteOp, WriteOutcome,
+    Authority, AuthorityStore, Batch, Entry, FromOrigin, Head, KeyInfo, OriginSession,
+    RedbAuthorityStore, Sweep, ToOrigin, WriteError, WriteOp, WriteOutcome,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use outpost_core::metrics::metrics;
 use outpost_net::head_proof::HeadSigner;
+
+use crate::database::Database;
+use pg_store::PgAuthorityStore;
+
+/// The store the authority thread owns, whichever engine it is.
+type Store = Box<dyn AuthorityStore + Send>;
 
 /// Writes taken per commit at most.
 const GROUP: usize = 512;
@@ -64,8 +78,15 @@ const READ_BUDGET: Duration = Duration::from_millis(20);
 /// and expired keys whose versions the log no longer holds go (see `Authority::reclaim`).
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 const RECLAIM_KEYS: usize = 1000;
+/// How often an origin on a shared database looks for the others' commits when no
+/// notification has come (one lost costs at most this much delay).
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 enum Request {
+    /// Another origin may have committed (see [`pg_store`]): relay what it did.
+    Follow,
+    /// The last handle is gone: stop once the requests before this one are answered.
+    Close,
     Write {
         write: IncomingWrite,
         reply: oneshot::Sender<WriteOutcome>,
@@ -103,6 +124,17 @@ pub struct KvAuthority {
     /// Ids for writes the origin makes itself (the admin API).
     own_ids: Arc<AtomicU64>,
     closed: watch::Receiver<bool>,
+    /// Tells the thread to stop once the last handle is gone (whatever else holds a sender,
+    /// such as the task relaying the database's wake-ups).
+    _closer: Arc<Closer>,
+}
+
+struct Closer(std_mpsc::Sender<Request>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let _ = self.0.send(Request::Close);
+    }
 }
 
 /// Tells when an authority's thread has ended and closed its store (once every
@@ -130,8 +162,8 @@ impl KvAuthority {
         Self::start_with(path, LogRetention::default(), QuotaPolicy::default(), None)
     }
 
-    /// Start with the log kept as `retention` says, every app held to `quotas`, signing heads
-    /// with `signer` if given.
+    /// Start on the redb file at `path`, with the log kept as `retention` says, every app held
+    /// to `quotas`, signing heads with `signer` if given.
     pub fn start_with(
         path: &Path,
         retention: LogRetention,
@@ -140,6 +172,37 @@ impl KvAuthority {
     ) -> anyhow::Result<KvAuthority> {
         let store = RedbAuthorityStore::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+        Self::spawn(Box::new(store), retention, quotas, signer)
+    }
+
+    /// Start on the fleet's PostgreSQL database, which other origins may share: as
+    /// [`KvAuthority::start_with`], and relaying their commits as they are notified.
+    pub async fn start_on_postgres(
+        db: Arc<Database>,
+        retention: LogRetention,
+        quotas: QuotaPolicy,
+        signer: Option<HeadSigner>,
+    ) -> anyhow::Result<KvAuthority> {
+        let store = PgAuthorityStore::open(db.clone()).await?;
+        let authority = Self::spawn(Box::new(store), retention, quotas, signer)?;
+        let mut woken = db.listen(pg_store::CHANNEL, FOLLOW_EVERY);
+        let requests = authority.requests.clone();
+        tokio::spawn(async move {
+            while woken.recv().await.is_some() {
+                if requests.send(Request::Follow).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(authority)
+    }
+
+    fn spawn(
+        store: Store,
+        retention: LogRetention,
+        quotas: QuotaPolicy,
+        signer: Option<HeadSigner>,
+    ) -> anyhow::Result<KvAuthority> {
         let authority = Authority::with_quotas(store, quotas);
         let (requests, inbox) = std_mpsc::channel::<Request>();
         let (committed, _) = broadcast::channel(4096);
@@ -160,6 +223,7 @@ impl KvAuthority {
                 let _ = closing.send(true);
             })?;
         Ok(KvAuthority {
+            _closer: Arc::new(Closer(requests.clone())),
             requests,
             committed,
             own_ids: Arc::new(AtomicU64::new(outpost_core::clock::write_id_base())),
@@ -263,7 +327,7 @@ impl Announcer {
 /// transaction, answer, announce, then serve reads for up to [`READ_BUDGET`]; the reads left
 /// wait for the next round, after its writes.
 fn run_authority(
-    mut authority: Authority<RedbAuthorityStore>,
+    mut authority: Authority<Store>,
     retention: LogRetention,
     inbox: std_mpsc::Receiver<Request>,
     mut announce: Announcer,
@@ -283,6 +347,7 @@ fn run_authority(
             inbox.try_recv().ok()
         };
         let mut writes = Vec::new();
+        let (mut follow, mut closing) = (false, false);
         for request in first
             .into_iter()
             .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
@@ -290,6 +355,8 @@ fn run_authority(
         {
             match request {
                 Request::Write { write, reply } => writes.push((write, reply)),
+                Request::Follow => follow = true,
+                Request::Close => closing = true,
                 read => reads.push_back(read),
             }
         }
@@ -313,6 +380,13 @@ fn run_authority(
                     }
                 }
             }
+        } else if follow {
+            // A round of writes relays the others' commits itself; without one, relay them now.
+            match authority.others_committed() {
+                Ok(Some(batch)) => announce.announce(batch),
+                Ok(None) => {}
+                Err(err) => tracing::warn!("reading the other origins' KV commits: {err}"),
+            }
         }
         metrics()
             .origin_kv_version
@@ -333,14 +407,17 @@ fn run_authority(
         let started = Instant::now();
         while let Some(request) = reads.pop_front() {
             serve_read(&authority, &announce.head, request);
-            if started.elapsed() >= READ_BUDGET {
+            if started.elapsed() >= READ_BUDGET && !closing {
                 break;
             }
+        }
+        if closing {
+            break;
         }
     }
 }
 
-fn serve_read(authority: &Authority<RedbAuthorityStore>, head: &Option<Head>, request: Request) {
+fn serve_read(authority: &Authority<Store>, head: &Option<Head>, request: Request) {
     match request {
         Request::Step { mut session, reply } => {
             let result = session
@@ -369,7 +446,9 @@ fn serve_read(authority: &Authority<RedbAuthorityStore>, head: &Option<Head>, re
                     .map_err(|e| e.to_string()),
             );
         }
-        Request::Write { .. } => unreachable!("writes are committed in groups, not here"),
+        Request::Write { .. } | Request::Follow | Request::Close => {
+            unreachable!("writes, follows and the close are taken by the round, not here")
+        }
     }
 }
 
@@ -471,6 +550,9 @@ async fn send_all(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod pg_tests;
 
 #[cfg(test)]
 mod tests {
