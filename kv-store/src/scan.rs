@@ -81,7 +81,7 @@ pub(crate) fn sweep_range(
         let (key, value) = item?;
         let (namespace, k) = key.value();
         let info = decode_key_info(value.value())
-            .map_err(|e| StorageError(format!("corrupt entry: {e}")))?;
+            .map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))?;
         if doomed(namespace, k, &info) {
             removed.push(Removed {
                 namespace: namespace.to_string(),

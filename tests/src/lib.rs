@@ -8,6 +8,7 @@ pub mod certs;
 pub mod client;
 pub mod fleet;
 pub mod guests;
+pub mod kv;
 pub mod netns;
 pub mod node;
 pub mod origin;

@@ -9,88 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use outpost_tests::client::request;
-use outpost_tests::fleet::probe;
-use outpost_tests::{Client, Fleet, Outpost, Reply, TempDir};
-
-/// Run KV op `op` of the probe (see tests/guests/probe) on namespace `data` with `query` and
-/// `body`, as app `shop` (every host) or, given `host`, the app routed there.
-async fn kv_at(client: &Client, host: Option<&str>, op: &str, query: &str, body: &str) -> Reply {
-    let path = format!("/kv/{op}?ns=data&{query}");
-    let mut request = request("POST", &path, body.to_string());
-    if let Some(host) = host {
-        request
-            .headers_mut()
-            .insert(http::header::HOST, host.parse().unwrap());
-    }
-    client
-        .send("localhost", outpost_tests::Proto::H1, request)
-        .await
-        .unwrap_or_else(|e| panic!("{op} {query}: {e:#}"))
-}
-
-async fn kv(client: &Client, op: &str, query: &str, body: &str) -> Reply {
-    kv_at(client, None, op, query, body).await
-}
-
-/// Wait until `client` reads `expected` (or, for `None`, a 404) at `key`; how long it took.
-async fn wait_for_value(
-    client: &Client,
-    key: &str,
-    expected: Option<&str>,
-    timeout: Duration,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let reply = kv(client, "get", &format!("key={key}"), "").await;
-        let seen = (reply.status == 200).then(|| reply.text());
-        if seen.as_deref() == expected {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "{key}: expected {expected:?}, still {} {} after {timeout:?}",
-            reply.status,
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Deploy the probe as `app` on `routes` with the KV namespace `data`.
-async fn deploy_probe(fleet: &Fleet, app: &str, routes: &[&str]) {
-    let dir = fleet.app_with_kv(app, &probe(), routes, &[], &["data"]);
-    let out = fleet.cli(&dir, &["deploy", "--activate"]);
-    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-}
-
-/// Every key under `prefix` that `client`'s node holds, through the handler's paged listing.
-async fn keys(client: &Client, prefix: &str) -> BTreeSet<String> {
-    let reply = kv(client, "list", &format!("prefix={prefix}"), "").await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply
-        .text()
-        .split(',')
-        .filter(|k| !k.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-async fn wait_for_keys(client: &Client, prefix: &str, want: &BTreeSet<String>, timeout: Duration) {
-    let started = Instant::now();
-    loop {
-        let have = keys(client, prefix).await;
-        if want.is_subset(&have) {
-            return;
-        }
-        let missing: Vec<_> = want.difference(&have).take(5).collect();
-        assert!(
-            started.elapsed() < timeout,
-            "{} keys still missing after {timeout:?}, e.g. {missing:?}",
-            want.difference(&have).count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use outpost_tests::kv::{deploy_probe, kv, kv_at, wait_for_keys, wait_for_value, writer};
+use outpost_tests::{Client, Fleet, Outpost, TempDir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
@@ -230,41 +150,6 @@ async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
     let reply = kv(a, "set", &format!("key={long_key}"), "v").await;
     assert_eq!(reply.status, 413, "{}", reply.text());
     assert!(reply.text().contains("limit is 512"), "{}", reply.text());
-}
-
-/// Sets `{prefix}{i}` through `client` one after another until `stop`; the keys acknowledged.
-fn writer(
-    client: Client,
-    prefix: &'static str,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(BTreeSet<String>, Vec<String>)> {
-    tokio::spawn(async move {
-        let (mut acked, mut refused) = (BTreeSet::new(), Vec::new());
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let key = format!("{prefix}{i}");
-            i += 1;
-            let path = format!("/kv/set?ns=data&key={key}");
-            match client
-                .send(
-                    "localhost",
-                    outpost_tests::Proto::H1,
-                    request("POST", &path, "v"),
-                )
-                .await
-            {
-                Ok(reply) if reply.status == 200 => {
-                    acked.insert(key);
-                }
-                Ok(reply) => {
-                    refused.push(format!("{} {}", reply.status, reply.text()));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(err) => refused.push(format!("{err:#}")),
-            }
-        }
-        (acked, refused)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,7 @@ impl AuthorityStore for MemoryAuthorityStore {
     ) -> Result<(), StorageError> {
         for entry in entries {
             if entry.version != self.last + 1 {
-                return Err(StorageError(format!(
+                return Err(StorageError::Failed(format!(
                     "version {} does not follow {}",
                     entry.version, self.last
                 )));

@@ -551,9 +551,13 @@ pub fn add_usage(usage: &mut HashMap<String, i64>, namespace: &str, delta: i64) 
     *usage.entry(tenant_of(namespace).to_string()).or_default() += delta;
 }
 
-/// A write outcome when the authority itself failed.
-pub fn internal_error(err: &StorageError) -> WriteOutcome {
-    Err(WriteError::Internal(err.to_string()))
+/// The outcome of each write of a round its store failed: unavailable (it may or may not have
+/// been applied; retry) when the store was out of reach, internal otherwise.
+pub fn outcome_of_failure(err: &StorageError) -> WriteOutcome {
+    Err(match err {
+        StorageError::Unavailable(_) => WriteError::Unavailable(err.to_string()),
+        StorageError::Failed(_) => WriteError::Internal(err.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl RedbAuthorityStore {
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
-    decode(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
+    decode(bytes).map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
 }
 
 /// Count every tenant's bytes once, for a store made before they were kept.
@@ -118,7 +118,7 @@ impl AuthorityStore for RedbAuthorityStore {
             .map(|g| {
                 decode::<(u64, WriteOutcome)>(g.value())
                     .map(|(_, o)| o)
-                    .map_err(|e| StorageError(format!("corrupt outcome: {e}")))
+                    .map_err(|e| StorageError::Failed(format!("corrupt outcome: {e}")))
             })
             .transpose()
     }
@@ -136,7 +136,7 @@ impl AuthorityStore for RedbAuthorityStore {
             let mut log = txn.open_table(LOG)?;
             for entry in entries {
                 if entry.version != last + 1 {
-                    return Err(StorageError(format!(
+                    return Err(StorageError::Failed(format!(
                         "version {} does not follow {last}",
                         entry.version
                     )));
@@ -274,7 +274,7 @@ impl AuthorityStore for RedbAuthorityStore {
         let current = txn.open_table(CURRENT)?;
         crate::scan::scan_prefix(&current, namespace, prefix, after, limit, |bytes| {
             crate::model::decode_key_info(bytes)
-                .map_err(|e| StorageError(format!("corrupt entry: {e}")))
+                .map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
         })
     }
 }

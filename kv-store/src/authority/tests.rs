@@ -79,7 +79,7 @@ impl AuthorityStore for UnreadableEntries {
         self.0.last_version()
     }
     fn get(&self, _: &str, _: &str) -> Result<Option<Entry>, StorageError> {
-        Err(StorageError("read failed".into()))
+        Err(StorageError::Failed("read failed".into()))
     }
     fn outcome(&self, w: &str, id: u64) -> Result<Option<WriteOutcome>, StorageError> {
         self.0.outcome(w, id)
@@ -159,7 +159,7 @@ fn a_key_that_cannot_be_read_fails_the_write_instead_of_reading_as_absent() {
         delta: 1,
     };
     let failed = authority.write_all(vec![write(1, increment)], 0, 0);
-    assert_eq!(failed, Err(StorageError("read failed".into())));
+    assert_eq!(failed, Err(StorageError::Failed("read failed".into())));
     // Nothing was committed: no "1" over the 41 that could not be read.
     assert_eq!(authority.last_version(), 1);
     // A put needs no read and still goes through.

@@ -115,11 +115,12 @@ impl RedbReplica {
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
-    decode(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
+    decode(bytes).map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
 }
 
 fn decode_key_info(bytes: &[u8]) -> Result<KeyInfo, StorageError> {
-    crate::model::decode_key_info(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
+    crate::model::decode_key_info(bytes)
+        .map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
 }
 
 /// A key bound as redb's table of (namespace, key) takes it.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, mpsc};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 /// How long connecting may take before it counts as a failure.
@@ -28,7 +29,8 @@ pub struct Database {
 /// Why the database could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    /// The database is out of reach (connection refused or lost): try again later.
+    /// The database is out of reach (connection refused or lost, the server restarting or
+    /// failing over): try again later.
     #[error("the database at {0} is unavailable: {1}")]
     Unavailable(String, String),
     /// The database answered with an error.
@@ -106,10 +108,9 @@ impl Database {
                 reason
             }
         };
-        if err.as_db_error().is_some() {
-            DatabaseError::Refused(self.shown.clone(), reason)
-        } else {
-            DatabaseError::Unavailable(self.shown.clone(), reason)
+        match err.as_db_error() {
+            Some(db) if !passing(db.code()) => DatabaseError::Refused(self.shown.clone(), reason),
+            _ => DatabaseError::Unavailable(self.shown.clone(), reason),
         }
     }
 
@@ -168,6 +169,24 @@ impl Database {
         });
         woken
     }
+}
+
+/// Whether an error the server sent is a passing state of the server rather than a refusal of
+/// the statement: a connection ending (class 08), the server shutting down, restarting or
+/// not yet accepting (57), out of resources (53), a standby not yet promoted (read-only
+/// transaction), or a transaction to try again (serialization failure, deadlock).
+fn passing(code: &SqlState) -> bool {
+    let code = code.code();
+    ["08", "57", "53"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || [
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ]
+        .iter()
+        .any(|state| state.code() == code)
 }
 
 /// `postgresql://USER@HOST:PORT/DATABASE` of `config`, with no password.

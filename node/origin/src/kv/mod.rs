@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// The cluster protocol a node speaks (see `outpost_net::cluster_tls::ALPN`).
 pub use outpost_kv::LinkProtocol;
-use outpost_kv::authority::IncomingWrite;
+use outpost_kv::authority::{IncomingWrite, outcome_of_failure};
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::quota::QuotaPolicy;
 use outpost_kv::{
@@ -376,7 +376,7 @@ fn run_authority(
                 Err(err) => {
                     tracing::error!("KV commit failed: {err}");
                     for reply in replies {
-                        let _ = reply.send(Err(WriteError::Internal(err.to_string())));
+                        let _ = reply.send(outcome_of_failure(&err));
                     }
                 }
             }

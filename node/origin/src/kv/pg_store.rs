@@ -29,7 +29,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use crate::database::Database;
+use crate::database::{Database, DatabaseError};
 
 /// The notification channel a commit announces itself on.
 pub const CHANNEL: &str = "outpost_kv";
@@ -91,7 +91,7 @@ impl PgAuthorityStore {
             let client = self
                 .runtime
                 .block_on(self.db.own_connection())
-                .map_err(|e| StorageError(e.to_string()))?;
+                .map_err(storage_error)?;
             *slot = Some(client);
         }
         Ok(RefMut::map(slot, |c| c.as_mut().expect("connected above")))
@@ -108,7 +108,7 @@ impl PgAuthorityStore {
         drop(client);
         result.map_err(|err| {
             self.client.replace(None);
-            StorageError(self.db.error(err).to_string())
+            storage_error(self.db.error(err))
         })
     }
 
@@ -198,12 +198,21 @@ impl PgAuthorityStore {
     }
 }
 
+/// A database error as the authority hears it: out of reach (its writes are answered
+/// "unavailable", to retry) or refusing.
+fn storage_error(err: DatabaseError) -> StorageError {
+    match err {
+        DatabaseError::Unavailable(..) => StorageError::Unavailable(err.to_string()),
+        DatabaseError::Refused(..) => StorageError::Failed(err.to_string()),
+    }
+}
+
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
-    decode(bytes).map_err(|e| StorageError(format!("corrupt entry: {e}")))
+    decode(bytes).map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
 }
 
 fn decode_outcome(bytes: &[u8]) -> Result<WriteOutcome, StorageError> {
-    decode(bytes).map_err(|e| StorageError(format!("corrupt outcome: {e}")))
+    decode(bytes).map_err(|e| StorageError::Failed(format!("corrupt outcome: {e}")))
 }
 
 /// Where a scan of keys in order starts: after (`namespace`, `key`), or from the first.
@@ -369,7 +378,7 @@ impl AuthorityStore for PgAuthorityStore {
         outcomes: &[(String, u64, WriteOutcome)],
     ) -> Result<(), StorageError> {
         let Some(prefetched) = self.round.take() else {
-            return Err(StorageError("a commit outside a round".into()));
+            return Err(StorageError::Failed("a commit outside a round".into()));
         };
         let mut last = self.last;
         let mut delta = HashMap::new();
@@ -383,7 +392,7 @@ impl AuthorityStore for PgAuthorityStore {
         for entry in entries {
             if entry.version != last + 1 {
                 self.client.replace(None);
-                return Err(StorageError(format!(
+                return Err(StorageError::Failed(format!(
                     "version {} does not follow {last}",
                     entry.version
                 )));
@@ -620,7 +629,7 @@ impl AuthorityStore for PgAuthorityStore {
         rows.iter()
             .map(|row| {
                 decode_key_info(row.get::<_, &[u8]>(0))
-                    .map_err(|e| StorageError(format!("corrupt entry: {e}")))
+                    .map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
             })
             .collect()
     }

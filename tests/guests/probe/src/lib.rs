@@ -248,10 +248,12 @@ fn kv(op: &str, request: &mut Request) -> Result<Response> {
         }
         "list" => {
             let prefix = param("prefix").unwrap_or_default();
+            // Small pages by default, so every listing pages; ?page=N for large key sets.
+            let page_size = param("page").and_then(|p| p.parse().ok()).unwrap_or(2);
             let mut keys = Vec::new();
             let mut cursor = None;
             loop {
-                let page = store.list(&prefix, cursor.as_deref(), 2)?;
+                let page = store.list(&prefix, cursor.as_deref(), page_size)?;
                 keys.extend(page.keys);
                 match page.cursor {
                     Some(next) => cursor = Some(next),
