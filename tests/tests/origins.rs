@@ -20,13 +20,7 @@ const CHECK_RATE_PER_NODE: u64 = 100;
 
 /// Each test runs a database, two origins and up to three nodes under load: one at a time,
 /// or two such fleets on two cores measure each other instead.
-static ONE_FLEET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long after `failed_at` the writes in `sent` were acknowledged again for good: the send
 /// time of the first acknowledged write after the last refused one, less `failed_at` (zero
@@ -107,7 +101,7 @@ fn report(runs: &[(String, Vec<Sent>)], failed_at: Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_origin_costs_seconds_of_writes_and_no_acknowledged_one() {
-    let _alone = one_fleet_at_a_time();
+    let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start_on_postgres("pg-origins", 2, 3);
     deploy_probe(&fleet, "shop", &["*"]).await;
     fleet
@@ -122,7 +116,7 @@ async fn a_killed_origin_costs_seconds_of_writes_and_no_acknowledged_one() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a check; run by hand in a release build"]
 async fn figures_at_a_thousand_writes_per_second() {
-    let _alone = one_fleet_at_a_time();
+    let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start_on_postgres("pg-figures", 2, 3);
     deploy_probe(&fleet, "shop", &["*"]).await;
     fleet
@@ -196,7 +190,7 @@ async fn kill_an_origin_under_load(fleet: &mut Fleet, per_node: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_database_is_reconnected_to_and_loses_no_acknowledged_write() {
-    let _alone = one_fleet_at_a_time();
+    let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start_on_postgres("pg-restart", 2, 2);
     deploy_probe(&fleet, "shop", &["*"]).await;
     fleet
