@@ -287,28 +287,28 @@ impl AuthorityStore for PgAuthorityStore {
                 .await?;
             let (newest, compacted) = (meta.get::<_, i64>(0) as u64, meta.get::<_, i64>(1) as u64);
             let others = Self::relay(c, last, newest, compacted).await?;
-            let outcomes = c
-                .query(
+            // Independent reads: sent together, answered in one round trip's time.
+            let by_write: [&(dyn ToSql + Sync); 2] = [&writers, &ids];
+            let by_key: [&(dyn ToSql + Sync); 2] = [&namespaces, &keys];
+            let by_tenant: [&(dyn ToSql + Sync); 1] = [&tenants];
+            let (outcomes, current, usage) = futures::try_join!(
+                c.query(
                     "SELECT o.writer, o.id, o.outcome FROM kv_outcomes o \
                      JOIN unnest($1::text[], $2::int8[]) AS w (writer, id) \
                      ON o.writer = w.writer AND o.id = w.id",
-                    &[&writers, &ids],
-                )
-                .await?;
-            let current = c
-                .query(
+                    &by_write,
+                ),
+                c.query(
                     "SELECT c.namespace, c.key, c.entry FROM kv_current c \
                      JOIN unnest($1::text[], $2::text[]) AS k (namespace, key) \
                      ON c.namespace = k.namespace AND c.key = k.key",
-                    &[&namespaces, &keys],
-                )
-                .await?;
-            let usage = c
-                .query(
+                    &by_key,
+                ),
+                c.query(
                     "SELECT tenant, greatest(bytes, 0) FROM kv_usage WHERE tenant = ANY($1)",
-                    &[&tenants],
-                )
-                .await?;
+                    &by_tenant,
+                ),
+            )?;
             Ok(((newest, compacted), others, outcomes, current, usage))
         })?;
         let mut prefetched = Prefetched::default();
@@ -430,37 +430,45 @@ impl AuthorityStore for PgAuthorityStore {
         let out_bytes: Vec<Vec<u8>> = outcomes.iter().map(|(_, _, o)| encode(o)).collect();
         let (tenants, deltas): (Vec<String>, Vec<i64>) = delta.into_iter().unzip();
         let version = last as i64;
+        let notice = version.to_string();
+        let log: [&(dyn ToSql + Sync); 2] = [&log_versions, &log_entries];
+        let current: [&(dyn ToSql + Sync); 4] =
+            [&cur_namespaces, &cur_keys, &cur_versions, &cur_entries];
+        let recorded: [&(dyn ToSql + Sync); 4] = [&out_writers, &out_ids, &version, &out_bytes];
+        let usage: [&(dyn ToSql + Sync); 2] = [&tenants, &deltas];
+        let meta: [&(dyn ToSql + Sync); 1] = [&version];
+        let notify: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &notice];
         self.run(async |c| {
-            c.execute(
-                "INSERT INTO kv_log (version, entry) SELECT * FROM unnest($1::int8[], $2::bytea[])",
-                &[&log_versions, &log_entries],
-            )
-            .await?;
-            c.execute(
-                "INSERT INTO kv_current (namespace, key, version, entry) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[]) \
-                 ON CONFLICT (namespace, key) DO UPDATE \
-                 SET version = EXCLUDED.version, entry = EXCLUDED.entry",
-                &[&cur_namespaces, &cur_keys, &cur_versions, &cur_entries],
-            )
-            .await?;
-            c.execute(
-                "INSERT INTO kv_outcomes (writer, id, version, outcome) \
-                 SELECT w, i, $3, o FROM unnest($1::text[], $2::int8[], $4::bytea[]) AS t (w, i, o) \
-                 ON CONFLICT DO NOTHING",
-                &[&out_writers, &out_ids, &version, &out_bytes],
-            )
-            .await?;
-            c.execute(
-                "INSERT INTO kv_usage (tenant, bytes) SELECT * FROM unnest($1::text[], $2::int8[]) \
-                 ON CONFLICT (tenant) DO UPDATE SET bytes = kv_usage.bytes + EXCLUDED.bytes",
-                &[&tenants, &deltas],
-            )
-            .await?;
-            c.execute("UPDATE kv_meta SET last_version = $1", &[&version])
-                .await?;
-            c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &version.to_string()])
-                .await?;
+            // Sent together (the connection pipelines them, in order, in the one transaction),
+            // then the commit.
+            futures::try_join!(
+                c.execute(
+                    "INSERT INTO kv_log (version, entry) \
+                     SELECT * FROM unnest($1::int8[], $2::bytea[])",
+                    &log,
+                ),
+                c.execute(
+                    "INSERT INTO kv_current (namespace, key, version, entry) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[]) \
+                     ON CONFLICT (namespace, key) DO UPDATE \
+                     SET version = EXCLUDED.version, entry = EXCLUDED.entry",
+                    &current,
+                ),
+                c.execute(
+                    "INSERT INTO kv_outcomes (writer, id, version, outcome) \
+                     SELECT w, i, $3, o FROM unnest($1::text[], $2::int8[], $4::bytea[]) \
+                     AS t (w, i, o) ON CONFLICT DO NOTHING",
+                    &recorded,
+                ),
+                c.execute(
+                    "INSERT INTO kv_usage (tenant, bytes) \
+                     SELECT * FROM unnest($1::text[], $2::int8[]) \
+                     ON CONFLICT (tenant) DO UPDATE SET bytes = kv_usage.bytes + EXCLUDED.bytes",
+                    &usage,
+                ),
+                c.execute("UPDATE kv_meta SET last_version = $1", &meta),
+                c.execute("SELECT pg_notify($1, $2)", &notify),
+            )?;
             c.batch_execute("COMMIT").await
         })?;
         self.last = last;
