@@ -41,8 +41,10 @@ pub struct Fleet {
     pub more_origins: Vec<Option<Outpost>>,
     /// Their admin and cluster addresses, the same after a restart.
     more_addrs: Vec<(SocketAddr, SocketAddr)>,
-    /// The database the origins share, for a fleet on PostgreSQL.
+    /// The database server the origins share, for a fleet on PostgreSQL.
     pub database: Option<TestPostgres>,
+    /// The URL origin.toml gives them for it.
+    database_url: Option<String>,
     /// The token hashes origin.toml lists, to write it again for a restart.
     token_hashes: (String, String),
 }
@@ -111,7 +113,20 @@ impl Fleet {
     /// first, so that each origin serves some of them.
     pub fn start_on_postgres(label: &str, origins: usize, nodes: usize) -> Fleet {
         let database = TestPostgres::start(label);
-        Self::start_fleet(label, nodes, &[], origins, Some(database))
+        let url = database.url();
+        Self::start_fleet(label, nodes, &[], origins, Some((database, url)))
+    }
+
+    /// As [`Fleet::start_on_postgres`], on `database` reached as `url` (which may name several
+    /// servers, such as a primary and its standby).
+    pub fn start_on_database(
+        label: &str,
+        origins: usize,
+        nodes: usize,
+        database: TestPostgres,
+        url: String,
+    ) -> Fleet {
+        Self::start_fleet(label, nodes, &[], origins, Some((database, url)))
     }
 
     fn start_fleet(
@@ -119,8 +134,9 @@ impl Fleet {
         nodes: usize,
         relayed: &[usize],
         origins: usize,
-        database: Option<TestPostgres>,
+        database: Option<(TestPostgres, String)>,
     ) -> Fleet {
+        let (database, database_url) = database.unzip();
         let dir = TempDir::new(label);
         let root = dir.path();
         must(
@@ -146,7 +162,6 @@ impl Fleet {
         let (token, hash) = new_token(root, "ops", "read,deploy,admin");
         let (read_token, read_hash) = new_token(root, "viewer", "read");
         let token_hashes = (hash, read_hash);
-        let database_url = database.as_ref().map(TestPostgres::url);
         let started: Vec<Outpost> = (1..=origins)
             .map(|n| {
                 let config = write_origin_config(
@@ -180,6 +195,7 @@ impl Fleet {
             more_origins: more_origins.into_iter().map(Some).collect(),
             more_addrs,
             database,
+            database_url,
             token_hashes,
         };
         let clusters: Vec<SocketAddr> = fleet.addrs().iter().map(|(_, c)| *c).collect();
@@ -285,7 +301,7 @@ impl Fleet {
             &self.token_hashes,
             1,
             (&self.admin.to_string(), &self.cluster.to_string()),
-            self.database.as_ref().map(TestPostgres::url).as_deref(),
+            self.database_url.as_deref(),
         );
         let origin = Outpost::origin(&config).unwrap_or_else(|e| panic!("origin failed: {e:?}"));
         self.origin = Some(origin);

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use outpost_core::test_support::postgres::TestPostgres;
 use outpost_tests::fleet::probe;
 use outpost_tests::kv::{
     Sent, ack_latency, acked, deploy_probe, kv, open_loop_writes, wait_for_keys, wait_for_value,
@@ -223,6 +224,71 @@ async fn a_restarted_database_is_reconnected_to_and_loses_no_acknowledged_write(
     every_acked_write_everywhere(&fleet, &runs).await;
 
     // The registry reconnected too: a deploy goes through.
+    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
+    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    fleet
+        .wait_for_everywhere(
+            "/config?key=VERSION",
+            "config=v2 env=v2",
+            Duration::from_secs(20),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_standby_takes_over_with_every_acknowledged_write() {
+    let _alone = ONE_FLEET_AT_A_TIME.lock().await;
+    // A primary whose every commit waits for its streaming standby; origins that know both
+    // and take whichever accepts writes.
+    let primary = TestPostgres::start("pg-ha-primary");
+    let standby = TestPostgres::standby_of(&primary, "pg-ha-standby");
+    primary.require_synchronous_standby();
+    let url = format!(
+        "postgresql://outpost@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        primary.port(),
+        standby.port()
+    );
+    let mut fleet = Fleet::start_on_database("pg-ha", 2, 2, primary, url);
+    deploy_probe(&fleet, "shop", &["*"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
+        .await;
+
+    // The primary dies under load (kill -9); the operator (here, the test) promotes the
+    // standby, as Patroni or a runbook would.
+    const LOST_AT: Duration = Duration::from_millis(2000);
+    let writing = write_through_every_node(&fleet, CHECK_RATE_PER_NODE, Duration::from_secs(8));
+    tokio::time::sleep(LOST_AT).await;
+    fleet.database.as_mut().expect("the primary").kill();
+    standby.promote();
+    let runs = writing.await.unwrap();
+    report(&runs, LOST_AT);
+    for (prefix, sent) in &runs {
+        for refused in sent.iter().filter_map(|s| s.refused.as_ref()) {
+            assert!(refused.starts_with("503"), "{prefix}: {refused}");
+        }
+        let resumed = resumed_after(sent, LOST_AT);
+        assert!(
+            resumed < Duration::from_secs(5),
+            "{prefix}: writes resumed {resumed:?} after the primary died"
+        );
+    }
+    // Every write acknowledged before the primary died was on the standby already: it is in
+    // the promoted database (not only on the nodes, which heard of it from the feed).
+    let stored: BTreeSet<String> = standby
+        .sql("SELECT key FROM kv_current WHERE namespace = 'shop/data'")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for (prefix, sent) in &runs {
+        let lost: Vec<String> = acked(sent).difference(&stored).cloned().collect();
+        assert!(
+            lost.is_empty(),
+            "{prefix}: acknowledged, not in the database: {lost:?}"
+        );
+    }
+    every_acked_write_everywhere(&fleet, &runs).await;
     let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
     let out = fleet.cli(&app, &["deploy", "--activate"]);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);

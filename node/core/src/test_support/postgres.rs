@@ -56,6 +56,102 @@ impl TestPostgres {
         server
     }
 
+    /// A streaming standby of `primary`: a base backup of it (`pg_basebackup -R`, so the copy
+    /// follows the primary's WAL from there), started on a port of its own, read-only until
+    /// [`TestPostgres::promote`].
+    pub fn standby_of(primary: &TestPostgres, label: &str) -> TestPostgres {
+        let dir = super::temp_dir(&format!("pg-{label}"));
+        if let Some(owner) = primary.owner {
+            hand_over(&dir, owner);
+        }
+        let mut standby = TestPostgres {
+            dir,
+            bin: primary.bin.clone(),
+            port: free_port(),
+            owner: primary.owner,
+            server: None,
+        };
+        let backup = standby
+            .command("pg_basebackup")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "outpost",
+            ])
+            .arg("-D")
+            .arg(standby.data_dir())
+            .args(["-R", "-X", "stream", "--no-sync"])
+            .output()
+            .expect("running pg_basebackup");
+        assert!(
+            backup.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&backup.stderr)
+        );
+        standby.launch();
+        standby
+    }
+
+    /// Make every commit wait until a standby has it too (`synchronous_standby_names = '*'`,
+    /// with `synchronous_commit` on, its default): what the server acknowledges survives the
+    /// loss of this one.
+    pub fn require_synchronous_standby(&self) {
+        self.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        self.sql("SELECT pg_reload_conf()");
+    }
+
+    /// Promote this standby to a primary (`pg_ctl promote`, which waits until it takes writes).
+    pub fn promote(&self) {
+        let promoted = self
+            .command("pg_ctl")
+            .args(["promote", "-w", "-D"])
+            .arg(self.data_dir())
+            .output()
+            .expect("running pg_ctl promote");
+        assert!(
+            promoted.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&promoted.stderr)
+        );
+    }
+
+    /// Run one SQL statement with `psql`; panics with its error.
+    pub fn sql(&self, statement: &str) -> String {
+        let ran = self
+            .command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "outpost",
+            ])
+            .args([
+                "-d",
+                "postgres",
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ])
+            .arg(statement)
+            .output()
+            .expect("running psql");
+        assert!(
+            ran.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        String::from_utf8_lossy(&ran.stdout).trim().to_string()
+    }
+
     /// `postgresql://` URL of the server's `postgres` database.
     pub fn url(&self) -> String {
         format!("postgresql://outpost@127.0.0.1:{}/postgres", self.port)
