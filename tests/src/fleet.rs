@@ -307,6 +307,13 @@ impl Fleet {
         self.origin = Some(origin);
     }
 
+    /// From now on, origin-1 runs on `database` (reached at its [`TestPostgres::url`]): what
+    /// [`Fleet::restart_origin`] writes into origin.toml, after `outpost origin migrate`.
+    pub fn use_database(&mut self, database: TestPostgres) {
+        self.database_url = Some(database.url());
+        self.database = Some(database);
+    }
+
     /// The relay between node `i` and the origin (see [`Fleet::start_with_relays`]).
     pub fn relay(&self, i: usize) -> &UdpProxy {
         self.proxies[i].as_ref().expect("node has a relay")

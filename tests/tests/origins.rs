@@ -11,7 +11,7 @@ use outpost_tests::fleet::probe;
 use outpost_tests::kv::{
     Sent, ack_latency, acked, deploy_probe, kv, open_loop_writes, wait_for_keys, wait_for_value,
 };
-use outpost_tests::{Client, Fleet};
+use outpost_tests::{Client, Fleet, Outpost};
 
 /// Writes per second through each node while an origin or the database fails, in the checks
 /// `cargo test` runs: what a debug build of three nodes, two origins and the database sustain
@@ -289,6 +289,87 @@ async fn a_promoted_standby_takes_over_with_every_acknowledged_write() {
         );
     }
     every_acked_write_everywhere(&fleet, &runs).await;
+    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
+    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    fleet
+        .wait_for_everywhere(
+            "/config?key=VERSION",
+            "config=v2 env=v2",
+            Duration::from_secs(20),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_moves_from_its_embedded_stores_into_postgresql() {
+    let _alone = ONE_FLEET_AT_A_TIME.lock().await;
+    let mut fleet = Fleet::start("pg-migrate", 2);
+    deploy_probe(&fleet, "shop", &["*"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
+        .await;
+    for i in 0..20 {
+        let reply = kv(&fleet.client(i % 2), "set", &format!("key=before-{i}"), "v").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let counted = kv(&fleet.client(0), "incr", "key=hits&by=5", "").await;
+    assert_eq!(counted.text(), "5");
+
+    // Refused while the origin runs on its files; done once it is stopped.
+    let database = TestPostgres::start("pg-migrate");
+    let migrate = |fleet: &Fleet| {
+        Outpost::run(&[
+            "origin",
+            "migrate",
+            "--config",
+            fleet.dir.path().join("origin.toml").to_str().unwrap(),
+            "--to",
+            &database.url(),
+        ])
+    };
+    let refused = migrate(&fleet);
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("stop it first"),
+        "{}",
+        refused.stderr
+    );
+    fleet.kill_origin();
+    let moved = migrate(&fleet);
+    assert!(moved.status.success(), "{}\n{}", moved.stdout, moved.stderr);
+    assert!(
+        moved
+            .stdout
+            .contains("moved 1 apps (1 versions), 1 components"),
+        "{}",
+        moved.stdout
+    );
+
+    // On the database now: the nodes resume where they were, and everything goes on.
+    fleet.use_database(database);
+    fleet.restart_origin();
+    let versions = fleet.cli(fleet.dir.path(), &["versions", "--app", "shop"]);
+    assert!(versions.status.success(), "{}", versions.stderr);
+    for i in 0..2 {
+        let client = fleet.client(i);
+        wait_for_value(&client, "before-19", Some("v"), Duration::from_secs(10)).await;
+        let started = std::time::Instant::now();
+        loop {
+            let reply = kv(&client, "incr", "key=hits", "").await;
+            if reply.status == 200 {
+                assert_eq!(reply.text(), (6 + i).to_string());
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "writes did not resume: {} {}",
+                reply.status,
+                reply.text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
     let out = fleet.cli(&app, &["deploy", "--activate"]);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);

@@ -71,6 +71,25 @@ impl RedbAuthorityStore {
     }
 }
 
+impl RedbAuthorityStore {
+    /// Every recorded write outcome, as (writer, id, the version committed through when it
+    /// was recorded, outcome): for moving the store elsewhere with its de-duplication intact.
+    pub fn outcomes(&self) -> Result<Vec<(String, u64, u64, WriteOutcome)>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTCOMES)?;
+        table
+            .iter()?
+            .map(|item| {
+                let (key, value) = item?;
+                let (writer, id) = key.value();
+                let (version, outcome) = decode::<(u64, WriteOutcome)>(value.value())
+                    .map_err(|e| StorageError::Failed(format!("corrupt outcome: {e}")))?;
+                Ok((writer.to_string(), id, version, outcome))
+            })
+            .collect()
+    }
+}
+
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
     decode(bytes).map_err(|e| StorageError::Failed(format!("corrupt entry: {e}")))
 }

@@ -16,6 +16,7 @@ pub mod database;
 pub mod kv;
 mod kv_api;
 pub mod link;
+pub mod migrate;
 mod registry;
 pub mod tail;
 mod tail_api;

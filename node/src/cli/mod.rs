@@ -45,6 +45,19 @@ enum LogFormat {
     Json,
 }
 
+/// What `outpost origin` does besides serving.
+#[derive(Subcommand)]
+enum OriginAction {
+    /// Move this origin's embedded state (registry, components, KV) into an empty PostgreSQL
+    /// database, with the origin stopped; then name the database in origin.toml
+    /// (`[database] url`) and start as many origins on it as wanted.
+    Migrate {
+        /// The database, as postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+        #[arg(long)]
+        to: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve one app locally over HTTPS with a development certificate. No config needed.
@@ -62,8 +75,10 @@ enum Command {
     /// Run a fleet's origin (deployment registry, admin API, cluster link) from an origin.toml.
     Origin {
         /// Path of the origin's configuration file.
-        #[arg(long, short, default_value = "origin.toml")]
+        #[arg(long, short, default_value = "origin.toml", global = true)]
         config: PathBuf,
+        #[command(subcommand)]
+        action: Option<OriginAction>,
     },
     /// Create an app (a handler and its outpost.toml) in Rust, JavaScript or Python.
     New {
@@ -189,7 +204,14 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args, shutdown).await,
             Command::Node { config, takeover } => node::run(&config, takeover, shutdown).await,
-            Command::Origin { config } => origin::run(&config, shutdown).await,
+            Command::Origin {
+                config,
+                action: None,
+            } => origin::run(&config, shutdown).await,
+            Command::Origin {
+                config,
+                action: Some(OriginAction::Migrate { to }),
+            } => origin::migrate(&config, &to).await,
             Command::New { name, dir, lang } => scaffold::new_app(&name, dir.as_deref(), lang),
             Command::Build { path } => build::build(&path).map(drop),
             Command::Deploy(args) => fleet::deploy(args).await,

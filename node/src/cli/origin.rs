@@ -1,4 +1,5 @@
-//! `outpost origin --config origin.toml`: the deployment authority of a fleet.
+//! `outpost origin --config origin.toml`: the deployment authority of a fleet; and
+//! `outpost origin migrate --to URL`, which moves its embedded state into PostgreSQL.
 
 use std::path::Path;
 
@@ -12,5 +13,35 @@ pub(super) async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Resu
     let running = outpost_origin::start(config, shutdown).await?;
     running.done.await.context("the origin task failed")?;
     tracing::info!("origin stopped");
+    Ok(())
+}
+
+pub(super) async fn migrate(config: &Path, to: &str) -> anyhow::Result<()> {
+    let config = OriginConfig::load(config)?;
+    if let Some(url) = &config.database_url {
+        anyhow::bail!(
+            "{} names a database already ([database] url = {url:?}): the move is from an \
+             origin on its embedded stores",
+            config.source.display()
+        );
+    }
+    let moved = outpost_origin::migrate::to_postgres(&config.data_dir, to).await?;
+    println!(
+        "moved {} apps ({} versions), {} components and the KV ({} keys, {} log entries, \
+         {} write outcomes, version {}) into the database",
+        moved.apps,
+        moved.versions,
+        moved.components,
+        moved.kv.entries,
+        moved.kv.log,
+        moved.kv.outcomes,
+        moved.kv.version
+    );
+    // The URL may hold a password: it is not echoed.
+    println!(
+        "next: name the database in {} ([database] url = the URL given to --to) and start \
+         the origin, and any others, on it",
+        config.source.display()
+    );
     Ok(())
 }

@@ -24,7 +24,7 @@ use outpost_kv::error::StorageError;
 use outpost_kv::model::{decode_key_info, reclaimable};
 use outpost_kv::protocol::{decode, encode};
 use outpost_kv::scope::tenant_of;
-use outpost_kv::{AuthorityStore, Batch, Entry, KeyInfo, Sweep, WriteOutcome};
+use outpost_kv::{AuthorityStore, Batch, Entry, KeyInfo, RedbAuthorityStore, Sweep, WriteOutcome};
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
@@ -41,6 +41,19 @@ const PAGE: i64 = 64;
 /// either, the nodes are sent to the store for them (a catch-up) instead.
 const RELAY_MAX_VERSIONS: u64 = 10_000;
 const RELAY_MAX_BYTES: i64 = 32 << 20;
+
+/// What [`PgAuthorityStore::import`] moved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// Keys (current entries, deletions not yet reclaimed included).
+    pub entries: usize,
+    /// Log entries, from the version the log was compacted through.
+    pub log: usize,
+    /// Recorded write outcomes.
+    pub outcomes: usize,
+    /// The newest version.
+    pub version: u64,
+}
 
 /// What a round's writes will read, fetched when it begins.
 #[derive(Default)]
@@ -81,6 +94,116 @@ impl PgAuthorityStore {
             db,
             round: None,
         })
+    }
+
+    /// Fill the KV tables of `db`, which must hold nothing yet, with everything `source`
+    /// holds (current entries, the log since its compaction, the recorded outcomes, the
+    /// tenants' bytes, the versions), in one transaction: the KV moved here from the embedded
+    /// engine, with its versions and its de-duplication of retried writes intact.
+    pub async fn import(db: &Database, source: &RedbAuthorityStore) -> anyhow::Result<Imported> {
+        /// Bytes of entries read and written per statement.
+        const CHUNK: usize = 4 << 20;
+        let mut client = db.own_connection().await?;
+        let failed = |e| db.error(e);
+        let txn = client.transaction().await.map_err(failed)?;
+        let row = txn
+            .query_one(
+                "SELECT last_version, (SELECT count(*) FROM kv_current) FROM kv_meta FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(failed)?;
+        let (last, held): (i64, i64) = (row.get(0), row.get(1));
+        if last != 0 || held != 0 {
+            anyhow::bail!(
+                "the KV in {} is not empty (version {last}, {held} keys)",
+                db.shown()
+            );
+        }
+        let mut imported = Imported::default();
+        let mut usage = HashMap::new();
+        let mut after = None;
+        loop {
+            let (entries, more) = source.snapshot_after(after.as_ref(), CHUNK)?;
+            let rows: Vec<(&str, &str, i64, Vec<u8>)> = entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.namespace.as_str(),
+                        e.key.as_str(),
+                        e.version as i64,
+                        encode(e),
+                    )
+                })
+                .collect();
+            for (namespace, _, _, bytes) in &rows {
+                add_usage(&mut usage, namespace, bytes.len() as i64);
+            }
+            let columns: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&[u8]>) = (
+                rows.iter().map(|r| r.0).collect(),
+                rows.iter().map(|r| r.1).collect(),
+                rows.iter().map(|r| r.2).collect(),
+                rows.iter().map(|r| r.3.as_slice()).collect(),
+            );
+            txn.execute(
+                "INSERT INTO kv_current (namespace, key, version, entry) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[])",
+                &[&columns.0, &columns.1, &columns.2, &columns.3],
+            )
+            .await
+            .map_err(failed)?;
+            imported.entries += entries.len();
+            after = entries.last().map(|e| (e.namespace.clone(), e.key.clone()));
+            if !more {
+                break;
+            }
+        }
+        let mut from = source.compacted_through();
+        while let Some(entries) = source.log_after(from, CHUNK)?.filter(|e| !e.is_empty()) {
+            let versions: Vec<i64> = entries.iter().map(|e| e.version as i64).collect();
+            let bytes: Vec<Vec<u8>> = entries.iter().map(encode).collect();
+            txn.execute(
+                "INSERT INTO kv_log (version, entry) SELECT * FROM unnest($1::int8[], $2::bytea[])",
+                &[&versions, &bytes],
+            )
+            .await
+            .map_err(failed)?;
+            imported.log += entries.len();
+            from = entries.last().map_or(from, |e| e.version);
+        }
+        for chunk in source.outcomes()?.chunks(1000) {
+            let writers: Vec<&str> = chunk.iter().map(|o| o.0.as_str()).collect();
+            let ids: Vec<i64> = chunk.iter().map(|o| o.1 as i64).collect();
+            let versions: Vec<i64> = chunk.iter().map(|o| o.2 as i64).collect();
+            let outcomes: Vec<Vec<u8>> = chunk.iter().map(|o| encode(&o.3)).collect();
+            txn.execute(
+                "INSERT INTO kv_outcomes (writer, id, version, outcome) \
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[])",
+                &[&writers, &ids, &versions, &outcomes],
+            )
+            .await
+            .map_err(failed)?;
+            imported.outcomes += chunk.len();
+        }
+        let (tenants, bytes): (Vec<String>, Vec<i64>) = usage.into_iter().unzip();
+        txn.execute(
+            "INSERT INTO kv_usage (tenant, bytes) SELECT * FROM unnest($1::text[], $2::int8[])",
+            &[&tenants, &bytes],
+        )
+        .await
+        .map_err(failed)?;
+        imported.version = source.last_version();
+        txn.execute(
+            "UPDATE kv_meta SET last_version = $1, compacted_through = $2",
+            &[
+                &(imported.version as i64),
+                &(source.compacted_through() as i64),
+            ],
+        )
+        .await
+        .map_err(failed)?;
+        txn.commit().await.map_err(failed)?;
+        Ok(imported)
     }
 
     /// The connection, made again first if it was lost.

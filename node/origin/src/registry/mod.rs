@@ -262,6 +262,24 @@ impl Registry {
         };
         found.ok_or_else(|| RegistryError::NotFound(format!("no app named {app}")))
     }
+
+    /// Copy everything this registry holds (every app with all its versions, and the
+    /// revision) into `target`, a registry on PostgreSQL that holds nothing yet: the move
+    /// from the embedded engine. Returns the apps and versions copied.
+    pub async fn copy_into(&self, target: &Registry) -> Result<(usize, usize)> {
+        let Engine::Postgres(into) = &target.engine else {
+            return Err(RegistryError::Conflict(
+                "a registry is copied into PostgreSQL only".into(),
+            ));
+        };
+        let mut apps = Vec::new();
+        for record in self.apps().await? {
+            apps.push(self.app(&record.name).await?);
+        }
+        let versions = apps.iter().map(|(_, versions)| versions.len()).sum();
+        into.import(self.current_state().revision, &apps).await?;
+        Ok((apps.len(), versions))
+    }
 }
 
 #[cfg(test)]

@@ -196,4 +196,58 @@ impl PgRegistry {
         }
         Ok(DesiredState { revision, releases })
     }
+
+    /// Fill an empty registry with `apps` (each record with its versions) at `revision`, in
+    /// one transaction: a registry moved here from the embedded engine. Refused if the
+    /// registry holds anything.
+    pub(crate) async fn import(
+        &self,
+        revision: u64,
+        apps: &[(AppRecord, Vec<VersionRecord>)],
+    ) -> Result<()> {
+        let mut client = self.db.client().await?;
+        let db = |e| RegistryError::from(self.db.error(e));
+        let txn = client.transaction().await.map_err(db)?;
+        let (current, held): (i64, i64) = {
+            let row = txn
+                .query_one(
+                    "SELECT revision, (SELECT count(*) FROM registry_apps) \
+                     FROM registry_meta FOR UPDATE",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            (row.get(0), row.get(1))
+        };
+        if current != 0 || held != 0 {
+            return Err(RegistryError::Conflict(format!(
+                "the registry in {} is not empty (revision {current}, {held} apps)",
+                self.db.shown()
+            )));
+        }
+        for (record, versions) in apps {
+            txn.execute(
+                "INSERT INTO registry_apps (name, record) VALUES ($1, $2)",
+                &[&record.name, &Json(record)],
+            )
+            .await
+            .map_err(db)?;
+            for version in versions {
+                txn.execute(
+                    "INSERT INTO registry_versions (app, version, record) VALUES ($1, $2, $3)",
+                    &[&record.name, &(version.version as i64), &Json(version)],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
+        txn.execute(
+            "UPDATE registry_meta SET revision = $1",
+            &[&(revision as i64)],
+        )
+        .await
+        .map_err(db)?;
+        txn.commit().await.map_err(db)?;
+        Ok(())
+    }
 }
