@@ -125,30 +125,17 @@ impl PgAuthorityStore {
         let mut after = None;
         loop {
             let (entries, more) = source.snapshot_after(after.as_ref(), CHUNK)?;
-            let rows: Vec<(&str, &str, i64, Vec<u8>)> = entries
-                .iter()
-                .map(|e| {
-                    (
-                        e.namespace.as_str(),
-                        e.key.as_str(),
-                        e.version as i64,
-                        encode(e),
-                    )
-                })
-                .collect();
-            for (namespace, _, _, bytes) in &rows {
+            let namespaces: Vec<&str> = entries.iter().map(|e| e.namespace.as_str()).collect();
+            let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+            let versions: Vec<i64> = entries.iter().map(|e| e.version as i64).collect();
+            let bytes: Vec<Vec<u8>> = entries.iter().map(encode).collect();
+            for (namespace, bytes) in namespaces.iter().zip(&bytes) {
                 add_usage(&mut usage, namespace, bytes.len() as i64);
             }
-            let columns: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&[u8]>) = (
-                rows.iter().map(|r| r.0).collect(),
-                rows.iter().map(|r| r.1).collect(),
-                rows.iter().map(|r| r.2).collect(),
-                rows.iter().map(|r| r.3.as_slice()).collect(),
-            );
             txn.execute(
                 "INSERT INTO kv_current (namespace, key, version, entry) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[])",
-                &[&columns.0, &columns.1, &columns.2, &columns.3],
+                &[&namespaces, &keys, &versions, &bytes],
             )
             .await
             .map_err(failed)?;
