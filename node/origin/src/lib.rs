@@ -63,7 +63,7 @@ pub async fn start(
     outpost_core::files::private_dir(&config.data_dir)?;
     let signer = Some(HeadSigner::load(&config.cluster_identity)?);
     let retention = kv::LogRetention::default();
-    let (registry, components, kv) = match &config.database_url {
+    let (registry, components, kv) = match &config.database {
         None => {
             let registry = Registry::open(&config.data_dir.join("registry.redb")).map_err(|e| {
                 anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())
@@ -77,8 +77,8 @@ pub async fn start(
             )?;
             (Arc::new(registry), components, kv)
         }
-        Some(url) => {
-            let db = Arc::new(Database::connect(url).await?);
+        Some(database) => {
+            let db = Arc::new(Database::connect_with(&database.url, database.ca.as_deref()).await?);
             let registry = Arc::new(
                 Registry::connect(db.clone())
                     .await

@@ -31,10 +31,14 @@ pub struct Migrated {
     pub kv: Imported,
 }
 
-/// Move the embedded state in `data_dir` into the database at `url` (its schema is brought up
-/// to date first). Refused, changing nothing, if the database holds an app, a component or a
+/// Move the embedded state in `data_dir` into the database at `url`, over TLS trusting `ca` if
+/// given (its schema is brought up to date first). Refused, changing nothing, if the database holds an app, a component or a
 /// KV entry already, or if the origin still runs on `data_dir`.
-pub async fn to_postgres(data_dir: &Path, url: &str) -> anyhow::Result<Migrated> {
+pub async fn to_postgres(
+    data_dir: &Path,
+    url: &str,
+    ca: Option<&Path>,
+) -> anyhow::Result<Migrated> {
     let registry_file = data_dir.join("registry.redb");
     anyhow::ensure!(
         registry_file.is_file(),
@@ -53,7 +57,7 @@ pub async fn to_postgres(data_dir: &Path, url: &str) -> anyhow::Result<Migrated>
     let kv = RedbAuthorityStore::open(&kv_file).with_context(|| still_running(&kv_file))?;
     let blobs = Components::Files(BlobStore::open(&data_dir.join("blobs"))?);
 
-    let db = Arc::new(Database::connect(url).await?);
+    let db = Arc::new(Database::connect_with(url, ca).await?);
     let components = Components::in_database(db.clone());
     let target = Registry::connect(db.clone()).await?;
     ensure_no_components(&db).await?;
@@ -147,7 +151,7 @@ mod tests {
             kv.write_all((0..50).map(put).collect(), 0, 0).unwrap();
             kv.compact(20).unwrap();
         }
-        let moved = to_postgres(&dir, &server.url()).await.unwrap();
+        let moved = to_postgres(&dir, &server.url(), None).await.unwrap();
         assert_eq!((moved.apps, moved.versions, moved.components), (1, 2, 1));
         assert_eq!(moved.kv.entries, 50);
         assert_eq!(moved.kv.log, 20);
@@ -184,7 +188,7 @@ mod tests {
         .unwrap();
 
         // Into a database that holds something already: refused.
-        let again = to_postgres(&dir, &server.url()).await.unwrap_err();
+        let again = to_postgres(&dir, &server.url(), None).await.unwrap_err();
         assert!(format!("{again:#}").contains("already"), "{again:#}");
     }
 }

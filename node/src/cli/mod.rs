@@ -55,6 +55,9 @@ enum OriginAction {
         /// The database, as postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
         #[arg(long)]
         to: String,
+        /// Connect over TLS, trusting the CA certificate (PEM) in this file.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -210,8 +213,8 @@ pub fn main() -> ExitCode {
             } => origin::run(&config, shutdown).await,
             Command::Origin {
                 config,
-                action: Some(OriginAction::Migrate { to }),
-            } => origin::migrate(&config, &to).await,
+                action: Some(OriginAction::Migrate { to, ca }),
+            } => origin::migrate(&config, &to, ca.as_deref()).await,
             Command::New { name, dir, lang } => scaffold::new_app(&name, dir.as_deref(), lang),
             Command::Build { path } => build::build(&path).map(drop),
             Command::Deploy(args) => fleet::deploy(args).await,

@@ -16,16 +16,16 @@ pub(super) async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Resu
     Ok(())
 }
 
-pub(super) async fn migrate(config: &Path, to: &str) -> anyhow::Result<()> {
+pub(super) async fn migrate(config: &Path, to: &str, ca: Option<&Path>) -> anyhow::Result<()> {
     let config = OriginConfig::load(config)?;
-    if let Some(url) = &config.database_url {
+    if config.database.is_some() {
         anyhow::bail!(
-            "{} names a database already ([database] url = {url:?}): the move is from an \
-             origin on its embedded stores",
+            "{} names a database already ([database]): the move is from an origin on its \
+             embedded stores",
             config.source.display()
         );
     }
-    let moved = outpost_origin::migrate::to_postgres(&config.data_dir, to).await?;
+    let moved = outpost_origin::migrate::to_postgres(&config.data_dir, to, ca).await?;
     println!(
         "moved {} apps ({} versions), {} components and the KV ({} keys, {} log entries, \
          {} write outcomes, version {}) into the database",
@@ -39,7 +39,7 @@ pub(super) async fn migrate(config: &Path, to: &str) -> anyhow::Result<()> {
     );
     // The URL may hold a password: it is not echoed.
     println!(
-        "next: name the database in {} ([database] url = the URL given to --to) and start \
+        "next: name the database in {} ([database] url = the URL given to --to, and ca = the file given to --ca if one was) and start \
          the origin, and any others, on it",
         config.source.display()
     );

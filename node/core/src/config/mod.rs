@@ -26,7 +26,7 @@ pub use error::{ConfigError, FieldError};
 pub use health::HealthSettings;
 pub use http::HttpSettings;
 pub use node::{NodeConfig, Peering};
-pub use origin::{OriginConfig, Right, TokenSpec};
+pub use origin::{DatabaseSettings, OriginConfig, Right, TokenSpec};
 pub use outbound::{AllowedOrigin, OutboundPolicy};
 pub use pool::PoolSettings;
 pub use tenancy::{GuestLogLimits, LimitCeilings, Tenancy};

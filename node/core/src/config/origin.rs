@@ -58,12 +58,22 @@ pub struct OriginConfig {
     pub tokens: Vec<TokenSpec>,
     /// What each app may take of the KV (`[kv]`).
     pub kv_quotas: QuotaPolicy,
-    /// The fleet's PostgreSQL database (`[database] url`), which several origins may share,
-    /// all active: the registry, the components and the KV authority live there. `None`: the
+    /// The fleet's PostgreSQL database (`[database]`), which several origins may share, all
+    /// active: the registry, the components and the KV authority live there. `None`: the
     /// embedded stores in `data_dir`, for one origin.
-    pub database_url: Option<String>,
+    pub database: Option<DatabaseSettings>,
     /// The origin.toml this came from, for messages.
     pub source: PathBuf,
+}
+
+/// Where the fleet's database is and how to trust it (`[database]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// `postgresql://USER[:PASSWORD]@HOST[,HOST...][:PORT]/DATABASE[?...]` (`url`).
+    pub url: String,
+    /// The CA certificate (PEM) the database's server certificate must chain to (`ca`): with
+    /// it, the connection is TLS or nothing; without it, plain.
+    pub ca: Option<PathBuf>,
 }
 
 /// Each app's KV allowance when origin.toml does not say.
@@ -89,6 +99,7 @@ struct OriginFile {
 #[serde(deny_unknown_fields)]
 struct DatabaseFile {
     url: String,
+    ca: Option<PathBuf>,
 }
 
 /// `[kv]`: every app's quota, and some apps' own under `[kv.apps.NAME]`.
@@ -257,19 +268,22 @@ impl OriginConfig {
             },
             tokens,
             kv_quotas: parsed.kv.quotas(err)?,
-            database_url: parsed
+            database: parsed
                 .database
                 .map(|database| {
                     let url = database.url;
-                    if url.starts_with("postgresql://") || url.starts_with("postgres://") {
-                        Ok(url)
-                    } else {
-                        Err(err(
+                    if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                        return Err(err(
                             "database.url",
                             "must be a URL such as \"postgresql://outpost@db.internal/outpost\""
                                 .into(),
-                        ))
+                        ));
                     }
+                    let ca = database
+                        .ca
+                        .map(|ca| existing("database.ca", &ca))
+                        .transpose()?;
+                    Ok(DatabaseSettings { url, ca })
                 })
                 .transpose()?,
             source: file.to_path_buf(),
@@ -316,10 +330,21 @@ mod tests {
 
     #[test]
     fn a_database_is_a_postgresql_url() {
-        assert_eq!(load(BASE).unwrap().database_url, None);
+        assert_eq!(load(BASE).unwrap().database, None);
         let url = "postgresql://outpost@db.internal:5432/fleet";
-        let cfg = load(&format!("{BASE}[database]\nurl = \"{url}\"\n")).unwrap();
-        assert_eq!(cfg.database_url.as_deref(), Some(url));
+        let cfg = load(&format!(
+            "{BASE}[database]\nurl = \"{url}\"\nca = \"ca.pem\"\n"
+        ))
+        .unwrap();
+        let database = cfg.database.unwrap();
+        assert_eq!(database.url, url);
+        assert!(database.ca.unwrap().ends_with("ca.pem"));
+        let missing = load(&format!(
+            "{BASE}[database]\nurl = \"{url}\"\nca = \"nope.pem\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("database.ca"), "{missing}");
         let refused = load(&format!("{BASE}[database]\nurl = \"db.internal\"\n"))
             .unwrap_err()
             .to_string();

@@ -118,6 +118,30 @@ impl TestPostgres {
         );
     }
 
+    /// Serve TLS as well, with the certificate chain `cert` and its key `key` (PEM files,
+    /// copied into the server's directory for its user, the key readable by it alone).
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        for (from, name) in [(cert, "server.pem"), (key, "server-key.pem")] {
+            let to = self.dir.join(name);
+            std::fs::copy(from, &to).expect("copying the server's TLS files");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .expect("making the key private");
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).expect("handing over");
+            }
+        }
+        let dir = self.dir.display();
+        self.sql(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{dir}/server.pem'"
+        ));
+        self.sql(&format!(
+            "ALTER SYSTEM SET ssl_key_file = '{dir}/server-key.pem'"
+        ));
+        self.sql("ALTER SYSTEM SET ssl = on");
+        self.sql("SELECT pg_reload_conf()");
+    }
+
     /// Run one SQL statement with `psql`; panics with its error.
     pub fn sql(&self, statement: &str) -> String {
         let ran = self

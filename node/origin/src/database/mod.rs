@@ -8,12 +8,20 @@
 
 mod migrations;
 
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use anyhow::Context;
+use futures::{Stream, StreamExt};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, mpsc};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long connecting may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,9 +30,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// made again once it is lost).
 pub struct Database {
     config: Config,
+    /// TLS to the server, when origin.toml names the CA its certificate chains to.
+    tls: Option<MakeRustlsConnect>,
     shown: String,
     client: Mutex<Option<Client>>,
 }
+
+/// What the server sends besides answers (notifications, notices); polling it drives the
+/// connection, whatever carries it.
+type Messages = Pin<Box<dyn Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
 
 /// Why the database could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -39,17 +53,31 @@ pub enum DatabaseError {
 }
 
 impl Database {
-    /// Connect to `url` and bring its schema up to date. The error names the URL, without its
-    /// password.
+    /// Connect to `url` (in plain text) and bring its schema up to date. The error names the
+    /// URL, without its password.
     pub async fn connect(url: &str) -> anyhow::Result<Database> {
+        Self::connect_with(url, None).await
+    }
+
+    /// As [`Database::connect`], over TLS if `ca` is given: the server must offer it, and its
+    /// certificate must chain to `ca` (PEM) and name the host connected to.
+    pub async fn connect_with(url: &str, ca: Option<&Path>) -> anyhow::Result<Database> {
         let mut config: Config = url.parse().map_err(|e| {
             anyhow::anyhow!("database url: {e} (expected postgresql://USER@HOST:PORT/DATABASE)")
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("outpost-origin");
+        let tls = match ca {
+            Some(ca) => {
+                config.ssl_mode(SslMode::Require);
+                Some(tls_trusting(ca)?)
+            }
+            None => None,
+        };
         let shown = redacted(&config);
         let database = Database {
             config,
+            tls,
             shown,
             client: Mutex::new(None),
         };
@@ -80,15 +108,16 @@ impl Database {
     /// statements (the KV authority's rounds), which on the shared connection would hold up
     /// every other caller. It closes when the client is dropped.
     pub(crate) async fn own_connection(&self) -> Result<Client, DatabaseError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
+        let (client, mut messages) = open(&self.config, self.tls.as_ref())
             .await
             .map_err(|e| self.error(e))?;
         let shown = self.shown.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(database = %shown, "database connection lost: {err}");
+            while let Some(message) = messages.next().await {
+                if let Err(err) = message {
+                    tracing::warn!(database = %shown, "database connection lost: {err}");
+                    return;
+                }
             }
         });
         Ok(client)
@@ -120,6 +149,7 @@ impl Database {
     pub fn listen(&self, channel: &'static str, every: Duration) -> mpsc::Receiver<()> {
         let (wake, woken) = mpsc::channel(1);
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let shown = self.shown.clone();
         tokio::spawn(async move {
             loop {
@@ -127,9 +157,7 @@ impl Database {
                     return;
                 }
                 let listened = async {
-                    let (client, mut connection) = config.connect(NoTls).await?;
-                    let mut messages =
-                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let (client, mut messages) = open(&config, tls.as_ref()).await?;
                     let statement = format!("LISTEN {channel}");
                     let subscribe = client.batch_execute(&statement);
                     // The connection must be polled for the LISTEN to complete.
@@ -169,6 +197,47 @@ impl Database {
         });
         woken
     }
+}
+
+/// Connect as `config` says, over `tls` if given: the client, and the stream that drives the
+/// connection.
+async fn open(
+    config: &Config,
+    tls: Option<&MakeRustlsConnect>,
+) -> Result<(Client, Messages), tokio_postgres::Error> {
+    Ok(match tls {
+        None => {
+            let (client, mut connection) = config.connect(NoTls).await?;
+            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            (client, Box::pin(messages) as Messages)
+        }
+        Some(tls) => {
+            let (client, mut connection) = config.connect(tls.clone()).await?;
+            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            (client, Box::pin(messages) as Messages)
+        }
+    })
+}
+
+/// TLS that trusts only the CA certificates in the PEM file `ca`.
+fn tls_trusting(ca: &Path) -> anyhow::Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading the database CA {}", ca.display()))?
+    {
+        let cert = cert.with_context(|| format!("{} is not PEM certificates", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("{} holds an unusable certificate", ca.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", ca.display());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// Whether an error the server sent is a passing state of the server rather than a refusal of
@@ -221,5 +290,42 @@ mod tests {
         );
         let config: Config = "host=a,b user=o password=x dbname=d".parse().unwrap();
         assert_eq!(redacted(&config), "postgresql://o@a:5432,b:5432/d");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn with_a_ca_the_connection_is_tls_and_the_server_is_checked_against_it() {
+        use outpost_core::test_support::postgres::TestPostgres;
+        use outpost_net::pki::{CertAuthority, Usage};
+        let server = TestPostgres::start("db-tls");
+        let dir = outpost_core::test_support::temp_dir("db-tls");
+        let ca = CertAuthority::create(&dir, "db-ca", "Outpost test database CA").unwrap();
+        let (cert, key) = ca
+            .issue(&dir, "db", &["127.0.0.1".into()], Usage::Server, 30)
+            .unwrap();
+        server.enable_tls(&cert, &key);
+
+        let db = Database::connect_with(&server.url(), Some(&dir.join("db-ca.pem")))
+            .await
+            .unwrap();
+        let client = db.client().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "the connection is not TLS");
+
+        // A server whose certificate the given CA did not issue is refused, saying why.
+        CertAuthority::create(&dir, "other-ca", "Another CA").unwrap();
+        let refused = Database::connect_with(&server.url(), Some(&dir.join("other-ca.pem")))
+            .await
+            .err()
+            .expect("a server the CA does not vouch for");
+        assert!(
+            format!("{refused:#}").contains("certificate"),
+            "{refused:#}"
+        );
     }
 }
