@@ -1,5 +1,6 @@
-//! `outpost tail`: an app's requests from every node of a fleet, live, through the origin, with
-//! a status filter; nodes send nothing once nobody tails.
+//! `outpost tail`: an app's requests from every node of a fleet, live, through the origin (or
+//! every origin of a fleet of several), with a status filter; nodes send nothing once nobody
+//! tails.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -25,7 +26,18 @@ fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tail_streams_filtered_requests_from_every_node() {
-    let fleet = Fleet::start("tail", 2);
+    tail_every_node_of(Fleet::start("tail", 2)).await;
+}
+
+/// Two origins on one database, edge-1 linked to origin-1 and edge-2 to origin-2: the tail
+/// follows both.
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_follows_every_origin_of_a_fleet_of_several() {
+    tail_every_node_of(Fleet::start_on_postgres("tail-pg", 2, 2)).await;
+}
+
+/// Tail an app on the two nodes of `fleet`, filtered to its failing requests.
+async fn tail_every_node_of(fleet: Fleet) {
     let dir = fleet.app("probe", &probe(), &[]);
     let out = fleet.cli(&dir, &["deploy", "--activate"]);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);

@@ -48,6 +48,7 @@ pub(super) struct AdminClient {
 }
 
 /// One origin's admin API.
+#[derive(Clone)]
 struct Target {
     host: String,
     port: u16,
@@ -111,6 +112,20 @@ impl AdminClient {
             token,
             tls,
         })
+    }
+
+    /// One client for each origin of the fleet, with the same token and trust: for a command
+    /// that needs every origin (a tail), not the first that answers.
+    pub(super) fn each_origin(&self) -> Vec<AdminClient> {
+        self.origins
+            .iter()
+            .map(|target| AdminClient {
+                origins: vec![target.clone()],
+                current: AtomicUsize::new(0),
+                token: self.token.clone(),
+                tls: self.tls.clone(),
+            })
+            .collect()
     }
 
     /// The origin in use (the one that answered last), as a URL.

@@ -1,13 +1,14 @@
-//! `outpost tail [APP]`: an app's requests on every node of the fleet, live, through the origin.
+//! `outpost tail [APP]`: an app's requests on every node of the fleet, live, through the origin
+//! (through every origin, for a fleet of several).
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Empty};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
-use super::admin_client::OriginArgs;
+use super::admin_client::{AdminClient, OriginArgs};
 use super::fleet::resolve_app;
 
 #[derive(Args)]
@@ -44,39 +45,101 @@ pub(super) async fn run(args: TailArgs) -> anyhow::Result<()> {
         utf8_percent_encode(&app, NON_ALPHANUMERIC),
         query.join("&")
     );
-    let response = client
+    let origins = client.each_origin();
+    if let [only] = origins.as_slice() {
+        return Err(match tail_one(only, &path, args.json).await {
+            Ended::Refused(err) | Ended::Broken(err) => err,
+        });
+    }
+    // A fleet of several origins: each node sends its records to the origin it is linked
+    // to, so the tail follows every origin at once, and takes up again with one that goes
+    // away (a node that fails over is followed through its new origin meanwhile).
+    let mut tails = tokio::task::JoinSet::new();
+    for origin in origins {
+        let path = path.clone();
+        tails.spawn(async move {
+            loop {
+                match tail_one(&origin, &path, args.json).await {
+                    Ended::Refused(err) => return err,
+                    Ended::Broken(err) => {
+                        eprintln!("{}: {err:#}; trying again in 2 s", origin.origin());
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+            }
+        });
+    }
+    // Only a refusal (an unknown app, a token without the right) ends it.
+    match tails.join_next().await {
+        Some(refused) => Err(refused.context("a tail task failed")?),
+        None => Err(anyhow!("no origin to tail")),
+    }
+}
+
+/// How long the tail of a fleet of several origins waits before it follows again an origin
+/// it lost.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why following one origin ended.
+enum Ended {
+    /// The origin refused the tail: it would again.
+    Refused(anyhow::Error),
+    /// The origin could not be reached, or its stream broke or ended.
+    Broken(anyhow::Error),
+}
+
+/// Print what one origin sends for `path` until it stops.
+async fn tail_one(client: &AdminClient, path: &str, json: bool) -> Ended {
+    let response = match client
         .open(
             http::Method::GET,
-            &path,
+            path,
             "application/json",
             &[],
             Empty::<Bytes>::new(),
         )
-        .await?;
+        .await
+    {
+        Ok(response) => response,
+        Err(err) => return Ended::Broken(err),
+    };
     if !response.status().is_success() {
         let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(err) => return Ended::Broken(err.into()),
+        };
         let reason = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("the origin refused ({}): {reason}", status.as_u16());
+        return Ended::Refused(anyhow!(
+            "the origin refused ({}): {reason}",
+            status.as_u16()
+        ));
     }
     let mut body = response.into_body();
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.context("the tail stream broke")?;
+        let frame = match frame.context("the tail stream broke") {
+            Ok(frame) => frame,
+            Err(err) => return Ended::Broken(err),
+        };
         let Some(data) = frame.data_ref() else {
             continue;
         };
         pending.extend_from_slice(data);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            let value: Value = serde_json::from_slice(&line).context("a malformed tail line")?;
-            print_line(&value, args.json);
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(value) => print_line(&value, json),
+                Err(err) => return Ended::Broken(anyhow!("a malformed tail line: {err}")),
+            }
         }
     }
-    bail!("the origin ended the tail (it may be shutting down)")
+    Ended::Broken(anyhow!(
+        "the origin ended the tail (it may be shutting down)"
+    ))
 }
 
 fn print_line(value: &Value, json: bool) {
