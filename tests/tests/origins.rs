@@ -23,18 +23,37 @@ const CHECK_RATE_PER_NODE: u64 = 100;
 /// or two such fleets on two cores measure each other instead.
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// How long after `failed_at` the writes in `sent` were acknowledged again for good: the send
-/// time of the first acknowledged write after the last refused one, less `failed_at` (zero
-/// when none was refused).
+/// How long after `failed_at` the writes in `sent` were acknowledged again: when the first
+/// write sent after it that was acknowledged got its answer, less `failed_at`. (Writes through a
+/// node whose origin died are not acknowledged until the node has failed over; a refusal now
+/// and then for other reasons, such as a node at its capacity on a loaded machine, does not
+/// move this.) Panics if none was, or if none sent in the last second was: writes came back
+/// and stayed.
 fn resumed_after(sent: &[Sent], failed_at: Duration) -> Duration {
-    let Some(last_refused) = sent.iter().rposition(|s| s.refused.is_some()) else {
-        return Duration::ZERO;
-    };
-    let resumed = sent[last_refused..]
-        .iter()
-        .find(|s| s.refused.is_none())
-        .unwrap_or_else(|| panic!("writes never resumed: {:?}", sent.last()));
-    resumed.at.saturating_sub(failed_at)
+    let acked_after = |at: Duration| sent.iter().find(|s| s.at >= at && s.refused.is_none());
+    let resumed =
+        acked_after(failed_at).unwrap_or_else(|| panic!("writes never resumed: {:?}", sent.last()));
+    let last_second = sent.last().map_or(Duration::ZERO, |s| {
+        s.at.saturating_sub(Duration::from_secs(1))
+    });
+    assert!(
+        acked_after(last_second).is_some(),
+        "no write sent in the last second was acknowledged: {:?}",
+        sent.last()
+    );
+    (resumed.at + resumed.took).saturating_sub(failed_at)
+}
+
+/// A refused write was answered 503 (unavailable: not applied, or not known to be; retry),
+/// or not answered at all (the connection broke on a loaded machine); never another status.
+fn assert_refused_as_unavailable(prefix: &str, sent: &[Sent]) {
+    for refused in sent.iter().filter_map(|s| s.refused.as_ref()) {
+        let answered = refused.starts_with(|c: char| c.is_ascii_digit());
+        assert!(
+            !answered || refused.starts_with("503"),
+            "{prefix}: {refused}"
+        );
+    }
 }
 
 /// Every acknowledged write of every writer is on every running node.
@@ -109,6 +128,19 @@ async fn a_killed_origin_costs_seconds_of_writes_and_no_acknowledged_one() {
         .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
         .await;
     increments_through_both_origins_add_up(&fleet).await;
+
+    // Each origin knows the nodes linked to it; the CLI shows the whole fleet.
+    let status = fleet.cli(fleet.dir.path(), &["status"]);
+    assert!(status.status.success(), "{}", status.stderr);
+    for node in ["edge-1", "edge-2", "edge-3"] {
+        let line = status.stdout.lines().find(|l| l.starts_with(node));
+        assert!(
+            line.is_some_and(|l| l.split_whitespace().nth(1) == Some("yes")),
+            "{node} is not shown connected:\n{}",
+            status.stdout
+        );
+    }
+
     kill_an_origin_under_load(&mut fleet, CHECK_RATE_PER_NODE).await;
 }
 
@@ -170,9 +202,7 @@ async fn kill_an_origin_under_load(fleet: &mut Fleet, per_node: u64) {
             "{prefix}: writes resumed only {:?} after the origin died",
             resumed_after(sent, KILL_AT)
         );
-        for refused in sent.iter().filter_map(|s| s.refused.as_ref()) {
-            assert!(refused.starts_with("503"), "{prefix}: {refused}");
-        }
+        assert_refused_as_unavailable(prefix, sent);
     }
     every_acked_write_everywhere(fleet, &runs).await;
 
@@ -180,6 +210,7 @@ async fn kill_an_origin_under_load(fleet: &mut Fleet, per_node: u64) {
     let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
     let out = fleet.cli(&app, &["deploy", "--activate"]);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("live on 3 nodes"), "{}", out.stdout);
     fleet
         .wait_for_everywhere(
             "/config?key=VERSION",
@@ -210,11 +241,11 @@ async fn a_restarted_database_is_reconnected_to_and_loses_no_acknowledged_write(
     report(&runs, CRASH_AT);
     for (prefix, sent) in &runs {
         // Refused while it was down, as unavailable, and taken again once it was back.
-        let refused: Vec<&String> = sent.iter().filter_map(|s| s.refused.as_ref()).collect();
-        assert!(!refused.is_empty(), "{prefix}: no write failed");
-        for refused in refused {
-            assert!(refused.starts_with("503"), "{prefix}: {refused}");
-        }
+        assert!(
+            sent.iter().any(|s| s.refused.is_some()),
+            "{prefix}: no write failed"
+        );
+        assert_refused_as_unavailable(prefix, sent);
         let resumed = resumed_after(sent, CRASH_AT);
         assert!(
             resumed < Duration::from_secs(5),
@@ -265,9 +296,7 @@ async fn a_promoted_standby_takes_over_with_every_acknowledged_write() {
     let runs = writing.await.unwrap();
     report(&runs, LOST_AT);
     for (prefix, sent) in &runs {
-        for refused in sent.iter().filter_map(|s| s.refused.as_ref()) {
-            assert!(refused.starts_with("503"), "{prefix}: {refused}");
-        }
+        assert_refused_as_unavailable(prefix, sent);
         let resumed = resumed_after(sent, LOST_AT);
         assert!(
             resumed < Duration::from_secs(5),

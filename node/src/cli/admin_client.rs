@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use indicatif::ProgressBar;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -37,6 +37,9 @@ pub(super) struct OriginArgs {
     #[arg(long)]
     pub ca: Option<PathBuf>,
 }
+
+/// How long `fleet_status` waits for each origin.
+const STATUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(super) struct AdminClient {
     /// The fleet's origins, in the order given.
@@ -126,6 +129,63 @@ impl AdminClient {
                 tls: self.tls.clone(),
             })
             .collect()
+    }
+
+    /// `/v1/status` of the whole fleet. Each origin knows the nodes linked to it, so this
+    /// asks every origin at once and merges what those that answer within a few seconds say:
+    /// every node (where it is connected, else where it was in contact last), and the apps
+    /// from the origin at the newest revision. An error only if no origin answers.
+    pub(super) async fn fleet_status(&self) -> anyhow::Result<Value> {
+        if self.origins.len() == 1 {
+            return self.get("/v1/status").await;
+        }
+        let mut asked = tokio::task::JoinSet::new();
+        for origin in self.each_origin() {
+            asked.spawn(async move {
+                tokio::time::timeout(STATUS_PATIENCE, origin.get("/v1/status"))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow!(
+                            "{}: no answer within {STATUS_PATIENCE:?}",
+                            origin.origin()
+                        ))
+                    })
+            });
+        }
+        let (mut newest, mut nodes, mut errors) = (None::<Value>, Vec::<Value>::new(), Vec::new());
+        while let Some(answer) = asked.join_next().await {
+            let status = match answer.context("a status task failed")? {
+                Ok(status) => status,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            for node in status["nodes"].as_array().into_iter().flatten() {
+                let rank =
+                    |n: &Value| (n["connected"] == json!(true), n["last_contact_ms"].as_u64());
+                match nodes.iter_mut().find(|n| n["name"] == node["name"]) {
+                    Some(known) if rank(known) >= rank(node) => {}
+                    Some(known) => *known = node.clone(),
+                    None => nodes.push(node.clone()),
+                }
+            }
+            if newest
+                .as_ref()
+                .is_none_or(|n| n["revision"].as_u64() < status["revision"].as_u64())
+            {
+                newest = Some(status);
+            }
+        }
+        let Some(mut status) = newest else {
+            return Err(errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| anyhow!("no origin answered")));
+        };
+        nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        status["nodes"] = Value::Array(nodes);
+        Ok(status)
     }
 
     /// The origin in use (the one that answered last), as a URL.

@@ -140,7 +140,7 @@ async fn wait_until_live(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let status = client.get("/v1/status").await?;
+        let status = client.fleet_status().await?;
         let nodes: Vec<&Value> = status["nodes"]
             .as_array()
             .map(|n| n.iter().filter(|n| n["connected"] == json!(true)).collect())
@@ -291,7 +291,7 @@ fn confirm_delete(app: &str) -> anyhow::Result<()> {
 pub(super) async fn status(args: OriginArgs) -> anyhow::Result<()> {
     let local = local_app(Path::new("."))?;
     let client = AdminClient::new(&args, local.as_ref().map(|s| &s.deploy))?;
-    let status = client.get("/v1/status").await?;
+    let status = client.fleet_status().await?;
     println!(
         "origin {} at revision {}",
         client.origin(),
