@@ -324,9 +324,23 @@ async fn dev_mode_keeps_kv_data_across_restarts() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a check; run by hand"]
 async fn propagation_at_a_thousand_writes_per_second() {
+    propagation_figures(Fleet::start("kv-figure", 4)).await;
+}
+
+/// The same on an origin whose state is in PostgreSQL (one origin, so the figures compare the
+/// engines, not the failover):
+///     cargo test --release -p outpost-tests --test kv propagation_on_postgres -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn propagation_on_postgres_at_a_thousand_writes_per_second() {
+    propagation_figures(Fleet::start_on_postgres("kv-figure-pg", 1, 4)).await;
+}
+
+/// Write at 1,000 a second through the first of `fleet`'s four nodes for 10 s, then print
+/// what each node measured.
+async fn propagation_figures(fleet: Fleet) {
     const RATE: u64 = 1000;
     const SECONDS: u64 = 10;
-    let fleet = Fleet::start("kv-figure", 4);
     deploy_probe(&fleet, "shop", &["*"]).await;
     fleet
         .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
