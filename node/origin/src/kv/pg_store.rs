@@ -16,7 +16,7 @@
 //! driven to completion there with [`Handle::block_on`].
 
 use std::cell::{Cell, RefCell, RefMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use outpost_kv::authority::{IncomingWrite, add_usage, within_budget};
@@ -277,22 +277,28 @@ impl PgAuthorityStore {
     }
 
     /// Entries read a page at a time by `page` (given how many rows were read so far) until
-    /// `max_bytes` are taken (at least one), and whether rows remain past them.
+    /// `max_bytes` are taken (at least one), and whether rows remain past them: the pages are
+    /// fetched only as the budget reaches them.
     fn within_pages(
         &self,
         max_bytes: usize,
         mut page: impl FnMut(i64) -> Result<Vec<Entry>, StorageError>,
     ) -> Result<(Vec<Entry>, bool), StorageError> {
-        let mut read: Vec<Entry> = Vec::new();
-        loop {
-            let rows = page(read.len() as i64)?;
-            let full = rows.len() as i64 == PAGE;
-            read.extend(rows);
-            let (taken, more) = within_budget(read.iter().cloned().map(Ok), max_bytes)?;
-            if more || !full {
-                return Ok((taken, more));
+        let (mut fetched, mut read, mut last_page) = (VecDeque::new(), 0, false);
+        let entries = std::iter::from_fn(|| {
+            if fetched.is_empty() && !last_page {
+                match page(read) {
+                    Ok(rows) => {
+                        last_page = (rows.len() as i64) < PAGE;
+                        read += rows.len() as i64;
+                        fetched.extend(rows);
+                    }
+                    Err(err) => return Some(Err(err)),
+                }
             }
-        }
+            fetched.pop_front().map(Ok)
+        });
+        within_budget(entries, max_bytes)
     }
 
     /// The entries (each row's first column) `sql` selects.
