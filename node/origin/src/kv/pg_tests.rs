@@ -139,7 +139,7 @@ async fn figures_ack_latency_redb_and_postgres() {
     let dir = outpost_core::test_support::temp_dir("kv-figures-redb");
     let on_redb = KvAuthority::start(&dir.join("kv.redb")).unwrap();
     let mut ids = 0..;
-    for rate in [1000u64, 2000, 4000, 8000, 16000] {
+    for rate in [1000u64, 4000, 8000, 12000, 16000, 24000, 32000] {
         for (engine, authority) in [("postgresql", &on_postgres), ("redb", &on_redb)] {
             let writes = rate * 3;
             let started = tokio::time::Instant::now();
