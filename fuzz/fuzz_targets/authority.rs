@@ -11,7 +11,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use outpost_kv::authority::{AuthorityStore, IncomingWrite};
 use outpost_kv::protocol::encode;
-use outpost_kv::quota::{Quota, QuotaPolicy, tenant_of};
+use outpost_kv::quota::{Quota, QuotaPolicy};
+use outpost_kv::scope::tenant_of;
 use outpost_kv::{
     Authority, CatchUp, Entry, Follower, FollowerConfig, MemoryAuthorityStore, MemoryReplica,
     Output, ReplicaStore, WriteOp,
