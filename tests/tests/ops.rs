@@ -208,6 +208,26 @@ async fn metrics_readiness_and_a_drain_that_tells_the_announcer_first() {
         .filter(|k| k.starts_with(r#"outpost_app_live{app="probe",sha256=""#))
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
+    // Which build serves, and the process's own resources.
+    let build = format!(
+        r#"outpost_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&m, &build), 1.0);
+    assert!(sample(&m, "process_resident_memory_bytes") > (1 << 20) as f64);
+    assert!(sample(&m, "process_open_fds") >= 3.0);
+    assert!(sample(&m, "process_threads") >= 2.0);
+    // Whole seconds of CPU, so maybe 0 yet; but exported, and the start time is this run's.
+    assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    let started = sample(&m, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started <= now && started > now - 600.0,
+        "{started} vs {now}"
+    );
 
     // Drain: readiness turns false and the hook runs before anything closes; requests keep
     // being served through the drain delay; the one in flight finishes.

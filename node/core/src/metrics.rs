@@ -101,13 +101,17 @@ struct Names {
 
 impl Names {
     fn add<C: prometheus::core::Collector + Clone + 'static>(&mut self, metric: C) -> C {
-        for desc in metric.desc() {
+        self.register(Box::new(metric.clone()));
+        metric
+    }
+
+    fn register(&mut self, collector: Box<dyn prometheus::core::Collector>) {
+        for desc in collector.desc() {
             self.names.push(desc.fq_name.clone());
         }
         self.registry
-            .register(Box::new(metric.clone()))
+            .register(collector)
             .expect("unique metric names");
-        metric
     }
 
     fn counter_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -259,7 +263,20 @@ impl Metrics {
                 "Admin API requests at the origin, by status class",
                 &["status"],
             ),
-            registry: r.registry,
+            registry: {
+                // Which build serves (a gauge at 1, by version), and the process's own CPU,
+                // memory, open files and threads (`process_*`, from /proc).
+                r.gauge_vec(
+                    "outpost_build_info",
+                    "The build of outpost this process runs (value 1), by version",
+                    &["version"],
+                )
+                .with_label_values(&[env!("CARGO_PKG_VERSION")])
+                .set(1);
+                #[cfg(target_os = "linux")]
+                r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+                r.registry
+            },
             names: r.names,
         }
     }
