@@ -158,7 +158,15 @@ async fn metrics_readiness_and_a_drain_that_tells_the_announcer_first() {
     drop(garbage);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    // Connections held open (they have sent nothing yet) are counted until they close.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(node.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let m = scrape(admin).await;
+    assert!(sample(&m, "outpost_connections_open") >= 3.0);
+    drop(held);
     let h1_ok = r#"outpost_requests_total{app="probe",protocol="h1",status="2xx",tls="true"}"#;
     assert!(sample(&m, h1_ok) >= 5.0, "{}", sample(&m, h1_ok));
     assert_eq!(

@@ -59,6 +59,9 @@ pub struct Metrics {
     /// `outpost_connections_closed_total`: connections closed for a deadline, by reason
     /// (`no_first_request`, `idle`).
     pub connections_closed: IntCounterVec,
+    /// `outpost_connections_open`: client connections open on this process's listeners
+    /// (from accept to close, the TLS handshake included).
+    pub connections_open: IntGauge,
     /// `outpost_connections_refused_total`: connections refused at accept, by reason
     /// (`per_client`).
     pub connections_refused: IntCounterVec,
@@ -211,6 +214,10 @@ impl Metrics {
                 "outpost_connections_closed_total",
                 "Connections the node closed for a deadline (no_first_request, idle)",
                 &["reason"],
+            ),
+            connections_open: r.gauge(
+                "outpost_connections_open",
+                "Client connections open on this process's listeners, TLS handshakes included",
             ),
             connections_refused: r.counter_vec(
                 "outpost_connections_refused_total",

@@ -94,6 +94,22 @@ fn builder(settings: &HttpSettings, protocol: Protocol) -> auto::Builder<TokioEx
     }
 }
 
+/// One open connection in `outpost_connections_open`, until dropped (however its task ends).
+struct OpenConnection;
+
+impl OpenConnection {
+    fn counted() -> OpenConnection {
+        metrics().connections_open.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics().connections_open.dec();
+    }
+}
+
 /// Serve HTTPS (or plain HTTP when `tls` is `None`) on `listener` until `shutdown`, then stop
 /// accepting and give in-flight requests up to the drain timeout.
 pub async fn serve<H: Handler>(
@@ -122,8 +138,10 @@ pub async fn serve<H: Handler>(
             tls.clone(),
             shutdown.clone(),
         );
+        let open = OpenConnection::counted();
         tokio::spawn(async move {
             serve_connection(stream, tls, handler, &settings, shutdown).await;
+            drop(open);
             drop(slot);
             drop(permit);
         });
