@@ -213,7 +213,16 @@ impl TestPostgres {
     /// starts it again on the same data and port.
     pub fn kill(&mut self) {
         if let Some(mut server) = self.server.take() {
+            // Its backends too, as a crash of the machine would take them: left alone, each
+            // notices the postmaster is gone only when it next waits, and may answer a query
+            // on its connection first.
+            let children = children_of(server.id());
             let _ = server.kill();
+            for child in children {
+                unsafe {
+                    libc::kill(child as i32, libc::SIGKILL);
+                }
+            }
             let _ = server.wait();
         }
     }
@@ -292,6 +301,28 @@ impl Drop for TestPostgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // "PID (COMMAND) STATE PPID ...": the command may hold spaces, so after its ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
 }
 
 /// The newest PostgreSQL server on the machine, as Debian lays them out.
