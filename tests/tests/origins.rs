@@ -56,6 +56,30 @@ fn assert_refused_as_unavailable(prefix: &str, sent: &[Sent]) {
     }
 }
 
+/// The probe deployed as `shop` (KV namespace `data`) and served by every node.
+async fn serve_the_probe(fleet: &Fleet) {
+    deploy_probe(fleet, "shop", &["*"]).await;
+    fleet
+        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
+        .await;
+}
+
+/// Deploy a second version of `shop` and wait until every node serves it: what `deploy`
+/// printed.
+async fn deploy_v2(fleet: &Fleet) -> String {
+    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
+    let out = fleet.cli(&app, &["deploy", "--activate"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    fleet
+        .wait_for_everywhere(
+            "/config?key=VERSION",
+            "config=v2 env=v2",
+            Duration::from_secs(20),
+        )
+        .await;
+    out.stdout
+}
+
 /// Every acknowledged write of every writer is on every running node.
 async fn every_acked_write_everywhere(fleet: &Fleet, runs: &[(String, Vec<Sent>)]) {
     for (prefix, sent) in runs {
@@ -123,10 +147,7 @@ fn report(runs: &[(String, Vec<Sent>)], failed_at: Duration) {
 async fn a_killed_origin_costs_seconds_of_writes_and_no_acknowledged_one() {
     let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start_on_postgres("pg-origins", 2, 3);
-    deploy_probe(&fleet, "shop", &["*"]).await;
-    fleet
-        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
-        .await;
+    serve_the_probe(&fleet).await;
     increments_through_both_origins_add_up(&fleet).await;
 
     // Each origin knows the nodes linked to it; the CLI shows the whole fleet.
@@ -151,10 +172,7 @@ async fn a_killed_origin_costs_seconds_of_writes_and_no_acknowledged_one() {
 async fn figures_at_a_thousand_writes_per_second() {
     let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start_on_postgres("pg-figures", 2, 3);
-    deploy_probe(&fleet, "shop", &["*"]).await;
-    fleet
-        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
-        .await;
+    serve_the_probe(&fleet).await;
     kill_an_origin_under_load(&mut fleet, 334).await;
 }
 
@@ -207,27 +225,15 @@ async fn kill_an_origin_under_load(fleet: &mut Fleet, per_node: u64) {
     every_acked_write_everywhere(fleet, &runs).await;
 
     // Deploys go on through the origin left.
-    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
-    let out = fleet.cli(&app, &["deploy", "--activate"]);
-    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("live on 3 nodes"), "{}", out.stdout);
-    fleet
-        .wait_for_everywhere(
-            "/config?key=VERSION",
-            "config=v2 env=v2",
-            Duration::from_secs(20),
-        )
-        .await;
+    let out = deploy_v2(fleet).await;
+    assert!(out.contains("live on 3 nodes"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_database_is_reconnected_to_and_loses_no_acknowledged_write() {
     let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start_on_postgres("pg-restart", 2, 2);
-    deploy_probe(&fleet, "shop", &["*"]).await;
-    fleet
-        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
-        .await;
+    serve_the_probe(&fleet).await;
 
     // The database crashes (kill -9, no checkpoint) under load and comes back 1.5 s later.
     const CRASH_AT: Duration = Duration::from_millis(2000);
@@ -255,16 +261,7 @@ async fn a_restarted_database_is_reconnected_to_and_loses_no_acknowledged_write(
     every_acked_write_everywhere(&fleet, &runs).await;
 
     // The registry reconnected too: a deploy goes through.
-    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
-    let out = fleet.cli(&app, &["deploy", "--activate"]);
-    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    fleet
-        .wait_for_everywhere(
-            "/config?key=VERSION",
-            "config=v2 env=v2",
-            Duration::from_secs(20),
-        )
-        .await;
+    deploy_v2(&fleet).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,10 +278,7 @@ async fn a_promoted_standby_takes_over_with_every_acknowledged_write() {
         standby.port()
     );
     let mut fleet = Fleet::start_on_database("pg-ha", 2, 2, primary, url);
-    deploy_probe(&fleet, "shop", &["*"]).await;
-    fleet
-        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
-        .await;
+    serve_the_probe(&fleet).await;
 
     // The primary dies under load (kill -9); the operator (here, the test) promotes the
     // standby, as Patroni or a runbook would.
@@ -318,26 +312,14 @@ async fn a_promoted_standby_takes_over_with_every_acknowledged_write() {
         );
     }
     every_acked_write_everywhere(&fleet, &runs).await;
-    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
-    let out = fleet.cli(&app, &["deploy", "--activate"]);
-    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    fleet
-        .wait_for_everywhere(
-            "/config?key=VERSION",
-            "config=v2 env=v2",
-            Duration::from_secs(20),
-        )
-        .await;
+    deploy_v2(&fleet).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_origin_moves_from_its_embedded_stores_into_postgresql() {
     let _alone = ONE_FLEET_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start("pg-migrate", 2);
-    deploy_probe(&fleet, "shop", &["*"]).await;
-    fleet
-        .wait_for_everywhere("/ok", "ok", Duration::from_secs(20))
-        .await;
+    serve_the_probe(&fleet).await;
     for i in 0..20 {
         let reply = kv(&fleet.client(i % 2), "set", &format!("key=before-{i}"), "v").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -399,14 +381,5 @@ async fn an_origin_moves_from_its_embedded_stores_into_postgresql() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let app = fleet.app_with_kv("shop", &probe(), &["*"], &[("VERSION", "v2")], &["data"]);
-    let out = fleet.cli(&app, &["deploy", "--activate"]);
-    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    fleet
-        .wait_for_everywhere(
-            "/config?key=VERSION",
-            "config=v2 env=v2",
-            Duration::from_secs(20),
-        )
-        .await;
+    deploy_v2(&fleet).await;
 }

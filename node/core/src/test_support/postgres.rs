@@ -40,17 +40,16 @@ impl TestPostgres {
             server: None,
         };
         let data = server.data_dir();
-        let initdb = server
-            .command("initdb")
-            .args(["-D"])
-            .arg(&data)
-            .args(["-U", "outpost", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .expect("running initdb");
-        assert!(
-            initdb.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&initdb.stderr)
+        run(
+            server.command("initdb").args(["-D"]).arg(&data).args([
+                "-U",
+                "outpost",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+            "initdb",
         );
         server.launch();
         server
@@ -71,25 +70,21 @@ impl TestPostgres {
             owner: primary.owner,
             server: None,
         };
-        let backup = standby
-            .command("pg_basebackup")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &primary.port.to_string(),
-                "-U",
-                "outpost",
-            ])
-            .arg("-D")
-            .arg(standby.data_dir())
-            .args(["-R", "-X", "stream", "--no-sync"])
-            .output()
-            .expect("running pg_basebackup");
-        assert!(
-            backup.status.success(),
-            "pg_basebackup failed: {}",
-            String::from_utf8_lossy(&backup.stderr)
+        run(
+            standby
+                .command("pg_basebackup")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary.port.to_string(),
+                    "-U",
+                    "outpost",
+                ])
+                .arg("-D")
+                .arg(standby.data_dir())
+                .args(["-R", "-X", "stream", "--no-sync"]),
+            "pg_basebackup",
         );
         standby.launch();
         standby
@@ -105,16 +100,11 @@ impl TestPostgres {
 
     /// Promote this standby to a primary (`pg_ctl promote`, which waits until it takes writes).
     pub fn promote(&self) {
-        let promoted = self
-            .command("pg_ctl")
-            .args(["promote", "-w", "-D"])
-            .arg(self.data_dir())
-            .output()
-            .expect("running pg_ctl promote");
-        assert!(
-            promoted.status.success(),
-            "pg_ctl promote failed: {}",
-            String::from_utf8_lossy(&promoted.stderr)
+        run(
+            self.command("pg_ctl")
+                .args(["promote", "-w", "-D"])
+                .arg(self.data_dir()),
+            "pg_ctl promote",
         );
     }
 
@@ -144,36 +134,31 @@ impl TestPostgres {
 
     /// Run one SQL statement with `psql`; panics with its error.
     pub fn sql(&self, statement: &str) -> String {
-        let ran = self
-            .command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "outpost",
-            ])
-            .args([
-                "-d",
-                "postgres",
-                "-X",
-                "-q",
-                "-t",
-                "-A",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-            ])
-            .arg(statement)
-            .output()
-            .expect("running psql");
-        assert!(
-            ran.status.success(),
-            "{statement}: {}",
-            String::from_utf8_lossy(&ran.stderr)
+        let ran = run(
+            self.command("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "outpost",
+                ])
+                .args([
+                    "-d",
+                    "postgres",
+                    "-X",
+                    "-q",
+                    "-t",
+                    "-A",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                ])
+                .arg(statement),
+            "psql",
         );
-        String::from_utf8_lossy(&ran.stdout).trim().to_string()
+        ran.trim().to_string()
     }
 
     /// `postgresql://` URL of the server's `postgres` database.
@@ -183,9 +168,8 @@ impl TestPostgres {
 
     /// Make a new, empty database `name` on the server: its `postgresql://` URL.
     pub fn create_database(&self, name: &str) -> String {
-        let made = self
-            .command("createdb")
-            .args([
+        run(
+            self.command("createdb").args([
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -193,13 +177,8 @@ impl TestPostgres {
                 "-U",
                 "outpost",
                 name,
-            ])
-            .output()
-            .expect("running createdb");
-        assert!(
-            made.status.success(),
-            "createdb {name} failed: {}",
-            String::from_utf8_lossy(&made.stderr)
+            ]),
+            "createdb",
         );
         format!("postgresql://outpost@127.0.0.1:{}/{name}", self.port)
     }
@@ -301,6 +280,20 @@ impl Drop for TestPostgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Run one of the server's binaries (`what`, for the message) to its end: its standard output;
+/// panics with its standard error if it fails.
+fn run(command: &mut Command, what: &str) -> String {
+    let ran = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        ran.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    String::from_utf8_lossy(&ran.stdout).into_owned()
 }
 
 /// The processes whose parent is `pid`, from /proc.
