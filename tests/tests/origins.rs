@@ -286,15 +286,21 @@ async fn a_promoted_standby_takes_over_with_every_acknowledged_write() {
     let writing = write_through_every_node(&fleet, CHECK_RATE_PER_NODE, Duration::from_secs(8));
     tokio::time::sleep(LOST_AT).await;
     fleet.database.as_mut().expect("the primary").kill();
+    let promoting = std::time::Instant::now();
     standby.promote();
+    // How long PostgreSQL takes to promote is its own affair (seconds on a loaded machine);
+    // what is the origins' is finding the new primary once it takes writes.
+    let promotion = promoting.elapsed();
     let runs = writing.await.unwrap();
     report(&runs, LOST_AT);
+    println!("the standby took {promotion:?} to promote");
     for (prefix, sent) in &runs {
         assert_refused_as_unavailable(prefix, sent);
         let resumed = resumed_after(sent, LOST_AT);
         assert!(
-            resumed < Duration::from_secs(5),
-            "{prefix}: writes resumed {resumed:?} after the primary died"
+            resumed < promotion + Duration::from_secs(5),
+            "{prefix}: writes resumed {resumed:?} after the primary died, \
+             the standby took {promotion:?} to promote"
         );
     }
     // Every write acknowledged before the primary died was on the standby already: it is in
