@@ -1,6 +1,7 @@
 //! Bringing a node up: KV, runtime, deployments, routes, TLS, listeners, the admin listener
-//! and the drain sequence. Shared by `outpost dev` (one app, dev certificate) and `outpost
-//! node` (several apps, operator certificates).
+//! and the drain sequence. Shared by `outpost dev` (its apps, a dev certificate, the KV API on
+//! its admin listener, apps replaced as they are rebuilt) and `outpost node` (operator
+//! certificates, usually a fleet).
 //!
 //! Stopping goes in order: readiness turns false and the drain hook runs (see
 //! [`outpost_edge::admin`]), the listeners stop accepting and finish their requests, then the cluster
@@ -8,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::embedded_kv;
+use crate::local_admin::LocalAdmin;
 use outpost_core::config::{
     AppSpec, HealthSettings, HttpSettings, OriginLink, Peering, PoolSettings, Tenancy, TlsCertSpec,
 };
@@ -27,7 +29,7 @@ use outpost_edge::fleet::Deployer;
 use outpost_edge::kv::NodeKv;
 use outpost_edge::server::front::FrontBuffering;
 use outpost_edge::server::handoff::{self, HandedOff, Inherited};
-use outpost_edge::server::{Edge, LiveRoutes, RedirectToHttps, routes};
+use outpost_edge::server::{Edge, LiveRoutes, RedirectToHttps, Routes, routes};
 use outpost_edge::tail_tap::TailTap;
 use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
 use outpost_net::head_proof::head_check;
@@ -61,6 +63,9 @@ pub struct LaunchSpec {
     pub cluster: Option<ClusterSpec>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin: Option<SocketAddr>,
+    /// Without a fleet, also serve the embedded KV authority's API (`/v1/kv/...`, no token)
+    /// on the admin listener, if that is bound to a loopback address.
+    pub local_kv_api: bool,
     /// The readiness hooks, the drain delay and the KV lag bound.
     pub health: HealthSettings,
     /// Log one line per request (target `outpost::access`).
@@ -106,6 +111,8 @@ pub struct Launched {
     pub admin: Option<SocketAddr>,
     /// The spec's apps, as deployed at start.
     pub apps: Vec<Started>,
+    /// Without a fleet: the apps, to replace one as it is rebuilt.
+    pub local: Option<LocalApps>,
     /// Ends once the listeners have drained, the links have stopped and the KV has closed;
     /// gives the handed-off listeners if a new process took them over.
     pub done: JoinHandle<Option<HandedOff>>,
@@ -134,35 +141,19 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
 
     let mut apps = Vec::new();
     for app in spec.apps {
-        let started = Instant::now();
-        let deployment = {
-            let runtime = runtime.clone();
-            let app = app.clone();
-            tokio::task::spawn_blocking(move || runtime.deploy(&app)).await??
-        };
-        let compile_millis = started.elapsed().as_millis();
-        tracing::info!(
-            app = %app.settings.name,
-            sha256 = %deployment.digest,
-            source = match deployment.origin { Origin::Cache => "cache", Origin::Compiled => "compiled" },
-            millis = compile_millis as u64,
-            "app deployed"
-        );
-        apps.push(Started {
-            spec: app,
-            deployment,
-            compile_millis,
-        });
+        apps.push(deploy(&runtime, app).await?);
     }
     outpost_runtime::memory::release_unused();
     let fixed: Vec<Arc<Deployment>> = apps.iter().map(|a| a.deployment.clone()).collect();
     let routes = Arc::new(LiveRoutes::new(routes::build(&fixed)?));
+    let mut local = None;
     // The links outlive the listeners, so requests draining can still reach the KV authority.
     let (stop_links, links_stop) = watch::channel(false);
     let mut link_tasks = Vec::new();
     let tap = Arc::new(TailTap::default());
     // Without a fleet, the KV's authority lives in this process.
     let mut embedded = None;
+    let mut local_kv_api = None;
     if let Some(ClusterSpec {
         link,
         node,
@@ -201,7 +192,13 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         )));
     } else {
         let authority = KvAuthority::start(&spec.data_dir.join("kv").join("authority.redb"))?;
+        local_kv_api = spec.local_kv_api.then(|| authority.clone());
         embedded = Some(embedded_kv::embed(&kv, authority, "local"));
+        local = Some(LocalApps {
+            runtime: runtime.clone(),
+            routes: routes.clone(),
+            deployments: Mutex::new(fixed),
+        });
     }
 
     let resolver = Arc::new(ReloadingResolver::load(spec.certs)?);
@@ -309,19 +306,32 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         )));
     }
     if let Some(listener) = admin_listener {
-        let handler = Arc::new(AdminHandler {
+        let node = AdminHandler {
             health,
             runtime,
             routes,
             kv: kv.progress.clone(),
+        };
+        let loopback = admin.is_some_and(|a| a.ip().is_loopback());
+        if local_kv_api.is_some() && !loopback {
+            tracing::warn!("the KV API is served on a loopback admin listener only");
+        }
+        serving.push(match local_kv_api.filter(|_| loopback) {
+            Some(kv) => tokio::spawn(serve(
+                listener,
+                None,
+                Arc::new(LocalAdmin { node, kv }),
+                spec.http,
+                listeners_stop,
+            )),
+            None => tokio::spawn(serve(
+                listener,
+                None,
+                Arc::new(node),
+                spec.http,
+                listeners_stop,
+            )),
         });
-        serving.push(tokio::spawn(serve(
-            listener,
-            None,
-            handler,
-            spec.http,
-            listeners_stop,
-        )));
     }
     let done = tokio::spawn(async move {
         for task in serving {
@@ -352,8 +362,72 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         plain,
         admin,
         apps,
+        local,
         done,
     })
+}
+
+/// Deploy `app` (compile it, or load it from the cache) in a blocking task.
+async fn deploy(runtime: &Arc<Runtime>, app: AppSpec) -> anyhow::Result<Started> {
+    let started = Instant::now();
+    let deployment = {
+        let runtime = runtime.clone();
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || runtime.deploy(&app)).await??
+    };
+    let compile_millis = started.elapsed().as_millis();
+    tracing::info!(
+        app = %app.settings.name,
+        sha256 = %deployment.digest,
+        source = match deployment.origin { Origin::Cache => "cache", Origin::Compiled => "compiled" },
+        millis = compile_millis as u64,
+        "app deployed"
+    );
+    Ok(Started {
+        spec: app,
+        deployment,
+        compile_millis,
+    })
+}
+
+/// The apps of a node that belongs to no fleet, which stay its apps until it stops; one can
+/// be replaced by a new build of itself (`outpost dev --watch`).
+pub struct LocalApps {
+    runtime: Arc<Runtime>,
+    routes: Arc<LiveRoutes>,
+    /// What the routes point at, in the order the apps were given (that order decides
+    /// which app keeps a route two claim).
+    deployments: Mutex<Vec<Arc<Deployment>>>,
+}
+
+impl LocalApps {
+    /// Deploy `app` in place of the app of the same name and route to it in one swap: new
+    /// requests go to it, requests already running finish on the old one, and no connection
+    /// is closed. On an error (the component does not compile, or its routes conflict) the
+    /// old one stays.
+    pub async fn replace(&self, app: AppSpec) -> anyhow::Result<Started> {
+        let started = deploy(&self.runtime, app).await?;
+        let name = &started.spec.settings.name;
+        {
+            let mut deployments = self.deployments.lock().expect("not poisoned");
+            let replaced: Vec<Arc<Deployment>> = deployments
+                .iter()
+                .map(|d| match &*d.app.name == name {
+                    true => started.deployment.clone(),
+                    false => d.clone(),
+                })
+                .collect();
+            anyhow::ensure!(
+                replaced.iter().any(|d| Arc::ptr_eq(d, &started.deployment)),
+                "no app {name:?} is served here"
+            );
+            let table: Routes = routes::build(&replaced)?;
+            self.routes.swap(table);
+            *deployments = replaced;
+        }
+        outpost_runtime::memory::release_unused();
+        Ok(started)
+    }
 }
 
 /// The listener for `role`: the one inherited from the process this one replaces, if it

@@ -10,3 +10,4 @@ pub mod cli;
 pub mod dev_cert;
 pub mod embedded_kv;
 pub mod launch;
+pub mod local_admin;

@@ -89,9 +89,9 @@ pub struct Outpost {
     pub cluster: Option<SocketAddr>,
     /// For `outpost dev`: the dev CA's certificate file.
     pub ca: Option<PathBuf>,
-    /// For `outpost node`: the admin listener (`/metrics`, `/healthz`, `/readyz`), if any.
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), if any.
     pub admin: Option<SocketAddr>,
-    /// For `outpost node`: the plain-HTTP serving listener (`[listen] plain`), if any.
+    /// The plain-HTTP serving listener (`outpost dev`'s, or a node's `[listen] plain`), if any.
     pub plain: Option<SocketAddr>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -150,30 +150,32 @@ pub struct Exited {
 }
 
 impl Outpost {
-    /// `outpost dev ARGS...` with `--listen 127.0.0.1:0`; ready once it prints its URL.
+    /// `outpost dev ARGS...` with every listener on a port of its own choosing; ready once it
+    /// prints its URLs and "Press Ctrl-C".
     pub fn dev(args: &[&str], data_dir: &Path) -> Result<Outpost, Exited> {
-        let mut full = vec!["dev", "--listen", "127.0.0.1:0", "--data-dir"];
+        let mut full = vec!["dev", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+        full.extend(["--admin", "127.0.0.1:0", "--data-dir"]);
         full.push(data_dir.to_str().expect("utf-8 path"));
         full.extend_from_slice(args);
         Self::start(&full, |out, _| {
-            let port = after(out, "https://localhost:")?
+            out.contains("Press Ctrl-C").then_some(())?;
+            let port = |line: &str| line.split('/').next()?.parse::<u16>().ok();
+            let on_loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+            let https = port(after(out, "\n  https://localhost:")?)?;
+            let ca = after(out, "CA certificate: ")?.lines().next()?.trim();
+            let http = after(out, "\n  http://localhost:")?.lines().next()?;
+            let http_port = port(http)?;
+            let admin = after(out, "metrics: http://")?
                 .split('/')
                 .next()?
-                .parse::<u16>()
+                .parse()
                 .ok()?;
-            let ca = after(out, "CA certificate: ")?
-                .lines()
-                .next()?
-                .trim()
-                .to_string();
-            let redirect = match after(out, "http://localhost:") {
-                Some(rest) => Some(rest.split('/').next()?.parse::<u16>().ok()?),
-                None => None,
-            };
-            out.contains("Press Ctrl-C").then_some(())?;
+            let redirects = http.contains("redirects to HTTPS");
             Some(Ready {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                redirect: redirect.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+                addr: on_loopback(https),
+                redirect: redirects.then(|| on_loopback(http_port)),
+                plain: (!redirects).then(|| on_loopback(http_port)),
+                admin: Some(admin),
                 ca: Some(PathBuf::from(ca)),
                 ..Ready::default()
             })

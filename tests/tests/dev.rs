@@ -1,9 +1,11 @@
 //! `outpost dev` end to end: the examples over HTTPS with HTTP/1.1 and HTTP/2, concurrency,
-//! the compile cache, the redirect listener.
+//! the compile cache, the redirect listener; several apps over plain HTTP, each on its
+//! `NAME.localhost`, with metrics and the KV seeded from the CLI; a build first, and with
+//! `--watch` a rebuild swapped in under an open connection.
 
 use std::time::Duration;
 
-use outpost_tests::client::{get, request};
+use outpost_tests::client::{Conn, get, request};
 use outpost_tests::{Client, Origin, Outpost, Proto, TempDir, wasm};
 
 fn example(name: &str) -> std::path::PathBuf {
@@ -14,7 +16,8 @@ fn example(name: &str) -> std::path::PathBuf {
 }
 
 fn dev(app: &std::path::Path, data: &TempDir, extra: &[&str]) -> (Outpost, Client) {
-    let mut args = vec![app.to_str().unwrap()];
+    // `wasm()` has built the examples; building first is tested below, with a build command.
+    let mut args = vec![app.to_str().unwrap(), "--no-build"];
     args.extend_from_slice(extra);
     let node =
         Outpost::dev(&args, data.path()).unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
@@ -26,7 +29,11 @@ fn dev(app: &std::path::Path, data: &TempDir, extra: &[&str]) -> (Outpost, Clien
 async fn hello_over_http1_and_http2() {
     let data = TempDir::new("hello");
     let (node, client) = dev(&example("hello"), &data, &[]);
-    assert!(node.stdout().contains("curl --cacert"), "{}", node.stdout());
+    assert!(
+        node.stdout().contains("try: curl http://localhost:"),
+        "{}",
+        node.stdout()
+    );
 
     for proto in [Proto::H1, Proto::H2] {
         let reply = client
@@ -226,7 +233,7 @@ async fn restart_loads_from_the_compile_cache() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_http_redirects_to_https() {
     let data = TempDir::new("redirect");
-    let (node, _client) = dev(&example("hello"), &data, &["--http", "127.0.0.1:0"]);
+    let (node, _client) = dev(&example("hello"), &data, &["--redirect"]);
     let redirect = node.redirect.expect("redirect listener");
 
     let stream = tokio::net::TcpStream::connect(redirect).await.unwrap();
@@ -252,4 +259,188 @@ async fn plain_http_redirects_to_https() {
         response.headers()["location"],
         format!("https://localhost:{}/a/b?c=d", node.addr.port()).as_str()
     );
+}
+
+/// One request over plain HTTP/1.1 on `conn`, to `host`.
+async fn on(conn: &mut Conn, host: &str, path: &str) -> outpost_tests::Reply {
+    conn.send(host, get(path))
+        .await
+        .unwrap_or_else(|e| panic!("GET {host}{path}: {e:#}"))
+}
+
+async fn plain_connection(addr: std::net::SocketAddr) -> Conn {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    Conn::H1(sender)
+}
+
+/// An app directory `dir/name` whose outpost.toml names `component` and ends with `extra`.
+fn app(dir: &TempDir, name: &str, component: &str, extra: &str) -> std::path::PathBuf {
+    dir.write(
+        &format!("{name}/outpost.toml"),
+        format!("name = \"{name}\"\ncomponent = {component:?}\nroutes = [\"*\"]\n{extra}"),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_cli() {
+    let apps = TempDir::new("dev-apps");
+    let hello = wasm("hello");
+    let probe = wasm("probe");
+    app(&apps, "hello", hello.to_str().unwrap(), "");
+    app(
+        &apps,
+        "shop",
+        probe.to_str().unwrap(),
+        "[kv]\nnamespaces = [\"data\"]\n",
+    );
+    let data = TempDir::new("dev-apps-data");
+    let node = Outpost::dev(&[apps.path().to_str().unwrap()], data.path())
+        .unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
+    let out = node.stdout();
+    assert!(out.contains("serving 2 apps"), "{out}");
+    assert!(
+        out.contains("note: route */* of shop is served by hello"),
+        "{out}"
+    );
+    assert!(out.contains("any other host: hello"), "{out}");
+    assert!(out.contains("KV: shop/data"), "{out}");
+
+    // Plain HTTP: each app on its name, the first one everywhere else.
+    let mut conn = plain_connection(node.plain.expect("a plain listener")).await;
+    assert_eq!(on(&mut conn, "shop.localhost", "/ok").await.text(), "ok");
+    let hello_says = on(&mut conn, "hello.localhost", "/ok").await.text();
+    assert!(hello_says.starts_with("hello from outpost"), "{hello_says}");
+    let elsewhere = on(&mut conn, "localhost", "/").await.text();
+    assert!(elsewhere.starts_with("hello from outpost"), "{elsewhere}");
+    // HTTPS too, on the same names (the dev certificate covers *.localhost).
+    let tls = Client::new(node.addr, &node.ca_pem());
+    let reply = tls
+        .send("shop.localhost", Proto::H2, get("/ok"))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "ok");
+
+    // The KV, seeded and read back from the CLI, is what the handler reads.
+    let data_dir = data.path().to_str().unwrap();
+    let local = [
+        "--local",
+        "--data-dir",
+        data_dir,
+        "--app",
+        "shop",
+        "-n",
+        "data",
+    ];
+    let kv = |command: &[&str]| {
+        let mut args = vec!["kv", command[0]];
+        args.extend_from_slice(&local);
+        args.extend_from_slice(&command[1..]);
+        let out = Outpost::run(&args);
+        assert!(out.status.success(), "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    kv(&["put", "greeting", "hi there"]);
+    assert_eq!(
+        on(&mut conn, "shop.localhost", "/kv/get?ns=data&key=greeting")
+            .await
+            .text(),
+        "hi there"
+    );
+    assert_eq!(kv(&["get", "greeting"]), "hi there");
+    assert_eq!(kv(&["list"]), "greeting\n");
+    kv(&["delete", "greeting"]);
+    assert_eq!(kv(&["list"]), "");
+
+    // Metrics on the printed URL, with the apps' requests in them.
+    let metrics = outpost_tests::client::plain(node.admin.unwrap(), get("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains("app=\"shop\""),
+        "{}",
+        metrics.text()
+    );
+
+    // No dev running from a directory: --local says so.
+    let elsewhere = TempDir::new("dev-none");
+    let out = Outpost::run(&[
+        "kv",
+        "list",
+        "--local",
+        "--data-dir",
+        elsewhere.path().to_str().unwrap(),
+        "--app",
+        "shop",
+        "-n",
+        "data",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("no `outpost dev` is running from"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_builds_first_then_swaps_each_rebuild_in_under_an_open_connection() {
+    let dir = TempDir::new("dev-watch");
+    // The build copies whichever component `which` names: a build step of the author's own.
+    let which = dir.write("site/which", wasm("hello").to_str().unwrap());
+    let site = app(
+        &dir,
+        "site",
+        "app.wasm",
+        "[build]\ncommand = 'cp \"$(cat which)\" app.wasm'\n",
+    );
+    let data = TempDir::new("dev-watch-data");
+    let node = Outpost::dev(&[site.to_str().unwrap(), "--watch"], data.path())
+        .unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
+    assert!(
+        node.stdout().contains("watching for changes"),
+        "{}",
+        node.stdout()
+    );
+    let mut conn = plain_connection(node.plain.unwrap()).await;
+    let first = on(&mut conn, "localhost", "/ok").await.text();
+    assert!(first.starts_with("hello from outpost"), "{first}");
+
+    let wait_for = |line: &'static str, times: usize| {
+        let node = &node;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while node.stdout().matches(line).count() < times {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no {line:?} within 30 s: {}",
+                    node.stdout()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // A change: rebuilt and served on the connection that was open all along.
+    std::fs::write(&which, wasm("probe").to_str().unwrap()).unwrap();
+    wait_for("site: new build live", 1).await;
+    assert_eq!(on(&mut conn, "localhost", "/ok").await.text(), "ok");
+
+    // A build that fails leaves the last good one serving.
+    std::fs::write(&which, "/no/such/component.wasm").unwrap();
+    wait_for("still serving the last good build", 1).await;
+    assert_eq!(on(&mut conn, "localhost", "/ok").await.text(), "ok");
+
+    // Fixed again: live again.
+    std::fs::write(&which, wasm("hello").to_str().unwrap()).unwrap();
+    wait_for("site: new build live", 2).await;
+    let back = on(&mut conn, "localhost", "/ok").await.text();
+    assert!(back.starts_with("hello from outpost"), "{back}");
 }

@@ -164,7 +164,7 @@ pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 }
 
 impl ApiError {
-    fn into_response(self) -> Response {
+    pub(super) fn into_response(self) -> Response {
         let mut body = json!({ "error": self.message });
         if let Some(field) = self.field {
             body["field"] = json!(field);
@@ -289,7 +289,7 @@ impl AdminApi {
             return Ok(response);
         }
         if let ["v1", "kv", rest @ ..] = segments.as_slice() {
-            return self.kv_request(rest, request).await;
+            return super::kv_api::kv_request(&self.kv, rest, request).await;
         }
         if let (&Method::GET, ["v1", "tail", app]) = (&method, segments.as_slice()) {
             return self.tail_request(app, request).await;

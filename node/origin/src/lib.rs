@@ -14,7 +14,7 @@ pub mod auth;
 pub mod components;
 pub mod database;
 pub mod kv;
-mod kv_api;
+pub mod kv_api;
 pub mod link;
 pub mod migrate;
 mod registry;

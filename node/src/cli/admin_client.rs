@@ -1,5 +1,6 @@
 //! The CLI's client for the origin's admin API: HTTPS with a bearer token, JSON answers, and
-//! one clear line when something goes wrong.
+//! one clear line when something goes wrong. Plain HTTP is allowed to this machine only (the
+//! admin listener of `outpost dev`), so no token crosses a network in clear.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use indicatif::ProgressBar;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -56,6 +58,8 @@ struct Target {
     host: String,
     port: u16,
     authority: String,
+    /// Over TLS (`https://`), else plain HTTP to this machine.
+    tls: bool,
 }
 
 impl Target {
@@ -63,24 +67,53 @@ impl Target {
         let uri: http::Uri = origin
             .parse()
             .map_err(|_| anyhow!("{origin:?} is not a URL such as https://origin:9443"))?;
-        if uri.scheme_str() != Some("https") {
-            bail!("the origin URL must start with https:// (got {origin:?})");
-        }
         let host = uri
             .host()
             .ok_or_else(|| anyhow!("{origin:?} has no host"))?
             .trim_matches(['[', ']'])
             .to_string();
-        let port = uri.port_u16().unwrap_or(443);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if loopback => false,
+            _ => bail!(
+                "the origin URL must start with https:// (http:// only to this machine) \
+                 (got {origin:?})"
+            ),
+        };
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Target {
             authority: format!("{}:{port}", uri.host().unwrap_or_default()),
             host,
             port,
+            tls,
         })
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 }
 
+/// A connection to an origin, over TLS or not.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
 impl AdminClient {
+    /// A client for the admin API at `url` alone, with no token: `outpost dev`'s.
+    pub(super) fn local(url: &str) -> anyhow::Result<Self> {
+        Ok(AdminClient {
+            origins: vec![Target::parse(url)?],
+            current: AtomicUsize::new(0),
+            token: None,
+            tls: Arc::new(client_tls(None)?),
+        })
+    }
+
     pub(super) fn new(args: &OriginArgs, from_app: Option<&DeployTarget>) -> anyhow::Result<Self> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let origin = args
@@ -190,15 +223,12 @@ impl AdminClient {
 
     /// The origin in use (the one that answered last), as a URL.
     pub(super) fn origin(&self) -> String {
-        let target = &self.origins[self.current.load(Ordering::Relaxed) % self.origins.len()];
-        format!("https://{}", target.authority)
+        self.origins[self.current.load(Ordering::Relaxed) % self.origins.len()].url()
     }
 
-    /// A TLS connection to the first origin that takes one, starting with the one that
-    /// answered last; the others only when it cannot be reached (nothing is sent before).
-    async fn connect(
-        &self,
-    ) -> anyhow::Result<(&Target, tokio_rustls::client::TlsStream<TcpStream>)> {
+    /// A connection to the first origin that takes one, starting with the one that answered
+    /// last; the others only when it cannot be reached (nothing is sent before).
+    async fn connect(&self) -> anyhow::Result<(&Target, Box<dyn Connection>)> {
         let first = self.current.load(Ordering::Relaxed);
         let mut errors = Vec::new();
         for i in (first..first + self.origins.len()).map(|i| i % self.origins.len()) {
@@ -207,16 +237,20 @@ impl AdminClient {
                 .map_err(|e| anyhow!("{:?}: {e}", target.host))?;
             let attempt = async {
                 let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-                TlsConnector::from(self.tls.clone())
+                if !target.tls {
+                    return Ok(Box::new(tcp) as Box<dyn Connection>);
+                }
+                let tls = TlsConnector::from(self.tls.clone())
                     .connect(name, tcp)
-                    .await
+                    .await?;
+                Ok::<_, std::io::Error>(Box::new(tls) as Box<dyn Connection>)
             };
             match attempt.await {
-                Ok(tls) => {
+                Ok(connection) => {
                     self.current.store(i, Ordering::Relaxed);
-                    return Ok((target, tls));
+                    return Ok((target, connection));
                 }
-                Err(e) => errors.push(format!("https://{}: {e}", target.authority)),
+                Err(e) => errors.push(format!("{}: {e}", target.url())),
             }
         }
         if let [only] = errors.as_slice() {
@@ -319,15 +353,11 @@ impl AdminClient {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (target, tls) = self.connect().await?;
-        let unreachable = |e: &dyn std::fmt::Display| {
-            anyhow!(
-                "cannot reach the origin at https://{}: {e}",
-                target.authority
-            )
-        };
+        let (target, connection) = self.connect().await?;
+        let unreachable =
+            |e: &dyn std::fmt::Display| anyhow!("cannot reach the origin at {}: {e}", target.url());
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            hyper::client::conn::http1::handshake(TokioIo::new(connection)).await?;
         tokio::spawn(connection);
         let mut request = http::Request::builder()
             .method(method)

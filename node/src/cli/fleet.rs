@@ -62,14 +62,20 @@ pub(super) fn resolve_app(
     app: Option<&str>,
     origin: &OriginArgs,
 ) -> anyhow::Result<(String, AdminClient)> {
+    let (app, local) = app_here(app)?;
+    let client = AdminClient::new(origin, local.as_ref().map(|s| &s.deploy))?;
+    Ok((app, client))
+}
+
+/// The app named, else the one of ./outpost.toml; and ./outpost.toml's app, if there is one.
+pub(super) fn app_here(app: Option<&str>) -> anyhow::Result<(String, Option<AppSpec>)> {
     let local = local_app(Path::new("."))?;
     let app = match (app, &local) {
         (Some(app), _) => app.to_string(),
         (None, Some(spec)) => spec.settings.name.clone(),
         (None, None) => bail!("no app given: name one, or run in an app directory"),
     };
-    let client = AdminClient::new(origin, local.as_ref().map(|s| &s.deploy))?;
-    Ok((app, client))
+    Ok((app, local))
 }
 
 pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {

@@ -1,4 +1,6 @@
-//! `outpost kv put|get|delete|list`: an app's KV namespaces through the origin's admin API.
+//! `outpost kv put|get|delete|list`: an app's KV namespaces through the origin's admin API, or
+//! with `--local` through the admin listener of the `outpost dev` running on this machine
+//! (the same API, asking no token).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use http_body_util::Full;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::admin_client::{AdminClient, OriginArgs};
-use super::fleet::resolve_app;
+use super::dev;
+use super::fleet::{app_here, resolve_app};
 
 #[derive(Subcommand)]
 pub(super) enum KvCommand {
@@ -63,17 +66,44 @@ pub(super) struct KvArgs {
     namespace: String,
     #[command(flatten)]
     origin: OriginArgs,
+    /// The KV of the `outpost dev` running on this machine, not an origin's.
+    #[arg(long, conflicts_with_all = ["origin", "token", "ca"])]
+    local: bool,
+    /// With --local: the data directory that `outpost dev` was given
+    /// [default: $OUTPOST_DATA_DIR, else ~/.local/share/outpost/dev].
+    #[arg(long, requires = "local")]
+    data_dir: Option<PathBuf>,
 }
 
 /// The client and the namespace's path on the admin API.
 fn connect(args: &KvArgs) -> anyhow::Result<(AdminClient, String)> {
-    let (app, client) = resolve_app(args.app.as_deref(), &args.origin)?;
+    let (app, client) = match args.local {
+        true => (
+            app_here(args.app.as_deref())?.0,
+            running_dev(args.data_dir.clone())?,
+        ),
+        false => resolve_app(args.app.as_deref(), &args.origin)?,
+    };
     let base = format!(
         "/v1/kv/{}/{}",
         utf8_percent_encode(&app, NON_ALPHANUMERIC),
         utf8_percent_encode(&args.namespace, NON_ALPHANUMERIC)
     );
     Ok((client, base))
+}
+
+/// A client for the admin listener of the `outpost dev` running from `data_dir`.
+fn running_dev(data_dir: Option<PathBuf>) -> anyhow::Result<AdminClient> {
+    let data_dir = dev::data_dir_or_default(data_dir);
+    let file = data_dir.join(dev::ADMIN_URL_FILE);
+    let url = std::fs::read_to_string(&file).map_err(|_| {
+        anyhow::anyhow!(
+            "no `outpost dev` is running from {} (start one; --local talks to it), or give its \
+             --data-dir",
+            data_dir.display()
+        )
+    })?;
+    AdminClient::local(url.trim())
 }
 
 fn value_path(base: &str, key: &str) -> String {

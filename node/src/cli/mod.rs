@@ -63,7 +63,8 @@ enum OriginAction {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve one app locally over HTTPS with a development certificate. No config needed.
+    /// Build apps and serve them on this machine (plain HTTP, and HTTPS with a development
+    /// certificate), KV embedded; --watch rebuilds on change. No config needed.
     Dev(dev::DevArgs),
     /// Run an edge node from a node.toml.
     Node {

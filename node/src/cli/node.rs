@@ -78,6 +78,8 @@ fn launch_spec(config: &NodeConfig, inherited: Inherited) -> LaunchSpec {
             peering: config.peering,
         }),
         admin: config.admin,
+        // An operator's node asks a token of every KV write: through its origin.
+        local_kv_api: false,
         health: config.health,
         access_log: config.access_log,
         tenancy: config.tenancy,

@@ -22,16 +22,7 @@ use outpost_core::config::{AppSpec, Language};
 
 pub(super) fn build(path: &Path) -> anyhow::Result<PathBuf> {
     let spec = AppSpec::load(path)?;
-    let dir = spec
-        .source
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
+    let dir = app_dir(&spec);
     if let Some(parent) = spec.component.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -64,6 +55,20 @@ pub(super) fn build(path: &Path) -> anyhow::Result<PathBuf> {
         &sha256_hex(&wasm)[..16]
     );
     Ok(spec.component)
+}
+
+/// The directory of the app's outpost.toml, where its build runs.
+pub(super) fn app_dir(spec: &AppSpec) -> PathBuf {
+    match spec.source.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether there is something to build the app from: `[build] command`, or sources whose
+/// language can be told. An outpost.toml that only names a component has none.
+pub(super) fn has_sources(spec: &AppSpec) -> bool {
+    spec.build.command.is_some() || language(spec, &app_dir(spec)).is_ok()
 }
 
 /// The app's language: `[build] language`, else what its files say.
