@@ -356,6 +356,10 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
     );
     assert_eq!(kv(&["get", "greeting"]), "hi there");
     assert_eq!(kv(&["list"]), "greeting\n");
+    let listed: outpost_core::api::KvKeys = serde_json::from_str(&kv(&["list", "--json"])).unwrap();
+    assert_eq!(listed.keys.len(), 1);
+    assert_eq!(listed.keys[0].name, "greeting");
+    assert!(listed.keys[0].version > 0 && listed.list_complete);
     kv(&["delete", "greeting"]);
     assert_eq!(kv(&["list"]), "");
 

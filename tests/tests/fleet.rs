@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use outpost_core::api;
 use outpost_tests::client::{Conn, get};
 use outpost_tests::fleet::{distinct_component, probe};
 use outpost_tests::{Fleet, Proto, TestCa};
@@ -193,6 +194,30 @@ async fn deploy_roll_out_refuse_and_roll_back_across_three_nodes() {
             .unwrap_or_else(|| panic!("{}", status.stdout));
         assert!(line.contains("yes") && line.contains("shop@1"), "{line}");
     }
+
+    // The same answers as JSON, in the admin API's own types.
+    let json = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = fleet.cli(&app, &args);
+        assert!(out.status.success(), "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    let detail: api::AppDetail = serde_json::from_str(&json(&["versions"])).unwrap();
+    assert_eq!(detail.app.active, Some(1));
+    assert_eq!(detail.versions.len(), 2);
+    assert_eq!(detail.versions[1].note.as_deref(), Some("second"));
+    assert!(!detail.config_hidden);
+    let status: api::FleetStatus = serde_json::from_str(&json(&["status"])).unwrap();
+    assert_eq!(status.nodes.len(), 3, "{status:?}");
+    for node in &status.nodes {
+        assert!(node.connected, "{node:?}");
+        assert_eq!(node.report.apps[0].live_version, Some(1), "{node:?}");
+    }
+    let active: api::ActiveVersion = serde_json::from_str(&json(&["activate", "2"])).unwrap();
+    assert_eq!((active.app.as_str(), active.active), ("shop", 2));
+    let active: api::ActiveVersion = serde_json::from_str(&json(&["rollback"])).unwrap();
+    assert_eq!(active.active, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,7 +378,8 @@ async fn tokens_and_cluster_certificates_keep_strangers_out() {
         }
     };
     let as_reader = app_json(&fleet.read_token).await;
-    assert!(as_reader.contains("\"VERSION\": null"), "{as_reader}");
+    assert!(as_reader.contains("\"VERSION\": \"\""), "{as_reader}");
+    assert!(as_reader.contains("\"config_hidden\": true"), "{as_reader}");
     assert!(!as_reader.contains("\"v1\""), "{as_reader}");
     let as_deployer = app_json(&fleet.token).await;
     assert!(as_deployer.contains("\"VERSION\": \"v1\""), "{as_deployer}");

@@ -14,6 +14,7 @@
 //! `outpost-router` and `outpost-kv`: the edge, the origin and the CLI build on it, and the
 //! fuzz targets link it alone.
 
+pub mod api;
 pub mod backoff;
 pub mod blobs;
 pub mod clock;

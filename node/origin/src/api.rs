@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Denied, Tokens};
@@ -36,6 +36,10 @@ use super::link::NodeDirectory;
 use super::registry::{Registry, RegistryError};
 use crate::components::{ComponentError, Components};
 use crate::tail::TailHub;
+use outpost_core::api::{
+    ActiveApp, ActiveVersion, AppDetail, AppList, AppSummary, BlobStored, Deleted, FleetStatus,
+    VersionCreated,
+};
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppManifest, Right, validate_name};
 use outpost_core::metrics::{metrics, status_class};
@@ -197,14 +201,6 @@ struct Rollback {
     version: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct AppSummary {
-    name: String,
-    active: Option<u64>,
-    versions: u64,
-    updated_at: u64,
-}
-
 impl Handler for AdminApi {
     type Body = ResponseBody;
 
@@ -318,7 +314,10 @@ impl AdminApi {
             (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256).await,
             (&Method::DELETE, ["v1", "apps", app]) => {
                 self.registry.delete_app(app).await?;
-                Ok((StatusCode::OK, json!({ "deleted": app })))
+                let deleted = Deleted {
+                    deleted: app.to_string(),
+                };
+                Ok((StatusCode::OK, json!(deleted)))
             }
             (&Method::PUT, ["v1", "blobs", sha256]) => {
                 let sha256 = sha256.to_string();
@@ -332,7 +331,11 @@ impl AdminApi {
                     "activate" => {
                         let Activate { version } = parse(&body)?;
                         self.registry.activate(&app, version).await?;
-                        Ok((StatusCode::OK, json!({ "app": app, "active": version })))
+                        let active = ActiveVersion {
+                            app,
+                            active: version,
+                        };
+                        Ok((StatusCode::OK, json!(active)))
                     }
                     "rollback" => {
                         let rollback: Rollback = if body.is_empty() {
@@ -341,7 +344,11 @@ impl AdminApi {
                             parse(&body)?
                         };
                         let version = self.registry.rollback(&app, rollback.version).await?;
-                        Ok((StatusCode::OK, json!({ "app": app, "active": version })))
+                        let active = ActiveVersion {
+                            app,
+                            active: version,
+                        };
+                        Ok((StatusCode::OK, json!(active)))
                     }
                     other => Err(ApiError::new(
                         StatusCode::NOT_FOUND,
@@ -358,15 +365,20 @@ impl AdminApi {
 
     fn status(&self) -> ApiResult {
         let state = self.registry.current_state();
-        let apps: Vec<_> = state
-            .releases
-            .iter()
-            .map(|r| json!({ "name": r.app, "active": r.version, "sha256": r.sha256 }))
-            .collect();
-        Ok((
-            StatusCode::OK,
-            json!({ "revision": state.revision, "apps": apps, "nodes": self.nodes.snapshot() }),
-        ))
+        let status = FleetStatus {
+            revision: state.revision,
+            apps: state
+                .releases
+                .iter()
+                .map(|r| ActiveApp {
+                    name: r.app.clone(),
+                    active: r.version,
+                    sha256: r.sha256.clone(),
+                })
+                .collect(),
+            nodes: self.nodes.snapshot(),
+        };
+        Ok((StatusCode::OK, json!(status)))
     }
 
     async fn list_apps(&self) -> ApiResult {
@@ -382,30 +394,32 @@ impl AdminApi {
                 updated_at: a.updated_at,
             })
             .collect();
-        Ok((StatusCode::OK, json!({ "apps": apps })))
+        Ok((StatusCode::OK, json!(AppList { apps })))
     }
 
     async fn show_app(&self, app: &str, reveal_config: bool) -> ApiResult {
-        let (record, versions) = self.registry.app(app).await?;
-        let mut versions = json!(versions);
+        let (record, mut versions) = self.registry.app(app).await?;
         if !reveal_config {
-            for version in versions.as_array_mut().into_iter().flatten() {
-                if let Some(config) = version["manifest"]["config"].as_object_mut() {
-                    config
-                        .values_mut()
-                        .for_each(|v| *v = serde_json::Value::Null);
-                }
+            for version in &mut versions {
+                version.manifest.config.values_mut().for_each(String::clear);
             }
         }
-        Ok((
-            StatusCode::OK,
-            json!({ "app": record, "versions": versions }),
-        ))
+        let detail = AppDetail {
+            app: record,
+            versions,
+            config_hidden: !reveal_config,
+        };
+        Ok((StatusCode::OK, json!(detail)))
     }
 
     async fn has_blob(&self, sha256: &str) -> ApiResult {
         if self.components.contains(sha256).await? {
-            Ok((StatusCode::OK, json!({ "sha256": sha256, "stored": true })))
+            let stored = BlobStored {
+                sha256: sha256.to_string(),
+                size: None,
+                stored: true,
+            };
+            Ok((StatusCode::OK, json!(stored)))
         } else {
             Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -442,10 +456,12 @@ impl AdminApi {
             ));
         }
         if self.components.contains(sha256).await? {
-            return Ok((
-                StatusCode::OK,
-                json!({ "sha256": sha256, "size": bytes.len(), "stored": false }),
-            ));
+            let there = BlobStored {
+                sha256: sha256.to_string(),
+                size: Some(bytes.len() as u64),
+                stored: false,
+            };
+            return Ok((StatusCode::OK, json!(there)));
         }
         let validator = self.validator.clone();
         let checked = {
@@ -467,10 +483,12 @@ impl AdminApi {
         }
         self.components.put(&bytes).await?;
         tracing::info!(sha256, size = bytes.len(), "component stored");
-        Ok((
-            StatusCode::CREATED,
-            json!({ "sha256": sha256, "size": bytes.len(), "stored": true }),
-        ))
+        let stored = BlobStored {
+            sha256: sha256.to_string(),
+            size: Some(bytes.len() as u64),
+            stored: true,
+        };
+        Ok((StatusCode::CREATED, json!(stored)))
     }
 
     async fn new_version(&self, app: &str, request: NewVersion) -> ApiResult {
@@ -529,10 +547,13 @@ impl AdminApi {
             activate = request.activate,
             "version created"
         );
-        Ok((
-            StatusCode::CREATED,
-            json!({ "app": app, "version": version.version, "sha256": version.sha256, "active": request.activate }),
-        ))
+        let created = VersionCreated {
+            app: app.to_string(),
+            version: version.version,
+            sha256: version.sha256,
+            active: request.activate,
+        };
+        Ok((StatusCode::CREATED, json!(created)))
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::api::{ApiError, Response, json_response};
 use super::kv::KvAuthority;
+use outpost_core::api::{Deleted, KvKey, KvKeys, KvStored};
 use outpost_core::clock::unix_millis;
 use outpost_core::config::{validate_name, validate_namespace_name};
 use outpost_kv::paging;
@@ -128,7 +129,10 @@ pub(super) async fn kv_request(
                         key: key.clone(),
                     };
                     kv.write_as_origin(op).await.map_err(write_error)?;
-                    Ok(json_response(StatusCode::OK, &json!({ "deleted": key })))
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!(Deleted { deleted: key }),
+                    ))
                 }
                 _ => Err(ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -217,10 +221,12 @@ async fn kv_put(
     };
     let ack = kv.write_as_origin(op).await.map_err(write_error)?;
     let version = ack.entries.first().map(|e| e.version);
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "key": key, "size": size, "version": version }),
-    ))
+    let stored = KvStored {
+        key,
+        size: size as u64,
+        version,
+    };
+    Ok(json_response(StatusCode::OK, &json!(stored)))
 }
 
 async fn kv_list(
@@ -254,21 +260,23 @@ async fn kv_list(
         .await
         .map_err(storage_error)?;
     let page = paging::page(fetched, limit, unix_millis());
-    let keys: Vec<_> = page
+    let keys = page
         .items
         .iter()
-        .map(|e| {
-            json!({
-                "name": e.key,
-                "expires_at_ms": e.expires_at_ms,
-                "metadata": e.metadata.as_ref().map(|m| String::from_utf8_lossy(m)),
-                "version": e.version,
-            })
+        .map(|e| KvKey {
+            name: e.key.clone(),
+            expires_at_ms: e.expires_at_ms,
+            metadata: e
+                .metadata
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(m).into_owned()),
+            version: e.version,
         })
         .collect();
-    let next = page.next;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "keys": keys, "list_complete": next.is_none(), "cursor": next }),
-    ))
+    let listed = KvKeys {
+        keys,
+        list_complete: page.next.is_none(),
+        cursor: page.next,
+    };
+    Ok(json_response(StatusCode::OK, &json!(listed)))
 }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use serde::Serialize;
 
 use super::Registry;
 use super::kv::{
@@ -15,6 +14,7 @@ use super::kv::{
 };
 use crate::components::Components;
 use crate::tail::TailHub;
+use outpost_core::api::NodeStatus;
 use outpost_core::clock::unix_millis;
 use outpost_core::wire::kv_frames as frames;
 use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
@@ -24,20 +24,10 @@ use outpost_net::cluster_tls::{protocol_version, verify_peer_name};
 use outpost_net::listener::ShutdownSignal;
 use outpost_net::listener::wait_for_shutdown;
 
-/// What the origin knows of one node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeEntry {
-    /// The node's name, as its cluster certificate proves.
-    pub name: String,
-    /// Whether at least one of its subscriptions is open now.
-    pub connected: bool,
-    /// The remote address of its latest subscription; empty until it has subscribed.
-    pub address: String,
-    /// Unix time in milliseconds of the last frame from the node.
-    pub last_contact_ms: u64,
-    /// What the node last said it runs; the default until its first report.
-    pub report: NodeReport,
-    #[serde(skip)]
+/// What the origin knows of one node: what it reports, and how many links it holds (it is
+/// connected while at least one of its subscriptions is open).
+struct NodeEntry {
+    status: NodeStatus,
     connections: u32,
 }
 
@@ -51,11 +41,10 @@ impl NodeDirectory {
     fn with<R>(&self, name: &str, change: impl FnOnce(&mut NodeEntry) -> R) -> R {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let entry = nodes.entry(name.to_string()).or_insert_with(|| NodeEntry {
-            name: name.to_string(),
-            connected: false,
-            address: String::new(),
-            last_contact_ms: 0,
-            report: NodeReport::default(),
+            status: NodeStatus {
+                name: name.to_string(),
+                ..NodeStatus::default()
+            },
             connections: 0,
         });
         change(entry)
@@ -64,33 +53,33 @@ impl NodeDirectory {
     fn connected(&self, name: &str, address: SocketAddr) {
         self.with(name, |e| {
             e.connections += 1;
-            e.connected = true;
-            e.address = address.to_string();
-            e.last_contact_ms = unix_millis();
+            e.status.connected = true;
+            e.status.address = address.to_string();
+            e.status.last_contact_ms = unix_millis();
         });
     }
 
     fn reported(&self, name: &str, report: NodeReport) {
         self.with(name, |e| {
-            e.report = report;
-            e.last_contact_ms = unix_millis();
+            e.status.report = report;
+            e.status.last_contact_ms = unix_millis();
         });
     }
 
     fn disconnected(&self, name: &str) {
         self.with(name, |e| {
             e.connections = e.connections.saturating_sub(1);
-            e.connected = e.connections > 0;
+            e.status.connected = e.connections > 0;
         });
     }
 
     /// Every node seen since the origin started, connected or not.
-    pub fn snapshot(&self) -> Vec<NodeEntry> {
+    pub fn snapshot(&self) -> Vec<NodeStatus> {
         self.nodes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .map(|e| e.status.clone())
             .collect()
     }
 }

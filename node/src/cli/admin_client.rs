@@ -15,13 +15,15 @@ use hyper_util::rt::TokioIo;
 use indicatif::ProgressBar;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use outpost_core::api::{FleetStatus, NodeStatus};
 use outpost_core::config::DeployTarget;
 
 /// Where the origin is and how to talk to it, from flags, then `outpost.toml`, then the
@@ -168,14 +170,14 @@ impl AdminClient {
     /// asks every origin at once and merges what those that answer within a few seconds say:
     /// every node (where it is connected, else where it was in contact last), and the apps
     /// from the origin at the newest revision. An error only if no origin answers.
-    pub(super) async fn fleet_status(&self) -> anyhow::Result<Value> {
+    pub(super) async fn fleet_status(&self) -> anyhow::Result<FleetStatus> {
         if self.origins.len() == 1 {
             return self.get("/v1/status").await;
         }
         let mut asked = tokio::task::JoinSet::new();
         for origin in self.each_origin() {
             asked.spawn(async move {
-                tokio::time::timeout(STATUS_PATIENCE, origin.get("/v1/status"))
+                tokio::time::timeout(STATUS_PATIENCE, origin.get::<FleetStatus>("/v1/status"))
                     .await
                     .unwrap_or_else(|_| {
                         Err(anyhow!(
@@ -185,7 +187,8 @@ impl AdminClient {
                     })
             });
         }
-        let (mut newest, mut nodes, mut errors) = (None::<Value>, Vec::<Value>::new(), Vec::new());
+        let (mut newest, mut nodes, mut errors) =
+            (None::<FleetStatus>, Vec::<NodeStatus>::new(), Vec::new());
         while let Some(answer) = asked.join_next().await {
             let status = match answer.context("a status task failed")? {
                 Ok(status) => status,
@@ -194,19 +197,15 @@ impl AdminClient {
                     continue;
                 }
             };
-            for node in status["nodes"].as_array().into_iter().flatten() {
-                let rank =
-                    |n: &Value| (n["connected"] == json!(true), n["last_contact_ms"].as_u64());
-                match nodes.iter_mut().find(|n| n["name"] == node["name"]) {
+            for node in &status.nodes {
+                let rank = |n: &NodeStatus| (n.connected, n.last_contact_ms);
+                match nodes.iter_mut().find(|n| n.name == node.name) {
                     Some(known) if rank(known) >= rank(node) => {}
                     Some(known) => *known = node.clone(),
                     None => nodes.push(node.clone()),
                 }
             }
-            if newest
-                .as_ref()
-                .is_none_or(|n| n["revision"].as_u64() < status["revision"].as_u64())
-            {
+            if newest.as_ref().is_none_or(|n| n.revision < status.revision) {
                 newest = Some(status);
             }
         }
@@ -216,8 +215,8 @@ impl AdminClient {
                 .next()
                 .unwrap_or_else(|| anyhow!("no origin answered")));
         };
-        nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        status["nodes"] = Value::Array(nodes);
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        status.nodes = nodes;
         Ok(status)
     }
 
@@ -259,7 +258,7 @@ impl AdminClient {
         bail!("cannot reach any origin: {}", errors.join("; "))
     }
 
-    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(
             http::Method::GET,
             path,
@@ -269,7 +268,11 @@ impl AdminClient {
         .await
     }
 
-    pub(super) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(super) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<T> {
         let bytes = Bytes::from(serde_json::to_vec(body)?);
         self.send(
             http::Method::POST,
@@ -280,7 +283,7 @@ impl AdminClient {
         .await
     }
 
-    pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(
             http::Method::DELETE,
             path,
@@ -291,12 +294,12 @@ impl AdminClient {
     }
 
     /// Upload bytes, advancing `progress` as they go out.
-    pub(super) async fn put_with_progress(
+    pub(super) async fn put_with_progress<T: DeserializeOwned>(
         &self,
         path: &str,
         bytes: Bytes,
         progress: ProgressBar,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<T> {
         let body = ProgressBody {
             data: bytes,
             sent: 0,
@@ -306,13 +309,13 @@ impl AdminClient {
             .await
     }
 
-    async fn send<B>(
+    async fn send<T: DeserializeOwned, B>(
         &self,
         method: http::Method,
         path: &str,
         content_type: &str,
         body: B,
-    ) -> anyhow::Result<Value>
+    ) -> anyhow::Result<T>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -384,21 +387,37 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    /// The JSON body of a success, or the origin's refusal as an error.
-    pub(super) fn json(self) -> anyhow::Result<Value> {
+    /// The JSON body of a success as the type the endpoint answers with, or the origin's
+    /// refusal as an error.
+    pub(super) fn json<T: DeserializeOwned>(self) -> anyhow::Result<T> {
         let status = self.status;
-        let value: Value = serde_json::from_slice(&self.body).with_context(|| {
-            format!("the origin answered {status} with something that is not JSON")
-        })?;
         if !status.is_success() {
-            let message = value["error"].as_str().unwrap_or("no reason given");
-            let field = value["field"]
-                .as_str()
-                .map(|f| format!(" (field {f})"))
-                .unwrap_or_default();
-            bail!("the origin refused ({}): {message}{field}", status.as_u16());
+            return Err(self.refusal());
         }
-        Ok(value)
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "the origin answered {status} with JSON this CLI cannot read (are both of \
+                 version {}?)",
+                env!("CARGO_PKG_VERSION")
+            )
+        })
+    }
+
+    /// The origin's refusal (`{"error": ..., "field": ...}`) as an error.
+    fn refusal(&self) -> anyhow::Error {
+        let status = self.status;
+        let value: Value = match serde_json::from_slice(&self.body) {
+            Ok(value) => value,
+            Err(_) => {
+                return anyhow!("the origin answered {status} with something that is not JSON");
+            }
+        };
+        let message = value["error"].as_str().unwrap_or("no reason given");
+        let field = value["field"]
+            .as_str()
+            .map(|f| format!(" (field {f})"))
+            .unwrap_or_default();
+        anyhow!("the origin refused ({}): {message}{field}", status.as_u16())
     }
 
     /// The raw body of a success, or the origin's refusal as an error.
@@ -406,7 +425,7 @@ impl Answer {
         if self.status.is_success() {
             Ok(self.body)
         } else {
-            self.json().map(|_| Bytes::new())
+            Err(self.refusal())
         }
     }
 }

@@ -9,9 +9,13 @@ use bytes::Bytes;
 use clap::Args;
 use http_body_util::Empty;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::admin_client::{AdminClient, OriginArgs};
+use super::output::Output;
+use outpost_core::api::{
+    ActiveVersion, AppDetail, BlobStored, Deleted, FleetStatus, VersionCreated,
+};
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::AppSpec;
 
@@ -31,6 +35,8 @@ pub(super) struct DeployArgs {
     timeout: u64,
     #[command(flatten)]
     origin: OriginArgs,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Args)]
@@ -40,6 +46,17 @@ pub(super) struct AppArgs {
     app: Option<String>,
     #[command(flatten)]
     origin: OriginArgs,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// `outpost status`: the origin(s), and how to print.
+#[derive(Args)]
+pub(super) struct StatusArgs {
+    #[command(flatten)]
+    origin: OriginArgs,
+    #[command(flatten)]
+    output: Output,
 }
 
 /// The app in `dir`'s outpost.toml: `None` if there is no such file, and its own error (file
@@ -102,8 +119,9 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             Empty::<Bytes>::new(),
         )
         .await?;
+    let output = args.output;
     match asked.status.as_u16() {
-        200 => println!("{app}: the origin has this component already"),
+        200 => output.say(&format!("{app}: the origin has this component already")),
         404 => {
             let bar = ProgressBar::new(wasm.len() as u64);
             bar.set_style(
@@ -112,7 +130,7 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 )
                 .expect("valid template"),
             );
-            client
+            let _: BlobStored = client
                 .put_with_progress(&blob, Bytes::from(wasm), bar)
                 .await?;
         }
@@ -120,21 +138,30 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         403 => bail!("the origin refused (403): the token lacks the Deploy right"),
         other => bail!("the origin answered {other} when asked for the component {sha256}"),
     }
-    let created = client
+    let created: VersionCreated = client
         .post(
             &format!("/v1/apps/{app}/versions"),
             &json!({ "component": sha256, "manifest": spec.manifest, "note": args.note, "activate": args.activate }),
         )
         .await?;
-    let version = created["version"]
-        .as_u64()
-        .context("the origin did not say which version it made")?;
-    println!("{app} version {version} (sha256 {})", &sha256[..16]);
-    if !args.activate {
-        println!("not active yet: outpost activate {version}");
-        return Ok(());
+    let version = created.version;
+    output.say(&format!(
+        "{app} version {version} (sha256 {})",
+        &sha256[..16]
+    ));
+    if args.activate {
+        wait_until_live(
+            &client,
+            &app,
+            version,
+            Duration::from_secs(args.timeout),
+            output,
+        )
+        .await?;
+    } else {
+        output.say(&format!("not active yet: outpost activate {version}"));
     }
-    wait_until_live(&client, &app, version, Duration::from_secs(args.timeout)).await
+    output.print(&created, |_| {})
 }
 
 /// Poll the fleet until every connected node serves `app` at `version`.
@@ -143,36 +170,33 @@ async fn wait_until_live(
     app: &str,
     version: u64,
     timeout: Duration,
+    output: Output,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let status = client.fleet_status().await?;
-        let nodes: Vec<&Value> = status["nodes"]
-            .as_array()
-            .map(|n| n.iter().filter(|n| n["connected"] == json!(true)).collect())
-            .unwrap_or_default();
+        let nodes: Vec<_> = status.nodes.iter().filter(|n| n.connected).collect();
         let mut waiting = Vec::new();
         for node in &nodes {
-            let name = node["name"].as_str().unwrap_or("?");
-            let entry = node["report"]["apps"]
-                .as_array()
-                .and_then(|apps| apps.iter().find(|a| a["app"] == json!(app)));
-            let live = entry.and_then(|e| e["live_version"].as_u64());
-            if live == Some(version) {
+            let entry = node.report.apps.iter().find(|a| a.app == app);
+            if entry.and_then(|e| e.live_version) == Some(version) {
                 continue;
             }
-            if let Some(error) = entry.and_then(|e| e["error"].as_str()) {
-                bail!("node {name} could not deploy {app} version {version}: {error}");
+            if let Some(error) = entry.and_then(|e| e.error.as_deref()) {
+                bail!(
+                    "node {} could not deploy {app} version {version}: {error}",
+                    node.name
+                );
             }
-            waiting.push(name.to_string());
+            waiting.push(node.name.clone());
         }
         if waiting.is_empty() {
-            println!(
+            output.say(&format!(
                 "live on {} node{} in {:.1} s",
                 nodes.len(),
                 if nodes.len() == 1 { "" } else { "s" },
                 started.elapsed().as_secs_f64()
-            );
+            ));
             return Ok(());
         }
         if started.elapsed() > timeout {
@@ -188,28 +212,27 @@ async fn wait_until_live(
 
 pub(super) async fn versions(args: AppArgs) -> anyhow::Result<()> {
     let (app, client) = app_and_client(&args)?;
-    let answer = client.get(&format!("/v1/apps/{app}")).await?;
-    let active = answer["app"]["active"].as_u64();
-    println!(
-        "{:<8} {:<7} {:<18} {:<20} NOTE",
-        "VERSION", "ACTIVE", "SHA256", "CREATED (UTC)"
-    );
-    for version in answer["versions"].as_array().into_iter().flatten() {
-        let number = version["version"].as_u64().unwrap_or(0);
+    let detail: AppDetail = client.get(&format!("/v1/apps/{app}")).await?;
+    args.output.print(&detail, |detail| {
         println!(
-            "{:<8} {:<7} {:<18} {:<20} {}",
-            number,
-            if Some(number) == active { "*" } else { "" },
-            version["sha256"]
-                .as_str()
-                .unwrap_or("")
-                .get(..16)
-                .unwrap_or(""),
-            utc(version["created_at"].as_u64().unwrap_or(0)),
-            version["note"].as_str().unwrap_or("")
+            "{:<8} {:<7} {:<18} {:<20} NOTE",
+            "VERSION", "ACTIVE", "SHA256", "CREATED (UTC)"
         );
-    }
-    Ok(())
+        for version in &detail.versions {
+            println!(
+                "{:<8} {:<7} {:<18} {:<20} {}",
+                version.version,
+                if Some(version.version) == detail.app.active {
+                    "*"
+                } else {
+                    ""
+                },
+                version.sha256.get(..16).unwrap_or(""),
+                utc(version.created_at),
+                version.note.as_deref().unwrap_or("")
+            );
+        }
+    })
 }
 
 #[derive(Args)]
@@ -222,14 +245,23 @@ pub(super) struct ActivateArgs {
 
 pub(super) async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
     let (app, client) = app_and_client(&args.app)?;
-    client
+    let output = args.app.output;
+    let active: ActiveVersion = client
         .post(
             &format!("/v1/apps/{app}/activate"),
             &json!({ "version": args.version }),
         )
         .await?;
-    println!("{app}: version {} is active", args.version);
-    wait_until_live(&client, &app, args.version, Duration::from_secs(60)).await
+    output.say(&format!("{app}: version {} is active", active.active));
+    wait_until_live(
+        &client,
+        &app,
+        active.active,
+        Duration::from_secs(60),
+        output,
+    )
+    .await?;
+    output.print(&active, |_| {})
 }
 
 #[derive(Args)]
@@ -246,14 +278,20 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         Some(version) => json!({ "version": version }),
         None => json!({}),
     };
-    let answer = client
+    let output = args.app.output;
+    let active: ActiveVersion = client
         .post(&format!("/v1/apps/{app}/rollback"), &body)
         .await?;
-    let version = answer["active"]
-        .as_u64()
-        .context("the origin did not say which version is active")?;
-    println!("{app}: rolled back to version {version}");
-    wait_until_live(&client, &app, version, Duration::from_secs(60)).await
+    output.say(&format!("{app}: rolled back to version {}", active.active));
+    wait_until_live(
+        &client,
+        &app,
+        active.active,
+        Duration::from_secs(60),
+        output,
+    )
+    .await?;
+    output.print(&active, |_| {})
 }
 
 /// `outpost delete`: which app, and whether it was confirmed beforehand.
@@ -271,9 +309,10 @@ pub(super) async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     if !args.yes {
         confirm_delete(&app)?;
     }
-    client.delete(&format!("/v1/apps/{app}")).await?;
-    println!("{app}: deleted; nodes stop serving it");
-    Ok(())
+    let deleted: Deleted = client.delete(&format!("/v1/apps/{app}")).await?;
+    args.app.output.print(&deleted, |_| {
+        println!("{app}: deleted; nodes stop serving it")
+    })
 }
 
 /// Ask for the app's name on a terminal; refuse without one (a script says `--yes`).
@@ -294,61 +333,47 @@ fn confirm_delete(app: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn status(args: OriginArgs) -> anyhow::Result<()> {
+pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let local = local_app(Path::new("."))?;
-    let client = AdminClient::new(&args, local.as_ref().map(|s| &s.deploy))?;
+    let client = AdminClient::new(&args.origin, local.as_ref().map(|s| &s.deploy))?;
     let status = client.fleet_status().await?;
-    println!(
-        "origin {} at revision {}",
-        client.origin(),
-        status["revision"]
-    );
+    args.output
+        .print(&status, |status| print_status(&client.origin(), status))
+}
+
+fn print_status(origin: &str, status: &FleetStatus) {
+    println!("origin {origin} at revision {}", status.revision);
     println!("\n{:<24} ACTIVE", "APP");
-    for app in status["apps"].as_array().into_iter().flatten() {
-        println!(
-            "{:<24} {}",
-            app["name"].as_str().unwrap_or("?"),
-            app["active"]
-        );
+    for app in &status.apps {
+        println!("{:<24} {}", app.name, app.active);
     }
     println!(
         "\n{:<16} {:<10} {:<14} APPS (live version)",
         "NODE", "CONNECTED", "LAST CONTACT"
     );
     let now_ms = outpost_core::clock::unix_millis();
-    for node in status["nodes"].as_array().into_iter().flatten() {
-        let apps: Vec<String> = node["report"]["apps"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    for node in &status.nodes {
+        let apps: Vec<String> = node
+            .report
+            .apps
+            .iter()
             .map(|a| {
-                let live = a["live_version"]
-                    .as_u64()
-                    .map_or("-".to_string(), |v| v.to_string());
-                match a["error"].as_str() {
-                    Some(error) => format!(
-                        "{}@{live} (error: {error})",
-                        a["app"].as_str().unwrap_or("?")
-                    ),
-                    None => format!("{}@{live}", a["app"].as_str().unwrap_or("?")),
+                let live = a.live_version.map_or("-".to_string(), |v| v.to_string());
+                match &a.error {
+                    Some(error) => format!("{}@{live} (error: {error})", a.app),
+                    None => format!("{}@{live}", a.app),
                 }
             })
             .collect();
-        let ago =
-            now_ms.saturating_sub(node["last_contact_ms"].as_u64().unwrap_or(0)) as f64 / 1000.0;
+        let ago = now_ms.saturating_sub(node.last_contact_ms) as f64 / 1000.0;
         println!(
             "{:<16} {:<10} {:<14} {}",
-            node["name"].as_str().unwrap_or("?"),
-            if node["connected"] == json!(true) {
-                "yes"
-            } else {
-                "no"
-            },
+            node.name,
+            if node.connected { "yes" } else { "no" },
             format!("{ago:.1} s ago"),
             apps.join(", ")
         );
     }
-    Ok(())
 }
 
 fn utc(unix: u64) -> String {

@@ -15,6 +15,8 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use super::admin_client::{AdminClient, OriginArgs};
 use super::dev;
 use super::fleet::{app_here, resolve_app};
+use super::output::Output;
+use outpost_core::api::{Deleted, KvKeys, KvStored};
 
 #[derive(Subcommand)]
 pub(super) enum KvCommand {
@@ -33,6 +35,8 @@ pub(super) enum KvCommand {
         /// Up to 1 KiB of text kept beside the value.
         #[arg(long)]
         metadata: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// Print a value (raw bytes, as stored) to stdout.
     Get {
@@ -45,14 +49,19 @@ pub(super) enum KvCommand {
         #[command(flatten)]
         at: KvArgs,
         key: String,
+        #[command(flatten)]
+        output: Output,
     },
-    /// List keys, one per line.
+    /// List keys, one per line (with --json: every key with its expiry, metadata and
+    /// version).
     List {
         #[command(flatten)]
         at: KvArgs,
         /// Only keys starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        output: Output,
     },
 }
 
@@ -139,6 +148,7 @@ pub(super) async fn run(command: KvCommand) -> anyhow::Result<()> {
             file,
             ttl,
             metadata,
+            output,
         } => {
             let (client, base) = connect(&at)?;
             let value = read_value(value, file.as_deref())?;
@@ -151,8 +161,7 @@ pub(super) async fn run(command: KvCommand) -> anyhow::Result<()> {
                 .map(|m| ("outpost-kv-metadata", m))
                 .into_iter()
                 .collect();
-            let size = value.len();
-            let stored = client
+            let stored: KvStored = client
                 .exchange(
                     Method::PUT,
                     &path,
@@ -162,10 +171,13 @@ pub(super) async fn run(command: KvCommand) -> anyhow::Result<()> {
                 )
                 .await?
                 .json()?;
-            eprintln!(
-                "stored {key:?} ({size} bytes, version {})",
-                stored["version"]
-            );
+            output.print(&stored, |stored| {
+                let version = stored.version.map_or("-".into(), |v| v.to_string());
+                eprintln!(
+                    "stored {:?} ({} bytes, version {version})",
+                    stored.key, stored.size
+                )
+            })?;
         }
         KvCommand::Get { at, key } => {
             let (client, base) = connect(&at)?;
@@ -183,15 +195,16 @@ pub(super) async fn run(command: KvCommand) -> anyhow::Result<()> {
             stdout.write_all(&value)?;
             stdout.flush()?;
         }
-        KvCommand::Delete { at, key } => {
+        KvCommand::Delete { at, key, output } => {
             let (client, base) = connect(&at)?;
-            client.delete(&value_path(&base, &key)).await?;
-            eprintln!("deleted {key:?}");
+            let deleted: Deleted = client.delete(&value_path(&base, &key)).await?;
+            output.print(&deleted, |d| eprintln!("deleted {:?}", d.deleted))?;
         }
-        KvCommand::List { at, prefix } => {
+        KvCommand::List { at, prefix, output } => {
             let (client, base) = connect(&at)?;
             let mut cursor: Option<String> = None;
             let mut stdout = std::io::stdout().lock();
+            let mut every = Vec::new();
             loop {
                 let mut path = format!(
                     "{base}/keys?prefix={}",
@@ -203,14 +216,29 @@ pub(super) async fn run(command: KvCommand) -> anyhow::Result<()> {
                         utf8_percent_encode(cursor, NON_ALPHANUMERIC)
                     ));
                 }
-                let page = client.get(&path).await?;
-                for key in page["keys"].as_array().into_iter().flatten() {
-                    writeln!(stdout, "{}", key["name"].as_str().unwrap_or_default())?;
+                let page: KvKeys = client.get(&path).await?;
+                // Text streams page by page; JSON is one document of every key.
+                match output.json {
+                    true => every.extend(page.keys),
+                    false => {
+                        for key in &page.keys {
+                            writeln!(stdout, "{}", key.name)?;
+                        }
+                    }
                 }
-                match page["cursor"].as_str() {
-                    Some(next) => cursor = Some(next.to_string()),
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
                     None => break,
                 }
+            }
+            drop(stdout);
+            if output.json {
+                let listed = KvKeys {
+                    keys: every,
+                    list_complete: true,
+                    cursor: None,
+                };
+                output.print(&listed, |_| {})?;
             }
         }
     }

@@ -10,6 +10,7 @@ mod kv;
 mod log_queue;
 mod node;
 mod origin;
+mod output;
 mod scaffold;
 mod tail;
 
@@ -112,7 +113,7 @@ enum Command {
     /// Remove an app from the fleet (asks for its name first; `--yes` in scripts).
     Delete(fleet::DeleteArgs),
     /// The fleet: apps and their active versions, nodes and what they serve.
-    Status(admin_client::OriginArgs),
+    Status(fleet::StatusArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell, e.g.
     /// `outpost completions bash > /etc/bash_completion.d/outpost`.
     Completions {

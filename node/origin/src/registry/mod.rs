@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use outpost_core::api::{AppRecord, VersionRecord};
 use outpost_core::clock::unix_secs;
 use outpost_core::config::AppManifest;
 use outpost_core::wire::{DesiredState, Release};
@@ -30,39 +31,6 @@ use rules::Outcome;
 
 /// How often an origin on PostgreSQL reads the revision again even without a notification.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
-
-/// An app as stored: its active version and activation history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppRecord {
-    /// The app's name, also its key in the registry.
-    pub name: String,
-    /// The version nodes should run; `None` until a version is activated.
-    pub active: Option<u64>,
-    /// Versions activated, oldest first; the last is the active one. Rollback walks it back.
-    pub history: Vec<u64>,
-    /// The number the next version gets; versions count up from 1.
-    pub next_version: u64,
-    /// Unix time in seconds of its first version.
-    pub created_at: u64,
-    /// Unix time in seconds of the last new version or change of active version.
-    pub updated_at: u64,
-}
-
-/// One uploaded version of an app; versions are kept until the app is deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionRecord {
-    /// Its number within the app, from 1.
-    pub version: u64,
-    /// The component's sha256 in lowercase hex, its name in the blob store.
-    pub sha256: String,
-    /// The manifest it was deployed with.
-    pub manifest: AppManifest,
-    /// Unix time in seconds it was created.
-    pub created_at: u64,
-    /// Free text given at deploy time, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
