@@ -11,3 +11,4 @@ pub mod dev_cert;
 pub mod embedded_kv;
 pub mod launch;
 pub mod local_admin;
+pub mod service_manager;

@@ -192,8 +192,22 @@ impl Outpost {
         Self::node_in(None, config, extra)
     }
 
+    /// `outpost node --config FILE` with `envs` set in its environment (and only its own).
+    pub fn node_with_env(config: &Path, envs: &[(&str, &str)]) -> Result<Outpost, Exited> {
+        Self::node_command(None, config, &[], envs)
+    }
+
     /// The same, inside network namespace `netns` if given (`ip netns exec`).
     pub fn node_in(netns: Option<&str>, config: &Path, extra: &[&str]) -> Result<Outpost, Exited> {
+        Self::node_command(netns, config, extra, &[])
+    }
+
+    fn node_command(
+        netns: Option<&str>,
+        config: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Outpost, Exited> {
         let config = config.to_str().expect("utf-8 path");
         let mut command = match netns {
             Some(netns) => {
@@ -203,7 +217,10 @@ impl Outpost {
             }
             None => Command::new(outpost_bin()),
         };
-        command.args(["node", "--config", config]).args(extra);
+        command
+            .args(["node", "--config", config])
+            .args(extra)
+            .envs(envs.iter().copied());
         Self::start_command(command, |_, err| {
             if let Some(ready) = err.lines().find_map(json_serving_line) {
                 return Some(ready);

@@ -216,6 +216,34 @@ async fn metrics_readiness_and_a_drain_that_tells_the_announcer_first() {
         .filter(|k| k.starts_with(r#"outpost_app_live{app="probe",sha256=""#))
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
+    // No request waits for a slot; each served certificate says when it expires.
+    assert_eq!(sample(&m, "outpost_pool_queue_depth"), 0.0);
+    let expiry: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(r#"outpost_tls_certificate_expiry_timestamp_seconds{cert=""#)
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    let now = outpost_core::clock::unix_secs() as f64;
+    assert!(
+        expiry.len() == 1 && expiry[0] > now + 86_400.0,
+        "{expiry:?}"
+    );
+    // A fetch outside the app's allow-list is counted as refused.
+    let fetched = client
+        .get("/fetch?url=https://not-allowed.example/")
+        .await
+        .unwrap();
+    assert_ne!(fetched.status, 200);
+    let after = scrape(admin).await;
+    assert_eq!(
+        sample(
+            &after,
+            r#"outpost_outbound_requests_total{app="probe",outcome="refused"}"#
+        ),
+        1.0
+    );
     // Which build serves, and the process's own resources.
     let build = format!(
         r#"outpost_build_info{{version="{}"}}"#,
@@ -546,4 +574,38 @@ async fn json_logs_have_one_line_per_request() {
     assert!(entry["request_id"].is_string(), "{line}");
     assert!(entry["micros"].as_u64().is_some() && entry["guest_us"].as_u64().is_some());
     assert!(node.terminate(Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_hears_ready_once_the_node_serves_and_stopping_when_it_drains() {
+    let setup = Setup::new("ops-notify", "");
+    // systemd's side of `Type=notify`: a datagram socket named by NOTIFY_SOCKET.
+    let socket = setup.path("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let node = Outpost::node_with_env(
+        &setup.config,
+        &[("NOTIFY_SOCKET", socket.to_str().unwrap())],
+    )
+    .unwrap_or_else(|e| panic!("outpost node failed: {e:?}"));
+    let mut message = [0u8; 512];
+    let read = |listener: &std::os::unix::net::UnixDatagram, message: &mut [u8]| {
+        let n = listener.recv(message).expect("a notification within 20 s");
+        String::from_utf8_lossy(&message[..n]).into_owned()
+    };
+    let ready = read(&listener, &mut message);
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"),
+        "{ready:?}"
+    );
+    // It was serving when it said so.
+    let client = Client::new(node.addr, setup.ca.pem());
+    assert_eq!(client.get("/ok").await.unwrap().status, 200);
+
+    node.signal_terminate();
+    let stopping = read(&listener, &mut message);
+    assert_eq!(stopping, "STOPPING=1\nSTATUS=draining\n");
+    assert!(node.wait(Duration::from_secs(30)).success());
 }

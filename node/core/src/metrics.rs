@@ -51,6 +51,21 @@ pub struct Metrics {
     pub pool_slots_in_use: IntGauge,
     /// `outpost_instance_memory_bytes`: linear memory held by live instances, in bytes.
     pub instance_memory: IntGauge,
+    /// `outpost_pool_queue_depth`: requests waiting for a pool slot right now.
+    pub pool_queue_depth: IntGauge,
+    /// `outpost_pool_wait_seconds`: how long a request that found no slot free waited for
+    /// one (whether it got one or was refused), by pool (`node`, or `app` for an app's share).
+    pub pool_wait_seconds: HistogramVec,
+    /// `outpost_outbound_requests_total`: handlers' outbound requests, by app and outcome
+    /// (`ok`: a response came; `refused`: the node's rules stopped it; `failed`: resolving,
+    /// connecting, TLS or the first byte failed or timed out).
+    pub outbound_requests: IntCounterVec,
+    /// `outpost_outbound_duration_seconds`: from an outbound request being sent to its
+    /// response head, by app.
+    pub outbound_seconds: HistogramVec,
+    /// `outpost_tls_certificate_expiry_timestamp_seconds`: when each served certificate
+    /// expires (its leaf's notAfter, Unix seconds), by certificate file.
+    pub certificate_expiry: IntGaugeVec,
     /// `outpost_tls_handshakes_total`: TLS handshakes completed.
     pub tls_handshakes: IntCounter,
     /// `outpost_tls_handshake_failures_total`: TLS handshakes that failed, by reason (`error`,
@@ -201,6 +216,29 @@ impl Metrics {
             ),
             instance_memory: r.gauge("outpost_instance_memory_bytes",
                 "Linear memory held by live instances, against [pool] memory_budget_mb",
+            ),
+            pool_queue_depth: r.gauge("outpost_pool_queue_depth",
+                "Requests waiting for an instance pool slot right now",
+            ),
+            pool_wait_seconds: r.histogram_vec("outpost_pool_wait_seconds",
+                "How long a request that found no slot free waited (got one or was refused), by pool (node, app)",
+                &["pool"],
+                LATENCY_BUCKETS,
+            ),
+            outbound_requests: r.counter_vec(
+                "outpost_outbound_requests_total",
+                "Handlers' outbound requests, by app and outcome (ok, refused, failed)",
+                &["app", "outcome"],
+            ),
+            outbound_seconds: r.histogram_vec("outpost_outbound_duration_seconds",
+                "From an outbound request being sent to its response head, by app",
+                &["app"],
+                LATENCY_BUCKETS,
+            ),
+            certificate_expiry: r.gauge_vec(
+                "outpost_tls_certificate_expiry_timestamp_seconds",
+                "When each served TLS certificate expires (its leaf's notAfter, Unix seconds), by certificate file",
+                &["cert"],
             ),
             tls_handshakes: r.counter("outpost_tls_handshakes_total",
                 "TLS handshakes completed",
@@ -397,36 +435,69 @@ mod tests {
         assert_eq!(status_class(700), "5xx");
     }
 
-    /// The Grafana dashboard shipped in node/deploy queries only metrics that exist.
+    /// The Grafana dashboard shipped in node/deploy queries only metrics that exist, each
+    /// query narrowed by its `instance` variable (and `app`, where the metric has the label).
     #[test]
     fn the_dashboard_uses_these_names() {
         let dashboard = include_str!("../../deploy/grafana/outpost-dashboard.json");
         let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let variables: Vec<&str> = json["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(variables, ["datasource", "instance", "app"]);
         let mut used = Vec::new();
         for panel in json["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {
                 let expr = target["expr"].as_str().unwrap();
-                let mut rest = expr;
-                while let Some(at) = rest.find("outpost_") {
-                    let name: String = rest[at..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    rest = &rest[at + name.len()..];
-                    used.push(name);
+                assert!(expr.contains(r#"instance=~"$instance""#), "{expr}");
+                if expr.contains("by (app") || expr.contains("outpost_app_live") {
+                    assert!(expr.contains(r#"app=~"$app""#), "{expr}");
                 }
+                used.extend(metric_names_in(expr));
             }
         }
         assert!(used.len() > 10, "{used:?}");
+        assert_exported(&used, "the dashboard");
+    }
+
+    /// The alert rules shipped in node/deploy are over metrics that exist (promtool, in
+    /// `.ci/run`, checks their syntax and runs their tests).
+    #[test]
+    fn the_alert_rules_use_these_names() {
+        let rules = include_str!("../../deploy/prometheus/outpost-alerts.yml");
+        let used = metric_names_in(rules);
+        assert!(used.len() > 10, "{used:?}");
+        assert_exported(&used, "the alert rules");
+    }
+
+    /// Every `outpost_...` name in `text`.
+    fn metric_names_in(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("outpost_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.push(name);
+        }
+        names
+    }
+
+    fn assert_exported(used: &[String], by: &str) {
         let known = metrics().names();
         for name in used {
             let family = ["_bucket", "_count", "_sum"]
                 .iter()
                 .find_map(|suffix| name.strip_suffix(suffix))
-                .unwrap_or(&name);
+                .unwrap_or(name);
             assert!(
                 known.iter().any(|k| k == family),
-                "the dashboard queries {name}, which the node does not export"
+                "{by} use {name}, which the node does not export"
             );
         }
     }

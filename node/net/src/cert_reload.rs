@@ -2,7 +2,8 @@
 //! (and at once on SIGHUP) and, when they changed, loaded into a new resolver that takes over
 //! for new handshakes. Connections already open keep the certificate they started with. A new
 //! set that does not load (a bad PEM, a key that does not match) is refused with a log line,
-//! and the old one keeps serving.
+//! and the old one keeps serving. Each set that loads publishes when its certificates expire
+//! (`outpost_tls_certificate_expiry_timestamp_seconds`), for an alert well before they do.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,27 @@ use rustls::sign::CertifiedKey;
 use crate::listener::{ShutdownSignal, wait_for_shutdown};
 use crate::tls::SniResolver;
 use outpost_core::config::TlsCertSpec;
+
+/// Set each certificate file's expiry gauge to its leaf's notAfter.
+fn publish_expiry(specs: &[TlsCertSpec]) {
+    let gauge = &outpost_core::metrics::metrics().certificate_expiry;
+    for spec in specs {
+        let cert = spec.cert.display().to_string();
+        match leaf_not_after(&spec.cert) {
+            Some(at) => gauge.with_label_values(&[cert.as_str()]).set(at),
+            None => tracing::warn!("cannot read the expiry date of {cert}"),
+        }
+    }
+}
+
+/// When the first certificate in the PEM file `path` expires, in Unix seconds.
+pub fn leaf_not_after(path: &std::path::Path) -> Option<i64> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let leaf = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
 
 /// How often the files are checked.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -31,6 +53,7 @@ impl ReloadingResolver {
     /// Load every certificate and key in `specs`; fails if any of them does not load.
     pub fn load(specs: Vec<TlsCertSpec>) -> anyhow::Result<Self> {
         let resolver = SniResolver::load(&specs)?;
+        publish_expiry(&specs);
         Ok(ReloadingResolver {
             specs,
             current: ArcSwap::from_pointee(resolver),
@@ -41,6 +64,7 @@ impl ReloadingResolver {
     pub fn reload(&self) -> anyhow::Result<()> {
         let resolver = SniResolver::load(&self.specs)?;
         self.current.store(Arc::new(resolver));
+        publish_expiry(&self.specs);
         Ok(())
     }
 
@@ -96,5 +120,35 @@ pub async fn watch_certificates(resolver: Arc<ReloadingResolver>, mut shutdown: 
                 "new TLS certificates refused, still serving the previous ones: {err:#}"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, Usage};
+
+    #[test]
+    fn a_loaded_set_publishes_when_each_certificate_expires() {
+        let dir = outpost_core::test_support::temp_dir("cert-expiry");
+        let ca = CertAuthority::load_or_create(&dir, "ca", "test CA").unwrap();
+        let (cert, key) = ca
+            .issue(&dir, "leaf", &["a.example".into()], Usage::Server, 30)
+            .unwrap();
+        let in_30_days = outpost_core::clock::unix_secs() as i64 + 30 * 86_400;
+        let at = leaf_not_after(&cert).unwrap();
+        assert!((at - in_30_days).abs() < 120, "{at} vs {in_30_days}");
+
+        let spec = TlsCertSpec {
+            hosts: vec!["a.example".into()],
+            cert: cert.clone(),
+            key,
+        };
+        ReloadingResolver::load(vec![spec]).unwrap();
+        let gauge = outpost_core::metrics::metrics()
+            .certificate_expiry
+            .with_label_values(&[cert.display().to_string().as_str()]);
+        assert_eq!(gauge.get(), at);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -276,12 +276,18 @@ impl WasiHttpHooks for OutboundHooks {
             .authority()
             .map(|a| a.as_str().to_string())
             .unwrap_or_default();
+        let counted = |outcome: &str| {
+            outpost_core::metrics::metrics()
+                .outbound_requests
+                .with_label_values(&[&self.app.name, outcome])
+        };
         let refuse = |why: &str, code: ErrorCode| -> Box<dyn Future<Output = SendResult> + Send> {
             tracing::warn!(
                 app = %self.app.name,
                 request_id = %self.request_id,
                 "outbound request to {scheme}://{authority} denied: {why}"
             );
+            counted("refused").inc();
             Box::new(async move { Err(code.into()) })
         };
         if !self.app.outbound.allows(&scheme, &authority) {
@@ -328,6 +334,10 @@ impl WasiHttpHooks for OutboundHooks {
         let share = self.app.shares.outbound.clone();
         let wait = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
         let (app, request_id) = (self.app.name.clone(), self.request_id);
+        let (ok, refused, failed) = (counted("ok"), counted("refused"), counted("failed"));
+        let took = outpost_core::metrics::metrics()
+            .outbound_seconds
+            .with_label_values(&[&self.app.name]);
         Box::new(async move {
             let Ok(Ok(permit)) = tokio::time::timeout(wait, share.acquire_owned()).await else {
                 tracing::warn!(
@@ -336,9 +346,26 @@ impl WasiHttpHooks for OutboundHooks {
                     "outbound request to {scheme}://{authority} failed: the app had as many \
                      outbound connections open as the node allows for {wait:?}"
                 );
+                refused.inc();
                 return Err(ErrorCode::ConnectionLimitReached.into());
             };
-            super::egress::send(request, options, policy, permit).await
+            let timer = took.start_timer();
+            let sent = super::egress::send(request, options, policy, permit).await;
+            match &sent {
+                Ok(_) => {
+                    timer.observe_duration();
+                    ok.inc();
+                }
+                Err(wasmtime_wasi_http::Error::DestinationIpProhibited) => {
+                    timer.stop_and_discard();
+                    refused.inc();
+                }
+                Err(_) => {
+                    timer.stop_and_discard();
+                    failed.inc();
+                }
+            }
+            sent
         })
     }
 }

@@ -132,7 +132,12 @@ impl Runtime {
         let (engine, compile, layout) = engine::build_engine(pool)?;
         let linker = linker::build(&engine)?;
         let cache = ComponentCache::new(cache_dir, &engine, compile)?;
-        let gate = PoolGate::new(pool.instances as usize, pool.max_queued, pool.queue_timeout);
+        let gate = PoolGate::new(
+            pool.instances as usize,
+            pool.max_queued,
+            pool.queue_timeout,
+            "node",
+        );
         let idle = Arc::new(IdleRegistry::default());
         let memory_budget = pool.memory_budget_bytes.unwrap_or_else(|| {
             crate::memory::machine_bytes()
@@ -185,6 +190,11 @@ impl Runtime {
         self.gate.in_use()
     }
 
+    /// Requests waiting for a pool slot right now.
+    pub fn pool_queue_depth(&self) -> usize {
+        self.gate.waiting()
+    }
+
     /// Pool slots in all.
     pub fn pool_instances(&self) -> u32 {
         self.gate.capacity() as u32
@@ -213,6 +223,7 @@ impl Runtime {
                         self.share_size,
                         self.share_size,
                         self.queue_timeout,
+                        "app",
                     )),
                     outbound: Arc::new(tokio::sync::Semaphore::new(
                         self.egress.load().max_concurrent_per_app,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::launch::{ClusterSpec, LaunchSpec, launch};
+use crate::service_manager;
 use outpost_core::config::NodeConfig;
 use outpost_edge::server::handoff::{self, Inherited};
 use outpost_net::listener::ShutdownSignal;
@@ -34,6 +35,7 @@ pub(super) async fn run(
     } else {
         Inherited::default()
     };
+    service_manager::stopping_on(shutdown.clone());
     // Serve; after a hand-off, exit once the new process serves, or serve again on the
     // listeners it hands back by failing first.
     loop {
@@ -47,6 +49,7 @@ pub(super) async fn run(
             local_apps = launched.apps.len(),
             "serving"
         );
+        service_manager::ready(&format!("serving on {}", launched.https));
         let handed_off = launched.done.await.context("the server task failed")?;
         let Some(handed_off) = handed_off else {
             break;

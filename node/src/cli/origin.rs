@@ -10,7 +10,9 @@ use outpost_net::listener::ShutdownSignal;
 
 pub(super) async fn run(config: &Path, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let config = OriginConfig::load(config)?;
+    crate::service_manager::stopping_on(shutdown.clone());
     let running = outpost_origin::start(config, shutdown).await?;
+    crate::service_manager::ready("serving");
     running.done.await.context("the origin task failed")?;
     tracing::info!("origin stopped");
     Ok(())

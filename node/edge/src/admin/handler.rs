@@ -32,6 +32,8 @@ impl AdminHandler {
         let m = metrics();
         m.pool_slots.set(i64::from(self.runtime.pool_instances()));
         m.pool_slots_in_use.set(self.runtime.slots_in_use() as i64);
+        m.pool_queue_depth
+            .set(self.runtime.pool_queue_depth() as i64);
         m.instance_memory.set(self.runtime.instance_memory() as i64);
         self.kv.publish();
         m.app_live.reset();
