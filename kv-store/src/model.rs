@@ -74,7 +74,7 @@ pub struct Sweep {
 
 /// Whether a sweep may drop a key's entry: it reads as absent at `now_ms` (deleted, or expired)
 /// and its version is at most `through`, the horizon below which nobody still needs to learn
-/// of it from this store (see the README's "Reclaiming deleted and expired keys").
+/// of it from this store (see docs/kv.md, "Reclaiming deleted and expired keys").
 pub fn reclaimable(info: &KeyInfo, through: u64, now_ms: u64) -> bool {
     !info.is_live(now_ms) && info.version <= through
 }

@@ -57,7 +57,7 @@ if [ -n "$config" ]; then
   install -m 644 "$config" "$etc/node.toml"
 elif [ ! -e "$etc/node.toml" ]; then
   cat > "$etc/node.toml" <<'TOML'
-# Outpost node: see the README's "Operating a fleet" section. Put the certificates in place
+# Outpost node: see docs/operators.md in the Outpost repository. Put the certificates in place
 # (or change the paths), name the apps or the fleet's origin, then:
 #   outpost check /etc/outpost/node.toml && systemctl enable --now outpost-node@a
 name = "edge-1"

@@ -104,10 +104,12 @@ pub(super) async fn kv_request(
             "KV paths are /v1/kv/{app}/{namespace}/keys and /v1/kv/{app}/{namespace}/values/{key}",
         ));
     };
-    validate_name(app).map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "app", m))?;
-    validate_namespace_name(namespace)
+    // Segments as the client sent them: percent-encoded or not (the CLI encodes every '-').
+    let (app, namespace) = (decode(app)?, decode(namespace)?);
+    validate_name(&app).map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "app", m))?;
+    validate_namespace_name(&namespace)
         .map_err(|m| ApiError::field(StatusCode::BAD_REQUEST, "namespace", m))?;
-    let stored = outpost_kv::scope::stored_namespace(app, namespace);
+    let stored = outpost_kv::scope::stored_namespace(&app, &namespace);
     let method = request.method().clone();
     match (&method, *kind, key) {
         (&Method::GET, "keys", []) => kv_list(kv, &stored, request.uri().query()).await,

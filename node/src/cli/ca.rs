@@ -1,8 +1,9 @@
 //! `outpost ca init|issue` (the cluster CA) and `outpost token new` (admin API tokens).
 
+use std::io::Write;
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use outpost_net::pki::{CertAuthority, Usage};
 use outpost_origin::auth::new_token;
@@ -60,17 +61,33 @@ fn member_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn token(name: &str, rights: &[String]) -> anyhow::Result<()> {
+/// A new token: printed once, with the `[[tokens]]` entry (the token's hash) for origin.toml;
+/// with `append_to`, the entry goes to the end of that file and only the token is printed, so
+/// `export OUTPOST_TOKEN=$(outpost token new --append-to origin.toml)` does both.
+pub(super) fn token(name: &str, rights: &[String], append_to: Option<&Path>) -> anyhow::Result<()> {
     let (token, hash) = new_token()?;
     let rights = rights
         .iter()
         .map(|r| format!("{r:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("token (give it to the user; it is shown only once):\n  {token}\n");
-    println!(
-        "add to origin.toml:\n[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nrights = [{rights}]"
+    let entry = format!("[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nrights = [{rights}]\n");
+    let Some(file) = append_to else {
+        println!("token (give it to the user; it is shown only once):\n  {token}\n");
+        print!("add to origin.toml:\n{entry}");
+        return Ok(());
+    };
+
+    let mut toml = std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .with_context(|| format!("opening {} to add the token to", file.display()))?;
+    writeln!(toml, "\n{entry}").with_context(|| format!("writing {}", file.display()))?;
+    eprintln!(
+        "added token {name:?} to {} (restart the origin to take it)",
+        file.display()
     );
+    println!("{token}");
     Ok(())
 }
 

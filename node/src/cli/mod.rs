@@ -178,6 +178,9 @@ enum TokenCommand {
         /// Rights: read, deploy, admin.
         #[arg(long, value_delimiter = ',', default_value = "read,deploy")]
         rights: Vec<String>,
+        /// Add the [[tokens]] entry to the end of this origin.toml, and print only the token.
+        #[arg(long)]
+        append_to: Option<PathBuf>,
     },
 }
 
@@ -244,8 +247,13 @@ pub fn main() -> ExitCode {
                 command: CaCommand::Issue { node, host, dir },
             } => ca::issue(&dir, &node, &host),
             Command::Token {
-                command: TokenCommand::New { name, rights },
-            } => ca::token(&name, &rights),
+                command:
+                    TokenCommand::New {
+                        name,
+                        rights,
+                        append_to,
+                    },
+            } => ca::token(&name, &rights, append_to.as_deref()),
         }
     });
     match result {

@@ -390,7 +390,7 @@ impl AppSpec {
         if !file.exists() {
             return Err(ConfigError::file(
                 &file,
-                "not found: an app directory needs an outpost.toml (see README: outpost.toml reference)",
+                "not found: an app directory needs an outpost.toml (see docs/configuration.md)",
             ));
         }
         let parsed: AppFile = read_toml(&file)?;
