@@ -296,7 +296,7 @@ async fn dev_mode_keeps_kv_data_across_restarts() {
     for expected in ["views: 1\n", "views: 2\n"] {
         let dev = Outpost::dev(&args, data.path()).expect("outpost dev starts");
         assert!(
-            dev.stdout().contains("KV: namespaces counter"),
+            dev.stdout().contains("KV: kv-counter/counter in "),
             "{}",
             dev.stdout()
         );
