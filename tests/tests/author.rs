@@ -53,6 +53,19 @@ async fn new_build_and_serve_a_scaffolded_app() {
         stdout.contains("built ") && stdout.contains("my_app.wasm"),
         "{stdout}"
     );
+    // Built again, nothing changed: the same component, said as JSON.
+    let (status, stdout, stderr) = run(&["build", "--json"], &app);
+    assert!(status.success(), "{stderr}");
+    let built: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        built["component"]
+            .as_str()
+            .unwrap()
+            .ends_with("my_app.wasm"),
+        "{built}"
+    );
+    assert_eq!(built["sha256"].as_str().unwrap().len(), 64, "{built}");
+    assert!(built["bytes"].as_u64().unwrap() > 1000, "{built}");
 
     let data = TempDir::new("author-data");
     let node = Outpost::dev(&[app.to_str().unwrap()], data.path()).expect("outpost dev");
@@ -123,6 +136,13 @@ fn check_validates_apps_nodes_and_origins() {
         stdout.contains("ok: app shop, 1 route(s)") && stdout.contains("not built yet"),
         "{stdout}"
     );
+    let (ok, stdout, stderr) = check(&["--json"]);
+    assert!(ok, "{stderr}");
+    let checked: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(checked["kind"], "app");
+    assert_eq!(checked["name"], "shop");
+    assert_eq!(checked["routes"], serde_json::json!(["shop.example/*"]));
+    assert_eq!(checked["built"], false);
 
     dir.write(
         "broken/outpost.toml",

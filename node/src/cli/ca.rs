@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
+use super::output::Output;
 use outpost_net::pki::{CertAuthority, Usage};
 use outpost_origin::auth::new_token;
 
@@ -64,20 +65,31 @@ fn member_name(name: &str) -> anyhow::Result<()> {
 /// A new token: printed once, with the `[[tokens]]` entry (the token's hash) for origin.toml;
 /// with `append_to`, the entry goes to the end of that file and only the token is printed, so
 /// `export OUTPOST_TOKEN=$(outpost token new --append-to origin.toml)` does both.
-pub(super) fn token(name: &str, rights: &[String], append_to: Option<&Path>) -> anyhow::Result<()> {
+pub(super) fn token(
+    name: &str,
+    rights: &[String],
+    append_to: Option<&Path>,
+    output: Output,
+) -> anyhow::Result<()> {
     let (token, hash) = new_token()?;
-    let rights = rights
+    let quoted = rights
         .iter()
         .map(|r| format!("{r:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let entry = format!("[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nrights = [{rights}]\n");
-    let Some(file) = append_to else {
-        println!("token (give it to the user; it is shown only once):\n  {token}\n");
-        print!("add to origin.toml:\n{entry}");
-        return Ok(());
+    let entry = format!("[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nrights = [{quoted}]\n");
+    let made = NewToken {
+        name,
+        token: &token,
+        sha256: &hash,
+        rights,
     };
-
+    let Some(file) = append_to else {
+        return output.print(&made, |_| {
+            println!("token (give it to the user; it is shown only once):\n  {token}\n");
+            print!("add to origin.toml:\n{entry}");
+        });
+    };
     let mut toml = std::fs::OpenOptions::new()
         .append(true)
         .open(file)
@@ -87,8 +99,16 @@ pub(super) fn token(name: &str, rights: &[String], append_to: Option<&Path>) -> 
         "added token {name:?} to {} (restart the origin to take it)",
         file.display()
     );
-    println!("{token}");
-    Ok(())
+    output.print(&made, |_| println!("{token}"))
+}
+
+/// A token as `outpost token new --json` prints it.
+#[derive(serde::Serialize)]
+struct NewToken<'a> {
+    name: &'a str,
+    token: &'a str,
+    sha256: &'a str,
+    rights: &'a [String],
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
+use super::output::Output;
 use outpost_core::config::{AppSpec, NodeConfig, OriginConfig};
 
 /// Which configuration file a path is.
@@ -35,49 +38,113 @@ impl Kind {
     }
 }
 
+/// What a valid file holds, in short (`--json` prints it as is).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Checked {
+    App {
+        file: PathBuf,
+        name: String,
+        routes: Vec<String>,
+        component: PathBuf,
+        built: bool,
+    },
+    Node {
+        file: PathBuf,
+        name: String,
+        https: std::net::SocketAddr,
+        apps: Vec<String>,
+        origins: usize,
+    },
+    Origin {
+        file: PathBuf,
+        name: String,
+        admin: std::net::SocketAddr,
+        cluster: std::net::SocketAddr,
+    },
+}
+
 /// Check `path` (by default ./outpost.toml) as `kind` (by default from its name).
-pub(super) fn check(path: Option<PathBuf>, kind: Option<Kind>) -> anyhow::Result<()> {
-    let path = path.unwrap_or_else(|| PathBuf::from("outpost.toml"));
-    match kind.unwrap_or_else(|| Kind::of(&path)) {
+pub(super) fn check(
+    path: Option<PathBuf>,
+    kind: Option<Kind>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let file = path.unwrap_or_else(|| PathBuf::from("outpost.toml"));
+    let checked = match kind.unwrap_or_else(|| Kind::of(&file)) {
         Kind::App => {
-            let app = AppSpec::load(&path)?;
-            let built = if app.component.is_file() {
+            let app = AppSpec::load(&file)?;
+            Checked::App {
+                name: app.settings.name.clone(),
+                routes: app.settings.routes.iter().map(|r| r.to_string()).collect(),
+                built: app.component.is_file(),
+                component: app.component,
+                file,
+            }
+        }
+        Kind::Node => {
+            let node = NodeConfig::load(&file)?;
+            Checked::Node {
+                name: node.name.clone(),
+                https: node.https,
+                apps: node.apps.iter().map(|a| a.settings.name.clone()).collect(),
+                origins: node.cluster.as_ref().map_or(0, |c| c.origins.len()),
+                file,
+            }
+        }
+        Kind::Origin => {
+            let origin = OriginConfig::load(&file)?;
+            Checked::Origin {
+                name: origin.name.clone(),
+                admin: origin.admin_listen,
+                cluster: origin.cluster_listen,
+                file,
+            }
+        }
+    };
+    output.print(&checked, |checked| println!("{}", summary(checked)))
+}
+
+/// The line a person reads.
+fn summary(checked: &Checked) -> String {
+    match checked {
+        Checked::App {
+            file,
+            name,
+            routes,
+            component,
+            built,
+        } => format!(
+            "{}: ok: app {name}, {} route(s), component {} ({})",
+            file.display(),
+            routes.len(),
+            component.display(),
+            if *built {
                 "built"
             } else {
                 "not built yet: outpost build"
-            };
-            println!(
-                "{}: ok: app {}, {} route(s), component {} ({built})",
-                path.display(),
-                app.settings.name,
-                app.settings.routes.len(),
-                app.component.display()
-            );
-        }
-        Kind::Node => {
-            let node = NodeConfig::load(&path)?;
-            let apps: Vec<&str> = node.apps.iter().map(|a| a.settings.name.as_str()).collect();
-            let origins = node.cluster.as_ref().map_or(0, |c| c.origins.len());
-            println!(
-                "{}: ok: node {}, https on {}, {} app(s) [{}], {} origin(s)",
-                path.display(),
-                node.name,
-                node.https,
-                apps.len(),
-                apps.join(", "),
-                origins
-            );
-        }
-        Kind::Origin => {
-            let origin = OriginConfig::load(&path)?;
-            println!(
-                "{}: ok: origin {}, admin on {}, cluster on {}",
-                path.display(),
-                origin.name,
-                origin.admin_listen,
-                origin.cluster_listen
-            );
-        }
+            }
+        ),
+        Checked::Node {
+            file,
+            name,
+            https,
+            apps,
+            origins,
+        } => format!(
+            "{}: ok: node {name}, https on {https}, {} app(s) [{}], {origins} origin(s)",
+            file.display(),
+            apps.len(),
+            apps.join(", ")
+        ),
+        Checked::Origin {
+            file,
+            name,
+            admin,
+            cluster,
+        } => format!(
+            "{}: ok: origin {name}, admin on {admin}, cluster on {cluster}",
+            file.display()
+        ),
     }
-    Ok(())
 }

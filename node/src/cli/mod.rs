@@ -101,6 +101,8 @@ enum Command {
     Build {
         #[arg(long, short, default_value = ".")]
         path: PathBuf,
+        #[command(flatten)]
+        output: output::Output,
     },
     /// Upload the app's component and manifest to the origin as a new version.
     Deploy(fleet::DeployArgs),
@@ -129,6 +131,8 @@ enum Command {
         /// origin, any other a node].
         #[arg(long = "as", value_enum)]
         kind: Option<check::Kind>,
+        #[command(flatten)]
+        output: output::Output,
     },
     /// An app's requests on every node, live (filter with --status, thin out with --sample).
     Tail(tail::TailArgs),
@@ -181,6 +185,8 @@ enum TokenCommand {
         /// Add the [[tokens]] entry to the end of this origin.toml, and print only the token.
         #[arg(long)]
         append_to: Option<PathBuf>,
+        #[command(flatten)]
+        output: output::Output,
     },
 }
 
@@ -221,14 +227,15 @@ pub fn main() -> ExitCode {
                 action: Some(OriginAction::Migrate { to, ca }),
             } => origin::migrate(&config, &to, ca.as_deref()).await,
             Command::New { name, dir, lang } => scaffold::new_app(&name, dir.as_deref(), lang),
-            Command::Build { path } => build::build(&path).map(drop),
+            Command::Build { path, output } => build::build(&path)
+                .and_then(|built| output.print(&built, |b| println!("{}", b.line()))),
             Command::Deploy(args) => fleet::deploy(args).await,
             Command::Versions(args) => fleet::versions(args).await,
             Command::Activate(args) => fleet::activate(args).await,
             Command::Rollback(args) => fleet::rollback(args).await,
             Command::Delete(args) => fleet::delete(args).await,
             Command::Status(args) => fleet::status(args).await,
-            Command::Check { file, kind } => check::check(file, kind),
+            Command::Check { file, kind, output } => check::check(file, kind, output),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
@@ -252,8 +259,9 @@ pub fn main() -> ExitCode {
                         name,
                         rights,
                         append_to,
+                        output,
                     },
-            } => ca::token(&name, &rights, append_to.as_deref()),
+            } => ca::token(&name, &rights, append_to.as_deref(), output),
         }
     });
     match result {

@@ -20,7 +20,33 @@ use anyhow::{Context, bail};
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppSpec, Language};
 
-pub(super) fn build(path: &Path) -> anyhow::Result<PathBuf> {
+/// What a build made.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Built {
+    /// The component, as outpost.toml names it.
+    pub component: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
+    /// Whether this build wrote it (`false`: it was up to date).
+    pub fresh: bool,
+}
+
+impl Built {
+    /// The line a person reads.
+    pub(super) fn line(&self) -> String {
+        format!(
+            "{} {} ({} bytes, sha256 {})",
+            if self.fresh { "built" } else { "up to date:" },
+            self.component.display(),
+            self.bytes,
+            &self.sha256[..16]
+        )
+    }
+}
+
+pub(super) fn build(path: &Path) -> anyhow::Result<Built> {
     let spec = AppSpec::load(path)?;
     let dir = app_dir(&spec);
     if let Some(parent) = spec.component.parent() {
@@ -47,14 +73,12 @@ pub(super) fn build(path: &Path) -> anyhow::Result<PathBuf> {
         )
     })?;
     outpost_runtime::check_header(&wasm)?;
-    println!(
-        "{} {} ({} bytes, sha256 {})",
-        if fresh { "built" } else { "up to date:" },
-        spec.component.display(),
-        wasm.len(),
-        &sha256_hex(&wasm)[..16]
-    );
-    Ok(spec.component)
+    Ok(Built {
+        component: spec.component,
+        bytes: wasm.len() as u64,
+        sha256: sha256_hex(&wasm),
+        fresh,
+    })
 }
 
 /// The directory of the app's outpost.toml, where its build runs.

@@ -67,9 +67,12 @@ pub(super) fn install_once(
     Ok(())
 }
 
-/// Run `command` with the terminal's output; an error names `what` and how it ended.
+/// Run `command`, its output on stderr; an error names `what` and how it ended.
 pub(super) fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
+    // What the tools print is progress for a person: stderr, so stdout stays the command's
+    // answer (`outpost build --json`).
     let status = command
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("starting {what} ({:?})", command.get_program()))?;
     if !status.success() {

@@ -235,9 +235,10 @@ async fn build_if_it_has_sources(source: &AppSource) -> anyhow::Result<()> {
     };
     if build::has_sources(&AppSpec::load(path)?) {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || build::build(&path))
+        let built = tokio::task::spawn_blocking(move || build::build(&path))
             .await
             .context("the build task failed")??;
+        println!("{}", built.line());
     }
     Ok(())
 }
