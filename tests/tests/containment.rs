@@ -714,14 +714,15 @@ async fn an_apps_instances_together_stay_within_its_share_of_memory() {
         let client = client.clone();
         tokio::spawn(async move {
             client
-                .send(host, Proto::H1, get("/hold?mb=30&ms=1500"))
+                .send(host, Proto::H1, get("/hold?mb=30&ms=3000"))
                 .await
                 .unwrap()
         })
     };
     let first = hold("a.test");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // 30 MiB more would take the app past its 50 MiB.
+    // 30 MiB more would take the app past its 50 MiB: of two holds at once, one is refused
+    // (on a loaded machine the second may reach the node first: which one does not matter).
     let second = hold("a.test");
     // The other app has its own share.
     let other = hold("b.test");
@@ -730,8 +731,9 @@ async fn an_apps_instances_together_stay_within_its_share_of_memory() {
         second.await.unwrap(),
         other.await.unwrap(),
     );
-    assert_eq!(first.status, 200, "{}", first.text());
-    assert_eq!(second.status, 503, "{}", second.text());
+    let mut statuses = [first.status, second.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 503], "{}\n{}", first.text(), second.text());
     assert_eq!(other.status, 200, "{}", other.text());
     assert!(
         node.wait_for_log(
