@@ -301,8 +301,16 @@ pub fn request(method: &str, path: &str, body: impl Into<Bytes>) -> http::Reques
 
 /// One HTTP/1.1 request over plain TCP (for servers without TLS, such as `wasmtime serve`).
 pub async fn plain(addr: SocketAddr, request: http::Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+    plain_connection(addr)
+        .await?
+        .send(&addr.to_string(), request)
+        .await
+}
+
+/// An HTTP/1.1 connection over plain TCP, kept open for request after request.
+pub async fn plain_connection(addr: SocketAddr) -> anyhow::Result<Conn> {
     let stream = TcpStream::connect(addr).await.context("connecting")?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    Conn::H1(sender).send(&addr.to_string(), request).await
+    Ok(Conn::H1(sender))
 }

@@ -269,13 +269,7 @@ async fn on(conn: &mut Conn, host: &str, path: &str) -> outpost_tests::Reply {
 }
 
 async fn plain_connection(addr: std::net::SocketAddr) -> Conn {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    Conn::H1(sender)
+    outpost_tests::client::plain_connection(addr).await.unwrap()
 }
 
 /// An app directory `dir/name` whose outpost.toml names `component` and ends with `extra`.

@@ -258,6 +258,14 @@ const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 
 type SendResult = wasmtime_wasi_http::Result<super::egress::Sent>;
 
+/// One outbound request of `app` ended so (`ok`, `refused`, `failed`).
+fn count_outbound(app: &str, outcome: &str) {
+    outpost_core::metrics::metrics()
+        .outbound_requests
+        .with_label_values(&[app, outcome])
+        .inc();
+}
+
 impl WasiHttpHooks for OutboundHooks {
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         BODY_CHUNK
@@ -276,18 +284,13 @@ impl WasiHttpHooks for OutboundHooks {
             .authority()
             .map(|a| a.as_str().to_string())
             .unwrap_or_default();
-        let counted = |outcome: &str| {
-            outpost_core::metrics::metrics()
-                .outbound_requests
-                .with_label_values(&[&self.app.name, outcome])
-        };
         let refuse = |why: &str, code: ErrorCode| -> Box<dyn Future<Output = SendResult> + Send> {
             tracing::warn!(
                 app = %self.app.name,
                 request_id = %self.request_id,
                 "outbound request to {scheme}://{authority} denied: {why}"
             );
-            counted("refused").inc();
+            count_outbound(&self.app.name, "refused");
             Box::new(async move { Err(code.into()) })
         };
         if !self.app.outbound.allows(&scheme, &authority) {
@@ -334,10 +337,6 @@ impl WasiHttpHooks for OutboundHooks {
         let share = self.app.shares.outbound.clone();
         let wait = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
         let (app, request_id) = (self.app.name.clone(), self.request_id);
-        let (ok, refused, failed) = (counted("ok"), counted("refused"), counted("failed"));
-        let took = outpost_core::metrics::metrics()
-            .outbound_seconds
-            .with_label_values(&[&self.app.name]);
         Box::new(async move {
             let Ok(Ok(permit)) = tokio::time::timeout(wait, share.acquire_owned()).await else {
                 tracing::warn!(
@@ -346,25 +345,23 @@ impl WasiHttpHooks for OutboundHooks {
                     "outbound request to {scheme}://{authority} failed: the app had as many \
                      outbound connections open as the node allows for {wait:?}"
                 );
-                refused.inc();
+                count_outbound(&app, "refused");
                 return Err(ErrorCode::ConnectionLimitReached.into());
             };
-            let timer = took.start_timer();
+            let started = std::time::Instant::now();
             let sent = super::egress::send(request, options, policy, permit).await;
-            match &sent {
+            let outcome = match &sent {
                 Ok(_) => {
-                    timer.observe_duration();
-                    ok.inc();
+                    outpost_core::metrics::metrics()
+                        .outbound_seconds
+                        .with_label_values(&[&app])
+                        .observe(started.elapsed().as_secs_f64());
+                    "ok"
                 }
-                Err(wasmtime_wasi_http::Error::DestinationIpProhibited) => {
-                    timer.stop_and_discard();
-                    refused.inc();
-                }
-                Err(_) => {
-                    timer.stop_and_discard();
-                    failed.inc();
-                }
-            }
+                Err(wasmtime_wasi_http::Error::DestinationIpProhibited) => "refused",
+                Err(_) => "failed",
+            };
+            count_outbound(&app, outcome);
             sent
         })
     }

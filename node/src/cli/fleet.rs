@@ -244,15 +244,27 @@ pub(super) struct ActivateArgs {
 }
 
 pub(super) async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
-    let (app, client) = app_and_client(&args.app)?;
-    let output = args.app.output;
+    let body = json!({ "version": args.version });
+    change_active(&args.app, "activate", &body, |app, v| {
+        format!("{app}: version {v} is active")
+    })
+    .await
+}
+
+/// POST `action` for the app, say which version is active now (as `said` words it), and
+/// wait until every connected node serves it.
+async fn change_active(
+    args: &AppArgs,
+    action: &str,
+    body: &serde_json::Value,
+    said: impl Fn(&str, u64) -> String,
+) -> anyhow::Result<()> {
+    let (app, client) = app_and_client(args)?;
+    let output = args.output;
     let active: ActiveVersion = client
-        .post(
-            &format!("/v1/apps/{app}/activate"),
-            &json!({ "version": args.version }),
-        )
+        .post(&format!("/v1/apps/{app}/{action}"), body)
         .await?;
-    output.say(&format!("{app}: version {} is active", active.active));
+    output.say(&said(&app, active.active));
     wait_until_live(
         &client,
         &app,
@@ -273,25 +285,14 @@ pub(super) struct RollbackArgs {
 }
 
 pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    let (app, client) = app_and_client(&args.app)?;
     let body = match args.version {
         Some(version) => json!({ "version": version }),
         None => json!({}),
     };
-    let output = args.app.output;
-    let active: ActiveVersion = client
-        .post(&format!("/v1/apps/{app}/rollback"), &body)
-        .await?;
-    output.say(&format!("{app}: rolled back to version {}", active.active));
-    wait_until_live(
-        &client,
-        &app,
-        active.active,
-        Duration::from_secs(60),
-        output,
-    )
-    .await?;
-    output.print(&active, |_| {})
+    change_active(&args.app, "rollback", &body, |app, v| {
+        format!("{app}: rolled back to version {v}")
+    })
+    .await
 }
 
 /// `outpost delete`: which app, and whether it was confirmed beforehand.
