@@ -163,6 +163,41 @@ impl Request {
         self.headers().get(name)
     }
 
+    /// The client's address, as the node saw it (behind the operator's trusted proxies, the
+    /// address they forwarded). The node sets it on every request it receives, replacing any
+    /// the client sent (`outpost-client-ip`); `None` on a request built to fetch.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.header("outpost-client-ip")?.parse().ok()
+    }
+
+    /// The HTTP version the client spoke: `HTTP/1.1`, `HTTP/2` or `HTTP/3`
+    /// (`outpost-protocol`).
+    pub fn protocol(&self) -> Option<&str> {
+        self.header("outpost-protocol")
+    }
+
+    /// The TLS version of the client's connection (`TLSv1.3`), `None` over plain HTTP
+    /// (`outpost-tls-version`).
+    pub fn tls_version(&self) -> Option<&str> {
+        self.header("outpost-tls-version")
+    }
+
+    /// The name of the node serving the request (`outpost-node`).
+    pub fn node(&self) -> Option<&str> {
+        self.header("outpost-node")
+    }
+
+    /// The region the operator gave the node serving the request, if any (`outpost-region`).
+    pub fn region(&self) -> Option<&str> {
+        self.header("outpost-region")
+    }
+
+    /// The request's id, as the node's access log and `outpost tail` show it
+    /// (`outpost-request-id`).
+    pub fn request_id(&self) -> Option<&str> {
+        self.header("outpost-request-id")
+    }
+
     /// Set a header, replacing earlier values of the same name; for building a request to fetch.
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl Into<Vec<u8>>) -> Self {
         self.headers_mut().insert(name, value);

@@ -29,7 +29,8 @@ use outpost_edge::fleet::Deployer;
 use outpost_edge::kv::NodeKv;
 use outpost_edge::server::front::FrontBuffering;
 use outpost_edge::server::handoff::{self, HandedOff, Inherited};
-use outpost_edge::server::{Edge, LiveRoutes, RedirectToHttps, Routes, routes};
+use outpost_edge::server::metadata::RequestMetadata;
+use outpost_edge::server::{Edge, EdgeSettings, LiveRoutes, RedirectToHttps, Routes, routes};
 use outpost_edge::tail_tap::TailTap;
 use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
 use outpost_net::head_proof::head_check;
@@ -74,8 +75,10 @@ pub struct LaunchSpec {
     pub tenancy: Tenancy,
     /// Listeners taken over from the process this one replaces.
     pub inherited: Inherited,
-    /// The node's name, for hooks.
+    /// The node's name, for hooks and the `outpost-node` request header.
     pub name: String,
+    /// The node's region (`outpost-region`), if the operator set one.
+    pub region: Option<String>,
 }
 
 /// A node's place in a fleet.
@@ -257,7 +260,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         Lifecycle {
             health: health.clone(),
             settings: spec.health,
-            node: spec.name,
+            node: spec.name.clone(),
         },
         shutdown,
         handoff_signal,
@@ -269,13 +272,20 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     let edge = Arc::new(Edge::new(
         runtime.clone(),
         routes.clone(),
-        spec.expose_errors,
-        spec.access_log,
         tap,
-        FrontBuffering::new(
-            spec.http.body_read_ahead_bytes,
-            spec.http.body_read_ahead_total_bytes,
-        ),
+        EdgeSettings {
+            expose_errors: spec.expose_errors,
+            access_log: spec.access_log,
+            front: FrontBuffering::new(
+                spec.http.body_read_ahead_bytes,
+                spec.http.body_read_ahead_total_bytes,
+            ),
+            metadata: RequestMetadata::new(
+                &spec.name,
+                spec.region.as_deref(),
+                spec.http.trusted_proxies.clone(),
+            ),
+        },
     ));
     serving.push(tokio::spawn(serve(
         https_listener,

@@ -6,7 +6,7 @@
 use hyper::body::Incoming;
 
 use outpost_edge::admin::AdminHandler;
-use outpost_net::listener::Handler;
+use outpost_net::listener::{Connection, Handler};
 use outpost_origin::kv::KvAuthority;
 use outpost_origin::kv_api;
 use outpost_runtime::body::ResponseBody;
@@ -25,12 +25,12 @@ impl Handler for LocalAdmin {
     async fn handle(
         &self,
         request: http::Request<Incoming>,
-        scheme: http::uri::Scheme,
+        connection: Connection,
     ) -> http::Response<ResponseBody> {
         if request.uri().path().starts_with("/v1/kv/") {
             kv_api::answer_without_token(&self.kv, request).await
         } else {
-            self.node.handle(request, scheme).await
+            self.node.handle(request, connection).await
         }
     }
 }

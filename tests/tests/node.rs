@@ -307,3 +307,113 @@ fn config_errors_name_the_file_and_the_field() {
         missing.stderr
     );
 }
+
+/// The lines of the probe's `/meta` answer, as `(key, value)`.
+fn meta(reply: &outpost_tests::Reply) -> std::collections::HashMap<String, String> {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply
+        .text()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_is_told_the_client_protocol_and_node_and_a_client_cannot_forge_them() {
+    let node = NodeDir::new("metadata");
+    let apps = [node.app("probe", "probe", &["a.test"], "")];
+    let config = node.config_listening("node.toml", &apps, "plain = \"127.0.0.1:0\"", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "name = \"test-node\"",
+            "name = \"test-node\"\nregion = \"fra\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let (server, client) = node.start(&config);
+
+    // Forged metadata and a forwarded chain from a client that is no trusted proxy.
+    let forged = || {
+        http::Request::builder()
+            .uri("/meta")
+            .header("outpost-client-ip", "6.6.6.6")
+            .header("outpost-node", "forged")
+            .header("Outpost-Region", "nowhere")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("forwarded", "for=6.6.6.6")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let h2 = meta(&client.send("a.test", Proto::H2, forged()).await.unwrap());
+    assert_eq!(h2["client"], "127.0.0.1");
+    assert_eq!(h2["protocol"], "HTTP/2");
+    assert_eq!(h2["tls"], "TLSv1.3");
+    assert_eq!(h2["node"], "test-node");
+    assert_eq!(h2["region"], "fra");
+    assert_ne!(h2["id"], "-");
+
+    let h1 = meta(&client.send("a.test", Proto::H1, forged()).await.unwrap());
+    assert_eq!(h1["protocol"], "HTTP/1.1");
+    assert_ne!(h1["id"], h2["id"], "each request has its own id");
+
+    let plain = meta(
+        &outpost_tests::client::plain_connection(server.plain.unwrap())
+            .await
+            .unwrap()
+            .send("a.test", forged())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(plain["client"], "127.0.0.1");
+    assert_eq!(plain["tls"], "-", "plain HTTP has no TLS version");
+    assert!(
+        server.wait_for_log(&format!("client=127.0.0.1"), Duration::from_secs(5)),
+        "the access log records the client: {}",
+        server.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() {
+    let node = NodeDir::new("trusted-proxy");
+    let apps = [node.app("probe", "probe", &["a.test"], "")];
+    // This test, on loopback, is the balancer.
+    let config = node.config(
+        &apps,
+        "[http]\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n",
+    );
+    let (_server, client) = node.start(&config);
+    let with = |name: &'static str, value: &'static str| {
+        http::Request::builder()
+            .uri("/meta")
+            .header(name, value)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let cases = [
+        // The client wrote 6.6.6.6; the balancer saw 198.51.100.7; an inner proxy is trusted.
+        (
+            "x-forwarded-for",
+            "6.6.6.6, 198.51.100.7, 10.0.0.5",
+            "198.51.100.7",
+        ),
+        (
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8::17]:4711\"",
+            "2001:db8::17",
+        ),
+        // Garbage in the chain: only the proxy can be believed.
+        ("x-forwarded-for", "nonsense", "127.0.0.1"),
+    ];
+    for (name, value, client_ip) in cases {
+        let reply = client
+            .send("a.test", Proto::H1, with(name, value))
+            .await
+            .unwrap();
+        assert_eq!(meta(&reply)["client"], client_ip, "{name}: {value}");
+    }
+}

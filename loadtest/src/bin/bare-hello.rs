@@ -12,7 +12,7 @@ use clap::Parser;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use outpost_core::config::{HttpSettings, TlsCertSpec};
-use outpost_net::listener::{Handler, serve};
+use outpost_net::listener::{Connection, Handler, serve};
 use outpost_net::tls::{SniResolver, server_config};
 use tokio_rustls::TlsAcceptor;
 
@@ -36,7 +36,7 @@ impl Handler for Hello {
     async fn handle(
         &self,
         _request: http::Request<Incoming>,
-        _scheme: http::uri::Scheme,
+        _connection: Connection,
     ) -> http::Response<Full<Bytes>> {
         let mut response =
             http::Response::new(Full::new(Bytes::from_static(b"hello from outpost\n")));

@@ -8,8 +8,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use outpost_core::config::{AppSpec, PoolSettings};
 use outpost_edge::server::front::FrontBuffering;
-use outpost_edge::server::{Edge, LiveRoutes, routes};
+use outpost_edge::server::metadata::RequestMetadata;
+use outpost_edge::server::{Edge, EdgeSettings, LiveRoutes, routes};
 use outpost_edge::tail_tap::TailTap;
+use outpost_net::listener::Connection;
 use outpost_router::RoutePattern;
 
 fn edge(dir: &std::path::Path) -> Edge {
@@ -34,10 +36,13 @@ fn edge(dir: &std::path::Path) -> Edge {
     Edge::new(
         runtime,
         routes,
-        true,
-        false,
         Arc::new(TailTap::default()),
-        FrontBuffering::new(64 << 10, 1 << 20),
+        EdgeSettings {
+            expose_errors: true,
+            access_log: false,
+            front: FrontBuffering::new(64 << 10, 1 << 20),
+            metadata: RequestMetadata::new("test-node", None, Vec::new()),
+        },
     )
 }
 
@@ -46,7 +51,11 @@ async fn get(edge: &Edge, uri: &str) -> (u16, String) {
         .uri(uri)
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = edge.serve(request, http::uri::Scheme::HTTPS).await;
+    let connection = Connection {
+        peer: "127.0.0.1:50000".parse().unwrap(),
+        tls: Some(rustls::ProtocolVersion::TLSv1_3),
+    };
+    let response = edge.serve(request, connection).await;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())

@@ -12,6 +12,7 @@
 //! likely sent the request already, so closing it would fail a request the node took on.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,12 +43,42 @@ pub trait Handler: Send + Sync + 'static {
         + Unpin
         + 'static;
 
-    /// Answer one request, which arrived over `scheme`.
+    /// Answer one request, which arrived on `connection`.
     fn handle(
         &self,
         request: http::Request<Incoming>,
-        scheme: http::uri::Scheme,
+        connection: Connection,
     ) -> impl Future<Output = http::Response<Self::Body>> + Send;
+}
+
+/// What the serve loop knows of the connection a request came on (the request's own version
+/// says HTTP/1.1, HTTP/2 or HTTP/3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// The client's address: the TCP (or QUIC) peer, which is a balancer's behind one.
+    pub peer: SocketAddr,
+    /// The TLS version the connection negotiated; `None` on a plain-HTTP listener.
+    pub tls: Option<rustls::ProtocolVersion>,
+}
+
+impl Connection {
+    /// `https` over TLS, else `http`.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        match self.tls {
+            Some(_) => http::uri::Scheme::HTTPS,
+            None => http::uri::Scheme::HTTP,
+        }
+    }
+
+    /// The TLS version as people write it (`TLSv1.3`), `None` on plain HTTP.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls.map(|version| match version {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            // rustls speaks only the two above.
+            _ => "TLS",
+        })
+    }
 }
 
 /// Resolves when the process should stop accepting and drain.
@@ -129,7 +160,7 @@ pub async fn serve<H: Handler>(
             _ = wait_for_shutdown(&mut shutdown) => break,
             accepted = accept(&listener, &connections, &clients) => accepted,
         };
-        let Some((stream, permit, slot)) = accepted else {
+        let Some((stream, peer, permit, slot)) = accepted else {
             continue;
         };
         let (handler, settings, tls, shutdown) = (
@@ -140,7 +171,7 @@ pub async fn serve<H: Handler>(
         );
         let open = OpenConnection::counted();
         tokio::spawn(async move {
-            serve_connection(stream, tls, handler, &settings, shutdown).await;
+            serve_connection(stream, peer, tls, handler, &settings, shutdown).await;
             drop(open);
             drop(slot);
             drop(permit);
@@ -184,7 +215,12 @@ async fn accept(
     listener: &TcpListener,
     connections: &Arc<Semaphore>,
     clients: &Arc<ClientCap>,
-) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit, ClientSlot)> {
+) -> Option<(
+    TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+    ClientSlot,
+)> {
     let permit = connections.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
         Ok((stream, peer)) => {
@@ -197,7 +233,7 @@ async fn accept(
                 return None;
             };
             let _ = stream.set_nodelay(true);
-            Some((stream, permit, slot))
+            Some((stream, peer, permit, slot))
         }
         Err(err) => {
             // Out of file descriptors and the like: back off instead of spinning.
@@ -210,6 +246,7 @@ async fn accept(
 
 async fn serve_connection<H: Handler>(
     stream: TcpStream,
+    peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     settings: &HttpSettings,
@@ -218,12 +255,8 @@ async fn serve_connection<H: Handler>(
     let activity = Activity::new();
     let Some(tls) = tls else {
         let first = Arc::new(FirstRequest::default());
-        let service = service(
-            handler.clone(),
-            http::uri::Scheme::HTTP,
-            first.clone(),
-            activity.clone(),
-        );
+        let about = Connection { peer, tls: None };
+        let service = service(handler.clone(), about, first.clone(), activity.clone());
         let builder = builder(settings, Protocol::Detect);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         drive(connection, first, activity, settings, shutdown).await;
@@ -246,17 +279,17 @@ async fn serve_connection<H: Handler>(
             return;
         }
     };
-    let protocol = match stream.get_ref().1.alpn_protocol() {
+    let session = stream.get_ref().1;
+    let protocol = match session.alpn_protocol() {
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
+    let about = Connection {
+        peer,
+        tls: session.protocol_version(),
+    };
     let first = Arc::new(FirstRequest::default());
-    let service = service(
-        handler.clone(),
-        http::uri::Scheme::HTTPS,
-        first.clone(),
-        activity.clone(),
-    );
+    let service = service(handler.clone(), about, first.clone(), activity.clone());
     let builder = builder(settings, protocol);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     drive(connection, first, activity, settings, shutdown).await;
@@ -332,7 +365,7 @@ type Tracked<H> = http::Response<TrackedBody<<H as Handler>::Body>>;
 
 fn service<H: Handler>(
     handler: Arc<H>,
-    scheme: http::uri::Scheme,
+    connection: Connection,
     first: Arc<FirstRequest>,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
@@ -346,9 +379,8 @@ fn service<H: Handler>(
         // In flight until the response body is done.
         let in_flight = activity.begin();
         let handler = handler.clone();
-        let scheme = scheme.clone();
         async move {
-            let response = handler.handle(request, scheme).await;
+            let response = handler.handle(request, connection).await;
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
         }
     })

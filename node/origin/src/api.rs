@@ -44,7 +44,7 @@ use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppManifest, Right, validate_name};
 use outpost_core::metrics::{metrics, status_class};
 use outpost_core::wire::is_sha256_hex;
-use outpost_net::listener::Handler;
+use outpost_net::listener::{Connection, Handler};
 use outpost_runtime::ComponentValidator;
 use outpost_runtime::body::{ResponseBody, full_response};
 
@@ -207,7 +207,7 @@ impl Handler for AdminApi {
     async fn handle(
         &self,
         request: http::Request<Incoming>,
-        _scheme: http::uri::Scheme,
+        _connection: Connection,
     ) -> http::Response<ResponseBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use outpost_core::blobs::{BlobStore, sha256_hex};
 use outpost_core::config::{Right, TokenSpec};
 use outpost_kv::quota::QuotaPolicy;
-use outpost_net::listener::Handler;
+use outpost_net::listener::{Connection, Handler};
 use outpost_origin::auth::{Tokens, new_token};
 use outpost_origin::components::Components;
 use outpost_origin::kv::{KvAuthority, LogRetention};
@@ -100,7 +100,11 @@ impl Origin {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(request, http::uri::Scheme::HTTPS).await) }
+                let connection = Connection {
+                    peer: "127.0.0.1:50000".parse().unwrap(),
+                    tls: Some(rustls::ProtocolVersion::TLSv1_3),
+                };
+                async move { Ok::<_, Infallible>(api.handle(request, connection).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(server_io), service)

@@ -88,6 +88,7 @@ fn launch_spec(config: &NodeConfig, inherited: Inherited) -> LaunchSpec {
         tenancy: config.tenancy,
         inherited,
         name: config.name,
+        region: config.region,
     }
 }
 

@@ -154,9 +154,13 @@ fn print_line(value: &Value, json: bool) {
         println!("{value}");
     } else {
         println!(
-            "{} {} {} {} {} {:.2} ms (guest {:.2} ms) {} {}",
+            "{} {} {} {} {} {} {:.2} ms (guest {:.2} ms) {} {}",
             format_time(value["at_ms"].as_u64().unwrap_or(0)),
             value["node"].as_str().unwrap_or("?"),
+            value["client"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .unwrap_or("-"),
             value["status"],
             value["method"].as_str().unwrap_or("?"),
             value["path"].as_str().unwrap_or("?"),

@@ -70,15 +70,6 @@ pub(super) struct EgressFile {
 impl EgressFile {
     pub(super) fn policy(&self) -> Result<EgressPolicy, FieldError> {
         let d = EgressPolicy::default();
-        let nets = |list: &[String], field: &str| -> Result<Vec<IpNet>, FieldError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    parse_net(text)
-                        .map_err(|m| FieldError::new(format!("outbound.{field}[{i}]"), m))
-                })
-                .collect()
-        };
         let max_subrequests = in_range(
             self.max_subrequests.map(u64::from),
             "outbound.max_subrequests",
@@ -95,13 +86,22 @@ impl EgressFile {
             allow_loopback: self.allow_loopback.unwrap_or(false),
             allow_private: self.allow_private.unwrap_or(false),
             allow_link_local: self.allow_link_local.unwrap_or(false),
-            allow: nets(&self.allow, "allow")?,
-            deny: nets(&self.deny, "deny")?,
+            allow: networks(&self.allow, "outbound.allow")?,
+            deny: networks(&self.deny, "outbound.deny")?,
             own_ports: Vec::new(),
             max_subrequests,
             max_concurrent_per_app: max_concurrent,
         })
     }
+}
+
+/// The list `field` as networks, each a network (`10.0.0.0/8`) or one address (`192.0.2.7`); an
+/// error names the entry (`field[i]`).
+pub(super) fn networks(list: &[String], field: &str) -> Result<Vec<IpNet>, FieldError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| parse_net(text).map_err(|m| FieldError::new(format!("{field}[{i}]"), m)))
+        .collect()
 }
 
 /// A network (`10.0.0.0/8`) or one address (`192.0.2.7`).

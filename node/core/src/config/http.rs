@@ -30,6 +30,9 @@ pub struct HttpSettings {
     pub body_read_ahead_bytes: usize,
     /// The request body all requests together may hold read ahead, in bytes (default 64 MiB).
     pub body_read_ahead_total_bytes: usize,
+    /// Balancers and proxies in front of the node: from a peer in these networks, the client's
+    /// address is taken from `forwarded` / `x-forwarded-for` (empty: the peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpSettings {
@@ -43,6 +46,7 @@ impl Default for HttpSettings {
             max_connections_per_client: 256,
             body_read_ahead_bytes: 1 << 20,
             body_read_ahead_total_bytes: 64 << 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -59,6 +63,8 @@ pub(super) struct HttpFile {
     max_connections_per_client: Option<u64>,
     body_read_ahead_kb: Option<u64>,
     body_read_ahead_total_mb: Option<u64>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError> {
@@ -113,5 +119,6 @@ pub(super) fn http_settings(file: &HttpFile) -> Result<HttpSettings, FieldError>
             0..=1 << 16,
             d.body_read_ahead_total_bytes as u64 >> 20,
         )? << 20) as usize,
+        trusted_proxies: super::egress::networks(&file.trusted_proxies, "trusted_proxies")?,
     })
 }

@@ -20,6 +20,9 @@ use super::{ClusterIdentity, HealthSettings, OriginLink, Peer, RemoteAddr};
 pub struct NodeConfig {
     /// The node's name (its cluster certificate's); the machine's hostname when not given.
     pub name: String,
+    /// Where the node stands, as the operator names it (`fra`, `eu-west`): handlers read it
+    /// in the `outpost-region` request header.
+    pub region: Option<String>,
     /// Where the node keeps its state; `outpost-data` next to node.toml when not given.
     pub data_dir: PathBuf,
     /// The HTTPS listener that serves the apps (`[listen] https`).
@@ -66,6 +69,7 @@ pub struct Peering {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     name: Option<String>,
+    region: Option<String>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
     apps: Vec<PathBuf>,
@@ -144,6 +148,11 @@ impl NodeConfig {
         };
 
         let name = node_name(parsed.name).map_err(field_err)?;
+        let region = parsed
+            .region
+            .map(|r| region(&r))
+            .transpose()
+            .map_err(field_err)?;
         let data_dir = base.join(
             parsed
                 .data_dir
@@ -179,6 +188,7 @@ impl NodeConfig {
         let guest_log = parsed.log.guest_limits().map_err(field_err)?;
         Ok(NodeConfig {
             name,
+            region,
             data_dir,
             https,
             http_redirect,
@@ -208,6 +218,23 @@ fn node_name(given: Option<String>) -> Result<String, FieldError> {
         Some(name) if name.trim().is_empty() => Err(FieldError::new("name", "cannot be empty")),
         Some(name) => Ok(name),
         None => Ok(hostname()),
+    }
+}
+
+/// A region name: a short label that can travel in a request header.
+fn region(given: &str) -> Result<String, FieldError> {
+    let fits = !given.is_empty()
+        && given.len() <= 64
+        && given
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if fits {
+        Ok(given.to_string())
+    } else {
+        Err(FieldError::new(
+            "region",
+            format!("{given:?} is not a region name: 1 to 64 letters, digits, '-', '_' or '.'"),
+        ))
     }
 }
 

@@ -17,6 +17,10 @@ pub struct RequestRecord {
     pub at_ms: u64,
     /// The id the node gave the request, as in its access log.
     pub request_id: String,
+    /// The client's address (behind trusted proxies, the one they forwarded); empty from a
+    /// node that predates it.
+    #[serde(default)]
+    pub client: String,
     /// The HTTP method (`GET`, `POST`, ...).
     pub method: String,
     /// The request's path, without the query.

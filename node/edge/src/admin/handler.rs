@@ -10,7 +10,7 @@ use super::health::{Health, Readiness};
 use crate::kv::KvProgress;
 use crate::server::LiveRoutes;
 use outpost_core::metrics::metrics;
-use outpost_net::listener::Handler;
+use outpost_net::listener::{Connection, Handler};
 use outpost_runtime::Runtime;
 use outpost_runtime::body::{ResponseBody, full_response, host_response};
 
@@ -51,7 +51,7 @@ impl Handler for AdminHandler {
     async fn handle(
         &self,
         request: http::Request<Incoming>,
-        _scheme: http::uri::Scheme,
+        _connection: Connection,
     ) -> http::Response<ResponseBody> {
         if request.method() != http::Method::GET {
             return host_response(405, "the admin listener answers GET only");

@@ -8,9 +8,11 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::front::FrontBuffering;
+use super::metadata::RequestMetadata;
 use super::routes::LiveRoutes;
 use crate::tail_tap::TailTap;
 use outpost_core::wire::RequestRecord;
+use outpost_net::listener::Connection;
 use outpost_runtime::body::{LimitedBody, ResponseBody, host_response};
 use outpost_runtime::request_id::RequestId;
 use outpost_runtime::{GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
@@ -19,35 +21,37 @@ use outpost_runtime::{GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
 pub struct Edge {
     runtime: Arc<Runtime>,
     routes: Arc<LiveRoutes>,
-    /// Put the reason for a guest failure in the response body (dev); otherwise only in logs.
-    expose_errors: bool,
-    /// Log one line per request (target `outpost::access`).
-    access_log: bool,
     /// Requests of apps someone tails (`outpost tail`) go here too.
     tap: Arc<TailTap>,
+    settings: EdgeSettings,
+}
+
+/// How an edge serves, beyond what it serves.
+pub struct EdgeSettings {
+    /// Put the reason for a guest failure in the response body (dev); otherwise only in logs.
+    pub expose_errors: bool,
+    /// Log one line per request (target `outpost::access`).
+    pub access_log: bool,
     /// Request bodies are read ahead before they take an instance.
-    front: FrontBuffering,
+    pub front: FrontBuffering,
+    /// What handlers are told of their requests (client address, protocol, node).
+    pub metadata: RequestMetadata,
 }
 
 impl Edge {
-    /// An edge running the apps of `routes` on `runtime`. `expose_errors` puts guest failure
-    /// reasons in responses (dev), `access_log` logs a line per request, `tap` takes the records
-    /// of tailed apps and `front` bounds how much request body is read ahead.
+    /// An edge running the apps of `routes` on `runtime`, giving `tap` the records of tailed
+    /// apps.
     pub fn new(
         runtime: Arc<Runtime>,
         routes: Arc<LiveRoutes>,
-        expose_errors: bool,
-        access_log: bool,
         tap: Arc<TailTap>,
-        front: FrontBuffering,
+        settings: EdgeSettings,
     ) -> Self {
         Edge {
             runtime,
             routes,
-            expose_errors,
-            access_log,
             tap,
-            front,
+            settings,
         }
     }
 
@@ -61,12 +65,13 @@ impl Edge {
         &self.runtime
     }
 
-    /// Answer one request: route it by host and path, cap and read ahead its body, run the app,
-    /// then record metrics, the access log line and any tail record.
+    /// Answer one request that came on `connection`: route it by host and path, tell the
+    /// handler what it may know of it (see `metadata`), cap and read ahead its body, run the
+    /// app, then record metrics, the access log line and any tail record.
     pub async fn serve<B>(
         &self,
         request: http::Request<B>,
-        scheme: http::uri::Scheme,
+        connection: Connection,
     ) -> http::Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -111,11 +116,20 @@ impl Edge {
         if declared.is_some_and(|len| len > limits.body_bytes) {
             return too_large(limits.body_bytes);
         }
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let metadata = &self.settings.metadata;
+        let client = metadata.client_address(connection.peer.ip(), &parts.headers);
+        metadata.stamp(
+            &mut parts.headers,
+            client,
+            &connection,
+            parts.version,
+            &request_id.to_string(),
+        );
         let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
         // The body's front arrives before the request takes an instance: a slow client holds
         // its connection, not a guest.
-        let read_ahead = self.front.read(body, limits.body_bytes);
+        let read_ahead = self.settings.front.read(body, limits.body_bytes);
         let body = match tokio::time::timeout(limits.timeout, read_ahead).await {
             Ok(Ok(body)) => body,
             Ok(Err(_)) if tripped.load(Ordering::Acquire) => return too_large(limits.body_bytes),
@@ -138,13 +152,14 @@ impl Edge {
         let request = http::Request::from_parts(parts, body);
 
         let http2 = request.version() == http::Version::HTTP_2;
-        let tls = scheme == http::uri::Scheme::HTTPS;
+        let tls = connection.tls.is_some();
         let tailed = self.tap.wants(&deployment.app.name);
-        let method_path = (self.access_log || tailed)
+        let access_log = self.settings.access_log;
+        let method_path = (access_log || tailed)
             .then(|| (request.method().clone(), request.uri().path().to_string()));
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
         // Under `outpost dev`, failure pages show what the handler wrote to stderr.
-        let stderr = self.expose_errors.then(StderrCapture::default);
+        let stderr = self.settings.expose_errors.then(StderrCapture::default);
         let response = match self
             .runtime
             .handle(&deployment, request, scheme, request_id, stderr.clone())
@@ -171,12 +186,13 @@ impl Edge {
                 .map_or(0, |cpu| cpu.0.as_micros() as u64);
             let version = deployment.digest.get(..12).unwrap_or_default();
             let micros = elapsed.as_micros() as u64;
-            if self.access_log {
+            if access_log {
                 tracing::info!(
                     target: "outpost::access",
                     app = %deployment.app.name,
                     version,
                     %request_id,
+                    %client,
                     %method,
                     path,
                     status,
@@ -192,6 +208,7 @@ impl Edge {
                     version: version.to_string(),
                     at_ms: outpost_core::clock::unix_millis(),
                     request_id: request_id.to_string(),
+                    client: client.to_string(),
                     method: method.to_string(),
                     path,
                     status,
@@ -214,7 +231,7 @@ impl Edge {
             GuestFailure::AppBusy => {
                 "outpost: this app is at its capacity on this node; retry shortly".to_string()
             }
-            _ if self.expose_errors => format!(
+            _ if self.settings.expose_errors => format!(
                 "outpost: {failure}\nrequest id: {request_id}{}",
                 stderr_section(stderr)
             ),

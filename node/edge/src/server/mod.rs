@@ -4,15 +4,16 @@
 pub mod edge;
 pub mod front;
 pub mod handoff;
+pub mod metadata;
 pub mod redirect;
 pub mod routes;
 
-pub use edge::Edge;
+pub use edge::{Edge, EdgeSettings};
 pub use redirect::RedirectToHttps;
 pub use routes::{LiveRoutes, RouteConflict, Routes};
 
 use hyper::body::Incoming;
-use outpost_net::listener::Handler;
+use outpost_net::listener::{Connection, Handler};
 use outpost_runtime::body::ResponseBody;
 
 impl Handler for Edge {
@@ -21,8 +22,8 @@ impl Handler for Edge {
     async fn handle(
         &self,
         request: http::Request<Incoming>,
-        scheme: http::uri::Scheme,
+        connection: Connection,
     ) -> http::Response<ResponseBody> {
-        self.serve(request, scheme).await
+        self.serve(request, connection).await
     }
 }

@@ -3,7 +3,7 @@
 
 use hyper::body::Incoming;
 
-use outpost_net::listener::Handler;
+use outpost_net::listener::{Connection, Handler};
 use outpost_runtime::body::{ResponseBody, host_response};
 
 /// The plain-HTTP listener's handler: a 308 to HTTPS for every request.
@@ -29,7 +29,7 @@ impl Handler for RedirectToHttps {
     async fn handle(
         &self,
         request: http::Request<Incoming>,
-        _scheme: http::uri::Scheme,
+        _connection: Connection,
     ) -> http::Response<ResponseBody> {
         let host = request
             .headers()

@@ -88,6 +88,7 @@ mod tests {
             version: "v".into(),
             at_ms: 0,
             request_id: id.into(),
+            client: "192.0.2.1".into(),
             method: "GET".into(),
             path: "/".into(),
             status,

@@ -111,6 +111,7 @@ pub(super) async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Resu
             tenancy: Tenancy::for_development(),
             inherited: Inherited::default(),
             name: "dev".into(),
+            region: None,
         },
         shutdown,
     )

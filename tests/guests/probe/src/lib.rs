@@ -15,6 +15,7 @@
 //! | `/config?key=K`   | K from wasi:config and from wasi:cli/environment             |
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
 //! | `/fetch-many?url=U&n=N` | fetches U N times, one after another; a line per fetch (status or error) |
+//! | `/meta`           | what the node said of the request: `client= protocol= tls= node= region= id=`, one line each (`-` if unset) |
 //! | `/wasi`           | tries every capability the host links but withholds (files, sockets, name lookup, stdin) and reports what WASI answered, one line each |
 //! | `/kv/OP?ns=N&key=K` | the KV: OP is get, set (body is the value; `ttl=S`), delete, exists, incr (`by=D`), cas (`expect=V`, body), list (`prefix=P`), get-many (`keys=a,b`), set-many (`keys=a,b`, body is each value) |
 
@@ -135,6 +136,18 @@ impl Handler for Probe {
                 )))
             }
             "/wasi" => Ok(Response::text(withheld_capabilities())),
+            "/meta" => {
+                let or_dash = |value: Option<&str>| value.unwrap_or("-").to_string();
+                Ok(Response::text(format!(
+                    "client={}\nprotocol={}\ntls={}\nnode={}\nregion={}\nid={}\n",
+                    request.client_ip().map_or_else(|| "-".into(), |ip| ip.to_string()),
+                    or_dash(request.protocol()),
+                    or_dash(request.tls_version()),
+                    or_dash(request.node()),
+                    or_dash(request.region()),
+                    or_dash(request.request_id()),
+                )))
+            }
             "/fetch-many" => {
                 let url = request
                     .query_param("url")
