@@ -30,6 +30,7 @@ use outpost_edge::kv::NodeKv;
 use outpost_edge::server::front::FrontBuffering;
 use outpost_edge::server::handoff::{self, HandedOff, Inherited};
 use outpost_edge::server::metadata::RequestMetadata;
+use outpost_edge::server::preview::PreviewHosts;
 use outpost_edge::server::{Edge, EdgeSettings, LiveRoutes, RedirectToHttps, Routes, routes};
 use outpost_edge::tail_tap::TailTap;
 use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
@@ -79,6 +80,8 @@ pub struct LaunchSpec {
     pub name: String,
     /// The node's region (`outpost-region`), if the operator set one.
     pub region: Option<String>,
+    /// Where versions have preview hosts, if anywhere.
+    pub preview_domain: Option<String>,
 }
 
 /// A node's place in a fleet.
@@ -167,6 +170,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             runtime.clone(),
             routes.clone(),
             fixed,
+            spec.preview_domain.is_some(),
             &spec.data_dir,
         )?);
         // What this node ran last time serves before the origin is even contacted.
@@ -285,6 +289,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
                 spec.region.as_deref(),
                 spec.http.trusted_proxies.clone(),
             ),
+            previews: spec.preview_domain.as_deref().map(PreviewHosts::new),
         },
     ));
     serving.push(tokio::spawn(serve(

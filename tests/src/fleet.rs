@@ -47,6 +47,8 @@ pub struct Fleet {
     database_url: Option<String>,
     /// The token hashes origin.toml lists, to write it again for a restart.
     token_hashes: (String, String),
+    /// Whether the nodes serve previews (`[preview] domain = "preview.localhost"`).
+    previews: bool,
 }
 
 fn outpost(args: &[&str], cwd: &Path) -> Exited {
@@ -102,10 +104,16 @@ impl Fleet {
         Self::start_with_relays(label, nodes, &[])
     }
 
+    /// As [`Fleet::start`], with every node serving previews under `preview.localhost`
+    /// (`v{VERSION}--{APP}.preview.localhost`), so each also runs versions only uploaded.
+    pub fn start_previewing(label: &str, nodes: usize) -> Fleet {
+        Self::start_fleet(label, nodes, &[], 1, None, true)
+    }
+
     /// As [`Fleet::start`], with the nodes numbered (0-based) in `relayed` reaching the origin
     /// through a [`UdpProxy`] the test can cut.
     pub fn start_with_relays(label: &str, nodes: usize, relayed: &[usize]) -> Fleet {
-        Self::start_fleet(label, nodes, relayed, 1, None)
+        Self::start_fleet(label, nodes, relayed, 1, None, false)
     }
 
     /// `origins` origins sharing one PostgreSQL database (started for the fleet), all active,
@@ -114,7 +122,7 @@ impl Fleet {
     pub fn start_on_postgres(label: &str, origins: usize, nodes: usize) -> Fleet {
         let database = TestPostgres::start(label);
         let url = database.url();
-        Self::start_fleet(label, nodes, &[], origins, Some((database, url)))
+        Self::start_fleet(label, nodes, &[], origins, Some((database, url)), false)
     }
 
     /// As [`Fleet::start_on_postgres`], on `database` reached as `url` (which may name several
@@ -126,7 +134,7 @@ impl Fleet {
         database: TestPostgres,
         url: String,
     ) -> Fleet {
-        Self::start_fleet(label, nodes, &[], origins, Some((database, url)))
+        Self::start_fleet(label, nodes, &[], origins, Some((database, url)), false)
     }
 
     fn start_fleet(
@@ -135,6 +143,7 @@ impl Fleet {
         relayed: &[usize],
         origins: usize,
         database: Option<(TestPostgres, String)>,
+        previews: bool,
     ) -> Fleet {
         let (database, database_url) = database.unzip();
         let dir = TempDir::new(label);
@@ -197,6 +206,7 @@ impl Fleet {
             database,
             database_url,
             token_hashes,
+            previews,
         };
         let clusters: Vec<SocketAddr> = fleet.addrs().iter().map(|(_, c)| *c).collect();
         for i in 1..=nodes {
@@ -272,6 +282,10 @@ impl Fleet {
     fn write_node_config(&self, index: usize, origins: &str) -> PathBuf {
         let name = format!("edge-{}", index + 1);
         let listen = self.peer_addrs[index];
+        let preview = match self.previews {
+            true => "[preview]\ndomain = \"preview.localhost\"\n",
+            false => "",
+        };
         let peers: Vec<String> = self
             .peer_addrs
             .iter()
@@ -286,6 +300,7 @@ impl Fleet {
                  [listen]\nhttps = \"127.0.0.1:0\"\n\
                  [[tls.certs]]\nhosts = [\"localhost\"]\ncert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
                  [pool]\ninstances = 50\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n{preview}\
                  [cluster]\n{origins}\norigin_name = \"origin\"\nca = \"cluster/ca.pem\"\n\
                  cert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
                  listen = \"{listen}\"\npeers = [{}]\n",

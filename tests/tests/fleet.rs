@@ -174,7 +174,7 @@ async fn deploy_roll_out_refuse_and_roll_back_across_three_nodes() {
     let rows: Vec<&str> = versions.stdout.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{}", versions.stdout);
     assert!(
-        rows[0].starts_with("1 ") && rows[0].contains('*') && rows[0].ends_with("first"),
+        rows[0].starts_with("1 ") && rows[0].contains("100%") && rows[0].ends_with("first"),
         "{}",
         versions.stdout
     );
@@ -218,6 +218,179 @@ async fn deploy_roll_out_refuse_and_roll_back_across_three_nodes() {
     assert_eq!((active.app.as_str(), active.active), ("shop", 2));
     let active: api::ActiveVersion = serde_json::from_str(&json(&["rollback"])).unwrap();
     assert_eq!(active.active, 1);
+}
+
+/// `GET VERSION_PATH` on node `node` with `header` set, answered with the version served.
+async fn version_for(fleet: &Fleet, node: usize, header: (&str, &str)) -> String {
+    let request = http::Request::builder()
+        .uri(VERSION_PATH)
+        .header(header.0, header.1)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let reply = fleet
+        .client(node)
+        .send("localhost", Proto::H1, request)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text()
+}
+
+/// For keys `k0`..`k{n-1}` sent to the nodes in turn: which version each got.
+async fn versions_by_key(fleet: &Fleet, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("k{i}");
+        got.push(version_for(fleet, i % 3, ("outpost-version-key", &key)).await);
+    }
+    got
+}
+
+fn count(versions: &[String], version: &str) -> usize {
+    versions.iter().filter(|v| **v == served(version)).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gradual_deploys_keep_each_client_on_one_version_and_previews_reach_any() {
+    let fleet = Fleet::start_previewing("gradual", 3);
+    let v1 = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
+    assert!(fleet.cli(&v1, &["deploy", "--activate"]).status.success());
+
+    // Version 2 takes 10%: the CLI waits until every node splits so.
+    let v2 = fleet.app("shop", &probe(), &[("VERSION", "v2")]);
+    let out = fleet.cli(&v2, &["deploy", "--percent", "10"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("takes 10% of the traffic"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("live on 3 nodes"), "{}", out.stdout);
+
+    // A thousand distinct keys through all three nodes land within a few percent of it.
+    let at_10 = versions_by_key(&fleet, 1000).await;
+    let (on_v1, on_v2) = (count(&at_10, "v1"), count(&at_10, "v2"));
+    assert_eq!(on_v1 + on_v2, 1000);
+    assert!((70..=130).contains(&on_v2), "v2 took {on_v2} of 1000");
+    // Each key gets the same version again, from another node, and by cookie as by header.
+    for i in (0..1000).step_by(7) {
+        let key = format!("k{i}");
+        let again = version_for(&fleet, (i + 1) % 3, ("outpost-version-key", &key)).await;
+        assert_eq!(again, at_10[i], "key {key}");
+        let cookie = format!("theme=dark; outpost-version-key={key}");
+        let by_cookie = version_for(&fleet, (i + 2) % 3, ("cookie", &cookie)).await;
+        assert_eq!(by_cookie, at_10[i], "key {key} by cookie");
+    }
+
+    // 50/50 by hand: the keys already on version 2 stay there.
+    let out = fleet.cli(&v2, &["versions", "split", "1=50", "2=50"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("traffic split 1=50 2=50"),
+        "{}",
+        out.stdout
+    );
+    let at_50 = versions_by_key(&fleet, 1000).await;
+    let on_v2 = count(&at_50, "v2");
+    assert!((440..=560).contains(&on_v2), "v2 took {on_v2} of 1000");
+    for (i, before) in at_10.iter().enumerate() {
+        if *before == served("v2") {
+            assert_eq!(at_50[i], served("v2"), "key k{i} moved back to v1");
+        }
+    }
+
+    // Status and every node's metrics show the split.
+    let status = fleet.cli(&v2, &["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("shop                     1 (split 1=50 2=50)"),
+        "{}",
+        status.stdout
+    );
+    for node in 0..3 {
+        let line = status
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("edge-{}", node + 1)))
+            .unwrap();
+        assert!(line.contains("shop@1 (split 1=50 2=50)"), "{line}");
+        let admin = fleet.node(node).admin.unwrap();
+        let metrics = outpost_tests::client::plain(admin, get("/metrics"))
+            .await
+            .unwrap()
+            .text();
+        for version in ["1", "2"] {
+            let line =
+                format!("outpost_app_traffic_percent{{app=\"shop\",version=\"{version}\"}} 50");
+            assert!(
+                metrics.contains(&line),
+                "{line} not in node {node}'s metrics"
+            );
+        }
+    }
+
+    // Rollback ends the split at once: everyone is on version 1 again.
+    let out = fleet.cli(&v2, &["rollback"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("rolled back to version 1"),
+        "{}",
+        out.stdout
+    );
+    let after = versions_by_key(&fleet, 100).await;
+    assert_eq!(count(&after, "v1"), 100, "{after:?}");
+
+    // Previews: an uploaded, never activated version is reachable on every node at its
+    // preview host, as is any version nodes run; others are refused by name.
+    let v3 = fleet.app("shop", &probe(), &[("VERSION", "v3")]);
+    let out = fleet.cli(&v3, &["deploy"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("v3--shop."), "{}", out.stdout);
+    for (version, expected) in [("3", "v3"), ("2", "v2"), ("1", "v1")] {
+        let host = format!("v{version}--shop.preview.localhost");
+        for node in 0..3 {
+            let started = Instant::now();
+            loop {
+                let reply = fleet
+                    .client(node)
+                    .send("localhost", Proto::H1, {
+                        let mut request = get(VERSION_PATH);
+                        request.headers_mut().insert("host", host.parse().unwrap());
+                        request
+                    })
+                    .await
+                    .unwrap();
+                if reply.status == 200 {
+                    assert_eq!(reply.text(), served(expected), "{host} on node {node}");
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{host}: {}",
+                    reply.text()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let mut request = get(VERSION_PATH);
+    request
+        .headers_mut()
+        .insert("host", "v9--shop.preview.localhost".parse().unwrap());
+    let missing = fleet
+        .client(0)
+        .send("localhost", Proto::H1, request)
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing
+            .text()
+            .contains("version 9 of app shop is not available for preview")
+    );
+    // The routes still serve the active version only.
+    assert_eq!(count(&versions_by_key(&fleet, 30).await, "v1"), 30);
 }
 
 #[tokio::test(flavor = "multi_thread")]

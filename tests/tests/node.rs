@@ -371,7 +371,7 @@ async fn a_handler_is_told_the_client_protocol_and_node_and_a_client_cannot_forg
     assert_eq!(plain["client"], "127.0.0.1");
     assert_eq!(plain["tls"], "-", "plain HTTP has no TLS version");
     assert!(
-        server.wait_for_log(&format!("client=127.0.0.1"), Duration::from_secs(5)),
+        server.wait_for_log("client=127.0.0.1", Duration::from_secs(5)),
         "the access log records the client: {}",
         server.stderr()
     );

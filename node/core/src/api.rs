@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppManifest;
-use crate::wire::NodeReport;
+use crate::wire::{NodeReport, VersionShare};
 
 /// An app as stored: its active version and activation history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,10 @@ pub struct AppRecord {
     pub active: Option<u64>,
     /// Versions activated, oldest first; the last is the active one. Rollback walks it back.
     pub history: Vec<u64>,
+    /// When the app's traffic is split between versions: each with its share, the active
+    /// one first (the shares add up to 100). Empty: the active version takes it all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<VersionShare>,
     /// The number the next version gets; versions count up from 1.
     pub next_version: u64,
     /// Unix time in seconds of its first version.
@@ -82,6 +86,9 @@ pub struct ActiveApp {
     pub active: u64,
     /// That version's component.
     pub sha256: String,
+    /// The split of its traffic between versions, the active one first; empty: no split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<VersionShare>,
 }
 
 /// A node as an origin knows it, in `GET /v1/status`.
@@ -121,15 +128,22 @@ pub struct VersionCreated {
     pub sha256: String,
     /// Whether it was made active at once.
     pub active: bool,
+    /// Its share of the app's traffic: 100 when active, less in a gradual deployment, 0 when
+    /// only uploaded (reachable by preview).
+    #[serde(default)]
+    pub percent: u8,
 }
 
-/// `POST /v1/apps/{app}/activate` and `.../rollback`: the version now active.
+/// `POST /v1/apps/{app}/activate`, `.../rollback` and `.../split`: the version now active.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveVersion {
     /// The app.
     pub app: String,
-    /// The version nodes now run.
+    /// The version nodes now run (in a split, the one the others share traffic with).
     pub active: u64,
+    /// The split of its traffic, the active version first; empty: the active one takes all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<VersionShare>,
 }
 
 /// `DELETE /v1/apps/{app}` and `DELETE /v1/kv/.../values/{key}`: what is gone.

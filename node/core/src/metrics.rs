@@ -100,6 +100,9 @@ pub struct Metrics {
     /// `outpost_app_live`: 1 for the version each app serves on this node, by app and component
     /// sha256.
     pub app_live: IntGaugeVec,
+    /// `outpost_app_traffic_percent`: for an app whose traffic is split between versions, each
+    /// version's share on this node, by app and version.
+    pub app_traffic_percent: IntGaugeVec,
     /// `outpost_ready`: 1 while `/readyz` says ready, 0 otherwise.
     pub ready: IntGauge,
     /// `outpost_origin_nodes_connected`: at the origin, the nodes connected to it.
@@ -293,6 +296,10 @@ impl Metrics {
             app_live: r.gauge_vec("outpost_app_live",
                 "The version each app serves on this node (value 1), by app and component sha256",
                 &["app", "sha256"],
+            ),
+            app_traffic_percent: r.gauge_vec("outpost_app_traffic_percent",
+                "For an app split between versions, each version's share of its traffic in percent",
+                &["app", "version"],
             ),
             ready: r.gauge("outpost_ready",
                 "1 while /readyz says ready, 0 otherwise",

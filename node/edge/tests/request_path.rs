@@ -42,6 +42,7 @@ fn edge(dir: &std::path::Path) -> Edge {
             access_log: false,
             front: FrontBuffering::new(64 << 10, 1 << 20),
             metadata: RequestMetadata::new("test-node", None, Vec::new()),
+            previews: None,
         },
     )
 }

@@ -8,8 +8,9 @@
 //! | `GET /v1/apps`                   | read   | every app with its active version           |
 //! | `GET /v1/apps/{app}`             | read   | one app with all its versions               |
 //! | `PUT /v1/blobs/{sha256}`         | deploy | upload a component (checked: parses, links) |
-//! | `POST /v1/apps/{app}/versions`   | deploy | `{component, manifest, note?, activate?}`   |
+//! | `POST /v1/apps/{app}/versions`   | deploy | `{component, manifest, note?, activate?, percent?}` (`percent`: a gradual deployment beside the active version) |
 //! | `POST /v1/apps/{app}/activate`   | deploy | `{version}`                                 |
+//! | `POST /v1/apps/{app}/split`      | deploy | `{versions: [{version, percent}, ...]}`, the first becomes the active one |
 //! | `POST /v1/apps/{app}/rollback`   | deploy | `{version?}` (default: the one before)      |
 //! | `DELETE /v1/apps/{app}`          | admin  | remove the app from the fleet               |
 //! | `GET /v1/kv/{app}/{ns}/keys`     | read   | list keys (`?prefix=&cursor=&limit=`)       |
@@ -33,7 +34,7 @@ use serde_json::json;
 use super::auth::{Denied, Tokens};
 use super::kv::KvAuthority;
 use super::link::NodeDirectory;
-use super::registry::{Registry, RegistryError};
+use super::registry::{Registry, RegistryError, Rollout};
 use crate::components::{ComponentError, Components};
 use crate::tail::TailHub;
 use outpost_core::api::{
@@ -43,7 +44,7 @@ use outpost_core::api::{
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppManifest, Right, validate_name};
 use outpost_core::metrics::{metrics, status_class};
-use outpost_core::wire::is_sha256_hex;
+use outpost_core::wire::{DesiredState, Release, VersionShare, is_sha256_hex};
 use outpost_net::listener::{Connection, Handler};
 use outpost_runtime::ComponentValidator;
 use outpost_runtime::body::{ResponseBody, full_response};
@@ -186,12 +187,21 @@ struct NewVersion {
     note: Option<String>,
     #[serde(default)]
     activate: bool,
+    /// A share of the traffic beside the active version, instead of all of it.
+    #[serde(default)]
+    percent: Option<u8>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Activate {
     version: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Split {
+    versions: Vec<VersionShare>,
 }
 
 #[derive(Deserialize, Default)]
@@ -334,6 +344,18 @@ impl AdminApi {
                         let active = ActiveVersion {
                             app,
                             active: version,
+                            split: Vec::new(),
+                        };
+                        Ok((StatusCode::OK, json!(active)))
+                    }
+                    "split" => {
+                        let Split { versions } = parse(&body)?;
+                        let (version, split) = self.registry.split(&app, &versions).await?;
+                        tracing::info!(app, ?split, "traffic split");
+                        let active = ActiveVersion {
+                            app,
+                            active: version,
+                            split,
                         };
                         Ok((StatusCode::OK, json!(active)))
                     }
@@ -347,6 +369,7 @@ impl AdminApi {
                         let active = ActiveVersion {
                             app,
                             active: version,
+                            split: Vec::new(),
                         };
                         Ok((StatusCode::OK, json!(active)))
                     }
@@ -374,6 +397,7 @@ impl AdminApi {
                     name: r.app.clone(),
                     active: r.version,
                     sha256: r.sha256.clone(),
+                    split: split_of(&state, r),
                 })
                 .collect(),
             nodes: self.nodes.snapshot(),
@@ -531,6 +555,18 @@ impl AdminApi {
                 )
             })?;
         }
+        let rollout = match (request.activate, request.percent) {
+            (true, Some(_)) => {
+                return Err(ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "percent",
+                    "give activate or percent, not both",
+                ));
+            }
+            (true, None) => Rollout::Activate,
+            (false, Some(percent)) => Rollout::Percent(percent),
+            (false, None) => Rollout::Upload,
+        };
         let version = self
             .registry
             .create_version(
@@ -538,23 +574,45 @@ impl AdminApi {
                 &request.component,
                 request.manifest,
                 request.note,
-                request.activate,
+                rollout,
             )
             .await?;
-        tracing::info!(
-            app,
-            version = version.version,
-            activate = request.activate,
-            "version created"
-        );
+        tracing::info!(app, version = version.version, ?rollout, "version created");
+        let percent = match rollout {
+            Rollout::Upload => 0,
+            Rollout::Activate => 100,
+            Rollout::Percent(percent) => percent,
+        };
         let created = VersionCreated {
             app: app.to_string(),
             version: version.version,
             sha256: version.sha256,
-            active: request.activate,
+            active: percent == 100,
+            percent,
         };
         Ok((StatusCode::CREATED, json!(created)))
     }
+}
+
+/// The split of the app whose active release is `active` in `state`: empty when it takes all
+/// the traffic, else its share first, then the others'.
+fn split_of(state: &DesiredState, active: &Release) -> Vec<VersionShare> {
+    if active.percent == 100 {
+        return Vec::new();
+    }
+    let share = |r: &Release| VersionShare {
+        version: r.version,
+        percent: r.percent,
+    };
+    std::iter::once(share(active))
+        .chain(
+            state
+                .others
+                .iter()
+                .filter(|r| r.app == active.app && r.percent > 0)
+                .map(share),
+        )
+        .collect()
 }
 
 async fn read_json_body(request: http::Request<Incoming>) -> Result<Bytes, ApiError> {

@@ -234,8 +234,7 @@ async fn logs_session(
 pub fn bound_namespace(state: &DesiredState, namespace: &str) -> Result<(), String> {
     let bound = outpost_kv::scope::split_namespace(namespace).is_some_and(|(app, name)| {
         state
-            .releases
-            .iter()
+            .all_releases()
             .any(|r| r.app == app && r.manifest.kv.binds(name))
     });
     if bound {
@@ -344,7 +343,9 @@ mod tests {
                 version: 1,
                 sha256: "0".repeat(64),
                 manifest,
+                percent: 100,
             }],
+            others: Vec::new(),
         };
         assert!(bound_namespace(&state, "shop/carts").is_ok());
         for refused in [

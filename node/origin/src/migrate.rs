@@ -111,6 +111,7 @@ mod tests {
     use outpost_kv::{Authority, WriteOp};
 
     use super::*;
+    use crate::registry::Rollout;
 
     fn put(i: u64) -> IncomingWrite {
         IncomingWrite {
@@ -143,7 +144,7 @@ mod tests {
             };
             for _ in 0..2 {
                 registry
-                    .create_version("shop", &sha256, manifest.clone(), None, true)
+                    .create_version("shop", &sha256, manifest.clone(), None, Rollout::Activate)
                     .await
                     .unwrap();
             }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, Subcommand};
 use http_body_util::Empty;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -18,6 +18,7 @@ use outpost_core::api::{
 };
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::AppSpec;
+use outpost_core::wire::{AppStatus, VersionShare};
 
 #[derive(Args)]
 pub(super) struct DeployArgs {
@@ -25,8 +26,12 @@ pub(super) struct DeployArgs {
     #[arg(long, short, default_value = ".")]
     path: PathBuf,
     /// Make the new version live at once (otherwise: `outpost activate VERSION`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "percent")]
     activate: bool,
+    /// A gradual deployment: the new version takes this share of the traffic (1-100) beside
+    /// the active one, which keeps the rest; each client stays on one version.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    percent: Option<u8>,
     /// A note kept with the version.
     #[arg(long)]
     note: Option<String>,
@@ -141,7 +146,13 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let created: VersionCreated = client
         .post(
             &format!("/v1/apps/{app}/versions"),
-            &json!({ "component": sha256, "manifest": spec.manifest, "note": args.note, "activate": args.activate }),
+            &json!({
+                "component": sha256,
+                "manifest": spec.manifest,
+                "note": args.note,
+                "activate": args.activate,
+                "percent": args.percent,
+            }),
         )
         .await?;
     let version = created.version;
@@ -149,26 +160,65 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         "{app} version {version} (sha256 {})",
         &sha256[..16]
     ));
-    if args.activate {
-        wait_until_live(
-            &client,
-            &app,
-            version,
-            Duration::from_secs(args.timeout),
-            output,
-        )
-        .await?;
-    } else {
-        output.say(&format!("not active yet: outpost activate {version}"));
+    let timeout = Duration::from_secs(args.timeout);
+    match args.percent {
+        _ if created.active => {
+            wait_until_live(&client, &app, &Serving::Active(version), timeout, output).await?
+        }
+        Some(percent) => {
+            output.say(&format!(
+                "{app}: version {version} takes {percent}% of the traffic \
+                 (outpost activate {version} to give it all, outpost rollback to end it)"
+            ));
+            let share = VersionShare { version, percent };
+            wait_until_live(&client, &app, &Serving::Share(share), timeout, output).await?
+        }
+        None => output.say(&format!(
+            "not active yet: outpost activate {version}; until then its preview host is \
+             v{version}--{app}.<the nodes' preview domain>"
+        )),
     }
     output.print(&created, |_| {})
 }
 
-/// Poll the fleet until every connected node serves `app` at `version`.
+/// What a node must report of an app for a change to count as live there.
+enum Serving {
+    /// This version is active (taking every request, or the base of a split).
+    Active(u64),
+    /// This share of a split.
+    Share(VersionShare),
+    /// Exactly this split (the first share's version active).
+    Split(Vec<VersionShare>),
+}
+
+impl Serving {
+    /// What is wanted, in words: `version 2`, `version 2 at 10%`, `the split 1=50 2=50`.
+    fn describe(&self) -> String {
+        match self {
+            Serving::Active(version) => format!("version {version}"),
+            Serving::Share(share) => format!("version {} at {}%", share.version, share.percent),
+            Serving::Split(split) => format!("the split {}", shares_text(split)),
+        }
+    }
+
+    fn reached(&self, status: &AppStatus) -> bool {
+        match self {
+            Serving::Active(version) => {
+                status.live_version == Some(*version) && status.split.is_empty()
+            }
+            Serving::Share(share) => status.split.contains(share),
+            Serving::Split(split) => {
+                status.live_version == split.first().map(|s| s.version) && &status.split == split
+            }
+        }
+    }
+}
+
+/// Poll the fleet until every connected node serves `app` as `wanted` says.
 async fn wait_until_live(
     client: &AdminClient,
     app: &str,
-    version: u64,
+    wanted: &Serving,
     timeout: Duration,
     output: Output,
 ) -> anyhow::Result<()> {
@@ -179,13 +229,14 @@ async fn wait_until_live(
         let mut waiting = Vec::new();
         for node in &nodes {
             let entry = node.report.apps.iter().find(|a| a.app == app);
-            if entry.and_then(|e| e.live_version) == Some(version) {
+            if entry.is_some_and(|e| wanted.reached(e)) {
                 continue;
             }
             if let Some(error) = entry.and_then(|e| e.error.as_deref()) {
                 bail!(
-                    "node {} could not deploy {app} version {version}: {error}",
-                    node.name
+                    "node {} could not deploy {app} {}: {error}",
+                    node.name,
+                    wanted.describe()
                 );
             }
             waiting.push(node.name.clone());
@@ -210,23 +261,82 @@ async fn wait_until_live(
     }
 }
 
-pub(super) async fn versions(args: AppArgs) -> anyhow::Result<()> {
+/// `outpost versions`: list an app's versions, or split its traffic between them.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(super) struct VersionsArgs {
+    #[command(subcommand)]
+    action: Option<VersionsAction>,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+#[derive(Subcommand)]
+enum VersionsAction {
+    /// Split the app's traffic between versions: `outpost versions split 3=90 4=10`. The first
+    /// named becomes the active version (its routes serve the app); each client stays on one
+    /// version (by its `outpost-version-key` header or cookie, else its address). `4=100`
+    /// ends a split, as `outpost activate 4` and `outpost rollback` do.
+    Split {
+        /// VERSION=PERCENT, adding up to 100.
+        #[arg(required = true, value_parser = parse_share)]
+        shares: Vec<VersionShare>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+}
+
+/// `3=90` as version 3 at 90 percent.
+fn parse_share(text: &str) -> Result<VersionShare, String> {
+    let (version, percent) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not VERSION=PERCENT (such as 3=90)"))?;
+    Ok(VersionShare {
+        version: version
+            .trim()
+            .parse()
+            .map_err(|_| format!("{version:?} is not a version number"))?,
+        percent: percent
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .ok()
+            .filter(|p| (1..=100).contains(p))
+            .ok_or_else(|| format!("{percent:?} is not a percentage from 1 to 100"))?,
+    })
+}
+
+pub(super) async fn versions(args: VersionsArgs) -> anyhow::Result<()> {
+    if let Some(VersionsAction::Split { shares, app }) = args.action {
+        let body = json!({ "versions": shares });
+        return change_active(&app, "split", &body, |active| {
+            match active.split.as_slice() {
+                [] => format!("{}: version {} is active", active.app, active.active),
+                split => format!("{}: traffic split {}", active.app, shares_text(split)),
+            }
+        })
+        .await;
+    }
+    let args = args.app;
     let (app, client) = app_and_client(&args)?;
     let detail: AppDetail = client.get(&format!("/v1/apps/{app}")).await?;
     args.output.print(&detail, |detail| {
         println!(
-            "{:<8} {:<7} {:<18} {:<20} NOTE",
-            "VERSION", "ACTIVE", "SHA256", "CREATED (UTC)"
+            "{:<8} {:<8} {:<18} {:<20} NOTE",
+            "VERSION", "TRAFFIC", "SHA256", "CREATED (UTC)"
         );
+        let record = &detail.app;
         for version in &detail.versions {
+            let share = record.split.iter().find(|s| s.version == version.version);
+            let traffic = match share {
+                Some(share) => format!("{}%", share.percent),
+                None if record.active == Some(version.version) => "100%".to_string(),
+                None => String::new(),
+            };
             println!(
-                "{:<8} {:<7} {:<18} {:<20} {}",
+                "{:<8} {:<8} {:<18} {:<20} {}",
                 version.version,
-                if Some(version.version) == detail.app.active {
-                    "*"
-                } else {
-                    ""
-                },
+                traffic,
                 version.sha256.get(..16).unwrap_or(""),
                 utc(version.created_at),
                 version.note.as_deref().unwrap_or("")
@@ -245,34 +355,40 @@ pub(super) struct ActivateArgs {
 
 pub(super) async fn activate(args: ActivateArgs) -> anyhow::Result<()> {
     let body = json!({ "version": args.version });
-    change_active(&args.app, "activate", &body, |app, v| {
-        format!("{app}: version {v} is active")
+    change_active(&args.app, "activate", &body, |active| {
+        format!("{}: version {} is active", active.app, active.active)
     })
     .await
 }
 
-/// POST `action` for the app, say which version is active now (as `said` words it), and
-/// wait until every connected node serves it.
+/// `3=90 4=10`.
+fn shares_text(split: &[VersionShare]) -> String {
+    split
+        .iter()
+        .map(|s| format!("{}={}", s.version, s.percent))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// POST `action` for the app, say what serves now (as `said` words it), and wait until every
+/// connected node serves it so.
 async fn change_active(
     args: &AppArgs,
     action: &str,
     body: &serde_json::Value,
-    said: impl Fn(&str, u64) -> String,
+    said: impl Fn(&ActiveVersion) -> String,
 ) -> anyhow::Result<()> {
     let (app, client) = app_and_client(args)?;
     let output = args.output;
     let active: ActiveVersion = client
         .post(&format!("/v1/apps/{app}/{action}"), body)
         .await?;
-    output.say(&said(&app, active.active));
-    wait_until_live(
-        &client,
-        &app,
-        active.active,
-        Duration::from_secs(60),
-        output,
-    )
-    .await?;
+    output.say(&said(&active));
+    let wanted = match active.split.as_slice() {
+        [] => Serving::Active(active.active),
+        split => Serving::Split(split.to_vec()),
+    };
+    wait_until_live(&client, &app, &wanted, Duration::from_secs(60), output).await?;
     output.print(&active, |_| {})
 }
 
@@ -289,8 +405,8 @@ pub(super) async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         Some(version) => json!({ "version": version }),
         None => json!({}),
     };
-    change_active(&args.app, "rollback", &body, |app, v| {
-        format!("{app}: rolled back to version {v}")
+    change_active(&args.app, "rollback", &body, |active| {
+        format!("{}: rolled back to version {}", active.app, active.active)
     })
     .await
 }
@@ -346,7 +462,15 @@ fn print_status(origin: &str, status: &FleetStatus) {
     println!("origin {origin} at revision {}", status.revision);
     println!("\n{:<24} ACTIVE", "APP");
     for app in &status.apps {
-        println!("{:<24} {}", app.name, app.active);
+        match app.split.as_slice() {
+            [] => println!("{:<24} {}", app.name, app.active),
+            split => println!(
+                "{:<24} {} (split {})",
+                app.name,
+                app.active,
+                shares_text(split)
+            ),
+        }
     }
     println!(
         "\n{:<16} {:<10} {:<14} APPS (live version)",
@@ -359,7 +483,10 @@ fn print_status(origin: &str, status: &FleetStatus) {
             .apps
             .iter()
             .map(|a| {
-                let live = a.live_version.map_or("-".to_string(), |v| v.to_string());
+                let mut live = a.live_version.map_or("-".to_string(), |v| v.to_string());
+                if !a.split.is_empty() {
+                    live = format!("{live} (split {})", shares_text(&a.split));
+                }
                 match &a.error {
                     Some(error) => format!("{}@{live} (error: {error})", a.app),
                     None => format!("{}@{live}", a.app),

@@ -106,8 +106,8 @@ enum Command {
     },
     /// Upload the app's component and manifest to the origin as a new version.
     Deploy(fleet::DeployArgs),
-    /// List an app's versions.
-    Versions(fleet::AppArgs),
+    /// List an app's versions, or split its traffic between them (`versions split 3=90 4=10`).
+    Versions(fleet::VersionsArgs),
     /// Make a version live everywhere.
     Activate(fleet::ActivateArgs),
     /// Go back to an earlier version (by default the one active before the current one).

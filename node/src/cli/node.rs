@@ -89,6 +89,7 @@ fn launch_spec(config: &NodeConfig, inherited: Inherited) -> LaunchSpec {
         inherited,
         name: config.name,
         region: config.region,
+        preview_domain: config.preview_domain,
     }
 }
 

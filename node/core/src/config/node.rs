@@ -45,6 +45,10 @@ pub struct NodeConfig {
     pub peering: Option<Peering>,
     /// Plain-HTTP address for `/metrics`, `/healthz` and `/readyz`.
     pub admin: Option<SocketAddr>,
+    /// The domain under which every version the node runs has a preview host
+    /// (`v4--shop.preview.example.com`); `None`: no previews, and no preview-only versions
+    /// deployed (`[preview] domain`).
+    pub preview_domain: Option<String>,
     /// Readiness hooks, drain delay and the KV lag bound (`[health]`).
     pub health: HealthSettings,
     /// One log line per request.
@@ -81,6 +85,7 @@ struct NodeFile {
     http: HttpFile,
     cluster: Option<ClusterFile>,
     admin: Option<AdminFile>,
+    preview: Option<PreviewFile>,
     #[serde(default)]
     health: HealthFile,
     #[serde(default)]
@@ -95,6 +100,12 @@ struct NodeFile {
 #[serde(deny_unknown_fields)]
 struct AdminFile {
     listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewFile {
+    domain: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,6 +190,11 @@ impl NodeConfig {
             .transpose()
             .map_err(|m| field_err(FieldError::new("admin.listen", m)))?;
         let health = parsed.health.settings().map_err(within("health"))?;
+        let preview_domain = parsed
+            .preview
+            .map(|p| preview_domain(&p.domain))
+            .transpose()
+            .map_err(field_err)?;
         // The ports of this node's own listeners are added once they are bound (launch).
         let egress = parsed.outbound.policy().map_err(field_err)?;
         let ceilings = parsed
@@ -200,6 +216,7 @@ impl NodeConfig {
             cluster,
             peering,
             admin,
+            preview_domain,
             health,
             access_log: parsed.log.requests.unwrap_or(true),
             tenancy: super::Tenancy {
@@ -218,6 +235,25 @@ fn node_name(given: Option<String>) -> Result<String, FieldError> {
         Some(name) if name.trim().is_empty() => Err(FieldError::new("name", "cannot be empty")),
         Some(name) => Ok(name),
         None => Ok(hostname()),
+    }
+}
+
+/// A preview domain: a DNS name of at least two labels, lowercase.
+fn preview_domain(given: &str) -> Result<String, FieldError> {
+    let domain = given.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if domain.contains('.') && domain.len() <= 253 && domain.split('.').all(label_ok) {
+        Ok(domain)
+    } else {
+        Err(FieldError::new(
+            "preview.domain",
+            format!("{given:?} is not a domain name such as \"preview.example.com\""),
+        ))
     }
 }
 
@@ -469,6 +505,24 @@ mod tests {
         assert_eq!(cfg.certs[0].cert, dir.0.join("cert.pem"));
         assert_eq!(cfg.data_dir, dir.0.join("outpost-data"));
         assert!(cfg.http_redirect.is_none());
+        assert_eq!((cfg.region, cfg.preview_domain), (None, None));
+
+        let cfg = dir
+            .load(&format!(
+                "region = \"eu-west.1\"\n[listen]\nhttps = \"127.0.0.1:0\"\n{TLS}\
+                 [http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+                 [preview]\ndomain = \"Preview.Example.com.\"\n"
+            ))
+            .unwrap();
+        assert_eq!(cfg.region.as_deref(), Some("eu-west.1"));
+        assert_eq!(cfg.preview_domain.as_deref(), Some("preview.example.com"));
+        let proxies: Vec<String> = cfg
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.7/32"]);
     }
 
     #[test]
@@ -506,6 +560,11 @@ mod tests {
             (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"), "`cluster.origin`: name the origin"),
             (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigins = [\"a.internal:7443\", \"b:\"]\n"), "`cluster.origins[1]`"),
             (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"no port\"\n"), "`cluster.origin`: \"no port\" is not an address"),
+            // What handlers are told, and where previews are.
+            (format!("region = \"eu west\"\n{base}"), "`region`: \"eu west\" is not a region name"),
+            (format!("{base}[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n"), "`http.trusted_proxies[1]`"),
+            (format!("{base}[preview]\ndomain = \"localhost\"\n"), "`preview.domain`"),
+            (format!("{base}[preview]\ndomain = \"-x.example.com\"\n"), "`preview.domain`"),
         ] {
             let err = dir.load(&text).unwrap_err().to_string();
             assert!(err.contains("node.toml"), "{err}");

@@ -24,6 +24,28 @@ pub struct Release {
     pub sha256: String,
     /// The app's manifest at this version: routes, limits, config and the rest.
     pub manifest: AppManifest,
+    /// The share of the app's traffic this version takes, in percent: 100 for an app's only
+    /// version, less in a split, 0 for one reachable by preview only. A state from an origin
+    /// that predates splits reads 100.
+    #[serde(default = "all_traffic", skip_serializing_if = "is_all_traffic")]
+    pub percent: u8,
+}
+
+fn all_traffic() -> u8 {
+    100
+}
+
+fn is_all_traffic(percent: &u8) -> bool {
+    *percent == 100
+}
+
+/// A version's share of its app's traffic, in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionShare {
+    /// The version.
+    pub version: u64,
+    /// Its share, 1 to 100.
+    pub percent: u8,
 }
 
 /// Every app the fleet should serve, at its active version. `revision` grows with every change
@@ -32,8 +54,21 @@ pub struct Release {
 pub struct DesiredState {
     /// Raised by the origin on every change, so a newer state has the higher revision.
     pub revision: u64,
-    /// One release for each app the fleet should serve, at its active version.
+    /// One release for each app the fleet should serve, at its active version: the version
+    /// whose routes the app is served on (in a split, the base the others share traffic with).
     pub releases: Vec<Release>,
+    /// The apps' other versions nodes run too: those in a split beside the active one, and
+    /// the newest uploaded since it, which only preview hosts reach (`percent` 0). A node that
+    /// predates them ignores them and serves the active versions alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<Release>,
+}
+
+impl DesiredState {
+    /// Every release, the active versions first.
+    pub fn all_releases(&self) -> impl Iterator<Item = &Release> {
+        self.releases.iter().chain(&self.others)
+    }
 }
 
 /// How one app stands on one node.
@@ -41,8 +76,11 @@ pub struct DesiredState {
 pub struct AppStatus {
     /// The name of the app this is about.
     pub app: String,
-    /// The version serving now, if any.
+    /// The version serving now, if any (in a split, the active one the others share with).
     pub live_version: Option<u64>,
+    /// The split this node serves the app's traffic by, when it is split between versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<VersionShare>,
     /// Why the desired version is not live, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

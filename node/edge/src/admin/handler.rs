@@ -37,10 +37,19 @@ impl AdminHandler {
         m.instance_memory.set(self.runtime.instance_memory() as i64);
         self.kv.publish();
         m.app_live.reset();
-        for deployment in self.routes.load().values() {
+        m.app_traffic_percent.reset();
+        let routes = self.routes.load();
+        for deployment in routes.serving() {
             m.app_live
                 .with_label_values(&[&*deployment.app.name, deployment.digest.as_str()])
                 .set(1);
+        }
+        for (app, split) in routes.splits() {
+            for share in split.shares() {
+                m.app_traffic_percent
+                    .with_label_values(&[&**app, share.version.to_string().as_str()])
+                    .set(i64::from(share.percent));
+            }
         }
     }
 }

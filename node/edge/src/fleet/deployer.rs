@@ -1,6 +1,8 @@
 //! Applying desired states on a node: fetch each new component (verifying its hash), compile it
-//! through the cache, build a whole new route table and swap it in at once. An app whose new
-//! release fails keeps serving its previous one. What runs is written to disk, so a node that
+//! through the cache, build whole new routes (the route table, the splits of apps shared
+//! between versions, the versions preview hosts reach) and swap them in at once. An app whose
+//! new active release fails keeps serving its previous one; a split one of whose versions
+//! failed serves its active version alone. What runs is written to disk, so a node that
 //! restarts while the origin is away serves what it last knew.
 
 use std::collections::BTreeMap;
@@ -11,10 +13,11 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use tokio::sync::Mutex;
 
-use super::reconcile::plan;
+use super::reconcile::{VersionKey, key, same_build, split_of, to_deploy, wanted};
 use crate::server::routes::{self, LiveRoutes};
+use crate::server::split::Split;
 use outpost_core::blobs::{BlobStore, BlobWriter};
-use outpost_core::wire::{AppStatus, DesiredState, NodeReport, Release};
+use outpost_core::wire::{AppStatus, DesiredState, NodeReport, Release, VersionShare};
 use outpost_runtime::{Deployment, Runtime};
 
 /// Where missing components come from (the origin, over the cluster link).
@@ -44,7 +47,12 @@ struct Running {
 
 #[derive(Default)]
 struct Inner {
-    running: BTreeMap<String, Running>,
+    /// Every version deployed, by app and version.
+    running: BTreeMap<VersionKey, Running>,
+    /// By app, the version its routes lead to.
+    active: BTreeMap<String, u64>,
+    /// By app, how its traffic is split, when it is.
+    splits: BTreeMap<String, Vec<VersionShare>>,
     revision: u64,
     /// Apps of the last desired state whose release could not go live, and why.
     errors: BTreeMap<String, String>,
@@ -57,6 +65,8 @@ pub struct Deployer {
     routes: Arc<LiveRoutes>,
     /// Apps from node.toml: always served, ahead of fleet apps.
     fixed: Vec<Arc<Deployment>>,
+    /// Whether this node runs versions only preview hosts reach.
+    previews: bool,
     blobs: BlobStore,
     state_file: PathBuf,
     inner: Mutex<Inner>,
@@ -64,17 +74,20 @@ pub struct Deployer {
 
 impl Deployer {
     /// A deployer serving `fixed` apps ahead of fleet apps, with its blobs and saved state in
-    /// `data_dir`; nothing is restored until [`Deployer::restore`].
+    /// `data_dir`, running preview-only versions if `previews`; nothing is restored until
+    /// [`Deployer::restore`].
     pub fn new(
         runtime: Arc<Runtime>,
         routes: Arc<LiveRoutes>,
         fixed: Vec<Arc<Deployment>>,
+        previews: bool,
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
         Ok(Deployer {
             runtime,
             routes,
             fixed,
+            previews,
             blobs: BlobStore::open(&data_dir.join("blobs"))?,
             state_file: data_dir.join("fleet-state.json"),
             inner: Mutex::new(Inner::default()),
@@ -113,13 +126,20 @@ impl Deployer {
             );
             return report(&inner);
         }
-        let running: BTreeMap<String, Release> = inner
+        let wanted = wanted(desired, self.previews);
+        let running: BTreeMap<VersionKey, Release> = inner
             .running
             .iter()
-            .map(|(app, r)| (app.clone(), r.release.clone()))
+            .map(|(key, r)| (key.clone(), r.release.clone()))
             .collect();
-        let plan = plan(&running, desired);
-        if plan.deploy.is_empty() && plan.remove.is_empty() {
+        let unchanged = running.len() == wanted.len()
+            && wanted.iter().all(|r| running.get(&key(r)) == Some(r))
+            && inner.active.len() == desired.releases.len()
+            && desired
+                .releases
+                .iter()
+                .all(|r| inner.active.get(&r.app) == Some(&r.version));
+        if unchanged {
             inner.revision = desired.revision;
             inner.desired = desired.releases.iter().map(|r| r.app.clone()).collect();
             inner.errors.clear();
@@ -127,19 +147,15 @@ impl Deployer {
             return report(&inner);
         }
 
+        // Everything running stays until the new routes are built: an app whose new active
+        // release fails goes on with its previous one.
         let mut next = inner.running.clone();
         let mut errors = BTreeMap::new();
-        for app in &plan.remove {
-            next.remove(app);
-            tracing::info!(app, "app removed");
-        }
-        let mut changed = Vec::new();
-        for release in plan.deploy {
+        for release in to_deploy(&running, &wanted) {
             match self.prepare(&release, source).await {
                 Ok(deployment) => {
-                    changed.push(release.app.clone());
                     next.insert(
-                        release.app.clone(),
+                        key(&release),
                         Running {
                             release,
                             deployment,
@@ -152,23 +168,50 @@ impl Deployer {
                 }
             }
         }
+        // A new share of a running version needs no new deployment.
+        for release in &wanted {
+            if let Some(r) = next.get_mut(&key(release))
+                && same_build(&r.release, release)
+            {
+                r.release = release.clone();
+            }
+        }
+
+        // Each desired app's active version, if deployed, else what it ran before.
+        let mut active: BTreeMap<String, u64> = BTreeMap::new();
+        let mut changed = Vec::new();
+        for release in &desired.releases {
+            let deployed = next
+                .get(&key(release))
+                .is_some_and(|r| same_build(&r.release, release));
+            let before = inner.active.get(&release.app).copied();
+            match (deployed, before) {
+                (true, _) => {
+                    if before != Some(release.version) {
+                        changed.push(release.app.clone());
+                    }
+                    active.insert(release.app.clone(), release.version);
+                }
+                (false, Some(version)) => {
+                    active.insert(release.app.clone(), version);
+                }
+                (false, None) => {}
+            }
+        }
 
         // A changed app whose routes collide with another's goes back to what it ran before.
-        let table = loop {
+        let mut table = loop {
+            let deployment = |app: &String| &next[&(app.clone(), active[app])].deployment;
             let order = self
                 .fixed
                 .iter()
                 .chain(
-                    next.iter()
-                        .filter(|(app, _)| !changed.contains(app))
-                        .map(|(_, r)| &r.deployment),
+                    active
+                        .keys()
+                        .filter(|a| !changed.contains(a))
+                        .map(deployment),
                 )
-                .chain(
-                    changed
-                        .iter()
-                        .filter_map(|app| next.get(app))
-                        .map(|r| &r.deployment),
-                );
+                .chain(changed.iter().map(deployment));
             match routes::build(order) {
                 Ok(table) => break table,
                 Err(conflict) => {
@@ -176,19 +219,66 @@ impl Deployer {
                     tracing::error!(app, "release not deployed: {conflict}");
                     errors.insert(app.clone(), conflict.to_string());
                     changed.retain(|a| a != &app);
-                    match inner.running.get(&app) {
-                        Some(previous) => next.insert(app, previous.clone()),
-                        None => next.remove(&app),
+                    match inner.active.get(&app) {
+                        Some(previous) => active.insert(app, *previous),
+                        None => active.remove(&app),
                     };
                 }
             }
         };
+
+        // Splits, where the app's desired active version is the one serving and every
+        // version of the split is deployed.
+        let mut splits = BTreeMap::new();
+        for release in &desired.releases {
+            if active.get(&release.app) != Some(&release.version) {
+                continue;
+            }
+            let Some(shares) = split_of(release, &desired.others) else {
+                continue;
+            };
+            let members: Option<Vec<_>> = shares
+                .iter()
+                .map(|share| {
+                    next.get(&(release.app.clone(), share.version))
+                        .map(|r| (*share, r.deployment.clone()))
+                })
+                .collect();
+            match members.and_then(Split::new) {
+                Some(split) => {
+                    table =
+                        table.with_split(next[&key(release)].deployment.app.name.clone(), split);
+                    splits.insert(release.app.clone(), shares);
+                }
+                None => {
+                    let why = "a version of its split is not deployed here; the active version takes all its traffic";
+                    tracing::error!(app = %release.app, "{why}");
+                    errors
+                        .entry(release.app.clone())
+                        .or_insert_with(|| why.to_string());
+                }
+            }
+        }
+
+        // What is neither wanted nor serving goes; the rest is reachable by preview host.
+        let wanted_keys: Vec<VersionKey> = wanted.iter().map(key).collect();
+        next.retain(|key, _| wanted_keys.contains(key) || active.get(&key.0) == Some(&key.1));
+        for ((_, version), r) in &next {
+            table = table.with_preview(*version, r.deployment.clone());
+        }
         self.routes.swap(table);
         for app in &changed {
-            let r = &next[app];
+            let r = &next[&(app.clone(), active[app])];
             tracing::info!(app, version = r.release.version, sha256 = %r.release.sha256, "release live");
         }
+        for (app, shares) in &splits {
+            if inner.splits.get(app) != Some(shares) {
+                tracing::info!(app, ?shares, "traffic split");
+            }
+        }
         inner.running = next;
+        inner.active = active;
+        inner.splits = splits;
         inner.revision = desired.revision;
         inner.errors = errors;
         inner.desired = desired.releases.iter().map(|r| r.app.clone()).collect();
@@ -238,9 +328,15 @@ impl Deployer {
 
     /// Record what runs, so a restart can serve it without the origin.
     fn persist(&self, inner: &Inner) {
+        let (releases, others) = inner
+            .running
+            .iter()
+            .map(|((app, version), r)| (inner.active.get(app) == Some(version), r.release.clone()))
+            .partition::<Vec<_>, _>(|(active, _)| *active);
         let state = DesiredState {
             revision: inner.revision,
-            releases: inner.running.values().map(|r| r.release.clone()).collect(),
+            releases: releases.into_iter().map(|(_, r)| r).collect(),
+            others: others.into_iter().map(|(_, r)| r).collect(),
         };
         let written = serde_json::to_vec_pretty(&state)
             .map_err(anyhow::Error::from)
@@ -258,7 +354,7 @@ fn report(inner: &Inner) -> NodeReport {
     let mut apps: Vec<String> = inner.desired.clone();
     apps.extend(
         inner
-            .running
+            .active
             .keys()
             .filter(|a| !inner.desired.contains(a))
             .cloned(),
@@ -268,7 +364,8 @@ fn report(inner: &Inner) -> NodeReport {
         apps: apps
             .into_iter()
             .map(|app| AppStatus {
-                live_version: inner.running.get(&app).map(|r| r.release.version),
+                live_version: inner.active.get(&app).copied(),
+                split: inner.splits.get(&app).cloned().unwrap_or_default(),
                 error: inner.errors.get(&app).cloned(),
                 app,
             })

@@ -5,4 +5,3 @@ mod deployer;
 mod reconcile;
 
 pub use deployer::{BlobSource, Deployer, LocalOnly};
-pub use reconcile::{Plan, plan};

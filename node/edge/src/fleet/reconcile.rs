@@ -1,36 +1,67 @@
-//! The pure part of applying a desired state on a node: what to keep, what to deploy, what to
-//! drop. No I/O, so every case is a unit test.
+//! The pure part of applying a desired state on a node: which versions it runs, what to
+//! deploy, and how an app's traffic is split. No I/O, so every case is a unit test.
 
 use std::collections::BTreeMap;
 
-use outpost_core::wire::{DesiredState, Release};
+use outpost_core::wire::{DesiredState, Release, VersionShare};
 
-/// What a node must do to go from what it runs to what is desired.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// Apps already at the desired release.
-    pub keep: Vec<String>,
-    /// Releases to fetch, compile and switch to.
-    pub deploy: Vec<Release>,
-    /// Apps no longer desired.
-    pub remove: Vec<String>,
+/// An app's version: what a node keys its deployments by.
+pub(super) type VersionKey = (String, u64);
+
+/// The key of `release`.
+pub(super) fn key(release: &Release) -> VersionKey {
+    (release.app.clone(), release.version)
 }
 
-/// Compare the releases running (by app) with a desired state.
-pub fn plan(running: &BTreeMap<String, Release>, desired: &DesiredState) -> Plan {
-    let mut plan = Plan::default();
-    for release in &desired.releases {
-        match running.get(&release.app) {
-            Some(current) if current == release => plan.keep.push(release.app.clone()),
-            _ => plan.deploy.push(release.clone()),
-        }
-    }
-    plan.remove = running
-        .keys()
-        .filter(|app| !desired.releases.iter().any(|r| &r.app == *app))
+/// Whether two releases of one version deploy the same thing (a share is not deployed).
+pub(super) fn same_build(a: &Release, b: &Release) -> bool {
+    a.sha256 == b.sha256 && a.manifest == b.manifest
+}
+
+/// The releases of `desired` a node runs: every app's active one, every one in a split, and
+/// those reachable by preview only (0 percent) if the node serves previews.
+pub(super) fn wanted(desired: &DesiredState, previews: bool) -> Vec<Release> {
+    desired
+        .all_releases()
+        .filter(|r| previews || r.percent > 0)
         .cloned()
-        .collect();
-    plan
+        .collect()
+}
+
+/// Of `wanted`, the releases to fetch and compile: those not running at the same build.
+pub(super) fn to_deploy(
+    running: &BTreeMap<VersionKey, Release>,
+    wanted: &[Release],
+) -> Vec<Release> {
+    wanted
+        .iter()
+        .filter(|r| !running.get(&key(r)).is_some_and(|now| same_build(now, r)))
+        .cloned()
+        .collect()
+}
+
+/// The split of the app whose active release is `active`, given the app's other releases
+/// (those of other apps are ignored): the active one's share first, then each other with a
+/// share, in order. `None` when the active one takes all the traffic.
+pub(super) fn split_of<'a>(
+    active: &Release,
+    others: impl IntoIterator<Item = &'a Release>,
+) -> Option<Vec<VersionShare>> {
+    if active.percent >= 100 {
+        return None;
+    }
+    let share = |r: &Release| VersionShare {
+        version: r.version,
+        percent: r.percent,
+    };
+    let mut split = vec![share(active)];
+    split.extend(
+        others
+            .into_iter()
+            .filter(|r| r.app == active.app && r.version != active.version && r.percent > 0)
+            .map(share),
+    );
+    Some(split)
 }
 
 #[cfg(test)]
@@ -38,7 +69,7 @@ mod tests {
     use super::*;
     use outpost_core::config::AppManifest;
 
-    fn release(app: &str, version: u64) -> Release {
+    fn release(app: &str, version: u64, percent: u8) -> Release {
         Release {
             app: app.into(),
             version,
@@ -47,50 +78,60 @@ mod tests {
                 name: app.into(),
                 ..AppManifest::default()
             },
+            percent,
         }
     }
 
-    fn running(releases: &[Release]) -> BTreeMap<String, Release> {
-        releases
-            .iter()
-            .map(|r| (r.app.clone(), r.clone()))
-            .collect()
+    fn running(releases: &[Release]) -> BTreeMap<VersionKey, Release> {
+        releases.iter().map(|r| (key(r), r.clone())).collect()
     }
 
     #[test]
-    fn new_changed_kept_and_removed_apps() {
-        let now = running(&[release("a", 1), release("b", 1), release("gone", 3)]);
-        let desired = DesiredState {
-            revision: 7,
-            releases: vec![release("a", 1), release("b", 2), release("new", 1)],
-        };
+    fn new_and_changed_versions_are_deployed_and_a_new_share_alone_is_not() {
+        let now = running(&[release("a", 1, 100), release("b", 1, 100)]);
+        let mut changed = release("b", 1, 100);
+        changed.manifest.routes = vec!["b.test".into()];
+        let wanted = [
+            release("a", 1, 90),
+            release("a", 2, 10),
+            changed.clone(),
+            release("new", 1, 100),
+        ];
         assert_eq!(
-            plan(&now, &desired),
-            Plan {
-                keep: vec!["a".into()],
-                deploy: vec![release("b", 2), release("new", 1)],
-                remove: vec!["gone".into()],
-            }
+            to_deploy(&now, &wanted),
+            vec![release("a", 2, 10), changed, release("new", 1, 100)]
         );
     }
 
     #[test]
-    fn a_changed_manifest_at_the_same_version_is_redeployed() {
-        let now = running(&[release("a", 1)]);
-        let mut changed = release("a", 1);
-        changed.manifest.routes = vec!["a.test".into()];
+    fn previews_only_where_the_node_serves_them() {
         let desired = DesiredState {
-            revision: 2,
-            releases: vec![changed.clone()],
+            revision: 3,
+            releases: vec![release("a", 1, 90)],
+            others: vec![release("a", 2, 10), release("a", 3, 0), release("b", 1, 0)],
         };
-        assert_eq!(plan(&now, &desired).deploy, vec![changed]);
+        let versions =
+            |previews| -> Vec<VersionKey> { wanted(&desired, previews).iter().map(key).collect() };
+        assert_eq!(versions(false), [("a".into(), 1), ("a".into(), 2)]);
+        assert_eq!(versions(true).len(), 4);
     }
 
     #[test]
-    fn an_empty_state_removes_everything() {
-        let now = running(&[release("a", 1)]);
-        let p = plan(&now, &DesiredState::default());
-        assert_eq!(p.remove, vec!["a".to_string()]);
-        assert!(p.keep.is_empty() && p.deploy.is_empty());
+    fn a_split_lists_the_active_share_first_then_the_others_of_the_app() {
+        let others = [release("a", 2, 10), release("a", 3, 0), release("b", 2, 50)];
+        assert_eq!(
+            split_of(&release("a", 1, 90), &others),
+            Some(vec![
+                VersionShare {
+                    version: 1,
+                    percent: 90
+                },
+                VersionShare {
+                    version: 2,
+                    percent: 10
+                },
+            ])
+        );
+        assert_eq!(split_of(&release("a", 1, 100), &others), None);
     }
 }

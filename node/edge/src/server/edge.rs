@@ -9,13 +9,15 @@ use http_body::Body;
 
 use super::front::FrontBuffering;
 use super::metadata::RequestMetadata;
+use super::preview::PreviewHosts;
 use super::routes::LiveRoutes;
+use super::split;
 use crate::tail_tap::TailTap;
 use outpost_core::wire::RequestRecord;
 use outpost_net::listener::Connection;
 use outpost_runtime::body::{LimitedBody, ResponseBody, host_response};
 use outpost_runtime::request_id::RequestId;
-use outpost_runtime::{GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
+use outpost_runtime::{Deployment, GuestCpu, GuestFailure, Runtime, Scheme, StderrCapture};
 
 /// Serves requests for a set of routed deployments.
 pub struct Edge {
@@ -36,6 +38,8 @@ pub struct EdgeSettings {
     pub front: FrontBuffering,
     /// What handlers are told of their requests (client address, protocol, node).
     pub metadata: RequestMetadata,
+    /// Where versions are reached by preview host, if anywhere.
+    pub previews: Option<PreviewHosts>,
 }
 
 impl Edge {
@@ -99,12 +103,11 @@ impl Edge {
                 "outpost: this request has been through Outpost too many times (a fetch loop)",
             );
         }
-        let Some(deployment) = self.routes.lookup(host, request.uri().path()) else {
-            let message = format!(
-                "outpost: no app is routed at {host}{}",
-                request.uri().path()
-            );
-            return host_response(404, &message);
+        let metadata = &self.settings.metadata;
+        let client = metadata.client_address(connection.peer.ip(), request.headers());
+        let deployment = match self.pick(host, request.uri().path(), request.headers(), client) {
+            Ok(deployment) => deployment,
+            Err(unrouted) => return unrouted.response(host, request.uri().path()),
         };
         let limits = &deployment.app.limits;
 
@@ -117,8 +120,6 @@ impl Edge {
             return too_large(limits.body_bytes);
         }
         let (mut parts, body) = request.into_parts();
-        let metadata = &self.settings.metadata;
-        let client = metadata.client_address(connection.peer.ip(), &parts.headers);
         metadata.stamp(
             &mut parts.headers,
             client,
@@ -220,6 +221,34 @@ impl Edge {
         response
     }
 
+    /// The deployment a request for `host` and `path` goes to: the version its preview host
+    /// names, or the app routed there (in a split, the version its affinity key falls to).
+    fn pick(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+        client: std::net::IpAddr,
+    ) -> Result<Arc<Deployment>, Unrouted> {
+        let routes = self.routes.load();
+        if let Some(named) = self.settings.previews.as_ref().and_then(|p| p.parse(host)) {
+            let (app, version) = named.ok_or(Unrouted::PreviewHost)?;
+            return match routes.preview(&app, version) {
+                Some(deployment) => Ok(deployment.clone()),
+                None => Err(Unrouted::NoPreview(app, version)),
+            };
+        }
+        let base = routes.lookup(host, path).ok_or(Unrouted::NoRoute)?;
+        let Some(split) = routes.split(&base.app.name) else {
+            return Ok(base.clone());
+        };
+        let picked = match split::named_key(headers) {
+            Some(key) => split.pick(&base.app.name, key),
+            None => split.pick(&base.app.name, split::address_key(client).as_ref()),
+        };
+        Ok(picked.clone())
+    }
+
     fn failure_response(
         &self,
         failure: &GuestFailure,
@@ -253,6 +282,34 @@ impl Edge {
             );
         }
         response
+    }
+}
+
+/// Why a request reaches no app.
+enum Unrouted {
+    /// No app is routed at its host and path.
+    NoRoute,
+    /// Its host is under the preview domain but names no version.
+    PreviewHost,
+    /// The preview host names a version this node does not run.
+    NoPreview(String, u64),
+}
+
+impl Unrouted {
+    /// The 404 that says so, for a request to `host` and `path`.
+    fn response(&self, host: &str, path: &str) -> http::Response<ResponseBody> {
+        let message = match self {
+            Unrouted::NoRoute => format!("outpost: no app is routed at {host}{path}"),
+            Unrouted::PreviewHost => {
+                "outpost: a preview host is v{VERSION}--{APP} under the preview domain".into()
+            }
+            Unrouted::NoPreview(app, version) => format!(
+                "outpost: version {version} of app {app} is not available for preview \
+                 (previews reach the active version, those in a split and the newest uploaded \
+                 since)"
+            ),
+        };
+        host_response(404, &message)
     }
 }
 

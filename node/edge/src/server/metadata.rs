@@ -76,11 +76,10 @@ impl RequestMetadata {
         if !self.trusts(peer) {
             return peer;
         }
-        let (lines, parse): (_, fn(&str) -> Vec<Option<IpAddr>>) =
-            match headers.contains_key(http::header::FORWARDED) {
-                true => (headers.get_all(http::header::FORWARDED), forwarded_entries),
-                false => (headers.get_all("x-forwarded-for"), x_forwarded_for_entries),
-            };
+        let (lines, parse): (_, EntryParser) = match headers.contains_key(http::header::FORWARDED) {
+            true => (headers.get_all(http::header::FORWARDED), forwarded_entries),
+            false => (headers.get_all("x-forwarded-for"), x_forwarded_for_entries),
+        };
         // Lines in order, each left to right: one list, the nearest hop last. A line that is
         // not text is one bad entry.
         let hops: Vec<Option<IpAddr>> = lines
@@ -151,6 +150,9 @@ pub fn protocol(version: http::Version) -> &'static str {
         _ => "HTTP/1.1",
     }
 }
+
+/// Reads one header line's addresses, left to right.
+type EntryParser = fn(&str) -> Vec<Option<IpAddr>>;
 
 /// The `for=` addresses of a `forwarded` line (RFC 7239), left to right; `None` for an entry
 /// without one, an unknown or obfuscated one, or one that does not parse.

@@ -5,8 +5,10 @@ pub mod edge;
 pub mod front;
 pub mod handoff;
 pub mod metadata;
+pub mod preview;
 pub mod redirect;
 pub mod routes;
+pub mod split;
 
 pub use edge::{Edge, EdgeSettings};
 pub use redirect::RedirectToHttps;

@@ -52,7 +52,8 @@ impl Handler for RedirectToHttps {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// A Host header without its port, if it has one.
+pub(super) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }

@@ -22,12 +22,13 @@ use tokio::sync::watch;
 pub use outpost_core::api::{AppRecord, VersionRecord};
 use outpost_core::clock::unix_secs;
 use outpost_core::config::AppManifest;
-use outpost_core::wire::{DesiredState, Release};
+use outpost_core::wire::{DesiredState, VersionShare};
 
 use crate::database::Database;
 use pg_store::PgRegistry;
 use redb_store::RedbRegistry;
 use rules::Outcome;
+pub(crate) use rules::Rollout;
 
 /// How often an origin on PostgreSQL reads the revision again even without a notification.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
@@ -70,22 +71,6 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::Storage(format!("corrupt record: {e}")))
-}
-
-/// The release an app's record names, given the version record it points at.
-fn release(record: AppRecord, active: u64, version: Option<VersionRecord>) -> Result<Release> {
-    let version = version.ok_or_else(|| {
-        RegistryError::Storage(format!(
-            "app {} points at missing version {active}",
-            record.name
-        ))
-    })?;
-    Ok(Release {
-        app: record.name,
-        version: active,
-        sha256: version.sha256,
-        manifest: version.manifest,
-    })
 }
 
 impl Registry {
@@ -173,20 +158,32 @@ impl Registry {
         Ok(value)
     }
 
-    /// Add a version of `app` (creating the app on its first version), optionally active.
+    /// Add a version of `app` (creating the app on its first version), released by
+    /// `rollout`: uploaded only, active, or given a share of the traffic.
     pub async fn create_version(
         &self,
         app: &str,
         sha256: &str,
         manifest: AppManifest,
         note: Option<String>,
-        activate: bool,
+        rollout: Rollout,
     ) -> Result<VersionRecord> {
         self.change(app, |existing, _| {
             let now = unix_secs();
-            Ok(rules::new_version(
-                app, existing, sha256, manifest, note, activate, now,
-            ))
+            rules::new_version(app, existing, sha256, manifest, note, rollout, now)
+        })
+        .await
+    }
+
+    /// Split the traffic of `app` between versions by `shares` (the first becomes the active
+    /// one); one share of 100 is an activation. Returns the active version and the split.
+    pub async fn split(
+        &self,
+        app: &str,
+        shares: &[VersionShare],
+    ) -> Result<(u64, Vec<VersionShare>)> {
+        self.change(app, |existing, versions| {
+            rules::split(app, existing, versions, shares, unix_secs())
         })
         .await
     }

@@ -4,12 +4,13 @@
 //! origins happen one at a time and the revision counts them in one order; a change that moves
 //! the fleet tells the other origins (`NOTIFY outpost_registry`) once it commits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use outpost_core::wire::DesiredState;
 use tokio_postgres::types::Json;
 
-use super::rules::Outcome;
+use super::rules::{self, Outcome};
 use super::{AppRecord, RegistryError, Result, VersionRecord};
 use crate::database::{Database, DatabaseError};
 
@@ -158,43 +159,66 @@ impl PgRegistry {
         Ok(Some((record, versions)))
     }
 
-    /// Every app's active release, and the revision they belong to, from one snapshot.
+    /// What every app runs (see `rules::releases`), and the revision it belongs to, from one
+    /// snapshot.
     pub(crate) async fn desired_state(&self) -> Result<DesiredState> {
-        let client = self.db.client().await?;
+        let mut client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
-        // Starting from the one meta row: a registry with no apps still gives its revision.
-        let rows = client
-            .query(
-                "SELECT m.revision, a.record, v.record
-                 FROM registry_meta m
-                 LEFT JOIN registry_apps a ON true
-                 LEFT JOIN registry_versions v
-                   ON v.app = a.name AND v.version = (a.record->>'active')::bigint
-                 ORDER BY a.name",
-                &[],
-            )
+        let txn = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
             .map_err(db)?;
-        let revision = match rows.first() {
-            Some(row) => row.try_get::<_, i64>(0).map_err(db)? as u64,
-            None => 0,
-        };
-        let mut releases = Vec::new();
-        for row in &rows {
-            let Some(record) = row.try_get::<_, Option<Json<AppRecord>>>(1).map_err(db)? else {
-                continue;
-            };
-            let record = record.0;
-            let Some(active) = record.active else {
-                continue;
-            };
-            let version = row
-                .try_get::<_, Option<Json<VersionRecord>>>(2)
-                .map_err(db)?
-                .map(|json| json.0);
-            releases.push(super::release(record, active, version)?);
+        let revision: i64 = txn
+            .query_one("SELECT revision FROM registry_meta", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        let records = txn
+            .query("SELECT record FROM registry_apps ORDER BY name", &[])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.try_get::<_, Json<AppRecord>>(0).map(|json| json.0))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(db)?;
+        // The versions each app's releases need, all in one statement.
+        let (mut names, mut lows, mut highs) = (Vec::new(), Vec::new(), Vec::new());
+        for record in &records {
+            let wanted = rules::wanted_versions(record);
+            names.push(record.name.as_str());
+            lows.push(*wanted.start() as i64);
+            highs.push(*wanted.end() as i64);
         }
-        Ok(DesiredState { revision, releases })
+        let mut versions: HashMap<String, Vec<VersionRecord>> = HashMap::new();
+        for row in txn
+            .query(
+                "SELECT v.app, v.record FROM registry_versions v
+                 JOIN unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(app, lo, hi)
+                   ON v.app = w.app AND v.version BETWEEN w.lo AND w.hi",
+                &[&names, &lows, &highs],
+            )
+            .await
+            .map_err(db)?
+        {
+            let app: String = row.try_get(0).map_err(db)?;
+            let version = row.try_get::<_, Json<VersionRecord>>(1).map_err(db)?.0;
+            versions.entry(app).or_default().push(version);
+        }
+        txn.commit().await.map_err(db)?;
+        let mut state = DesiredState {
+            revision: revision as u64,
+            ..DesiredState::default()
+        };
+        for record in &records {
+            let found = versions.get(&record.name).map_or(&[][..], Vec::as_slice);
+            let (active, others) = rules::releases(record, found)?;
+            state.releases.extend(active);
+            state.others.extend(others);
+        }
+        Ok(state)
     }
 
     /// Fill an empty registry with `apps` (each record with its versions) at `revision`, in

@@ -5,7 +5,7 @@ use std::path::Path;
 use outpost_core::wire::DesiredState;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::rules::Outcome;
+use super::rules::{self, Outcome};
 use super::{AppRecord, RegistryError, Result, VersionRecord, decode, encode};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
@@ -116,26 +116,30 @@ impl RedbRegistry {
         Ok(Some((record, list)))
     }
 
-    /// Every app's active release, and the revision they belong to.
+    /// What every app runs (see `rules::releases`), and the revision it belongs to.
     pub(crate) fn desired_state(&self) -> Result<DesiredState> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let revision = meta.get(REVISION)?.map(|g| g.value()).unwrap_or(0);
         let apps = txn.open_table(APPS)?;
         let versions = txn.open_table(VERSIONS)?;
-        let mut releases = Vec::new();
+        let mut state = DesiredState {
+            revision,
+            ..DesiredState::default()
+        };
         for entry in apps.iter()? {
             let (name, value) = entry?;
             let record: AppRecord = decode(value.value())?;
-            let Some(active) = record.active else {
-                continue;
-            };
-            let version = versions
-                .get((name.value(), active))?
-                .map(|v| decode::<VersionRecord>(v.value()))
-                .transpose()?;
-            releases.push(super::release(record, active, version)?);
+            let wanted = rules::wanted_versions(&record);
+            let (name, lo, hi) = (name.value(), *wanted.start(), *wanted.end());
+            let records = versions
+                .range((name, lo)..=(name, hi))?
+                .map(|entry| decode::<VersionRecord>(entry?.1.value()))
+                .collect::<Result<Vec<_>>>()?;
+            let (active, others) = rules::releases(&record, &records)?;
+            state.releases.extend(active);
+            state.others.extend(others);
         }
-        Ok(DesiredState { revision, releases })
+        Ok(state)
     }
 }

@@ -54,7 +54,7 @@ async fn versions_activation_and_desired_state() {
                 &"a".repeat(64),
                 manifest("shop"),
                 Some("first".into()),
-                true,
+                Rollout::Activate,
             )
             .await
             .unwrap();
@@ -64,16 +64,36 @@ async fn versions_activation_and_desired_state() {
         assert_eq!(state.revision, 1);
         assert_eq!(state.releases[0].version, 1);
 
-        // An inactive version changes nothing nodes run.
+        // An inactive version changes no route, but nodes run it for preview.
         let v2 = reg
-            .create_version("shop", &"b".repeat(64), manifest("shop"), None, false)
+            .create_version(
+                "shop",
+                &"b".repeat(64),
+                manifest("shop"),
+                None,
+                Rollout::Upload,
+            )
             .await
             .unwrap();
         assert_eq!(v2.version, 2);
-        assert!(!states.has_changed().unwrap());
+        let state = states.borrow_and_update().clone();
+        assert_eq!(state.releases[0].version, 1);
+        assert_eq!(state.releases[0].percent, 100);
+        assert_eq!(
+            state
+                .others
+                .iter()
+                .map(|r| (r.version, r.percent))
+                .collect::<Vec<_>>(),
+            [(2, 0)]
+        );
         reg.activate("shop", 2).await.unwrap();
         assert_eq!(reg.current_state().releases[0].sha256, "b".repeat(64));
-        assert_eq!(reg.current_state().revision, 2);
+        assert!(
+            reg.current_state().others.is_empty(),
+            "nothing newer than 2"
+        );
+        assert_eq!(reg.current_state().revision, 3);
 
         let (record, versions) = reg.app("shop").await.unwrap();
         assert_eq!((record.active, versions.len()), (Some(2), 2));
@@ -82,14 +102,127 @@ async fn versions_activation_and_desired_state() {
     }
 }
 
+fn shares(pairs: &[(u64, u8)]) -> Vec<VersionShare> {
+    pairs
+        .iter()
+        .map(|&(version, percent)| VersionShare { version, percent })
+        .collect()
+}
+
+/// (version, percent) of each release of the desired state, the active ones first.
+fn running(reg: &Registry) -> Vec<(u64, u8)> {
+    reg.current_state()
+        .all_releases()
+        .map(|r| (r.version, r.percent))
+        .collect()
+}
+
+#[tokio::test]
+async fn gradual_deployments_split_traffic_and_roll_back_at_once() {
+    for store in Store::all("registry-split").await {
+        let reg = store.open().await;
+        let upload = |sha: &'static str, rollout| {
+            let sha = sha.repeat(64);
+            let reg = &reg;
+            async move {
+                reg.create_version("app", &sha, manifest("app"), None, rollout)
+                    .await
+            }
+        };
+        // A share needs an active version to share with.
+        assert!(matches!(
+            upload("a", Rollout::Percent(10)).await,
+            Err(RegistryError::Conflict(_))
+        ));
+        // Version 1 (the refused one was not made).
+        upload("b", Rollout::Activate).await.unwrap();
+        let v = upload("c", Rollout::Percent(10)).await.unwrap().version;
+        assert_eq!(v, 2);
+        assert_eq!(running(&reg), [(1, 90), (2, 10)]);
+        let (record, _) = reg.app("app").await.unwrap();
+        assert_eq!(
+            (record.active, record.split.clone()),
+            (Some(1), shares(&[(1, 90), (2, 10)]))
+        );
+
+        // Rollback ends the split on the version that served before it; the new one stays
+        // reachable by preview.
+        assert_eq!(reg.rollback("app", None).await.unwrap(), 1);
+        assert_eq!(running(&reg), [(1, 100), (2, 0)]);
+
+        // A split of three, by hand; the first named becomes the active one.
+        upload("d", Rollout::Upload).await.unwrap(); // 3: preview only
+        assert_eq!(running(&reg), [(1, 100), (2, 0), (3, 0)]);
+        let (active, split) = reg
+            .split("app", &shares(&[(2, 50), (1, 30), (3, 20)]))
+            .await
+            .unwrap();
+        assert_eq!((active, split), (2, shares(&[(2, 50), (1, 30), (3, 20)])));
+        assert_eq!(running(&reg), [(2, 50), (1, 30), (3, 20)]);
+        // Back to one version: a split of one is an activation.
+        assert_eq!(
+            reg.split("app", &shares(&[(3, 100)])).await.unwrap(),
+            (3, vec![])
+        );
+        assert_eq!(running(&reg), [(3, 100)]);
+        assert_eq!(reg.rollback("app", None).await.unwrap(), 2, "history kept");
+
+        // Splits that do not add up, repeat a version or name a missing one are refused.
+        for bad in [
+            &[(1, 50), (2, 40)][..],
+            &[(1, 50), (1, 50)],
+            &[(1, 0), (2, 100)],
+        ] {
+            assert!(matches!(
+                reg.split("app", &shares(bad)).await,
+                Err(RegistryError::Conflict(_))
+            ));
+        }
+        assert!(matches!(
+            reg.split("app", &shares(&[(1, 50), (9, 50)])).await,
+            Err(RegistryError::NotFound(_))
+        ));
+        // Activation ends a split too.
+        reg.split("app", &shares(&[(1, 50), (3, 50)]))
+            .await
+            .unwrap();
+        reg.activate("app", 3).await.unwrap();
+        assert_eq!(running(&reg), [(3, 100)]);
+    }
+}
+
+#[tokio::test]
+async fn previews_are_the_newest_versions_since_the_active_one() {
+    for store in Store::all("registry-previews").await {
+        let reg = store.open().await;
+        for i in 1..=8u64 {
+            let sha = format!("{i:064}");
+            reg.create_version("app", &sha, manifest("app"), None, Rollout::Upload)
+                .await
+                .unwrap();
+        }
+        // No active version: the newest five are reachable by preview, nothing by routes.
+        assert!(reg.current_state().releases.is_empty());
+        assert_eq!(running(&reg), [(4, 0), (5, 0), (6, 0), (7, 0), (8, 0)]);
+        reg.activate("app", 6).await.unwrap();
+        assert_eq!(running(&reg), [(6, 100), (7, 0), (8, 0)]);
+    }
+}
+
 #[tokio::test]
 async fn rollback_walks_history_back_and_to_a_named_version() {
     for store in Store::all("registry-rollback").await {
         let reg = store.open().await;
         for sha in ["a", "b", "c"] {
-            reg.create_version("app", &sha.repeat(64), manifest("app"), None, true)
-                .await
-                .unwrap();
+            reg.create_version(
+                "app",
+                &sha.repeat(64),
+                manifest("app"),
+                None,
+                Rollout::Activate,
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(reg.rollback("app", None).await.unwrap(), 2);
         assert_eq!(reg.rollback("app", None).await.unwrap(), 1);
@@ -114,12 +247,24 @@ async fn rollback_walks_history_back_and_to_a_named_version() {
 async fn delete_removes_the_app_and_survives_reopen() {
     for store in Store::all("registry-delete").await {
         let reg = store.open().await;
-        reg.create_version("keep", &"a".repeat(64), manifest("keep"), None, true)
-            .await
-            .unwrap();
-        reg.create_version("drop", &"b".repeat(64), manifest("drop"), None, true)
-            .await
-            .unwrap();
+        reg.create_version(
+            "keep",
+            &"a".repeat(64),
+            manifest("keep"),
+            None,
+            Rollout::Activate,
+        )
+        .await
+        .unwrap();
+        reg.create_version(
+            "drop",
+            &"b".repeat(64),
+            manifest("drop"),
+            None,
+            Rollout::Activate,
+        )
+        .await
+        .unwrap();
         reg.delete_app("drop").await.unwrap();
         assert!(matches!(
             reg.app("drop").await,
@@ -154,7 +299,13 @@ async fn two_origins_share_one_registry() {
         let registry = if i % 2 == 0 { a.clone() } else { b.clone() };
         tokio::spawn(async move {
             registry
-                .create_version("shop", &format!("{i:064}"), manifest("shop"), None, false)
+                .create_version(
+                    "shop",
+                    &format!("{i:064}"),
+                    manifest("shop"),
+                    None,
+                    Rollout::Upload,
+                )
                 .await
                 .unwrap()
                 .version
@@ -168,13 +319,17 @@ async fn two_origins_share_one_registry() {
     numbers.sort();
     assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
 
-    // An activation through one origin reaches the other's nodes.
+    // An activation through one origin reaches the other's nodes (each upload moved the
+    // revision too: nodes run new versions for preview).
     let mut states = b.subscribe();
     a.activate("shop", 7).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), states.wait_for(|s| s.revision == 1))
-        .await
-        .expect("the other origin published the change")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        states.wait_for(|s| s.revision == 21),
+    )
+    .await
+    .expect("the other origin published the change")
+    .unwrap();
     assert_eq!(b.current_state().releases[0].version, 7);
 }
 
@@ -183,9 +338,15 @@ async fn a_lost_database_is_unavailable_then_used_again() {
     let mut server = TestPostgres::start("registry-lost");
     let db = Arc::new(Database::connect(&server.url()).await.unwrap());
     let reg = Registry::connect(db).await.unwrap();
-    reg.create_version("shop", &"a".repeat(64), manifest("shop"), None, true)
-        .await
-        .unwrap();
+    reg.create_version(
+        "shop",
+        &"a".repeat(64),
+        manifest("shop"),
+        None,
+        Rollout::Activate,
+    )
+    .await
+    .unwrap();
     server.kill();
     match reg.apps().await {
         Err(RegistryError::Unavailable(message)) => {

@@ -112,6 +112,7 @@ pub(super) async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Resu
             inherited: Inherited::default(),
             name: "dev".into(),
             region: None,
+            preview_domain: None,
         },
         shutdown,
     )
