@@ -9,6 +9,7 @@
 | DELETE /items/ID      | deletes it                                                 |
 | GET /items/ID/votes   | its vote count; POST adds one (decided at the origin)      |
 | GET /config           | the app's config values                                    |
+| GET /whoami           | what the node says of the request: client address, protocol, node |
 | GET /upstream         | fetches the UPSTREAM config URL (if [outbound] allows it)  |
 | GET /fib?n=N          | the Nth Fibonacci number, the slow way: CPU work bounded by limits.cpu_ms |
 """
@@ -44,6 +45,10 @@ def on_fetch(request, env):
         return Response.json({"id": parts[1], "votes": int(env.KV.get(key) or 0)})
     if parts == ["config"]:
         return Response.json(env.vars)
+    if parts == ["whoami"]:
+        return Response.json(
+            {"client_ip": request.client_ip, "protocol": request.protocol, "node": request.node}
+        )
     if parts == ["upstream"]:
         upstream = fetch(env.vars["UPSTREAM"])
         return Response(upstream.body, upstream.status, {"x-upstream": env.vars["UPSTREAM"]})

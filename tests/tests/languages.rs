@@ -126,6 +126,15 @@ async fn a_workers_style_javascript_app_runs_under_outpost_dev() {
     assert_eq!(refused.status, 405);
     assert_eq!(refused.header("allow"), Some("GET, PUT, DELETE"));
 
+    // What the node says of the request, as Workers' `request.cf`.
+    let cf: serde_json::Value =
+        serde_json::from_str(&send(&client, "GET", "/whoami", "").await.text()).unwrap();
+    assert_eq!(cf["clientIp"], "127.0.0.1", "{cf}");
+    assert_eq!(cf["httpProtocol"], "HTTP/1.1", "{cf}");
+    assert_eq!(cf["tlsVersion"], "TLSv1.3", "{cf}");
+    assert_eq!(cf["node"], "dev", "{cf}");
+    assert!(cf["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{cf}");
+
     // Config, and a fetch to an allowed origin.
     assert_eq!(
         send(&client, "GET", "/greeting", "").await.text(),
@@ -216,6 +225,12 @@ async fn a_python_json_api_runs_under_outpost_dev() {
         config.text().contains(r#""SERVICE": "items""#),
         "{}",
         config.text()
+    );
+    let whoami: serde_json::Value =
+        serde_json::from_str(&send(&client, "GET", "/whoami", "").await.text()).unwrap();
+    assert_eq!(
+        whoami,
+        serde_json::json!({"client_ip": "127.0.0.1", "protocol": "HTTP/1.1", "node": "dev"})
     );
     let fetched = send(&client, "GET", "/upstream", "").await;
     assert_eq!(fetched.status, 200, "{}", fetched.text());

@@ -12,6 +12,7 @@
 // | DELETE /notes/KEY            | deletes it                                                 |
 // | GET /notes?prefix=P          | lists note keys                                            |
 // | GET /greeting                | the GREETING config value                                  |
+// | GET /whoami                  | what the node says of the request (`request.cf`), as JSON  |
 // | GET /upstream                | fetches the UPSTREAM config URL (if [outbound] allows it)  |
 // | GET /primes?below=N          | counts primes below N: CPU work, bounded by limits.cpu_ms  |
 
@@ -109,6 +110,9 @@ export default {
     }
     if (url.pathname === "/notes") {
       return listNotes(env, url);
+    }
+    if (url.pathname === "/whoami") {
+      return json(request.cf);
     }
     if (url.pathname === "/greeting") {
       return new Response(`${env.vars.GREETING}\n`);

@@ -83,7 +83,24 @@ function toRequest(incoming) {
   if (method !== "GET" && method !== "HEAD") {
     init.body = body;
   }
-  return new Request(url, init);
+  const request = new Request(url, init);
+  // What the node says of the request (from the outpost-* headers it sets, replacing any the
+  // client sent), where Workers puts it: `request.cf`.
+  Object.defineProperty(request, "cf", { value: requestInfo(headers), enumerable: true });
+  return request;
+}
+
+/// `request.cf`: the node's account of a request, named as Workers names what it has.
+function requestInfo(headers) {
+  const header = (name) => headers.get(name) ?? undefined;
+  return Object.freeze({
+    clientIp: header("outpost-client-ip"),
+    httpProtocol: header("outpost-protocol"),
+    tlsVersion: header("outpost-tls-version"),
+    colo: header("outpost-region"),
+    node: header("outpost-node"),
+    requestId: header("outpost-request-id"),
+  });
 }
 
 /// Stream `response` out through `responseOut`.

@@ -85,6 +85,39 @@ class Request:
         """Query parameters, percent-decoded; the first value of each name."""
         return {name: values[0] for name, values in parse_qs(urlsplit(self.url).query).items()}
 
+    # What the node says of the request, from the headers it sets (replacing any the client
+    # sent); None on a request built to fetch.
+
+    @property
+    def client_ip(self) -> str | None:
+        """The client's address (behind the operator's trusted proxies, the one they forwarded)."""
+        return self.headers.get("outpost-client-ip")
+
+    @property
+    def protocol(self) -> str | None:
+        """``HTTP/1.1``, ``HTTP/2`` or ``HTTP/3``."""
+        return self.headers.get("outpost-protocol")
+
+    @property
+    def tls_version(self) -> str | None:
+        """``TLSv1.3`` or ``TLSv1.2``; None over plain HTTP."""
+        return self.headers.get("outpost-tls-version")
+
+    @property
+    def node(self) -> str | None:
+        """The name of the node serving the request."""
+        return self.headers.get("outpost-node")
+
+    @property
+    def region(self) -> str | None:
+        """The region the operator gave the node, if any."""
+        return self.headers.get("outpost-region")
+
+    @property
+    def request_id(self) -> str | None:
+        """The request's id, as the node's access log and ``outpost tail`` show it."""
+        return self.headers.get("outpost-request-id")
+
     def text(self) -> str:
         return self.body.decode("utf-8")
 
