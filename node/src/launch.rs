@@ -23,6 +23,7 @@ use crate::local_admin::LocalAdmin;
 use outpost_core::config::{
     AppSpec, HealthSettings, HttpSettings, OriginLink, Peering, PoolSettings, Tenancy, TlsCertSpec,
 };
+use outpost_core::sealed::SealKey;
 use outpost_edge::admin::{AdminHandler, Health, Lifecycle, run_lifecycle};
 use outpost_edge::cluster::{node_link, peer_link};
 use outpost_edge::fleet::Deployer;
@@ -166,12 +167,17 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         peering,
     }) = spec.cluster
     {
+        // The apps' secrets are kept on disk sealed with a key only this node's cluster key
+        // gives: the data directory alone does not hold them in clear.
+        let cluster_key = std::fs::read(&link.identity.key)
+            .with_context(|| format!("reading {}", link.identity.key.display()))?;
         let deployer = Arc::new(Deployer::new(
             runtime.clone(),
             routes.clone(),
             fixed,
             spec.preview_domain.is_some(),
             &spec.data_dir,
+            Some(SealKey::derived(&cluster_key, "node secrets")),
         )?);
         // What this node ran last time serves before the origin is even contacted.
         let restored = deployer.restore().await?;

@@ -168,6 +168,11 @@ impl Fleet {
             ),
             "outpost ca issue origin",
         );
+        // One key seals the apps' secrets for every origin of the fleet.
+        must(
+            outpost(&["secret", "new-key", "cluster/secrets.key"], root),
+            "outpost secret new-key",
+        );
         let (token, hash) = new_token(root, "ops", "read,deploy,admin");
         let (read_token, read_hash) = new_token(root, "viewer", "read");
         let token_hashes = (hash, read_hash);
@@ -503,6 +508,7 @@ fn write_origin_config(
             "name = \"origin-{n}\"\ndata_dir = \"{data}\"\n\
              [admin]\nlisten = \"{admin}\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
              [cluster]\nlisten = \"{cluster}\"\nca = \"cluster/ca.pem\"\ncert = \"cluster/origin.pem\"\nkey = \"cluster/origin-key.pem\"\n\
+             [secrets]\nkey_file = \"cluster/secrets.key\"\n\
              [[tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nrights = [\"read\", \"deploy\", \"admin\"]\n\
              [[tokens]]\nname = \"viewer\"\nsha256 = \"{read_hash}\"\nrights = [\"read\"]\n\
              {database}"

@@ -806,3 +806,104 @@ async fn a_node_with_several_origins_links_to_the_one_that_answers() {
     let gone = fleet.cli(&app, &["versions", "--origin", &origins]);
     assert!(!gone.status.success(), "{}", gone.stdout);
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_handlers_and_nowhere_else() {
+    use std::io::Write;
+    let mut fleet = Fleet::start("secrets", 3);
+    let app = fleet.app("shop", &probe(), &[("VERSION", "v1")]);
+    assert!(fleet.cli(&app, &["deploy", "--activate"]).status.success());
+    const SECRET: &str = "hunter2-very-secret";
+    let secret_path = "/config?key=API_KEY";
+
+    // From stdin, as a script pipes it; one trailing newline is not part of it.
+    let mut put = fleet
+        .cli_command(Some(&fleet.token), &app, &["secret", "put", "API_KEY"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{SECRET}\n").as_bytes())
+        .unwrap();
+    let out = put.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every node's handler reads it like a config value (wasi:config, and the environment).
+    fleet
+        .wait_for_everywhere(
+            secret_path,
+            &format!("config={SECRET} env={SECRET}"),
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // Listed by name only, with a read token too; never set with one.
+    let list = fleet.cli_with_token(Some(&fleet.read_token), &app, &["secret", "list"]);
+    assert!(list.status.success(), "{}", list.stderr);
+    assert_eq!(list.stdout.trim(), "API_KEY");
+    let listed: api::SecretList =
+        serde_json::from_str(&fleet.cli(&app, &["secret", "list", "--json"]).stdout).unwrap();
+    assert_eq!(listed.secrets.len(), 1);
+    let value_file = fleet.dir.write("value.txt", "x");
+    let refused = fleet.cli_with_token(
+        Some(&fleet.read_token),
+        &app,
+        &[
+            "secret",
+            "put",
+            "OTHER",
+            "--file",
+            value_file.to_str().unwrap(),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    for args in [&["versions", "--json"][..], &["status", "--json"]] {
+        let out = fleet.cli(&app, args);
+        assert!(!out.stdout.contains(SECRET), "{args:?} shows the secret");
+    }
+
+    // Nothing on any disk holds it in clear, and no log line shows it.
+    let on_disk = files_containing(fleet.dir.path(), SECRET.as_bytes());
+    assert!(on_disk.is_empty(), "in clear in {on_disk:?}");
+    for node in 0..3 {
+        assert!(!fleet.node(node).stderr().contains(SECRET));
+    }
+    assert!(!fleet.origin.as_ref().unwrap().stderr().contains(SECRET));
+
+    // A node restarted while the origin is away still has it (sealed on its disk).
+    fleet.kill_origin();
+    fleet.kill_node(0);
+    fleet.start_node(0);
+    let reply = fleet.client(0).get(secret_path).await.unwrap();
+    assert_eq!(reply.text(), format!("config={SECRET} env={SECRET}"));
+    fleet.restart_origin();
+
+    // Deleted: every handler sees it gone.
+    let out = fleet.cli(&app, &["secret", "delete", "API_KEY"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    fleet
+        .wait_for_everywhere(
+            secret_path,
+            "config=(unset) env=(unset)",
+            Duration::from_secs(20),
+        )
+        .await;
+}

@@ -133,7 +133,10 @@ async fn a_workers_style_javascript_app_runs_under_outpost_dev() {
     assert_eq!(cf["httpProtocol"], "HTTP/1.1", "{cf}");
     assert_eq!(cf["tlsVersion"], "TLSv1.3", "{cf}");
     assert_eq!(cf["node"], "dev", "{cf}");
-    assert!(cf["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{cf}");
+    assert!(
+        cf["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{cf}"
+    );
 
     // Config, and a fetch to an allowed origin.
     assert_eq!(

@@ -146,7 +146,37 @@ pub struct ActiveVersion {
     pub split: Vec<VersionShare>,
 }
 
-/// `DELETE /v1/apps/{app}` and `DELETE /v1/kv/.../values/{key}`: what is gone.
+/// One secret in `GET /v1/apps/{app}/secrets`: its name, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// The secret's name, which handlers ask wasi:config for.
+    pub name: String,
+    /// Unix time in seconds it was last set.
+    pub updated_at: u64,
+}
+
+/// `GET /v1/apps/{app}/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretList {
+    /// The app.
+    pub app: String,
+    /// Its secrets, by name.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// `PUT /v1/apps/{app}/secrets/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretStored {
+    /// The app.
+    pub app: String,
+    /// The secret's name.
+    pub name: String,
+    /// Whether it replaced a value.
+    pub replaced: bool,
+}
+
+/// `DELETE /v1/apps/{app}`, `DELETE /v1/apps/{app}/secrets/{name}` and
+/// `DELETE /v1/kv/.../values/{key}`: what is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {
     /// The app, or the key.

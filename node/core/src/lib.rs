@@ -8,7 +8,8 @@
 //! * [`backoff`]: how every link waits before reconnecting;
 //! * [`clock`]: the wall clock, in the units timestamps are written in;
 //! * [`blobs`]: the content-addressed store of component files;
-//! * [`metrics`]: the process's Prometheus registry, shared by every part that counts.
+//! * [`metrics`]: the process's Prometheus registry, shared by every part that counts;
+//! * [`sealed`]: secrets sealed at rest (ChaCha20-Poly1305), and the keys that seal them.
 //!
 //! It may not depend on the Wasm runtime, on HTTP serving or on any other Outpost crate but
 //! `outpost-router` and `outpost-kv`: the edge, the origin and the CLI build on it, and the
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod files;
 pub mod metrics;
+pub mod sealed;
 #[doc(hidden)]
 pub mod test_support;
 pub mod wire;

@@ -13,6 +13,9 @@
 //! | `POST /v1/apps/{app}/split`      | deploy | `{versions: [{version, percent}, ...]}`, the first becomes the active one |
 //! | `POST /v1/apps/{app}/rollback`   | deploy | `{version?}` (default: the one before)      |
 //! | `DELETE /v1/apps/{app}`          | admin  | remove the app from the fleet               |
+//! | `GET /v1/apps/{app}/secrets`     | read   | the names of its secrets (never a value)    |
+//! | `PUT /v1/apps/{app}/secrets/{name}` | deploy | set a secret: the body is its value (text, up to 64 KiB) |
+//! | `DELETE /v1/apps/{app}/secrets/{name}` | deploy | delete a secret                      |
 //! | `GET /v1/kv/{app}/{ns}/keys`     | read   | list keys (`?prefix=&cursor=&limit=`)       |
 //! | `GET /v1/kv/{app}/{ns}/values/{key}` | read | a value's raw bytes                       |
 //! | `PUT /v1/kv/{app}/{ns}/values/{key}` | deploy | write (`?ttl=SECS`, `outpost-kv-metadata` header) |
@@ -39,7 +42,7 @@ use crate::components::{ComponentError, Components};
 use crate::tail::TailHub;
 use outpost_core::api::{
     ActiveApp, ActiveVersion, AppDetail, AppList, AppSummary, BlobStored, Deleted, FleetStatus,
-    VersionCreated,
+    SecretInfo, SecretList, SecretStored, VersionCreated,
 };
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppManifest, Right, validate_name};
@@ -107,6 +110,7 @@ impl From<RegistryError> for ApiError {
         match err {
             RegistryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             RegistryError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            RegistryError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             RegistryError::Unavailable(m) => database_unavailable("registry", &m),
             RegistryError::Storage(m) => {
                 tracing::error!("registry storage error: {m}");
@@ -274,6 +278,7 @@ impl AdminApi {
             // "Is this component there already?", asked before an upload.
             (&Method::HEAD, ["v1", "blobs", _]) => Right::Deploy,
             (&Method::DELETE, ["v1", "apps", _]) => Right::Admin,
+            (&Method::DELETE, ["v1", "apps", _, "secrets", _]) => Right::Deploy,
             (&Method::DELETE, ["v1", "kv", ..]) => Right::Deploy,
             (&Method::PUT | &Method::POST, ["v1", ..]) => Right::Deploy,
             _ => {
@@ -322,6 +327,43 @@ impl AdminApi {
                 self.show_app(app, reveal).await
             }
             (&Method::HEAD, ["v1", "blobs", sha256]) => self.has_blob(sha256).await,
+            (&Method::GET, ["v1", "apps", app, "secrets"]) => {
+                let secrets = self
+                    .registry
+                    .secret_names(app)
+                    .await?
+                    .into_iter()
+                    .map(|(name, updated_at)| SecretInfo { name, updated_at })
+                    .collect();
+                let list = SecretList {
+                    app: app.to_string(),
+                    secrets,
+                };
+                Ok((StatusCode::OK, json!(list)))
+            }
+            (&Method::PUT, ["v1", "apps", app, "secrets", name]) => {
+                let (app, name) = (app.to_string(), name.to_string());
+                let value = read_secret_body(request).await?;
+                let replaced = self.registry.put_secret(&app, &name, &value).await?;
+                // The value is never logged; its name is.
+                tracing::info!(app, name, replaced, "secret set");
+                Ok((
+                    StatusCode::OK,
+                    json!(SecretStored {
+                        app,
+                        name,
+                        replaced
+                    }),
+                ))
+            }
+            (&Method::DELETE, ["v1", "apps", app, "secrets", name]) => {
+                self.registry.delete_secret(app, name).await?;
+                tracing::info!(app, name, "secret deleted");
+                let deleted = Deleted {
+                    deleted: name.to_string(),
+                };
+                Ok((StatusCode::OK, json!(deleted)))
+            }
             (&Method::DELETE, ["v1", "apps", app]) => {
                 self.registry.delete_app(app).await?;
                 let deleted = Deleted {
@@ -613,6 +655,27 @@ fn split_of(state: &DesiredState, active: &Release) -> Vec<VersionShare> {
                 .map(share),
         )
         .collect()
+}
+
+/// A secret's value from a request body: text, within the size a secret may have.
+async fn read_secret_body(request: http::Request<Incoming>) -> Result<String, ApiError> {
+    const LIMIT: usize = crate::registry::secrets::MAX_VALUE_BYTES;
+    let bytes = Limited::new(request.into_body(), LIMIT)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a secret is at most {} KiB", LIMIT >> 10),
+            )
+        })?
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a secret's value is text (UTF-8)",
+        )
+    })
 }
 
 async fn read_json_body(request: http::Request<Incoming>) -> Result<Bytes, ApiError> {

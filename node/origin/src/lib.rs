@@ -24,6 +24,8 @@ mod tail_api;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use outpost_core::sealed::SealKey;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -63,11 +65,22 @@ pub async fn start(
     outpost_core::files::private_dir(&config.data_dir)?;
     let signer = Some(HeadSigner::load(&config.cluster_identity)?);
     let retention = kv::LogRetention::default();
+    let secrets_key = config
+        .secrets_key_file
+        .as_deref()
+        .map(SealKey::load)
+        .transpose()?
+        .map(Arc::new);
     let (registry, components, kv) = match &config.database {
         None => {
-            let registry = Registry::open(&config.data_dir.join("registry.redb")).map_err(|e| {
-                anyhow::anyhow!("opening the registry in {}: {e}", config.data_dir.display())
-            })?;
+            let registry =
+                Registry::open(&config.data_dir.join("registry.redb"), secrets_key.clone())
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "opening the registry in {}: {e}",
+                            config.data_dir.display()
+                        )
+                    })?;
             let components = Components::Files(BlobStore::open(&config.data_dir.join("blobs"))?);
             let kv = kv::KvAuthority::start_with(
                 &config.data_dir.join("kv.redb"),
@@ -80,7 +93,7 @@ pub async fn start(
         Some(database) => {
             let db = Arc::new(Database::connect_with(&database.url, database.ca.as_deref()).await?);
             let registry = Arc::new(
-                Registry::connect(db.clone())
+                Registry::connect(db.clone(), secrets_key.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("reading the registry in {}: {e}", db.shown()))?,
             );

@@ -346,6 +346,7 @@ mod tests {
                 percent: 100,
             }],
             others: Vec::new(),
+            secrets: Vec::new(),
         };
         assert!(bound_namespace(&state, "shop/carts").is_ok());
         for refused in [

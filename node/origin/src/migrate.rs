@@ -53,13 +53,14 @@ pub async fn to_postgres(
             what.display()
         )
     };
-    let registry = Registry::open(&registry_file).with_context(|| still_running(&registry_file))?;
+    let registry =
+        Registry::open(&registry_file, None).with_context(|| still_running(&registry_file))?;
     let kv = RedbAuthorityStore::open(&kv_file).with_context(|| still_running(&kv_file))?;
     let blobs = Components::Files(BlobStore::open(&data_dir.join("blobs"))?);
 
     let db = Arc::new(Database::connect_with(url, ca).await?);
     let components = Components::in_database(db.clone());
-    let target = Registry::connect(db.clone()).await?;
+    let target = Registry::connect(db.clone(), None).await?;
     ensure_no_components(&db).await?;
 
     // Components first, the registry that names them next, the KV last: a move cut short
@@ -135,7 +136,7 @@ mod tests {
         // compacted part way (so the current state and the log differ).
         let component = wat::parse_str("(component)").unwrap();
         {
-            let registry = Registry::open(&dir.join("registry.redb")).unwrap();
+            let registry = Registry::open(&dir.join("registry.redb"), None).unwrap();
             let blobs = Components::Files(BlobStore::open(&dir.join("blobs")).unwrap());
             let sha256 = blobs.put(&component).await.unwrap();
             let manifest = AppManifest {
@@ -160,9 +161,9 @@ mod tests {
         assert_eq!(moved.kv.version, 50);
 
         // The same registry, component and KV, read through the PostgreSQL engines.
-        let source = Registry::open(&dir.join("registry.redb")).unwrap();
+        let source = Registry::open(&dir.join("registry.redb"), None).unwrap();
         let db = Arc::new(Database::connect(&server.url()).await.unwrap());
-        let target = Registry::connect(db.clone()).await.unwrap();
+        let target = Registry::connect(db.clone(), None).await.unwrap();
         assert_eq!(*target.current_state(), *source.current_state());
         let components = Components::in_database(db.clone());
         let sha256 = &target.current_state().releases[0].sha256;

@@ -49,7 +49,7 @@ fn origin() -> Origin {
     let deploy = token("ci", vec![Right::Read, Right::Deploy]);
     let admin = token("ops", vec![Right::Read, Right::Deploy, Right::Admin]);
     let api = AdminApi {
-        registry: Arc::new(Registry::open(&dir.join("registry.redb")).unwrap()),
+        registry: Arc::new(Registry::open(&dir.join("registry.redb"), None).unwrap()),
         components: Components::Files(BlobStore::open(&dir.join("blobs")).unwrap()),
         tokens: Tokens::new(tokens),
         nodes: Arc::new(NodeDirectory::default()),

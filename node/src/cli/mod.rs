@@ -12,6 +12,7 @@ mod node;
 mod origin;
 mod output;
 mod scaffold;
+mod secret;
 mod tail;
 
 use std::path::PathBuf;
@@ -141,6 +142,12 @@ enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// An app's secrets at the origin: put, list (names only), delete; `new-key` makes the
+    /// origin's key file.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
     /// The cluster CA: `init` makes it, `issue` makes a member's certificate.
     Ca {
         #[command(subcommand)]
@@ -247,6 +254,7 @@ pub fn main() -> ExitCode {
             }
             Command::Tail(args) => tail::run(args).await,
             Command::Kv { command } => kv::run(command).await,
+            Command::Secret { command } => secret::run(command).await,
             Command::Ca {
                 command: CaCommand::Init { dir },
             } => ca::init(&dir),

@@ -62,6 +62,10 @@ pub struct OriginConfig {
     /// active: the registry, the components and the KV authority live there. `None`: the
     /// embedded stores in `data_dir`, for one origin.
     pub database: Option<DatabaseSettings>,
+    /// The key file apps' secrets are sealed with at rest (`[secrets] key_file`, 32 bytes or
+    /// 64 hex digits; every origin of a fleet on one database needs the same). `None`: the
+    /// origin refuses secrets.
+    pub secrets_key_file: Option<PathBuf>,
     /// The origin.toml this came from, for messages.
     pub source: PathBuf,
 }
@@ -92,6 +96,14 @@ struct OriginFile {
     #[serde(default)]
     kv: KvFile,
     database: Option<DatabaseFile>,
+    secrets: Option<SecretsFile>,
+}
+
+/// `[secrets]`: how apps' secrets are sealed at rest.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsFile {
+    key_file: PathBuf,
 }
 
 /// `[database]`: where the fleet's state lives when it is not embedded.
@@ -285,6 +297,10 @@ impl OriginConfig {
                         .transpose()?;
                     Ok(DatabaseSettings { url, ca })
                 })
+                .transpose()?,
+            secrets_key_file: parsed
+                .secrets
+                .map(|secrets| existing("secrets.key_file", &secrets.key_file))
                 .transpose()?,
             source: file.to_path_buf(),
         })

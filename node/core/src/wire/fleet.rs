@@ -1,6 +1,9 @@
 //! What the fleet should run, and what a node reports it runs: the types the origin and the
 //! nodes exchange (as JSON) and a node keeps on disk.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppManifest;
@@ -62,12 +65,41 @@ pub struct DesiredState {
     /// predates them ignores them and serves the active versions alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub others: Vec<Release>,
+    /// The secrets of the apps that have any, which handlers read like config values. They
+    /// travel only on the mutual-TLS link; a node keeps them sealed on its disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<AppSecrets>,
+}
+
+/// One app's secrets, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSecrets {
+    /// The app they belong to.
+    pub app: String,
+    /// Each secret's value, by name.
+    pub values: BTreeMap<String, SecretValue>,
+}
+
+/// A secret's value: text on the wire, never shown by `Debug` (so no log line prints one).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(pub String);
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 impl DesiredState {
     /// Every release, the active versions first.
     pub fn all_releases(&self) -> impl Iterator<Item = &Release> {
         self.releases.iter().chain(&self.others)
+    }
+
+    /// The secrets of `app`, if it has any.
+    pub fn secrets_of(&self, app: &str) -> Option<&AppSecrets> {
+        self.secrets.iter().find(|s| s.app == app)
     }
 }
 

@@ -19,7 +19,10 @@ mod fleet;
 pub mod kv_frames;
 mod tail;
 
-pub use fleet::{AppStatus, DesiredState, NodeReport, Release, VersionShare, is_sha256_hex};
+pub use fleet::{
+    AppSecrets, AppStatus, DesiredState, NodeReport, Release, SecretValue, VersionShare,
+    is_sha256_hex,
+};
 pub use tail::{LogBatch, RequestRecord, TailSet};
 
 use anyhow::{Context, bail};

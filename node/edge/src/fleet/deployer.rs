@@ -3,7 +3,9 @@
 //! between versions, the versions preview hosts reach) and swap them in at once. An app whose
 //! new active release fails keeps serving its previous one; a split one of whose versions
 //! failed serves its active version alone. What runs is written to disk, so a node that
-//! restarts while the origin is away serves what it last knew.
+//! restarts while the origin is away serves what it last knew; the apps' secrets, which
+//! handlers read like config values, only sealed (with a key derived from the node's cluster
+//! key), never in clear.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,7 +19,10 @@ use super::reconcile::{VersionKey, key, same_build, split_of, to_deploy, wanted}
 use crate::server::routes::{self, LiveRoutes};
 use crate::server::split::Split;
 use outpost_core::blobs::{BlobStore, BlobWriter};
-use outpost_core::wire::{AppStatus, DesiredState, NodeReport, Release, VersionShare};
+use outpost_core::sealed::SealKey;
+use outpost_core::wire::{
+    AppSecrets, AppStatus, DesiredState, NodeReport, Release, SecretValue, VersionShare,
+};
 use outpost_runtime::{Deployment, Runtime};
 
 /// Where missing components come from (the origin, over the cluster link).
@@ -42,8 +47,16 @@ impl BlobSource for LocalOnly {
 #[derive(Clone)]
 struct Running {
     release: Release,
+    /// The app's secrets it was deployed with.
+    secrets: Option<Secrets>,
     deployment: Arc<Deployment>,
 }
+
+/// One app's secrets, by name.
+type Secrets = BTreeMap<String, SecretValue>;
+
+/// What the secrets file is sealed for.
+const SECRETS_PLACE: &str = "outpost node secrets";
 
 #[derive(Default)]
 struct Inner {
@@ -53,6 +66,8 @@ struct Inner {
     active: BTreeMap<String, u64>,
     /// By app, how its traffic is split, when it is.
     splits: BTreeMap<String, Vec<VersionShare>>,
+    /// The apps' secrets, as the last desired state gave them.
+    secrets: Vec<AppSecrets>,
     revision: u64,
     /// Apps of the last desired state whose release could not go live, and why.
     errors: BTreeMap<String, String>,
@@ -69,19 +84,23 @@ pub struct Deployer {
     previews: bool,
     blobs: BlobStore,
     state_file: PathBuf,
+    /// Where the apps' secrets are kept, sealed with `seal`; without a key, nowhere.
+    secrets_file: PathBuf,
+    seal: Option<SealKey>,
     inner: Mutex<Inner>,
 }
 
 impl Deployer {
     /// A deployer serving `fixed` apps ahead of fleet apps, with its blobs and saved state in
-    /// `data_dir`, running preview-only versions if `previews`; nothing is restored until
-    /// [`Deployer::restore`].
+    /// `data_dir` (the apps' secrets sealed with `seal`, or not kept on disk at all), running
+    /// preview-only versions if `previews`; nothing is restored until [`Deployer::restore`].
     pub fn new(
         runtime: Arc<Runtime>,
         routes: Arc<LiveRoutes>,
         fixed: Vec<Arc<Deployment>>,
         previews: bool,
         data_dir: &Path,
+        seal: Option<SealKey>,
     ) -> anyhow::Result<Self> {
         Ok(Deployer {
             runtime,
@@ -90,6 +109,8 @@ impl Deployer {
             previews,
             blobs: BlobStore::open(&data_dir.join("blobs"))?,
             state_file: data_dir.join("fleet-state.json"),
+            secrets_file: data_dir.join("secrets.sealed"),
+            seal,
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -105,8 +126,9 @@ impl Deployer {
                 return Err(err).with_context(|| format!("reading {}", self.state_file.display()));
             }
         };
-        let state: DesiredState = serde_json::from_str(&text)
+        let mut state: DesiredState = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a saved fleet state", self.state_file.display()))?;
+        state.secrets = self.restore_secrets();
         tracing::info!(
             revision = state.revision,
             apps = state.releases.len(),
@@ -132,8 +154,10 @@ impl Deployer {
             .iter()
             .map(|(key, r)| (key.clone(), r.release.clone()))
             .collect();
+        let secrets_of = |app: &str| desired.secrets_of(app).map(|s| &s.values);
         let unchanged = running.len() == wanted.len()
             && wanted.iter().all(|r| running.get(&key(r)) == Some(r))
+            && inner.secrets == desired.secrets
             && inner.active.len() == desired.releases.len()
             && desired
                 .releases
@@ -151,13 +175,27 @@ impl Deployer {
         // release fails goes on with its previous one.
         let mut next = inner.running.clone();
         let mut errors = BTreeMap::new();
-        for release in to_deploy(&running, &wanted) {
-            match self.prepare(&release, source).await {
+        // New builds, and running ones whose app's secrets changed.
+        let mut deploy = to_deploy(&running, &wanted);
+        deploy.extend(
+            wanted
+                .iter()
+                .filter(|r| {
+                    inner.running.get(&key(r)).is_some_and(|now| {
+                        same_build(&now.release, r) && now.secrets.as_ref() != secrets_of(&r.app)
+                    })
+                })
+                .cloned(),
+        );
+        for release in deploy {
+            let secrets = secrets_of(&release.app).cloned();
+            match self.prepare(&release, secrets.as_ref(), source).await {
                 Ok(deployment) => {
                     next.insert(
                         key(&release),
                         Running {
                             release,
+                            secrets,
                             deployment,
                         },
                     );
@@ -279,6 +317,10 @@ impl Deployer {
         inner.running = next;
         inner.active = active;
         inner.splits = splits;
+        if inner.secrets != desired.secrets {
+            inner.secrets = desired.secrets.clone();
+            self.persist_secrets(&inner.secrets);
+        }
         inner.revision = desired.revision;
         inner.errors = errors;
         inner.desired = desired.releases.iter().map(|r| r.app.clone()).collect();
@@ -292,15 +334,28 @@ impl Deployer {
     }
 
     /// Fetch (or find) the component, check it, compile it: everything short of serving it.
+    /// The app's secrets join its config values (a secret wins over a config value of the
+    /// same name).
     async fn prepare(
         &self,
         release: &Release,
+        secrets: Option<&Secrets>,
         source: &impl BlobSource,
     ) -> anyhow::Result<Arc<Deployment>> {
-        let settings = release
+        let mut settings = release
             .manifest
             .settings()
             .map_err(|e| anyhow!("invalid manifest: {e}"))?;
+        if let Some(secrets) = secrets {
+            settings
+                .config
+                .retain(|(name, _)| !secrets.contains_key(name));
+            settings.config.extend(
+                secrets
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.0.clone())),
+            );
+        }
         if settings.name != release.app {
             bail!(
                 "the manifest names app {:?}, not {:?}",
@@ -326,6 +381,38 @@ impl Deployer {
             .context("the compile task failed")?
     }
 
+    /// Keep the apps' secrets for a restart without the origin: sealed, or not at all.
+    fn persist_secrets(&self, secrets: &[AppSecrets]) {
+        let Some(seal) = &self.seal else {
+            return;
+        };
+        let plain = serde_json::to_vec(secrets).expect("secrets serialize");
+        let sealed = seal.seal(SECRETS_PLACE, &plain);
+        if let Err(err) = outpost_core::files::write_atomic(&self.secrets_file, &sealed) {
+            tracing::error!(
+                "could not save the apps' secrets to {}: {err:#}",
+                self.secrets_file.display()
+            );
+        }
+    }
+
+    /// The secrets kept by [`Deployer::persist_secrets`], if any can be read.
+    fn restore_secrets(&self) -> Vec<AppSecrets> {
+        let (Some(seal), Ok(sealed)) = (&self.seal, std::fs::read(&self.secrets_file)) else {
+            return Vec::new();
+        };
+        let opened = seal
+            .open(SECRETS_PLACE, &sealed)
+            .and_then(|plain| Ok(serde_json::from_slice(&plain)?));
+        opened.unwrap_or_else(|err| {
+            tracing::error!(
+                "the apps' secrets in {} do not open ({err:#}); serving without them until the origin sends them",
+                self.secrets_file.display()
+            );
+            Vec::new()
+        })
+    }
+
     /// Record what runs, so a restart can serve it without the origin.
     fn persist(&self, inner: &Inner) {
         let (releases, others) = inner
@@ -333,10 +420,12 @@ impl Deployer {
             .iter()
             .map(|((app, version), r)| (inner.active.get(app) == Some(version), r.release.clone()))
             .partition::<Vec<_>, _>(|(active, _)| *active);
+        // The secrets are kept apart, sealed (`persist_secrets`).
         let state = DesiredState {
             revision: inner.revision,
             releases: releases.into_iter().map(|(_, r)| r).collect(),
             others: others.into_iter().map(|(_, r)| r).collect(),
+            secrets: Vec::new(),
         };
         let written = serde_json::to_vec_pretty(&state)
             .map_err(anyhow::Error::from)

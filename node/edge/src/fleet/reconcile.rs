@@ -109,6 +109,7 @@ mod tests {
             revision: 3,
             releases: vec![release("a", 1, 90)],
             others: vec![release("a", 2, 10), release("a", 3, 0), release("b", 1, 0)],
+            secrets: Vec::new(),
         };
         let versions =
             |previews| -> Vec<VersionKey> { wanted(&desired, previews).iter().map(key).collect() };

@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "the KV authority",
         include_str!("migrations/0003_kv.sql"),
     ),
+    (
+        4,
+        "apps' secrets",
+        include_str!("migrations/0004_secrets.sql"),
+    ),
 ];
 
 /// The advisory lock origins take while migrating ("outpost" in ASCII).

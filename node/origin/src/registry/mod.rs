@@ -11,6 +11,7 @@
 mod pg_store;
 mod redb_store;
 mod rules;
+pub(crate) mod secrets;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use tokio::sync::watch;
 pub use outpost_core::api::{AppRecord, VersionRecord};
 use outpost_core::clock::unix_secs;
 use outpost_core::config::AppManifest;
-use outpost_core::wire::{DesiredState, VersionShare};
+use outpost_core::sealed::SealKey;
+use outpost_core::wire::{AppSecrets, DesiredState, SecretValue, VersionShare};
 
 use crate::database::Database;
 use pg_store::PgRegistry;
@@ -42,6 +44,9 @@ pub enum RegistryError {
     /// The change cannot be made in the current state (nothing earlier to roll back to).
     #[error("{0}")]
     Conflict(String),
+    /// What was asked is malformed or out of bounds (a secret's name, its size).
+    #[error("{0}")]
+    Invalid(String),
     /// The database is out of reach for now; the same call may succeed later.
     #[error("{0}")]
     Unavailable(String),
@@ -62,6 +67,8 @@ enum Engine {
 pub struct Registry {
     engine: Engine,
     state: watch::Sender<Arc<DesiredState>>,
+    /// What apps' secrets are sealed with; `None`: this origin takes no secrets.
+    secrets_key: Option<Arc<SealKey>>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -74,23 +81,29 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
 }
 
 impl Registry {
-    /// Open (or create) the embedded registry at `path` and publish the desired state it holds.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Open (or create) the embedded registry at `path` and publish the desired state it
+    /// holds; apps' secrets are sealed with `secrets_key`, if the origin has one.
+    pub fn open(path: &Path, secrets_key: Option<Arc<SealKey>>) -> Result<Self> {
         let engine = RedbRegistry::open(path)?;
-        let state = engine.desired_state()?;
+        let (state, sealed) = engine.desired_state()?;
+        let state = with_secrets(state, sealed, secrets_key.as_deref())?;
         Ok(Registry {
             engine: Engine::Redb(engine),
             state: watch::Sender::new(Arc::new(state)),
+            secrets_key,
         })
     }
 
-    /// The registry in `db` (whose schema is up to date), with the desired state it holds.
-    pub async fn connect(db: Arc<Database>) -> Result<Self> {
+    /// The registry in `db` (whose schema is up to date), with the desired state it holds;
+    /// apps' secrets are sealed with `secrets_key`, if the origin has one.
+    pub async fn connect(db: Arc<Database>, secrets_key: Option<Arc<SealKey>>) -> Result<Self> {
         let engine = PgRegistry::new(db);
-        let state = engine.desired_state().await?;
+        let (state, sealed) = engine.desired_state().await?;
+        let state = with_secrets(state, sealed, secrets_key.as_deref())?;
         Ok(Registry {
             engine: Engine::Postgres(engine),
             state: watch::Sender::new(Arc::new(state)),
+            secrets_key,
         })
     }
 
@@ -127,10 +140,11 @@ impl Registry {
 
     /// Read the desired state and publish it if its revision is newer than the one published.
     pub async fn refresh(&self) -> Result<()> {
-        let state = match &self.engine {
+        let (state, sealed) = match &self.engine {
             Engine::Redb(engine) => engine.desired_state()?,
             Engine::Postgres(engine) => engine.desired_state().await?,
         };
+        let state = with_secrets(state, sealed, self.secrets_key.as_deref())?;
         self.state.send_if_modified(|published| {
             let newer = state.revision > published.revision;
             if newer {
@@ -211,6 +225,59 @@ impl Registry {
             .await
     }
 
+    /// Set the secret `name` of `app` (which must exist) to `value`, sealed; nodes get it with
+    /// the next desired state. Returns whether it replaced one.
+    pub async fn put_secret(&self, app: &str, name: &str, value: &str) -> Result<bool> {
+        secrets::check_name(name)?;
+        if value.len() > secrets::MAX_VALUE_BYTES {
+            return Err(RegistryError::Invalid(format!(
+                "a secret is at most {} KiB",
+                secrets::MAX_VALUE_BYTES >> 10
+            )));
+        }
+        let key = self.secrets_key.as_ref().ok_or_else(|| {
+            RegistryError::Invalid(
+                "this origin keeps no secrets: origin.toml names no [secrets] key_file".into(),
+            )
+        })?;
+        let stored = secrets::StoredSecret {
+            app: app.to_string(),
+            name: name.to_string(),
+            sealed: hex::encode(key.seal(&secrets::place(app, name), value.as_bytes())),
+            updated_at: unix_secs(),
+        };
+        let replaced = match &self.engine {
+            Engine::Redb(engine) => engine.change_secret(app, name, Some(stored))?,
+            Engine::Postgres(engine) => engine.change_secret(app, name, Some(stored)).await?,
+        };
+        self.refresh().await?;
+        Ok(replaced)
+    }
+
+    /// Delete the secret `name` of `app`; nodes drop it with the next desired state.
+    pub async fn delete_secret(&self, app: &str, name: &str) -> Result<()> {
+        let existed = match &self.engine {
+            Engine::Redb(engine) => engine.change_secret(app, name, None)?,
+            Engine::Postgres(engine) => engine.change_secret(app, name, None).await?,
+        };
+        if !existed {
+            return Err(RegistryError::NotFound(format!(
+                "app {app} has no secret {name}"
+            )));
+        }
+        self.refresh().await
+    }
+
+    /// The names of `app`'s secrets, with when each was set (never a value).
+    pub async fn secret_names(&self, app: &str) -> Result<Vec<(String, u64)>> {
+        self.app(app).await?;
+        let stored = match &self.engine {
+            Engine::Redb(engine) => engine.secrets(Some(app))?,
+            Engine::Postgres(engine) => engine.secrets(Some(app)).await?,
+        };
+        Ok(stored.into_iter().map(|s| (s.name, s.updated_at)).collect())
+    }
+
     /// Every app, in name order.
     pub async fn apps(&self) -> Result<Vec<AppRecord>> {
         match &self.engine {
@@ -245,6 +312,45 @@ impl Registry {
         into.import(self.current_state().revision, &apps).await?;
         Ok((apps.len(), versions))
     }
+}
+
+/// `state` with the apps' secrets opened from `sealed` (by `key`; refused without one if any
+/// are stored).
+fn with_secrets(
+    mut state: DesiredState,
+    sealed: Vec<secrets::StoredSecret>,
+    key: Option<&SealKey>,
+) -> Result<DesiredState> {
+    if sealed.is_empty() {
+        return Ok(state);
+    }
+    let key = key.ok_or_else(|| {
+        RegistryError::Storage(
+            "apps' secrets are stored but origin.toml names no [secrets] key_file to open them"
+                .into(),
+        )
+    })?;
+    for secret in sealed {
+        let place = secrets::place(&secret.app, &secret.name);
+        let opened = hex::decode(&secret.sealed)
+            .map_err(|e| RegistryError::Storage(format!("secret {place}: {e}")))
+            .and_then(|bytes| {
+                key.open(&place, &bytes)
+                    .map_err(|e| RegistryError::Storage(format!("secret {place}: {e}")))
+            })?;
+        let value = String::from_utf8(opened)
+            .map_err(|_| RegistryError::Storage(format!("secret {place} is not text")))?;
+        match state.secrets.iter_mut().find(|s| s.app == secret.app) {
+            Some(app) => {
+                app.values.insert(secret.name, SecretValue(value));
+            }
+            None => state.secrets.push(AppSecrets {
+                app: secret.app,
+                values: [(secret.name, SecretValue(value))].into(),
+            }),
+        }
+    }
+    Ok(state)
 }
 
 #[cfg(test)]

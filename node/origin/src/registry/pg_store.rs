@@ -11,6 +11,7 @@ use outpost_core::wire::DesiredState;
 use tokio_postgres::types::Json;
 
 use super::rules::{self, Outcome};
+use super::secrets::{self, StoredSecret};
 use super::{AppRecord, RegistryError, Result, VersionRecord};
 use crate::database::{Database, DatabaseError};
 
@@ -100,16 +101,92 @@ impl PgRegistry {
             }
         };
         if moved {
-            let next = revision + 1;
-            txn.execute("UPDATE registry_meta SET revision = $1", &[&next])
-                .await
-                .map_err(db)?;
-            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &next.to_string()])
-                .await
-                .map_err(db)?;
+            self.bump_revision(&txn, revision).await?;
         }
         txn.commit().await.map_err(db)?;
         Ok((value, moved))
+    }
+
+    /// Move the revision on from `revision` (held `FOR UPDATE` in `txn`) and tell the other
+    /// origins once `txn` commits.
+    async fn bump_revision(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        revision: i64,
+    ) -> Result<()> {
+        let db = |e| RegistryError::from(self.db.error(e));
+        let next = revision + 1;
+        txn.execute("UPDATE registry_meta SET revision = $1", &[&next])
+            .await
+            .map_err(db)?;
+        txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &next.to_string()])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Set (`Some`) or delete (`None`) the secret `name` of `app` (which must exist), moving
+    /// the revision if anything changed. Returns whether the secret was there before.
+    pub(crate) async fn change_secret(
+        &self,
+        app: &str,
+        name: &str,
+        value: Option<StoredSecret>,
+    ) -> Result<bool> {
+        let mut client = self.db.client().await?;
+        let db = |e| RegistryError::from(self.db.error(e));
+        let txn = client.transaction().await.map_err(db)?;
+        let revision: i64 = txn
+            .query_one("SELECT revision FROM registry_meta FOR UPDATE", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        let found = txn
+            .query_opt("SELECT 1 FROM registry_apps WHERE name = $1", &[&app])
+            .await
+            .map_err(db)?;
+        if found.is_none() {
+            return Err(RegistryError::NotFound(format!("no app named {app}")));
+        }
+        let held: Vec<String> = txn
+            .query("SELECT name FROM registry_secrets WHERE app = $1", &[&app])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let existed = held.iter().any(|n| n == name);
+        match &value {
+            Some(secret) => {
+                secrets::check_room(&held, name)?;
+                txn.execute(
+                    "INSERT INTO registry_secrets (app, name, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (app, name) DO UPDATE SET record = excluded.record",
+                    &[&app, &name, &Json(secret)],
+                )
+                .await
+                .map_err(db)?;
+            }
+            None => {
+                txn.execute(
+                    "DELETE FROM registry_secrets WHERE app = $1 AND name = $2",
+                    &[&app, &name],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
+        if value.is_some() || existed {
+            self.bump_revision(&txn, revision).await?;
+        }
+        txn.commit().await.map_err(db)?;
+        Ok(existed)
+    }
+
+    /// The secrets of `app` (sealed), or of every app.
+    pub(crate) async fn secrets(&self, app: Option<&str>) -> Result<Vec<StoredSecret>> {
+        let client = self.db.client().await?;
+        read_secrets(&*client, app, &self.db).await
     }
 
     /// Every app, in name order.
@@ -159,9 +236,9 @@ impl PgRegistry {
         Ok(Some((record, versions)))
     }
 
-    /// What every app runs (see `rules::releases`), and the revision it belongs to, from one
-    /// snapshot.
-    pub(crate) async fn desired_state(&self) -> Result<DesiredState> {
+    /// What every app runs (see `rules::releases`), and the revision it belongs to, with
+    /// every app's secrets (sealed), from one snapshot.
+    pub(crate) async fn desired_state(&self) -> Result<(DesiredState, Vec<StoredSecret>)> {
         let mut client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
         let txn = client
@@ -207,6 +284,7 @@ impl PgRegistry {
             let version = row.try_get::<_, Json<VersionRecord>>(1).map_err(db)?.0;
             versions.entry(app).or_default().push(version);
         }
+        let sealed = read_secrets(&txn, None, &self.db).await?;
         txn.commit().await.map_err(db)?;
         let mut state = DesiredState {
             revision: revision as u64,
@@ -218,7 +296,7 @@ impl PgRegistry {
             state.releases.extend(active);
             state.others.extend(others);
         }
-        Ok(state)
+        Ok((state, sealed))
     }
 
     /// Fill an empty registry with `apps` (each record with its versions) at `revision`, in
@@ -274,4 +352,36 @@ impl PgRegistry {
         txn.commit().await.map_err(db)?;
         Ok(())
     }
+}
+
+/// The secrets of `app` (sealed), or of every app, through `client` (or a transaction).
+async fn read_secrets(
+    client: &impl tokio_postgres::GenericClient,
+    app: Option<&str>,
+    db: &Database,
+) -> Result<Vec<StoredSecret>> {
+    let dbe = |e| RegistryError::from(db.error(e));
+    let rows = match app {
+        Some(app) => {
+            client
+                .query(
+                    "SELECT record FROM registry_secrets WHERE app = $1 ORDER BY name",
+                    &[&app],
+                )
+                .await
+        }
+        None => {
+            client
+                .query(
+                    "SELECT record FROM registry_secrets ORDER BY app, name",
+                    &[],
+                )
+                .await
+        }
+    }
+    .map_err(dbe)?;
+    rows.iter()
+        .map(|row| row.try_get::<_, Json<StoredSecret>>(0).map(|json| json.0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(dbe)
 }

@@ -6,12 +6,23 @@ use outpost_core::wire::DesiredState;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::rules::{self, Outcome};
+use super::secrets::{self, StoredSecret};
 use super::{AppRecord, RegistryError, Result, VersionRecord, decode, encode};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Each app's secrets, by (app, name): a `StoredSecret` in JSON.
+const SECRETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("secrets");
 const REVISION: &str = "revision";
+
+/// Move the registry's revision by one, in `txn`.
+fn bump_revision(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META)?;
+    let next = meta.get(REVISION)?.map(|g| g.value()).unwrap_or(0) + 1;
+    meta.insert(REVISION, next)?;
+    Ok(())
+}
 
 impl<E: Into<redb::Error>> From<E> for RegistryError {
     fn from(err: E) -> Self {
@@ -32,6 +43,7 @@ impl RedbRegistry {
         txn.open_table(APPS)?;
         txn.open_table(VERSIONS)?;
         txn.open_table(META)?;
+        txn.open_table(SECRETS)?;
         txn.commit()?;
         Ok(RedbRegistry { db })
     }
@@ -71,18 +83,67 @@ impl RedbRegistry {
                 Outcome::Delete => {
                     apps.remove(app)?;
                     versions.retain_in((app, 0)..=(app, u64::MAX), |_, _| false)?;
+                    let mut secrets = txn.open_table(SECRETS)?;
+                    secrets.retain_in((app, "")..=(app, "\u{10ffff}"), |_, _| false)?;
                     true
                 }
             };
             (value, moved)
         };
         if moved {
-            let mut meta = txn.open_table(META)?;
-            let next = meta.get(REVISION)?.map(|g| g.value()).unwrap_or(0) + 1;
-            meta.insert(REVISION, next)?;
+            bump_revision(&txn)?;
         }
         txn.commit()?;
         Ok((value, moved))
+    }
+
+    /// Set (`Some`) or delete (`None`) the secret `name` of `app` (which must exist), moving
+    /// the revision if anything changed. Returns whether the secret was there before.
+    pub(crate) fn change_secret(
+        &self,
+        app: &str,
+        name: &str,
+        value: Option<StoredSecret>,
+    ) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = {
+            if txn.open_table(APPS)?.get(app)?.is_none() {
+                return Err(RegistryError::NotFound(format!("no app named {app}")));
+            }
+            let mut table = txn.open_table(SECRETS)?;
+            let held: Vec<String> = table
+                .range((app, "")..=(app, "\u{10ffff}"))?
+                .map(|entry| entry.map(|(key, _)| key.value().1.to_string()))
+                .collect::<std::result::Result<_, _>>()?;
+            let existed = held.iter().any(|n| n == name);
+            match &value {
+                Some(secret) => {
+                    secrets::check_room(&held, name)?;
+                    table.insert((app, name), encode(secret).as_slice())?;
+                }
+                None if existed => {
+                    table.remove((app, name))?;
+                }
+                None => {}
+            }
+            existed
+        };
+        if value.is_some() || existed {
+            bump_revision(&txn)?;
+        }
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// The secrets of `app` (sealed), or of every app.
+    pub(crate) fn secrets(&self, app: Option<&str>) -> Result<Vec<StoredSecret>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SECRETS)?;
+        let entries = match app {
+            Some(app) => table.range((app, "")..=(app, "\u{10ffff}"))?,
+            None => table.range::<(&str, &str)>(..)?,
+        };
+        entries.map(|entry| decode(entry?.1.value())).collect()
     }
 
     /// Every app, in name order.
@@ -116,8 +177,9 @@ impl RedbRegistry {
         Ok(Some((record, list)))
     }
 
-    /// What every app runs (see `rules::releases`), and the revision it belongs to.
-    pub(crate) fn desired_state(&self) -> Result<DesiredState> {
+    /// What every app runs (see `rules::releases`), and the revision it belongs to, with
+    /// every app's secrets (sealed) of that revision.
+    pub(crate) fn desired_state(&self) -> Result<(DesiredState, Vec<StoredSecret>)> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let revision = meta.get(REVISION)?.map(|g| g.value()).unwrap_or(0);
@@ -140,6 +202,11 @@ impl RedbRegistry {
             state.releases.extend(active);
             state.others.extend(others);
         }
-        Ok(state)
+        let sealed = txn
+            .open_table(SECRETS)?
+            .range::<(&str, &str)>(..)?
+            .map(|entry| decode(entry?.1.value()))
+            .collect::<Result<Vec<StoredSecret>>>()?;
+        Ok((state, sealed))
     }
 }

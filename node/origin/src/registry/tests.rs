@@ -30,10 +30,16 @@ impl Store {
 
     async fn open(&self) -> Registry {
         match self {
-            Store::Redb(path) => Registry::open(path).unwrap(),
-            Store::Postgres { db, .. } => Registry::connect(db.clone()).await.unwrap(),
+            Store::Redb(path) => Registry::open(path, Some(test_key())).unwrap(),
+            Store::Postgres { db, .. } => Registry::connect(db.clone(), Some(test_key()))
+                .await
+                .unwrap(),
         }
     }
+}
+
+fn test_key() -> Arc<SealKey> {
+    Arc::new(SealKey::from_bytes(&[42; 32]))
 }
 
 fn manifest(name: &str) -> AppManifest {
@@ -290,8 +296,8 @@ async fn two_origins_share_one_registry() {
     let server = TestPostgres::start("registry-two");
     let db_a = Arc::new(Database::connect(&server.url()).await.unwrap());
     let db_b = Arc::new(Database::connect(&server.url()).await.unwrap());
-    let a = Arc::new(Registry::connect(db_a.clone()).await.unwrap());
-    let b = Arc::new(Registry::connect(db_b.clone()).await.unwrap());
+    let a = Arc::new(Registry::connect(db_a.clone(), None).await.unwrap());
+    let b = Arc::new(Registry::connect(db_b.clone(), None).await.unwrap());
     b.follow(&db_b);
 
     // Versions created through both at once are numbered once each.
@@ -337,7 +343,7 @@ async fn two_origins_share_one_registry() {
 async fn a_lost_database_is_unavailable_then_used_again() {
     let mut server = TestPostgres::start("registry-lost");
     let db = Arc::new(Database::connect(&server.url()).await.unwrap());
-    let reg = Registry::connect(db).await.unwrap();
+    let reg = Registry::connect(db, None).await.unwrap();
     reg.create_version(
         "shop",
         &"a".repeat(64),
@@ -378,4 +384,133 @@ async fn an_unreachable_database_is_one_line_naming_it_without_the_password() {
     );
     assert!(!message.contains("hunter2"), "{message}");
     assert!(!message.contains('\n'), "{message}");
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_reach_the_desired_state_only() {
+    for store in Store::all("registry-secrets").await {
+        let reg = store.open().await;
+        assert!(matches!(
+            reg.put_secret("shop", "API_KEY", "v").await,
+            Err(RegistryError::NotFound(_))
+        ));
+        reg.create_version(
+            "shop",
+            &"a".repeat(64),
+            manifest("shop"),
+            None,
+            Rollout::Activate,
+        )
+        .await
+        .unwrap();
+        let before = reg.current_state().revision;
+        assert!(
+            !reg.put_secret("shop", "API_KEY", "hunter2-secret")
+                .await
+                .unwrap()
+        );
+        assert!(
+            reg.put_secret("shop", "API_KEY", "hunter3-secret")
+                .await
+                .unwrap()
+        );
+        reg.put_secret("shop", "DB_PASSWORD", "pw-secret")
+            .await
+            .unwrap();
+        let state = reg.current_state();
+        assert_eq!(state.revision, before + 3, "each change reaches the nodes");
+        let secrets = state.secrets_of("shop").unwrap();
+        assert_eq!(secrets.values["API_KEY"].0, "hunter3-secret");
+        assert_eq!(format!("{:?}", secrets.values["API_KEY"]), "<secret>");
+        let names: Vec<String> = reg
+            .secret_names("shop")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["API_KEY", "DB_PASSWORD"]);
+        // Nothing in the record the API shows, and nothing in clear where it is stored.
+        let (record, versions) = reg.app("shop").await.unwrap();
+        assert!(!format!("{record:?}{versions:?}").contains("hunter3"));
+        match &store {
+            Store::Redb(path) => {
+                let raw = std::fs::read(path).unwrap();
+                assert!(!raw.windows(7).any(|w| w == b"hunter3"));
+            }
+            Store::Postgres { db, .. } => {
+                let client = db.client().await.unwrap();
+                let row = client
+                    .query_one(
+                        "SELECT string_agg(record::text, '') FROM registry_secrets",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let text: String = row.get(0);
+                assert!(
+                    !text.contains("hunter3") && text.contains("API_KEY"),
+                    "{text}"
+                );
+            }
+        }
+        // Bad names, too large, deleted, and gone with the app.
+        assert!(matches!(
+            reg.put_secret("shop", "no-dash", "v").await,
+            Err(RegistryError::Invalid(_))
+        ));
+        assert!(matches!(
+            reg.put_secret("shop", "BIG", &"x".repeat(65 << 10)).await,
+            Err(RegistryError::Invalid(_))
+        ));
+        reg.delete_secret("shop", "API_KEY").await.unwrap();
+        assert!(matches!(
+            reg.delete_secret("shop", "API_KEY").await,
+            Err(RegistryError::NotFound(_))
+        ));
+        let left = reg.current_state();
+        assert_eq!(left.secrets_of("shop").unwrap().values.len(), 1);
+        // Reopened with the key it reads them back; without it, it refuses to guess.
+        drop(reg);
+        let reopened = store.open().await;
+        assert_eq!(
+            reopened.current_state().secrets_of("shop").unwrap().values["DB_PASSWORD"].0,
+            "pw-secret"
+        );
+        reopened.delete_app("shop").await.unwrap();
+        assert!(reopened.current_state().secrets.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_origin_without_a_key_takes_no_secrets() {
+    let path = temp_dir("registry-no-key").join("registry.redb");
+    let reg = Registry::open(&path, None).unwrap();
+    reg.create_version(
+        "shop",
+        &"a".repeat(64),
+        manifest("shop"),
+        None,
+        Rollout::Activate,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        reg.put_secret("shop", "API_KEY", "v").await,
+        Err(RegistryError::Invalid(_))
+    ));
+    drop(reg);
+    let keyed = Registry::open(&path, Some(test_key())).unwrap();
+    keyed.put_secret("shop", "API_KEY", "v").await.unwrap();
+    drop(keyed);
+    // Stored secrets and no key (or another one): the origin says so rather than serve without.
+    assert!(matches!(
+        Registry::open(&path, None),
+        Err(RegistryError::Storage(_))
+    ));
+    let other = Arc::new(SealKey::from_bytes(&[1; 32]));
+    assert!(matches!(
+        Registry::open(&path, Some(other)),
+        Err(RegistryError::Storage(_))
+    ));
 }
