@@ -293,8 +293,10 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
         &apps,
         "shop",
         probe.to_str().unwrap(),
-        "[kv]\nnamespaces = [\"data\"]\n",
+        "[kv]\nnamespaces = [\"data\"]\n[config]\nAPI_KEY = \"from config\"\n",
     );
+    // Its secrets under dev, as Wrangler's .dev.vars: they win over config of the same name.
+    apps.write("shop/.dev.vars", "# local only\nAPI_KEY=dev-secret\n");
     let data = TempDir::new("dev-apps-data");
     let node = Outpost::dev(&[apps.path().to_str().unwrap()], data.path())
         .unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
@@ -310,6 +312,12 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
     // Plain HTTP: each app on its name, the first one everywhere else.
     let mut conn = plain_connection(node.plain.expect("a plain listener")).await;
     assert_eq!(on(&mut conn, "shop.localhost", "/ok").await.text(), "ok");
+    assert_eq!(
+        on(&mut conn, "shop.localhost", "/config?key=API_KEY")
+            .await
+            .text(),
+        "config=dev-secret env=dev-secret"
+    );
     let hello_says = on(&mut conn, "hello.localhost", "/ok").await.text();
     assert!(hello_says.starts_with("hello from outpost"), "{hello_says}");
     let elsewhere = on(&mut conn, "localhost", "/").await.text();

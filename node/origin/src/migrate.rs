@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use outpost_core::blobs::BlobStore;
+use outpost_core::sealed::SealKey;
 use outpost_kv::RedbAuthorityStore;
 
 use crate::components::Components;
@@ -32,12 +33,15 @@ pub struct Migrated {
 }
 
 /// Move the embedded state in `data_dir` into the database at `url`, over TLS trusting `ca` if
-/// given (its schema is brought up to date first). Refused, changing nothing, if the database holds an app, a component or a
-/// KV entry already, or if the origin still runs on `data_dir`.
+/// given (its schema is brought up to date first); apps' secrets move sealed, so the origins
+/// on the database need the same `secrets_key` file. Refused, changing nothing, if the
+/// database holds an app, a component or a KV entry already, or if the origin still runs on
+/// `data_dir`.
 pub async fn to_postgres(
     data_dir: &Path,
     url: &str,
     ca: Option<&Path>,
+    secrets_key: Option<&Path>,
 ) -> anyhow::Result<Migrated> {
     let registry_file = data_dir.join("registry.redb");
     anyhow::ensure!(
@@ -53,14 +57,15 @@ pub async fn to_postgres(
             what.display()
         )
     };
-    let registry =
-        Registry::open(&registry_file, None).with_context(|| still_running(&registry_file))?;
+    let key = secrets_key.map(SealKey::load).transpose()?.map(Arc::new);
+    let registry = Registry::open(&registry_file, key.clone())
+        .with_context(|| still_running(&registry_file))?;
     let kv = RedbAuthorityStore::open(&kv_file).with_context(|| still_running(&kv_file))?;
     let blobs = Components::Files(BlobStore::open(&data_dir.join("blobs"))?);
 
     let db = Arc::new(Database::connect_with(url, ca).await?);
     let components = Components::in_database(db.clone());
-    let target = Registry::connect(db.clone(), None).await?;
+    let target = Registry::connect(db.clone(), key).await?;
     ensure_no_components(&db).await?;
 
     // Components first, the registry that names them next, the KV last: a move cut short
@@ -135,8 +140,11 @@ mod tests {
         // An origin's embedded state: two versions of an app, KV writes with the log
         // compacted part way (so the current state and the log differ).
         let component = wat::parse_str("(component)").unwrap();
+        let key_file = dir.join("secrets.key");
+        SealKey::create(&key_file).unwrap();
+        let key = || Some(Arc::new(SealKey::load(&key_file).unwrap()));
         {
-            let registry = Registry::open(&dir.join("registry.redb"), None).unwrap();
+            let registry = Registry::open(&dir.join("registry.redb"), key()).unwrap();
             let blobs = Components::Files(BlobStore::open(&dir.join("blobs")).unwrap());
             let sha256 = blobs.put(&component).await.unwrap();
             let manifest = AppManifest {
@@ -149,11 +157,17 @@ mod tests {
                     .await
                     .unwrap();
             }
+            registry
+                .put_secret("shop", "API_KEY", "moved-sealed")
+                .await
+                .unwrap();
             let mut kv = Authority::new(RedbAuthorityStore::open(&dir.join("kv.redb")).unwrap());
             kv.write_all((0..50).map(put).collect(), 0, 0).unwrap();
             kv.compact(20).unwrap();
         }
-        let moved = to_postgres(&dir, &server.url(), None).await.unwrap();
+        let moved = to_postgres(&dir, &server.url(), None, Some(&key_file))
+            .await
+            .unwrap();
         assert_eq!((moved.apps, moved.versions, moved.components), (1, 2, 1));
         assert_eq!(moved.kv.entries, 50);
         assert_eq!(moved.kv.log, 20);
@@ -161,10 +175,12 @@ mod tests {
         assert_eq!(moved.kv.version, 50);
 
         // The same registry, component and KV, read through the PostgreSQL engines.
-        let source = Registry::open(&dir.join("registry.redb"), None).unwrap();
+        let source = Registry::open(&dir.join("registry.redb"), key()).unwrap();
         let db = Arc::new(Database::connect(&server.url()).await.unwrap());
-        let target = Registry::connect(db.clone(), None).await.unwrap();
+        let target = Registry::connect(db.clone(), key()).await.unwrap();
         assert_eq!(*target.current_state(), *source.current_state());
+        let secrets = target.current_state().secrets_of("shop").unwrap().clone();
+        assert_eq!(secrets.values["API_KEY"].0, "moved-sealed");
         let components = Components::in_database(db.clone());
         let sha256 = &target.current_state().releases[0].sha256;
         assert_eq!(components.read(sha256).await.unwrap(), component);
@@ -190,7 +206,9 @@ mod tests {
         .unwrap();
 
         // Into a database that holds something already: refused.
-        let again = to_postgres(&dir, &server.url(), None).await.unwrap_err();
+        let again = to_postgres(&dir, &server.url(), None, Some(&key_file))
+            .await
+            .unwrap_err();
         assert!(format!("{again:#}").contains("already"), "{again:#}");
     }
 }

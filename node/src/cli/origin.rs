@@ -27,7 +27,13 @@ pub(super) async fn migrate(config: &Path, to: &str, ca: Option<&Path>) -> anyho
             config.source.display()
         );
     }
-    let moved = outpost_origin::migrate::to_postgres(&config.data_dir, to, ca).await?;
+    let moved = outpost_origin::migrate::to_postgres(
+        &config.data_dir,
+        to,
+        ca,
+        config.secrets_key_file.as_deref(),
+    )
+    .await?;
     println!(
         "moved {} apps ({} versions), {} components and the KV ({} keys, {} log entries, \
          {} write outcomes, version {}) into the database",

@@ -295,8 +295,8 @@ impl Registry {
         found.ok_or_else(|| RegistryError::NotFound(format!("no app named {app}")))
     }
 
-    /// Copy everything this registry holds (every app with all its versions, and the
-    /// revision) into `target`, a registry on PostgreSQL that holds nothing yet: the move
+    /// Copy everything this registry holds (every app with all its versions, their secrets
+    /// still sealed, and the revision) into `target`, a registry on PostgreSQL that holds nothing yet: the move
     /// from the embedded engine. Returns the apps and versions copied.
     pub async fn copy_into(&self, target: &Registry) -> Result<(usize, usize)> {
         let Engine::Postgres(into) = &target.engine else {
@@ -309,7 +309,12 @@ impl Registry {
             apps.push(self.app(&record.name).await?);
         }
         let versions = apps.iter().map(|(_, versions)| versions.len()).sum();
-        into.import(self.current_state().revision, &apps).await?;
+        let secrets = match &self.engine {
+            Engine::Redb(engine) => engine.secrets(None)?,
+            Engine::Postgres(engine) => engine.secrets(None).await?,
+        };
+        into.import(self.current_state().revision, &apps, &secrets)
+            .await?;
         Ok((apps.len(), versions))
     }
 }

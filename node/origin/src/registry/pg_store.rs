@@ -306,6 +306,7 @@ impl PgRegistry {
         &self,
         revision: u64,
         apps: &[(AppRecord, Vec<VersionRecord>)],
+        secrets: &[StoredSecret],
     ) -> Result<()> {
         let mut client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
@@ -342,6 +343,15 @@ impl PgRegistry {
                 .await
                 .map_err(db)?;
             }
+        }
+        // Sealed as they are: the origins on the database need the same key file.
+        for secret in secrets {
+            txn.execute(
+                "INSERT INTO registry_secrets (app, name, record) VALUES ($1, $2, $3)",
+                &[&secret.app, &secret.name, &Json(secret)],
+            )
+            .await
+            .map_err(db)?;
         }
         txn.execute(
             "UPDATE registry_meta SET revision = $1",

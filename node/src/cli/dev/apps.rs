@@ -20,10 +20,19 @@ pub(super) enum AppSource {
 }
 
 impl AppSource {
-    /// The app as it is on disk now.
+    /// The app as it is on disk now, with the secrets of its `.dev.vars` among its config.
     pub(super) fn load(&self) -> anyhow::Result<AppSpec> {
         match self {
-            AppSource::Manifest(path) => Ok(AppSpec::load(path)?),
+            AppSource::Manifest(path) => {
+                let mut spec = AppSpec::load(path)?;
+                let dir = if path.is_dir() {
+                    path.as_path()
+                } else {
+                    path.parent().unwrap_or(Path::new("."))
+                };
+                super::dev_vars::merge(&mut spec.settings.config, &super::dev_vars::read(dir)?);
+                Ok(spec)
+            }
             AppSource::Component(path) => Ok(AppSpec::from_component(path)?),
         }
     }

@@ -8,6 +8,7 @@
 //! beside it for what needs a secure context or the TLS path itself.
 
 mod apps;
+mod dev_vars;
 mod watch;
 
 use std::net::SocketAddr;
@@ -95,8 +96,12 @@ pub(super) async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Resu
             plain,
             certs: vec![certs.cert],
             apps: placed,
+            // One author's apps on their own machine: no tenant to shield from another, and a
+            // burst of requests from a load tool should wait for an instance, not get 503s.
             pool: PoolSettings {
                 instances: 100,
+                app_share_percent: 100,
+                queue_timeout: std::time::Duration::from_secs(10),
                 ..PoolSettings::default()
             },
             http: HttpSettings::default(),

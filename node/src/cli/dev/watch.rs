@@ -42,10 +42,13 @@ impl Watched {
 /// Whether `path`, under an app's `dir`, is one of the build's own outputs or a tool's state,
 /// which must not start a rebuild: the component, anything under a directory named `target`,
 /// `node_modules` or `__pycache__`, anything whose name starts with a dot (`.outpost/`,
-/// `.git/`, an editor's swap file).
+/// `.git/`, an editor's swap file) but the app's `.dev.vars` (its secrets under dev).
 pub(super) fn is_build_output(dir: &Path, component: &Path, path: &Path) -> bool {
     if path == component {
         return true;
+    }
+    if path == dir.join(super::dev_vars::FILE) {
+        return false;
     }
     let Ok(inside) = path.strip_prefix(dir) else {
         return true;
