@@ -124,7 +124,7 @@ fn the_operator_guide_walkthrough_runs_as_written() {
         "{versions:?}"
     );
     assert!(
-        versions[2].starts_with("2 ") && versions[2].contains('*'),
+        versions[2].starts_with("2 ") && versions[2].contains("100%"),
         "{versions:?}"
     );
     let node_line = stdout

@@ -125,7 +125,7 @@ impl Edge {
             client,
             &connection,
             parts.version,
-            &request_id.to_string(),
+            request_id.to_string(),
         );
         let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
         // The body's front arrives before the request takes an instance: a slow client holds

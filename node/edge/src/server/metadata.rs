@@ -115,13 +115,14 @@ impl RequestMetadata {
         client: IpAddr,
         connection: &Connection,
         version: http::Version,
-        request_id: &str,
+        request_id: String,
     ) {
         for name in &SET_BY_THE_EDGE {
             headers.remove(name);
         }
-        let text = |s: &str| HeaderValue::from_str(s).ok();
-        if let Some(value) = text(&client.to_string()) {
+        // Each value takes its text's buffer as it is: one allocation per header.
+        let text = |s: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok();
+        if let Some(value) = text(client.to_string()) {
             headers.insert(CLIENT_IP, value);
         }
         headers.insert(PROTOCOL, HeaderValue::from_static(protocol(version)));
@@ -301,7 +302,7 @@ mod tests {
             ip("192.0.2.4"),
             &plain,
             http::Version::HTTP_11,
-            "r-1",
+            "r-1".into(),
         );
         assert_eq!(h["outpost-client-ip"], "192.0.2.4");
         assert_eq!(h["outpost-node"], "edge-1");
@@ -319,7 +320,13 @@ mod tests {
             tls: Some(rustls::ProtocolVersion::TLSv1_3),
             ..plain
         };
-        m.stamp(&mut h, ip("192.0.2.4"), &tls, http::Version::HTTP_2, "r-2");
+        m.stamp(
+            &mut h,
+            ip("192.0.2.4"),
+            &tls,
+            http::Version::HTTP_2,
+            "r-2".into(),
+        );
         assert_eq!(h["outpost-tls-version"], "TLSv1.3");
         assert_eq!(h["outpost-protocol"], "HTTP/2");
     }
