@@ -67,6 +67,11 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+def _node_header(name: str, doc: str) -> property:
+    """A read-only property: the value of the request header ``name`` the node sets."""
+    return property(lambda request: request.headers.get(name), doc=doc)
+
+
 class Request:
     """An HTTP request: the one a handler receives, or one to ``fetch``."""
 
@@ -87,36 +92,20 @@ class Request:
 
     # What the node says of the request, from the headers it sets (replacing any the client
     # sent); None on a request built to fetch.
-
-    @property
-    def client_ip(self) -> str | None:
-        """The client's address (behind the operator's trusted proxies, the one they forwarded)."""
-        return self.headers.get("outpost-client-ip")
-
-    @property
-    def protocol(self) -> str | None:
-        """``HTTP/1.1``, ``HTTP/2`` or ``HTTP/3``."""
-        return self.headers.get("outpost-protocol")
-
-    @property
-    def tls_version(self) -> str | None:
-        """``TLSv1.3`` or ``TLSv1.2``; None over plain HTTP."""
-        return self.headers.get("outpost-tls-version")
-
-    @property
-    def node(self) -> str | None:
-        """The name of the node serving the request."""
-        return self.headers.get("outpost-node")
-
-    @property
-    def region(self) -> str | None:
-        """The region the operator gave the node, if any."""
-        return self.headers.get("outpost-region")
-
-    @property
-    def request_id(self) -> str | None:
-        """The request's id, as the node's access log and ``outpost tail`` show it."""
-        return self.headers.get("outpost-request-id")
+    client_ip = _node_header(
+        "outpost-client-ip",
+        "The client's address (behind the operator's trusted proxies, the one they forwarded).",
+    )
+    protocol = _node_header("outpost-protocol", "``HTTP/1.1``, ``HTTP/2`` or ``HTTP/3``.")
+    tls_version = _node_header(
+        "outpost-tls-version", "``TLSv1.3`` or ``TLSv1.2``; None over plain HTTP."
+    )
+    node = _node_header("outpost-node", "The name of the node serving the request.")
+    region = _node_header("outpost-region", "The region the operator gave the node, if any.")
+    request_id = _node_header(
+        "outpost-request-id",
+        "The request's id, as the node's access log and ``outpost tail`` show it.",
+    )
 
     def text(self) -> str:
         return self.body.decode("utf-8")

@@ -47,7 +47,7 @@ use outpost_core::api::{
 use outpost_core::blobs::sha256_hex;
 use outpost_core::config::{AppManifest, Right, validate_name};
 use outpost_core::metrics::{metrics, status_class};
-use outpost_core::wire::{DesiredState, Release, VersionShare, is_sha256_hex};
+use outpost_core::wire::{VersionShare, is_sha256_hex};
 use outpost_net::listener::{Connection, Handler};
 use outpost_runtime::ComponentValidator;
 use outpost_runtime::body::{ResponseBody, full_response};
@@ -439,7 +439,7 @@ impl AdminApi {
                     name: r.app.clone(),
                     active: r.version,
                     sha256: r.sha256.clone(),
-                    split: split_of(&state, r),
+                    split: state.split_of(r).unwrap_or_default(),
                 })
                 .collect(),
             nodes: self.nodes.snapshot(),
@@ -634,27 +634,6 @@ impl AdminApi {
         };
         Ok((StatusCode::CREATED, json!(created)))
     }
-}
-
-/// The split of the app whose active release is `active` in `state`: empty when it takes all
-/// the traffic, else its share first, then the others'.
-fn split_of(state: &DesiredState, active: &Release) -> Vec<VersionShare> {
-    if active.percent == 100 {
-        return Vec::new();
-    }
-    let share = |r: &Release| VersionShare {
-        version: r.version,
-        percent: r.percent,
-    };
-    std::iter::once(share(active))
-        .chain(
-            state
-                .others
-                .iter()
-                .filter(|r| r.app == active.app && r.percent > 0)
-                .map(share),
-        )
-        .collect()
 }
 
 /// A secret's value from a request body: text, within the size a secret may have.

@@ -12,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use outpost_core::blobs::{BlobStore, sha256_hex};
 use outpost_core::config::{Right, TokenSpec};
+use outpost_core::sealed::SealKey;
 use outpost_kv::quota::QuotaPolicy;
 use outpost_net::listener::{Connection, Handler};
 use outpost_origin::auth::{Tokens, new_token};
@@ -49,7 +50,13 @@ fn origin() -> Origin {
     let deploy = token("ci", vec![Right::Read, Right::Deploy]);
     let admin = token("ops", vec![Right::Read, Right::Deploy, Right::Admin]);
     let api = AdminApi {
-        registry: Arc::new(Registry::open(&dir.join("registry.redb"), None).unwrap()),
+        registry: Arc::new(
+            Registry::open(
+                &dir.join("registry.redb"),
+                Some(Arc::new(SealKey::from_bytes(&[9; 32]))),
+            )
+            .unwrap(),
+        ),
         components: Components::Files(BlobStore::open(&dir.join("blobs")).unwrap()),
         tokens: Tokens::new(tokens),
         nodes: Arc::new(NodeDirectory::default()),
@@ -421,4 +428,161 @@ async fn the_kv_api_writes_reads_pages_and_refuses_bad_requests() {
         )
         .await;
     assert_eq!(read_only.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn splits_and_secrets_refuse_bad_input_with_a_reason() {
+    let origin = origin();
+    let wasm = component();
+    let sha = sha256_hex(&wasm);
+    let put = |path: String, token: &str, body: Bytes| {
+        let (origin, token) = (&origin, token.to_string());
+        async move { origin.call(Method::PUT, &path, Some(&token), body).await }
+    };
+    assert_eq!(
+        put(format!("/v1/blobs/{sha}"), &origin.deploy, wasm.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let version = |extra: Value| {
+        let mut body = json!({ "component": sha, "manifest": { "name": "shop" } });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        origin.post("/v1/apps/shop/versions", &origin.deploy, body)
+    };
+    // A share before there is an active version to share with; both activate and percent.
+    assert_eq!(
+        version(json!({ "percent": 10 })).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        version(json!({ "activate": true })).await.status,
+        StatusCode::CREATED
+    );
+    let both = version(json!({ "activate": true, "percent": 10 })).await;
+    assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(both.json()["field"], json!("percent"));
+    let zero = version(json!({ "percent": 0 })).await;
+    assert!(zero.error().contains("1 to 100"), "{}", zero.error());
+    let created = version(json!({ "percent": 10 })).await;
+    assert_eq!(created.json()["percent"], json!(10));
+    for (split, status, says) in [
+        (
+            json!({ "versions": [{ "version": 1, "percent": 50 }, { "version": 2, "percent": 40 }] }),
+            StatusCode::CONFLICT,
+            "add up to 90%",
+        ),
+        (
+            json!({ "versions": [{ "version": 1, "percent": 50 }, { "version": 9, "percent": 50 }] }),
+            StatusCode::NOT_FOUND,
+            "no version 9",
+        ),
+        (
+            json!({ "versions": [] }),
+            StatusCode::CONFLICT,
+            "at least one",
+        ),
+        (json!({ "versions": "1=100" }), StatusCode::BAD_REQUEST, ""),
+    ] {
+        let refused = origin
+            .post("/v1/apps/shop/split", &origin.deploy, split.clone())
+            .await;
+        assert_eq!(refused.status, status, "{split}: {}", refused.error());
+        assert!(
+            refused.error().contains(says),
+            "{split}: {}",
+            refused.error()
+        );
+    }
+    // The split stays as it was: version 1 at 90, version 2 at 10.
+    let status = origin
+        .call(Method::GET, "/v1/status", Some(&origin.read), Bytes::new())
+        .await;
+    assert_eq!(
+        status.json()["apps"][0]["split"],
+        json!([{ "version": 1, "percent": 90 }, { "version": 2, "percent": 10 }])
+    );
+
+    // Secrets: text within 64 KiB, under a config key's name, of an app that exists, by a
+    // token that may deploy; never shown again.
+    let secret = |app: &str, name: &str| format!("/v1/apps/{app}/secrets/{name}");
+    for (path, token, body, status) in [
+        (
+            secret("shop", "KEY"),
+            &origin.deploy,
+            Bytes::from_static(b"\xff\xfe"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            secret("shop", "KEY"),
+            &origin.deploy,
+            Bytes::from(vec![b'x'; (64 << 10) + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            secret("shop", "bad-name"),
+            &origin.deploy,
+            Bytes::from_static(b"v"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            secret("nope", "KEY"),
+            &origin.deploy,
+            Bytes::from_static(b"v"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            secret("shop", "KEY"),
+            &origin.read,
+            Bytes::from_static(b"v"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            secret("shop", "KEY"),
+            &origin.deploy,
+            Bytes::from_static(b"value-never-shown"),
+            StatusCode::OK,
+        ),
+    ] {
+        let answer = put(path.clone(), token, body).await;
+        assert_eq!(answer.status, status, "{path}: {}", answer.error());
+    }
+    let list = origin
+        .call(
+            Method::GET,
+            "/v1/apps/shop/secrets",
+            Some(&origin.read),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(list.json()["secrets"][0]["name"], json!("KEY"));
+    for path in ["/v1/apps/shop/secrets", "/v1/apps/shop", "/v1/status"] {
+        let answer = origin
+            .call(Method::GET, path, Some(&origin.admin), Bytes::new())
+            .await;
+        assert!(
+            !String::from_utf8_lossy(&answer.body).contains("value-never-shown"),
+            "{path}"
+        );
+    }
+    let gone = origin
+        .call(
+            Method::DELETE,
+            &secret("shop", "OTHER"),
+            Some(&origin.deploy),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let read_delete = origin
+        .call(
+            Method::DELETE,
+            &secret("shop", "KEY"),
+            Some(&origin.read),
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(read_delete.status, StatusCode::FORBIDDEN);
 }

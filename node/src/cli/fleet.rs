@@ -44,15 +44,16 @@ pub(super) struct DeployArgs {
     output: Output,
 }
 
+/// Which app, which origin, and how to print: what every command about one app takes.
 #[derive(Args)]
 pub(super) struct AppArgs {
     /// The app (default: the name in ./outpost.toml).
     #[arg(long)]
-    app: Option<String>,
+    pub(super) app: Option<String>,
     #[command(flatten)]
-    origin: OriginArgs,
+    pub(super) origin: OriginArgs,
     #[command(flatten)]
-    output: Output,
+    pub(super) output: Output,
 }
 
 /// `outpost status`: the origin(s), and how to print.

@@ -8,13 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use http::Method;
 use http_body_util::Full;
 
-use super::admin_client::OriginArgs;
-use super::fleet::resolve_app;
-use super::output::Output;
+use super::fleet::{AppArgs, resolve_app};
 use outpost_core::api::{Deleted, SecretList, SecretStored};
 use outpost_core::sealed::SealKey;
 
@@ -29,36 +27,25 @@ pub(super) enum SecretCommand {
         #[arg(long)]
         file: Option<PathBuf>,
         #[command(flatten)]
-        app: SecretArgs,
+        app: AppArgs,
     },
     /// The names of the app's secrets (never their values).
     List {
         #[command(flatten)]
-        app: SecretArgs,
+        app: AppArgs,
     },
     /// Delete a secret.
     Delete {
         /// The secret's name.
         name: String,
         #[command(flatten)]
-        app: SecretArgs,
+        app: AppArgs,
     },
     /// Write a new random key for origin.toml's `[secrets] key_file` (refused if FILE exists).
     NewKey {
         /// Where to write it (readable by its owner only).
         file: PathBuf,
     },
-}
-
-#[derive(Args)]
-pub(super) struct SecretArgs {
-    /// The app (default: the name in ./outpost.toml).
-    #[arg(long)]
-    app: Option<String>,
-    #[command(flatten)]
-    origin: OriginArgs,
-    #[command(flatten)]
-    output: Output,
 }
 
 /// The value to set: the file's bytes, or stdin's (without echo at a terminal).

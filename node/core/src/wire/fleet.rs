@@ -97,6 +97,27 @@ impl DesiredState {
         self.releases.iter().chain(&self.others)
     }
 
+    /// The split of the app whose active release is `active`: the active one's share first,
+    /// then each other release of the app with a share, in order. `None` when the active one
+    /// takes all the traffic.
+    pub fn split_of(&self, active: &Release) -> Option<Vec<VersionShare>> {
+        if active.percent >= 100 {
+            return None;
+        }
+        let share = |r: &Release| VersionShare {
+            version: r.version,
+            percent: r.percent,
+        };
+        let mut split = vec![share(active)];
+        split.extend(
+            self.others
+                .iter()
+                .filter(|r| r.app == active.app && r.version != active.version && r.percent > 0)
+                .map(share),
+        );
+        Some(split)
+    }
+
     /// The secrets of `app`, if it has any.
     pub fn secrets_of(&self, app: &str) -> Option<&AppSecrets> {
         self.secrets.iter().find(|s| s.app == app)
@@ -125,4 +146,44 @@ pub struct NodeReport {
     pub revision: u64,
     /// How each app stands on this node.
     pub apps: Vec<AppStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(app: &str, version: u64, percent: u8) -> Release {
+        Release {
+            app: app.into(),
+            version,
+            sha256: format!("{version:064x}"),
+            manifest: AppManifest {
+                name: app.into(),
+                ..AppManifest::default()
+            },
+            percent,
+        }
+    }
+
+    #[test]
+    fn a_split_lists_the_active_share_first_then_the_others_of_the_app() {
+        let state = DesiredState {
+            others: vec![release("a", 2, 10), release("a", 3, 0), release("b", 2, 50)],
+            ..DesiredState::default()
+        };
+        assert_eq!(
+            state.split_of(&release("a", 1, 90)),
+            Some(vec![
+                VersionShare {
+                    version: 1,
+                    percent: 90
+                },
+                VersionShare {
+                    version: 2,
+                    percent: 10
+                },
+            ])
+        );
+        assert_eq!(state.split_of(&release("a", 1, 100)), None);
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use tokio::sync::Mutex;
 
-use super::reconcile::{VersionKey, key, same_build, split_of, to_deploy, wanted};
+use super::reconcile::{VersionKey, key, same_build, to_deploy, wanted};
 use crate::server::routes::{self, LiveRoutes};
 use crate::server::split::Split;
 use outpost_core::blobs::{BlobStore, BlobWriter};
@@ -272,7 +272,7 @@ impl Deployer {
             if active.get(&release.app) != Some(&release.version) {
                 continue;
             }
-            let Some(shares) = split_of(release, &desired.others) else {
+            let Some(shares) = desired.split_of(release) else {
                 continue;
             };
             let members: Option<Vec<_>> = shares
@@ -299,7 +299,7 @@ impl Deployer {
         }
 
         // What is neither wanted nor serving goes; the rest is reachable by preview host.
-        let wanted_keys: Vec<VersionKey> = wanted.iter().map(key).collect();
+        let wanted_keys: std::collections::BTreeSet<VersionKey> = wanted.iter().map(key).collect();
         next.retain(|key, _| wanted_keys.contains(key) || active.get(&key.0) == Some(&key.1));
         for ((_, version), r) in &next {
             table = table.with_preview(*version, r.deployment.clone());

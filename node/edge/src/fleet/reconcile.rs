@@ -1,9 +1,9 @@
-//! The pure part of applying a desired state on a node: which versions it runs, what to
-//! deploy, and how an app's traffic is split. No I/O, so every case is a unit test.
+//! The pure part of applying a desired state on a node: which versions it runs and what to
+//! deploy (how an app's traffic is split is `DesiredState::split_of`). No I/O, so every case is a unit test.
 
 use std::collections::BTreeMap;
 
-use outpost_core::wire::{DesiredState, Release, VersionShare};
+use outpost_core::wire::{DesiredState, Release};
 
 /// An app's version: what a node keys its deployments by.
 pub(super) type VersionKey = (String, u64);
@@ -38,30 +38,6 @@ pub(super) fn to_deploy(
         .filter(|r| !running.get(&key(r)).is_some_and(|now| same_build(now, r)))
         .cloned()
         .collect()
-}
-
-/// The split of the app whose active release is `active`, given the app's other releases
-/// (those of other apps are ignored): the active one's share first, then each other with a
-/// share, in order. `None` when the active one takes all the traffic.
-pub(super) fn split_of<'a>(
-    active: &Release,
-    others: impl IntoIterator<Item = &'a Release>,
-) -> Option<Vec<VersionShare>> {
-    if active.percent >= 100 {
-        return None;
-    }
-    let share = |r: &Release| VersionShare {
-        version: r.version,
-        percent: r.percent,
-    };
-    let mut split = vec![share(active)];
-    split.extend(
-        others
-            .into_iter()
-            .filter(|r| r.app == active.app && r.version != active.version && r.percent > 0)
-            .map(share),
-    );
-    Some(split)
 }
 
 #[cfg(test)]
@@ -115,24 +91,5 @@ mod tests {
             |previews| -> Vec<VersionKey> { wanted(&desired, previews).iter().map(key).collect() };
         assert_eq!(versions(false), [("a".into(), 1), ("a".into(), 2)]);
         assert_eq!(versions(true).len(), 4);
-    }
-
-    #[test]
-    fn a_split_lists_the_active_share_first_then_the_others_of_the_app() {
-        let others = [release("a", 2, 10), release("a", 3, 0), release("b", 2, 50)];
-        assert_eq!(
-            split_of(&release("a", 1, 90), &others),
-            Some(vec![
-                VersionShare {
-                    version: 1,
-                    percent: 90
-                },
-                VersionShare {
-                    version: 2,
-                    percent: 10
-                },
-            ])
-        );
-        assert_eq!(split_of(&release("a", 1, 100), &others), None);
     }
 }

@@ -19,8 +19,8 @@ pub struct Routes {
     table: RouteTable<Arc<Deployment>>,
     /// By app: how its traffic is shared, when it is split between versions.
     splits: HashMap<Arc<str>, Split>,
-    /// By app and version: what its preview host reaches.
-    previews: HashMap<(Arc<str>, u64), Arc<Deployment>>,
+    /// By app, then version: what its preview host reaches.
+    previews: HashMap<Arc<str>, HashMap<u64, Arc<Deployment>>>,
 }
 
 impl Routes {
@@ -41,7 +41,7 @@ impl Routes {
 
     /// Version `version` of `app`, for its preview host.
     pub fn preview(&self, app: &str, version: u64) -> Option<&Arc<Deployment>> {
-        self.previews.get(&(Arc::from(app), version))
+        self.previews.get(app)?.get(&version)
     }
 
     /// How many routes there are.
@@ -71,7 +71,9 @@ impl Routes {
     /// These routes, with version `version` of its app reachable by preview host.
     pub fn with_preview(mut self, version: u64, deployment: Arc<Deployment>) -> Self {
         self.previews
-            .insert((deployment.app.name.clone(), version), deployment);
+            .entry(deployment.app.name.clone())
+            .or_default()
+            .insert(version, deployment);
         self
     }
 }

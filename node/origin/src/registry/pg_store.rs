@@ -47,11 +47,7 @@ impl PgRegistry {
         let mut client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
         let txn = client.transaction().await.map_err(db)?;
-        let revision: i64 = txn
-            .query_one("SELECT revision FROM registry_meta FOR UPDATE", &[])
-            .await
-            .map_err(db)?
-            .get(0);
+        let revision = self.locked_revision(&txn).await?;
         let existing = txn
             .query_opt("SELECT record FROM registry_apps WHERE name = $1", &[&app])
             .await
@@ -107,6 +103,16 @@ impl PgRegistry {
         Ok((value, moved))
     }
 
+    /// The revision, its row held `FOR UPDATE` in `txn`: the changes of every origin take
+    /// their turn on it.
+    async fn locked_revision(&self, txn: &tokio_postgres::Transaction<'_>) -> Result<i64> {
+        let row = txn
+            .query_one("SELECT revision FROM registry_meta FOR UPDATE", &[])
+            .await
+            .map_err(|e| RegistryError::from(self.db.error(e)))?;
+        Ok(row.get(0))
+    }
+
     /// Move the revision on from `revision` (held `FOR UPDATE` in `txn`) and tell the other
     /// origins once `txn` commits.
     async fn bump_revision(
@@ -136,11 +142,7 @@ impl PgRegistry {
         let mut client = self.db.client().await?;
         let db = |e| RegistryError::from(self.db.error(e));
         let txn = client.transaction().await.map_err(db)?;
-        let revision: i64 = txn
-            .query_one("SELECT revision FROM registry_meta FOR UPDATE", &[])
-            .await
-            .map_err(db)?
-            .get(0);
+        let revision = self.locked_revision(&txn).await?;
         let found = txn
             .query_opt("SELECT 1 FROM registry_apps WHERE name = $1", &[&app])
             .await
