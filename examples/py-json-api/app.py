@@ -12,6 +12,9 @@
 | GET /whoami           | what the node says of the request: client address, protocol, node |
 | GET /upstream         | fetches the UPSTREAM config URL (if [outbound] allows it)  |
 | GET /fib?n=N          | the Nth Fibonacci number, the slow way: CPU work bounded by limits.cpu_ms |
+
+``on_scheduled`` runs on each tick of the app's cron trigger (``[[triggers]]`` in outpost.toml):
+it counts the runs as the votes of the item ``cron`` (GET /items/cron/votes).
 """
 
 import json
@@ -56,6 +59,11 @@ def on_fetch(request, env):
         n = int(request.query.get("n", "20"))
         return Response.json({"n": n, "fib": fib(n)})
     raise OutpostError(f"no route for {method} {request.path}", 404)
+
+
+def on_scheduled(event, env):
+    env.KV.increment("votes/cron")
+    print(f"cron {event.cron} ran for {event.scheduled_time}")
 
 
 def item_route(env, method, item_id, request):

@@ -198,6 +198,19 @@ impl Request {
         self.header("outpost-request-id")
     }
 
+    /// For a request one of the app's cron triggers sent, the trigger's schedule
+    /// (`*/5 * * * *`); `None` for a client's request (`outpost-trigger`: the node removes any
+    /// a client sends).
+    pub fn trigger(&self) -> Option<&str> {
+        self.header("outpost-trigger")
+    }
+
+    /// For a trigger's request, the time its tick was due, in milliseconds since the Unix
+    /// epoch (`outpost-scheduled-time`), as Workers' `scheduledTime`.
+    pub fn scheduled_time(&self) -> Option<u64> {
+        self.header("outpost-scheduled-time")?.parse().ok()
+    }
+
     /// Set a header, replacing earlier values of the same name; for building a request to fetch.
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl Into<Vec<u8>>) -> Self {
         self.headers_mut().insert(name, value);

@@ -25,7 +25,8 @@ use outpost_core::config::{
 };
 use outpost_core::sealed::SealKey;
 use outpost_edge::admin::{AdminHandler, Health, Lifecycle, run_lifecycle};
-use outpost_edge::cluster::{node_link, peer_link};
+use outpost_edge::cluster::node_link::{self, NodeServices};
+use outpost_edge::cluster::peer_link;
 use outpost_edge::fleet::Deployer;
 use outpost_edge::kv::NodeKv;
 use outpost_edge::server::front::FrontBuffering;
@@ -34,6 +35,7 @@ use outpost_edge::server::metadata::RequestMetadata;
 use outpost_edge::server::preview::PreviewHosts;
 use outpost_edge::server::{Edge, EdgeSettings, LiveRoutes, RedirectToHttps, Routes, routes};
 use outpost_edge::tail_tap::TailTap;
+use outpost_edge::triggers::{self, LocalClaims, OriginClaims, TickClaims};
 use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
 use outpost_net::head_proof::head_check;
 use outpost_net::listener::{ShutdownSignal, serve};
@@ -161,6 +163,8 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     // Without a fleet, the KV's authority lives in this process.
     let mut embedded = None;
     let mut local_kv_api = None;
+    // Which node fires a trigger's tick: the origin decides in a fleet, a node alone itself.
+    let tick_claims;
     if let Some(ClusterSpec {
         link,
         node,
@@ -195,15 +199,21 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
                 links_stop.clone(),
             )));
         }
+        let claims = Arc::new(OriginClaims::new(&node));
+        tick_claims = Arc::new(TickClaims::Origin(claims.clone()));
         link_tasks.push(tokio::spawn(node_link::run(
             link,
             node,
-            deployer,
-            kv.links.clone(),
-            tap.clone(),
+            NodeServices {
+                deployer,
+                kv: kv.links.clone(),
+                tap: tap.clone(),
+                tick_claims: claims,
+            },
             links_stop.clone(),
         )));
     } else {
+        tick_claims = Arc::new(TickClaims::Local(LocalClaims::default()));
         let authority = KvAuthority::start(&spec.data_dir.join("kv").join("authority.redb"))?;
         local_kv_api = spec.local_kv_api.then(|| authority.clone());
         embedded = Some(embedded_kv::embed(&kv, authority, "local"));
@@ -297,6 +307,12 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             ),
             previews: spec.preview_domain.as_deref().map(PreviewHosts::new),
         },
+    ));
+    // Ticks stop with the listeners: a draining node fires no new ones.
+    tokio::spawn(triggers::run(
+        edge.clone(),
+        tick_claims,
+        listeners_stop.clone(),
     ));
     serving.push(tokio::spawn(serve(
         https_listener,

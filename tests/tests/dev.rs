@@ -293,7 +293,8 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
         &apps,
         "shop",
         probe.to_str().unwrap(),
-        "[kv]\nnamespaces = [\"data\"]\n[config]\nAPI_KEY = \"from config\"\n",
+        "[kv]\nnamespaces = [\"data\", \"ticks\"]\n[config]\nAPI_KEY = \"from config\"\n\
+         [[triggers]]\ncron = \"* * * * * *\"\npath = \"/tick?ns=ticks\"\n",
     );
     // Its secrets under dev, as Wrangler's .dev.vars: they win over config of the same name.
     apps.write("shop/.dev.vars", "# local only\nAPI_KEY=dev-secret\n");
@@ -365,6 +366,36 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
     kv(&["delete", "greeting"]);
     assert_eq!(kv(&["list"]), "");
 
+    // Its cron trigger fires every second under dev too, each tick once.
+    let mut ticks = Vec::new();
+    for _ in 0..50 {
+        let fired = on(
+            &mut conn,
+            "shop.localhost",
+            "/kv/list?ns=ticks&prefix=tick-",
+        )
+        .await
+        .text();
+        ticks = fired
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !ticks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!ticks.is_empty(), "no tick fired in 5 s");
+    for tick in &ticks {
+        let path = format!("/kv/get?ns=ticks&key={tick}");
+        assert_eq!(
+            on(&mut conn, "shop.localhost", &path).await.text(),
+            "1",
+            "{tick}"
+        );
+    }
+
     // Metrics on the printed URL, with the apps' requests in them.
     let metrics = outpost_tests::client::plain(node.admin.unwrap(), get("/metrics"))
         .await
@@ -372,6 +403,13 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
     assert_eq!(metrics.status, 200);
     assert!(
         metrics.text().contains("app=\"shop\""),
+        "{}",
+        metrics.text()
+    );
+    assert!(
+        metrics
+            .text()
+            .contains("outpost_trigger_ticks_total{app=\"shop\",outcome=\"ok\"}"),
         "{}",
         metrics.text()
     );

@@ -73,6 +73,34 @@ async fn send_typed(client: &Client, method: &str, path: &str, body: &str, ty: &
         .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
 }
 
+/// Give the app in `dir` a cron trigger that fires every second on `path`.
+fn fire_every_second(dir: &Path, path: &str) {
+    let manifest = dir.join("outpost.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&format!(
+        "[[triggers]]\ncron = \"* * * * * *\"\npath = \"{path}\"\n"
+    ));
+    std::fs::write(manifest, text).unwrap();
+}
+
+/// Wait until `client` answers `path` with 200 and a body `done` accepts; that body.
+async fn wait_until(client: &Client, path: &str, done: impl Fn(&str) -> bool) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = send(client, "GET", path, "").await;
+        if reply.status == 200 && done(&reply.text()) {
+            return reply.text();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path}: still {} {}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn dev(app: &Path, data: &TempDir) -> (Outpost, Client) {
     let node = Outpost::dev(&[app.to_str().unwrap()], &data.path().join("dev"))
         .unwrap_or_else(|e| panic!("outpost dev failed: {e:?}"));
@@ -93,6 +121,7 @@ async fn a_workers_style_javascript_app_runs_under_outpost_dev() {
         &[&upstream.url()],
         true,
     );
+    fire_every_second(&app, "/");
     let (node, client) = dev(&app, &data);
 
     // A counter decided by the KV: the views add up, and the handler sets a header.
@@ -169,6 +198,15 @@ async fn a_workers_style_javascript_app_runs_under_outpost_dev() {
         send(&client, "GET", "/primes?below=100", "").await.text(),
         r#"{"below":100,"primes":25}"#
     );
+
+    // The cron trigger's ticks reach `scheduled`, not `fetch` (the views did not move).
+    wait_until(&client, "/counters/cron", |_| true).await;
+    assert_eq!(send(&client, "GET", "/", "").await.text(), "views: 3\n");
+    assert!(
+        node.wait_for_log("cron * * * * * * ran for", Duration::from_secs(5)),
+        "{}",
+        node.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,6 +222,7 @@ async fn a_python_json_api_runs_under_outpost_dev() {
         &[&upstream.url()],
         true,
     );
+    fire_every_second(&app, "/items");
     let (node, client) = dev(&app, &data);
 
     let created = send(
@@ -261,6 +300,13 @@ async fn a_python_json_api_runs_under_outpost_dev() {
         send(&client, "GET", "/fib?n=10", "").await.text(),
         r#"{"n": 10, "fib": 55}"#
     );
+
+    // The cron trigger's ticks reach `on_scheduled` (a POST /items from a client would
+    // create an item instead).
+    wait_until(&client, "/items/cron/votes", |votes| {
+        !votes.contains(r#""votes": 0"#)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,9 +322,12 @@ async fn javascript_on_a_fresh_instance_per_request_uses_the_engines_fetch_event
         &[],
         false,
     );
+    fire_every_second(&app, "/");
     let (node, client) = dev(&app, &data);
     assert_eq!(send(&client, "GET", "/", "").await.text(), "views: 1\n");
     assert_eq!(send(&client, "GET", "/", "").await.text(), "views: 2\n");
+    // On the engine's fetch event too, a trigger's tick reaches `scheduled`.
+    wait_until(&client, "/counters/cron", |_| true).await;
     // The engine answers an uncaught exception with an empty 500 and reports it on stderr:
     // the dev page shows that report.
     let thrown = send(&client, "POST", "/counters/likes", "not json").await;

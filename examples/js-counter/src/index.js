@@ -15,6 +15,9 @@
 // | GET /whoami                  | what the node says of the request (`request.cf`), as JSON  |
 // | GET /upstream                | fetches the UPSTREAM config URL (if [outbound] allows it)  |
 // | GET /primes?below=N          | counts primes below N: CPU work, bounded by limits.cpu_ms  |
+//
+// `scheduled` runs on each tick of the app's cron trigger (`[[triggers]]` in outpost.toml), as
+// a Worker's does: it counts the runs in the counter `cron` (GET /counters/cron).
 
 const json = (value, init = {}) =>
   new Response(JSON.stringify(value), {
@@ -133,5 +136,10 @@ export default {
       return json({ below, primes: countPrimes(below) });
     }
     return notFound(url.pathname);
+  },
+
+  async scheduled(event, env, ctx) {
+    await env.KV.increment("counter/cron");
+    console.log(`cron ${event.cron} ran for ${new Date(event.scheduledTime).toISOString()}`);
   },
 };

@@ -13,7 +13,7 @@ import {
   ResponseOutparam,
 } from "wasi:http/types@0.2.10";
 
-import { errorResponse, makeEnv } from "./index.js";
+import { appHandler, errorResponse, makeEnv } from "./index.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -132,12 +132,7 @@ async function send(response, responseOut) {
 
 /// The `wasi:http/incoming-handler` export serving `app`, request after request.
 export function incomingHandler(app, { kvNamespaces = [], KVNamespace } = {}) {
-  const handler = typeof app === "function" ? app : app && app.fetch && app.fetch.bind(app);
-  if (typeof handler !== "function") {
-    throw new TypeError(
-      "the app's module must `export default { async fetch(request, env, ctx) { ... } }`",
-    );
-  }
+  const handler = appHandler(app);
   let env = null;
   return {
     async handle(incoming, responseOut) {

@@ -49,6 +49,33 @@ export function errorResponse(err) {
   return null;
 }
 
+/// The function that answers each request for `app`: its `fetch(request, env, ctx)` (or `app`
+/// itself, a function of that shape), and for a request one of its cron triggers sent (marked
+/// by the node with `outpost-trigger`, which no client can send), its `scheduled(event, env,
+/// ctx)` as Workers calls it, with `event.cron` and `event.scheduledTime` (ms); that request is
+/// answered 204 once `scheduled` is done. An app may have either or both.
+export function appHandler(app) {
+  const fetch = typeof app === "function" ? app : app && app.fetch && app.fetch.bind(app);
+  const scheduled = app && typeof app.scheduled === "function" && app.scheduled.bind(app);
+  if (typeof fetch !== "function" && !scheduled) {
+    throw new TypeError(
+      "the app's module must `export default { async fetch(request, env, ctx) { ... } }`",
+    );
+  }
+  return async (request, env, ctx) => {
+    const cron = request.headers.get("outpost-trigger");
+    if (cron !== null && scheduled) {
+      const scheduledTime = Number(request.headers.get("outpost-scheduled-time"));
+      await scheduled({ type: "scheduled", cron, scheduledTime }, env, ctx);
+      return new Response(null, { status: 204 });
+    }
+    if (typeof fetch !== "function") {
+      return new Response("this app answers its cron triggers only\n", { status: 404 });
+    }
+    return fetch(request, env, ctx);
+  };
+}
+
 /// Serve `app` (an object with `fetch(request, env, ctx)`, or a function of the same shape) on
 /// the engine's fetch event. An OutpostError that reaches here becomes its status; the engine
 /// logs any other exception with its stack (to stderr: the node's log) and answers 500.
@@ -58,12 +85,7 @@ export function serve(app, { kvNamespaces = [], KVNamespace } = {}) {
   if (app === undefined || app === null) {
     return;
   }
-  const handler = typeof app === "function" ? app : app.fetch && app.fetch.bind(app);
-  if (typeof handler !== "function") {
-    throw new TypeError(
-      "the app's module must `export default { async fetch(request, env, ctx) { ... } }`",
-    );
-  }
+  const handler = appHandler(app);
   let env = null;
   addEventListener("fetch", (event) => {
     const ctx = {

@@ -106,6 +106,16 @@ class Request:
         "outpost-request-id",
         "The request's id, as the node's access log and ``outpost tail`` show it.",
     )
+    trigger = _node_header(
+        "outpost-trigger",
+        "For a request one of the app's cron triggers sent, its schedule; None for a client's.",
+    )
+
+    @property
+    def scheduled_time(self) -> int | None:
+        """For a trigger's request, when its tick was due, in ms since the Unix epoch."""
+        value = self.headers.get("outpost-scheduled-time")
+        return int(value) if value is not None and value.isdigit() else None
 
     def text(self) -> str:
         return self.body.decode("utf-8")

@@ -9,7 +9,8 @@
 //! * [`clock`]: the wall clock, in the units timestamps are written in;
 //! * [`blobs`]: the content-addressed store of component files;
 //! * [`metrics`]: the process's Prometheus registry, shared by every part that counts;
-//! * [`sealed`]: secrets sealed at rest (ChaCha20-Poly1305), and the keys that seal them.
+//! * [`sealed`]: secrets sealed at rest (ChaCha20-Poly1305), and the keys that seal them;
+//! * [`cron`]: apps' cron triggers, their schedules and the ticks they name.
 //!
 //! It may not depend on the Wasm runtime, on HTTP serving or on any other Outpost crate but
 //! `outpost-router` and `outpost-kv`: the edge, the origin and the CLI build on it, and the
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod blobs;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod files;
 pub mod metrics;
 pub mod sealed;

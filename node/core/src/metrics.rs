@@ -103,6 +103,11 @@ pub struct Metrics {
     /// `outpost_app_traffic_percent`: for an app whose traffic is split between versions, each
     /// version's share on this node, by app and version.
     pub app_traffic_percent: IntGaugeVec,
+    /// `outpost_trigger_ticks_total`: cron triggers' ticks as this node saw them, by app and
+    /// outcome (`ok`, `error`: fired here, by the handler's status; `taken`: another node
+    /// fired it; `unclaimed`: the origin was out of reach; `refused`: the origin refused the
+    /// claim; `missed`: ticks no node could claim, counted by the node that fired the next).
+    pub trigger_ticks: IntCounterVec,
     /// `outpost_ready`: 1 while `/readyz` says ready, 0 otherwise.
     pub ready: IntGauge,
     /// `outpost_origin_nodes_connected`: at the origin, the nodes connected to it.
@@ -303,6 +308,11 @@ impl Metrics {
             ),
             ready: r.gauge("outpost_ready",
                 "1 while /readyz says ready, 0 otherwise",
+            ),
+            trigger_ticks: r.counter_vec(
+                "outpost_trigger_ticks_total",
+                "Cron triggers' ticks as this node saw them, by app and outcome",
+                &["app", "outcome"],
             ),
             origin_nodes_connected: r.gauge("outpost_origin_nodes_connected",
                 "Nodes connected to this origin",

@@ -9,7 +9,8 @@
 //! * [`cluster`]: the node's ends of the cluster links (to the origin, to peers);
 //! * [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`), readiness hooks and
 //!   the drain sequence;
-//! * [`tail_tap`]: the request records a tailed app's requests offer to the origin link.
+//! * [`tail_tap`]: the request records a tailed app's requests offer to the origin link;
+//! * [`triggers`]: apps' cron triggers, each tick claimed from the origin and fired by one node.
 //!
 //! It builds on `outpost-runtime` (which runs the guests) and `outpost-net` (the serve loop,
 //! TLS), and may not depend on the origin: they meet only on the wire (`outpost_core::wire`).
@@ -20,3 +21,4 @@ pub mod fleet;
 pub mod kv;
 pub mod server;
 pub mod tail_tap;
+pub mod triggers;

@@ -13,11 +13,12 @@ use super::kv::{
     KvAuthority, LinkProtocol, SESSION_INBOX, SESSION_OUTBOX, WriteScope, serve_session,
 };
 use crate::components::Components;
+use crate::registry::TickClaim;
 use crate::tail::TailHub;
 use outpost_core::api::NodeStatus;
-use outpost_core::clock::unix_millis;
+use outpost_core::clock::{unix_millis, unix_secs};
 use outpost_core::wire::kv_frames as frames;
-use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
+use outpost_core::wire::{BlobReply, Open, TickReply, read_frame, write_frame};
 use outpost_core::wire::{DesiredState, NodeReport};
 use outpost_core::wire::{LogBatch, TailSet};
 use outpost_net::cluster_tls::{protocol_version, verify_peer_name};
@@ -185,6 +186,55 @@ async fn stream(
             verify(&node).with_context(|| format!("node {node:?} refused"))?;
             logs_session(&node, send, recv, tail, registry).await
         }
+        Open::Tick {
+            node,
+            app,
+            trigger,
+            tick,
+        } => {
+            verify(&node).with_context(|| format!("node {node:?} refused"))?;
+            let reply = claim_tick(registry, &app, &trigger, tick).await;
+            tracing::debug!(node, app, trigger, tick, ?reply, "tick claimed");
+            write_frame(&mut send, &reply).await?;
+            send.finish()?;
+            Ok(())
+        }
+    }
+}
+
+/// How far ahead of the origin's clock a node may claim a tick: more is a node whose clock is
+/// wrong, and its claim would take the tick from the nodes whose clocks are right.
+const TICK_AHEAD_SECS: u64 = 30;
+
+/// Decide a node's claim of `tick` of `trigger` (its key) of `app`: refused unless the app's
+/// active version has that trigger and the tick is not ahead of the clock; otherwise the
+/// registry's durable decision.
+async fn claim_tick(registry: &Registry, app: &str, trigger: &str, tick: u64) -> TickReply {
+    let state = registry.current_state();
+    let declared = state
+        .releases
+        .iter()
+        .filter(|r| r.app == app)
+        .flat_map(|r| &r.manifest.triggers)
+        .any(|t| t.key() == trigger);
+    if !declared {
+        let message = format!("the fleet runs no app {app:?} with the trigger {trigger:?}");
+        return TickReply::Refused { message };
+    }
+    let now = unix_secs();
+    if tick > now + TICK_AHEAD_SECS {
+        let message = format!(
+            "tick {tick} is {} s ahead of the origin's clock: check the node's clock",
+            tick - now
+        );
+        return TickReply::Refused { message };
+    }
+    match registry.claim_tick(app, trigger, tick).await {
+        Ok(TickClaim::Won { previous }) => TickReply::Fire { previous },
+        Ok(TickClaim::Taken) => TickReply::Taken,
+        Err(err) => TickReply::Refused {
+            message: format!("the origin could not record the claim: {err}"),
+        },
     }
 }
 

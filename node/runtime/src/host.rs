@@ -41,6 +41,8 @@ pub struct AppShared {
     pub metrics: AppMetrics,
     /// With instance reuse, how many requests one instance serves.
     pub reuse_requests: Option<u32>,
+    /// The requests the app is sent on a schedule.
+    pub triggers: Vec<outpost_core::cron::Trigger>,
     /// The app's shares of the node (shared by all its deployments on it).
     pub(super) shares: AppShares,
 }
@@ -85,6 +87,7 @@ impl AppShared {
             config: settings.config.iter().cloned().collect(),
             env: settings.config.clone(),
             reuse_requests: settings.reuse_requests,
+            triggers: settings.triggers.clone(),
             shares,
         }
     }

@@ -153,14 +153,19 @@ fn print_line(value: &Value, json: bool) {
     } else if json {
         println!("{value}");
     } else {
+        // A trigger's request shows its schedule where a client's shows the client.
+        let trigger = value["trigger"].as_str();
         println!(
-            "{} {} {} {} {} {} {:.2} ms (guest {:.2} ms) {} {}",
+            "{} {} {} {} {} {} {:.2} ms (guest {:.2} ms) {} {}{}",
             format_time(value["at_ms"].as_u64().unwrap_or(0)),
             value["node"].as_str().unwrap_or("?"),
-            value["client"]
-                .as_str()
-                .filter(|c| !c.is_empty())
-                .unwrap_or("-"),
+            match trigger {
+                Some(_) => "trigger",
+                None => value["client"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("-"),
+            },
             value["status"],
             value["method"].as_str().unwrap_or("?"),
             value["path"].as_str().unwrap_or("?"),
@@ -168,6 +173,9 @@ fn print_line(value: &Value, json: bool) {
             value["guest_us"].as_f64().unwrap_or(0.0) / 1000.0,
             value["version"].as_str().unwrap_or("?"),
             value["request_id"].as_str().unwrap_or("?"),
+            trigger
+                .map(|cron| format!(" (cron {cron})"))
+                .unwrap_or_default(),
         );
     }
 }

@@ -1,5 +1,5 @@
 //! An app's `outpost.toml`: name, component, routes, limits, outbound allow-list, config values,
-//! and where to deploy it.
+//! cron triggers, and where to deploy it.
 //!
 //! Three forms: [`AppManifest`] is what an app *is*, minus its component (the form that travels
 //! to the origin and on to every node, as JSON); [`AppSettings`] is a manifest validated into
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::in_range;
 use super::{AllowedOrigin, ConfigError, FieldError, OutboundPolicy, read_toml};
+use crate::cron::{MAX_TRIGGERS, Trigger};
 
 /// Per-request limits of an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,32 @@ pub struct AppManifest {
     /// Whether requests reuse instances, and for how many requests (`[instance]`).
     #[serde(default, skip_serializing_if = "InstanceManifest::is_default")]
     pub instance: InstanceManifest,
+    /// Requests sent on a schedule (`[[triggers]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerManifest>,
+}
+
+/// One `[[triggers]]` entry: on each tick of `cron`, one node of the fleet sends the app a
+/// `POST` to `path` marked with the `outpost-trigger` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerManifest {
+    /// The schedule: five cron fields, or six with seconds first, in UTC.
+    pub cron: String,
+    /// The path of the request each tick sends.
+    #[serde(default = "root_path")]
+    pub path: String,
+}
+
+fn root_path() -> String {
+    "/".to_string()
+}
+
+impl TriggerManifest {
+    /// The key the fleet knows this trigger by (see [`Trigger::key`]).
+    pub fn key(&self) -> String {
+        crate::cron::trigger_key(&self.cron, &self.path)
+    }
 }
 
 /// How requests get their instance (`[instance]`). By default each request gets a fresh one.
@@ -153,6 +180,8 @@ pub struct AppSettings {
     /// With instance reuse, how many requests one instance serves; `None`: a fresh instance per
     /// request.
     pub reuse_requests: Option<u32>,
+    /// The app's cron triggers, parsed.
+    pub triggers: Vec<Trigger>,
 }
 
 /// Where `outpost deploy` sends an app, from the `[deploy]` table.
@@ -244,6 +273,8 @@ struct AppFile {
     kv: KvManifest,
     #[serde(default)]
     instance: InstanceManifest,
+    #[serde(default)]
+    triggers: Vec<TriggerManifest>,
     #[serde(default)]
     build: BuildSettings,
     #[serde(default)]
@@ -355,6 +386,25 @@ impl AppManifest {
             )? as u32),
         };
 
+        if self.triggers.len() > MAX_TRIGGERS {
+            return Err(FieldError::new(
+                "triggers",
+                format!("an app has at most {MAX_TRIGGERS} triggers"),
+            ));
+        }
+        let mut triggers: Vec<Trigger> = Vec::with_capacity(self.triggers.len());
+        for (i, entry) in self.triggers.iter().enumerate() {
+            let trigger = Trigger::new(&entry.cron, &entry.path)
+                .map_err(|(field, m)| FieldError::new(format!("triggers[{i}].{field}"), m))?;
+            if triggers.iter().any(|t| t.key() == trigger.key()) {
+                return Err(FieldError::new(
+                    format!("triggers[{i}]"),
+                    "the same schedule and path are listed twice",
+                ));
+            }
+            triggers.push(trigger);
+        }
+
         Ok(AppSettings {
             name: self.name.clone(),
             routes,
@@ -372,6 +422,7 @@ impl AppManifest {
                 .collect(),
             kv_namespaces: self.kv.namespaces.clone(),
             reuse_requests,
+            triggers,
         })
     }
 }
@@ -426,6 +477,7 @@ impl AppSpec {
             config,
             kv: parsed.kv,
             instance: parsed.instance,
+            triggers: parsed.triggers,
         };
         let settings = manifest.settings().map_err(in_file)?;
         let mut deploy = parsed.deploy;

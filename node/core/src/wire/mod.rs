@@ -14,6 +14,8 @@
 //!   one of them cannot reach the origin.
 //! * `logs`: the origin sends a [`TailSet`] now and whenever the set of tailed apps changes; the
 //!   node sends [`LogBatch`]es of their requests.
+//! * `tick`: a node claims one tick of an app's cron trigger; the origin answers with a
+//!   [`TickReply`] (fire it, or not), then closes.
 
 mod fleet;
 pub mod kv_frames;
@@ -62,6 +64,37 @@ pub enum Open {
     Logs {
         /// The node's name, which must match its cluster certificate.
         node: String,
+    },
+    /// Claim one tick of a cron trigger: the node that wins it fires it.
+    Tick {
+        /// The node's name, which must match its cluster certificate.
+        node: String,
+        /// The app whose trigger it is.
+        app: String,
+        /// The trigger's key (`outpost_core::cron::Trigger::key`).
+        trigger: String,
+        /// The tick: its scheduled time, in seconds since the Unix epoch.
+        tick: u64,
+    },
+}
+
+/// The origin's answer on a `tick` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum TickReply {
+    /// This node fires the tick. `previous` is the trigger's tick fired before it, if any:
+    /// the ticks in between were missed (no node could claim them).
+    Fire {
+        /// The trigger's previous fired tick.
+        previous: Option<u64>,
+    },
+    /// Another node has this tick, or a later one, already.
+    Taken,
+    /// The claim is refused: the fleet runs no such trigger, or the tick is ahead of the
+    /// origin's clock.
+    Refused {
+        /// Why, for the node's log.
+        message: String,
     },
 }
 

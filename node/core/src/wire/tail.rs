@@ -31,6 +31,9 @@ pub struct RequestRecord {
     pub micros: u64,
     /// Guest CPU time until the response head.
     pub guest_us: u64,
+    /// For a request a cron trigger sent, its schedule; `None` for a client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// Origin to node, on the `logs` stream: the apps to send records for (replaces the last set).

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::fleet::{BlobSource, Deployer};
 use crate::kv::LinkEvent;
 use crate::tail_tap::TailTap;
+use crate::triggers::OriginClaims;
 use anyhow::{Context, anyhow, bail};
 use outpost_core::backoff::{Backoff, BackoffPolicy};
 use outpost_core::blobs::BlobWriter;
@@ -27,15 +28,32 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// An origin that does not answer a handshake in this long is treated as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Keep a subscription to the origin (and, given `kv`, a KV session) alive until shutdown.
+/// What the link carries between the origin and the parts of the node.
+pub struct NodeServices {
+    /// Applies each desired state the origin publishes.
+    pub deployer: Arc<Deployer>,
+    /// The KV driver, told when the origin comes and goes and given its messages.
+    pub kv: mpsc::UnboundedSender<LinkEvent>,
+    /// The request records of tailed apps.
+    pub tap: Arc<TailTap>,
+    /// Trigger ticks claimed from the origin, on the connection held now.
+    pub tick_claims: Arc<OriginClaims>,
+}
+
+/// Keep a subscription to the origin, a KV session and the logs stream alive until shutdown,
+/// and let triggers claim ticks on the connection.
 pub async fn run(
     link: OriginLink,
     node: String,
-    deployer: Arc<Deployer>,
-    kv: mpsc::UnboundedSender<LinkEvent>,
-    tap: Arc<TailTap>,
+    services: NodeServices,
     mut shutdown: ShutdownSignal,
 ) {
+    let NodeServices {
+        deployer,
+        kv,
+        tap,
+        tick_claims,
+    } = services;
     let mut endpoints = Endpoints::new(&link);
     let mut backoff = Backoff::new(BackoffPolicy::LINKS);
     // Which origin to try: after any failure or lost link, the next in the list.
@@ -54,12 +72,15 @@ pub async fn run(
             let (connection, addr) =
                 connect_any(&mut endpoints, &found, &link.server_name, origin).await?;
             tracing::info!(origin = %origin, %addr, "connected to the origin");
-            // Either ending ends the connection's session; the next one starts both afresh.
-            tokio::select! {
+            tick_claims.connected(&connection);
+            // Any ending ends the connection's session; the next one starts them all afresh.
+            let result = tokio::select! {
                 result = subscribe(&connection, &node, &deployer) => result,
                 result = kv_session(&connection, &node, &kv) => result,
                 result = logs_session(&connection, &node, &tap) => result,
-            }
+            };
+            tick_claims.disconnected();
+            result
         };
         let outcome = tokio::select! {
             outcome = session => outcome,

@@ -13,6 +13,7 @@ use super::preview::PreviewHosts;
 use super::routes::LiveRoutes;
 use super::split;
 use crate::tail_tap::TailTap;
+use outpost_core::cron::Trigger;
 use outpost_core::wire::RequestRecord;
 use outpost_net::listener::Connection;
 use outpost_runtime::body::{LimitedBody, ResponseBody, host_response};
@@ -151,22 +152,85 @@ impl Edge {
             }
         };
         let request = http::Request::from_parts(parts, body);
+        let seen = Seen {
+            started,
+            request_id,
+            client: &client,
+            tls: connection.tls.is_some(),
+            tripped: Some(&tripped),
+            trigger: None,
+        };
+        self.run(&deployment, request, seen).await
+    }
 
+    /// Send `deployment` the request of one tick of `trigger` (the edge's marker headers on
+    /// it, the client's address not) and wait for its whole answer. Returns the status, or
+    /// why the handler failed; the request is recorded as a client's is (metrics, access log,
+    /// tail).
+    pub async fn fire(&self, deployment: &Arc<Deployment>, trigger: &Trigger, tick: u64) -> u16 {
+        use http_body_util::BodyExt;
+        let started = Instant::now();
+        let request_id = RequestId::next();
+        let mut request = http::Request::post(trigger.path.as_str())
+            .header(http::header::HOST, "localhost")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("a trigger's path is a valid URI path");
+        self.settings.metadata.stamp_trigger(
+            request.headers_mut(),
+            trigger.schedule.as_str(),
+            tick,
+            request_id.to_string(),
+        );
+        let seen = Seen {
+            started,
+            request_id,
+            client: &"trigger",
+            tls: false,
+            tripped: None,
+            trigger: Some(trigger.schedule.as_str()),
+        };
+        let response = self.run(deployment, request, seen).await;
+        let status = response.status().as_u16();
+        // The handler runs until its body is done (within its limits): read it to the end.
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                return 500;
+            }
+        }
+        status
+    }
+
+    /// Run `request` on `deployment`, then record it: metrics, the access log line and any
+    /// tail record.
+    async fn run<B>(
+        &self,
+        deployment: &Arc<Deployment>,
+        request: http::Request<B>,
+        seen: Seen<'_>,
+    ) -> http::Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let limits = &deployment.app.limits;
+        let tripped = || seen.tripped.is_some_and(|t| t.load(Ordering::Acquire));
         let http2 = request.version() == http::Version::HTTP_2;
-        let tls = connection.tls.is_some();
+        let tls = seen.tls;
         let tailed = self.tap.wants(&deployment.app.name);
         let access_log = self.settings.access_log;
         let method_path = (access_log || tailed)
             .then(|| (request.method().clone(), request.uri().path().to_string()));
         let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        let request_id = seen.request_id;
         // Under `outpost dev`, failure pages show what the handler wrote to stderr.
         let stderr = self.settings.expose_errors.then(StderrCapture::default);
         let response = match self
             .runtime
-            .handle(&deployment, request, scheme, request_id, stderr.clone())
+            .handle(deployment, request, scheme, request_id, stderr.clone())
             .await
         {
-            _ if tripped.load(Ordering::Acquire) => too_large(limits.body_bytes),
+            _ if tripped() => too_large(limits.body_bytes),
             Ok(response) => match &stderr {
                 Some(stderr) if is_bare_server_error(&response) => {
                     dev_bare_server_error(response, stderr, request_id).await
@@ -176,7 +240,7 @@ impl Edge {
             Err(failure) => self.failure_response(&failure, request_id, stderr.as_ref()),
         };
         let status = response.status().as_u16();
-        let elapsed = started.elapsed();
+        let elapsed = seen.started.elapsed();
         let metrics = &deployment.app.metrics;
         metrics.request(status, http2, tls);
         metrics.request_seconds.observe(elapsed.as_secs_f64());
@@ -187,6 +251,7 @@ impl Edge {
                 .map_or(0, |cpu| cpu.0.as_micros() as u64);
             let version = deployment.digest.get(..12).unwrap_or_default();
             let micros = elapsed.as_micros() as u64;
+            let client = seen.client;
             if access_log {
                 tracing::info!(
                     target: "outpost::access",
@@ -199,6 +264,7 @@ impl Edge {
                     status,
                     micros,
                     guest_us,
+                    trigger = seen.trigger,
                     "request"
                 );
             }
@@ -215,6 +281,7 @@ impl Edge {
                     status,
                     micros,
                     guest_us,
+                    trigger: seen.trigger.map(str::to_string),
                 });
             }
         }
@@ -283,6 +350,21 @@ impl Edge {
         }
         response
     }
+}
+
+/// What the edge saw of a request before it runs, for its records.
+struct Seen<'a> {
+    /// When it arrived.
+    started: Instant,
+    request_id: RequestId,
+    /// Who sent it: the client's address, or `trigger`.
+    client: &'a (dyn std::fmt::Display + Sync),
+    /// Whether it came over TLS.
+    tls: bool,
+    /// Set when its body went over the app's limit, for a client's request.
+    tripped: Option<&'a std::sync::atomic::AtomicBool>,
+    /// The schedule of the trigger that sent it, if one did.
+    trigger: Option<&'a str>,
 }
 
 /// Why a request reaches no app.

@@ -9,8 +9,11 @@
 //! | `outpost-node` | the node's name |
 //! | `outpost-region` | the region the operator gave the node (`region` in node.toml), if any |
 //! | `outpost-request-id` | the request's id, as in the access log and `outpost tail` |
+//! | `outpost-trigger` | on a request a cron trigger sent, its schedule (`*/5 * * * *`) |
+//! | `outpost-scheduled-time` | on a trigger's request, the tick's time (ms since the Unix epoch) |
 //!
-//! Whatever a client sent under these names is removed first: a handler can believe them.
+//! Whatever a client sent under these names is removed first: a handler can believe them (a
+//! request with `outpost-trigger` came from a trigger, never from a client).
 //!
 //! The client's address is the connection's peer unless that peer is one of `[http]
 //! trusted_proxies`. Then the chain the proxies appended (`forwarded`, else `x-forwarded-for`)
@@ -37,9 +40,22 @@ pub const REGION: HeaderName = HeaderName::from_static("outpost-region");
 /// The request's id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("outpost-request-id");
 
+/// On a request a trigger sent: the trigger's schedule.
+pub const TRIGGER: HeaderName = HeaderName::from_static("outpost-trigger");
+/// On a request a trigger sent: when its tick was due, in ms since the Unix epoch.
+pub const SCHEDULED_TIME: HeaderName = HeaderName::from_static("outpost-scheduled-time");
+
 /// Every header the edge sets, each removed from what the client sent.
-const SET_BY_THE_EDGE: [HeaderName; 6] =
-    [CLIENT_IP, PROTOCOL, TLS_VERSION, NODE, REGION, REQUEST_ID];
+const SET_BY_THE_EDGE: [HeaderName; 8] = [
+    CLIENT_IP,
+    PROTOCOL,
+    TLS_VERSION,
+    NODE,
+    REGION,
+    REQUEST_ID,
+    TRIGGER,
+    SCHEDULED_TIME,
+];
 
 /// The most forwarded hops walked: a chain longer than any real path of proxies is a client's
 /// invention past this point.
@@ -120,25 +136,49 @@ impl RequestMetadata {
         for name in &SET_BY_THE_EDGE {
             headers.remove(name);
         }
-        // Each value takes its text's buffer as it is: one allocation per header.
-        let text = |s: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok();
-        if let Some(value) = text(client.to_string()) {
+        if let Some(value) = owned_value(client.to_string()) {
             headers.insert(CLIENT_IP, value);
         }
         headers.insert(PROTOCOL, HeaderValue::from_static(protocol(version)));
         if let Some(tls) = connection.tls_version() {
             headers.insert(TLS_VERSION, HeaderValue::from_static(tls));
         }
+        self.stamp_node(headers, request_id);
+    }
+
+    /// The node's name and region, and the request's id.
+    fn stamp_node(&self, headers: &mut HeaderMap, request_id: String) {
         if let Some(node) = &self.node {
             headers.insert(NODE, node.clone());
         }
         if let Some(region) = &self.region {
             headers.insert(REGION, region.clone());
         }
-        if let Some(id) = text(request_id) {
+        if let Some(id) = owned_value(request_id) {
             headers.insert(REQUEST_ID, id);
         }
     }
+
+    /// The headers of a request the trigger with `schedule` sends for `tick` (unix seconds):
+    /// the node's, the request id, and the trigger's marker; no client, protocol or TLS.
+    pub fn stamp_trigger(
+        &self,
+        headers: &mut HeaderMap,
+        schedule: &str,
+        tick: u64,
+        request_id: String,
+    ) {
+        if let Some(value) = owned_value(schedule.to_string()) {
+            headers.insert(TRIGGER, value);
+        }
+        headers.insert(SCHEDULED_TIME, HeaderValue::from(tick.saturating_mul(1000)));
+        self.stamp_node(headers, request_id);
+    }
+}
+
+/// A header value that takes `text`'s buffer as it is: one allocation per header.
+fn owned_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
 /// The HTTP version as written in a request line (and in the `outpost-protocol` header).
@@ -291,6 +331,8 @@ mod tests {
             ("outpost-node", "forged"),
             ("outpost-tls-version", "TLSv1.3"),
             ("Outpost-Region", "nowhere"),
+            ("outpost-trigger", "* * * * *"),
+            ("outpost-scheduled-time", "0"),
             ("accept", "*/*"),
         ]);
         let plain = Connection {
@@ -314,6 +356,10 @@ mod tests {
             "plain HTTP has none"
         );
         assert_eq!(h.get_all("outpost-node").iter().count(), 1);
+        assert!(
+            !h.contains_key("outpost-trigger") && !h.contains_key("outpost-scheduled-time"),
+            "a client cannot pass for a trigger"
+        );
         assert_eq!(h["accept"], "*/*");
 
         let tls = Connection {
@@ -329,5 +375,17 @@ mod tests {
         );
         assert_eq!(h["outpost-tls-version"], "TLSv1.3");
         assert_eq!(h["outpost-protocol"], "HTTP/2");
+    }
+
+    #[test]
+    fn a_trigger_request_is_marked_and_names_no_client() {
+        let m = metadata(&[]);
+        let mut h = HeaderMap::new();
+        m.stamp_trigger(&mut h, "*/5 * * * *", 1_796_342_400, "r-3".into());
+        assert_eq!(h["outpost-trigger"], "*/5 * * * *");
+        assert_eq!(h["outpost-scheduled-time"], "1796342400000");
+        assert_eq!(h["outpost-node"], "edge-1");
+        assert_eq!(h["outpost-request-id"], "r-3");
+        assert!(!h.contains_key("outpost-client-ip") && !h.contains_key("outpost-protocol"));
     }
 }

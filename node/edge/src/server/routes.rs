@@ -54,6 +54,11 @@ impl Routes {
         self.table.is_empty()
     }
 
+    /// Each app's active version (a split's base), one for each of its routes.
+    pub fn active(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.table.values()
+    }
+
     /// Every deployment routed requests reach, splits included, previews not (one may come
     /// more than once).
     pub fn serving(&self) -> impl Iterator<Item = &Arc<Deployment>> {

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "apps' secrets",
         include_str!("migrations/0004_secrets.sql"),
     ),
+    (
+        5,
+        "cron triggers' last ticks",
+        include_str!("migrations/0005_trigger_ticks.sql"),
+    ),
 ];
 
 /// The advisory lock origins take while migrating ("outpost" in ASCII).

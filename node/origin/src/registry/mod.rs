@@ -57,6 +57,30 @@ pub enum RegistryError {
 
 pub(crate) type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
+/// What a node's claim of a trigger's tick decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TickClaim {
+    /// The node fires the tick. `previous` is the tick fired before it, if any: the ticks
+    /// between the two were missed.
+    Won {
+        /// The trigger's tick fired before this one.
+        previous: Option<u64>,
+    },
+    /// This tick, or a later one, went to a node already.
+    Taken,
+}
+
+impl TickClaim {
+    /// The claim of `tick` for a trigger whose last fired tick is `last`.
+    fn decide(last: Option<u64>, tick: u64) -> Self {
+        if outpost_core::cron::claim_wins(last, tick) {
+            TickClaim::Won { previous: last }
+        } else {
+            TickClaim::Taken
+        }
+    }
+}
+
 /// Where the registry lives.
 enum Engine {
     Redb(RedbRegistry),
@@ -276,6 +300,20 @@ impl Registry {
             Engine::Postgres(engine) => engine.secrets(Some(app)).await?,
         };
         Ok(stored.into_iter().map(|s| (s.name, s.updated_at)).collect())
+    }
+
+    /// Claim `tick` of `trigger` (its key) of `app` for a node; the decision is durable
+    /// before it returns.
+    pub(crate) async fn claim_tick(
+        &self,
+        app: &str,
+        trigger: &str,
+        tick: u64,
+    ) -> Result<TickClaim> {
+        match &self.engine {
+            Engine::Redb(engine) => engine.claim_tick(app, trigger, tick),
+            Engine::Postgres(engine) => engine.claim_tick(app, trigger, tick).await,
+        }
     }
 
     /// Every app, in name order.

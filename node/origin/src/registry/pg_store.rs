@@ -12,7 +12,7 @@ use tokio_postgres::types::Json;
 
 use super::rules::{self, Outcome};
 use super::secrets::{self, StoredSecret};
-use super::{AppRecord, RegistryError, Result, VersionRecord};
+use super::{AppRecord, RegistryError, Result, TickClaim, VersionRecord};
 use crate::database::{Database, DatabaseError};
 
 /// The channel on which origins tell each other the registry changed.
@@ -129,6 +129,44 @@ impl PgRegistry {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    /// Claim `tick` of `trigger` of `app` (see [`TickClaim`]): the trigger's row, locked, moves
+    /// forward only, so of all claims of one tick, through any origin, one wins.
+    pub(crate) async fn claim_tick(
+        &self,
+        app: &str,
+        trigger: &str,
+        tick: u64,
+    ) -> Result<TickClaim> {
+        let mut client = self.db.client().await?;
+        let db = |e| RegistryError::from(self.db.error(e));
+        let txn = client.transaction().await.map_err(db)?;
+        txn.execute(
+            "INSERT INTO trigger_ticks (app, trigger) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&app, &trigger],
+        )
+        .await
+        .map_err(db)?;
+        let last: Option<i64> = txn
+            .query_one(
+                "SELECT last_tick FROM trigger_ticks WHERE app = $1 AND trigger = $2 FOR UPDATE",
+                &[&app, &trigger],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        let claim = TickClaim::decide(last.map(|t| t as u64), tick);
+        if matches!(claim, TickClaim::Won { .. }) {
+            txn.execute(
+                "UPDATE trigger_ticks SET last_tick = $3 WHERE app = $1 AND trigger = $2",
+                &[&app, &trigger, &(tick as i64)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        txn.commit().await.map_err(db)?;
+        Ok(claim)
     }
 
     /// Set (`Some`) or delete (`None`) the secret `name` of `app` (which must exist), moving

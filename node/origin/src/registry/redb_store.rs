@@ -7,13 +7,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::rules::{self, Outcome};
 use super::secrets::{self, StoredSecret};
-use super::{AppRecord, RegistryError, Result, VersionRecord, decode, encode};
+use super::{AppRecord, RegistryError, Result, TickClaim, VersionRecord, decode, encode};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const VERSIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("versions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Each app's secrets, by (app, name): a `StoredSecret` in JSON.
 const SECRETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("secrets");
+/// The last tick fired of each trigger, by (app, trigger key): unix seconds.
+const TICKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("trigger_ticks");
 const REVISION: &str = "revision";
 
 /// Move the registry's revision by one, in `txn`.
@@ -44,6 +46,7 @@ impl RedbRegistry {
         txn.open_table(VERSIONS)?;
         txn.open_table(META)?;
         txn.open_table(SECRETS)?;
+        txn.open_table(TICKS)?;
         txn.commit()?;
         Ok(RedbRegistry { db })
     }
@@ -85,6 +88,8 @@ impl RedbRegistry {
                     versions.retain_in((app, 0)..=(app, u64::MAX), |_, _| false)?;
                     let mut secrets = txn.open_table(SECRETS)?;
                     secrets.retain_in((app, "")..=(app, "\u{10ffff}"), |_, _| false)?;
+                    let mut ticks = txn.open_table(TICKS)?;
+                    ticks.retain_in((app, "")..=(app, "\u{10ffff}"), |_, _| false)?;
                     true
                 }
             };
@@ -133,6 +138,22 @@ impl RedbRegistry {
         }
         txn.commit()?;
         Ok(existed)
+    }
+
+    /// Claim `tick` of `trigger` of `app` (see [`super::TickClaim`]), durably.
+    pub(crate) fn claim_tick(&self, app: &str, trigger: &str, tick: u64) -> Result<TickClaim> {
+        let txn = self.db.begin_write()?;
+        let claim = {
+            let mut table = txn.open_table(TICKS)?;
+            let last = table.get((app, trigger))?.map(|g| g.value());
+            let claim = TickClaim::decide(last, tick);
+            if matches!(claim, TickClaim::Won { .. }) {
+                table.insert((app, trigger), tick)?;
+            }
+            claim
+        };
+        txn.commit()?;
+        Ok(claim)
     }
 
     /// The secrets of `app` (sealed), or of every app.

@@ -514,3 +514,131 @@ async fn an_origin_without_a_key_takes_no_secrets() {
         Err(RegistryError::Storage(_))
     ));
 }
+
+/// A trigger's ticks go to one claimant each and move forward only, on both engines, and
+/// the app's row goes with the app.
+#[tokio::test]
+async fn each_tick_of_a_trigger_is_won_once_and_never_out_of_order() {
+    for store in Store::all("registry-ticks").await {
+        let reg = store.open().await;
+        reg.create_version(
+            "shop",
+            &"a".repeat(64),
+            manifest("shop"),
+            None,
+            Rollout::Activate,
+        )
+        .await
+        .unwrap();
+        let key = "* * * * * * /cron";
+        assert_eq!(
+            reg.claim_tick("shop", key, 100).await.unwrap(),
+            TickClaim::Won { previous: None }
+        );
+        assert_eq!(
+            reg.claim_tick("shop", key, 100).await.unwrap(),
+            TickClaim::Taken
+        );
+        assert_eq!(
+            reg.claim_tick("shop", key, 105).await.unwrap(),
+            TickClaim::Won {
+                previous: Some(100)
+            }
+        );
+        // A slow node's claim of an older tick, after a newer one fired: refused.
+        assert_eq!(
+            reg.claim_tick("shop", key, 103).await.unwrap(),
+            TickClaim::Taken
+        );
+        // Another trigger of the same app keeps its own ticks.
+        assert_eq!(
+            reg.claim_tick("shop", "0 * * * * /hourly", 103)
+                .await
+                .unwrap(),
+            TickClaim::Won { previous: None }
+        );
+        drop(reg);
+        let reopened = store.open().await;
+        assert_eq!(
+            reopened.claim_tick("shop", key, 105).await.unwrap(),
+            TickClaim::Taken
+        );
+        reopened.delete_app("shop").await.unwrap();
+        reopened
+            .create_version(
+                "shop",
+                &"b".repeat(64),
+                manifest("shop"),
+                None,
+                Rollout::Activate,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reopened.claim_tick("shop", key, 50).await.unwrap(),
+            TickClaim::Won { previous: None },
+            "a deleted app's ticks went with it"
+        );
+    }
+}
+
+/// Claims of the same ticks through two origins on one database at once: each tick is won
+/// exactly once.
+#[tokio::test]
+async fn two_origins_claiming_the_same_ticks_fire_each_once() {
+    let server = TestPostgres::start("registry-ticks-two");
+    let a = Arc::new(
+        Registry::connect(
+            Arc::new(Database::connect(&server.url()).await.unwrap()),
+            None,
+        )
+        .await
+        .unwrap(),
+    );
+    let b = Arc::new(
+        Registry::connect(
+            Arc::new(Database::connect(&server.url()).await.unwrap()),
+            None,
+        )
+        .await
+        .unwrap(),
+    );
+    a.create_version(
+        "shop",
+        &"a".repeat(64),
+        manifest("shop"),
+        None,
+        Rollout::Activate,
+    )
+    .await
+    .unwrap();
+    let claims = (0..4).flat_map(|claimant| {
+        let registry = if claimant % 2 == 0 {
+            a.clone()
+        } else {
+            b.clone()
+        };
+        (1..=25u64).map(move |tick| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let claim = registry
+                    .claim_tick("shop", "* * * * * * /", tick)
+                    .await
+                    .unwrap();
+                (tick, claim)
+            })
+        })
+    });
+    let mut won: Vec<u64> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|(_, claim)| matches!(claim, TickClaim::Won { .. }))
+        .map(|(tick, _)| tick)
+        .collect();
+    won.sort();
+    let distinct = won.len();
+    won.dedup();
+    assert_eq!(distinct, won.len(), "a tick was won twice: {won:?}");
+    assert!(won.contains(&25), "the newest tick fires: {won:?}");
+}

@@ -94,6 +94,7 @@ mod tests {
             status,
             micros: 1,
             guest_us: 1,
+            trigger: None,
         }
     }
 

@@ -16,6 +16,7 @@
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
 //! | `/fetch-many?url=U&n=N` | fetches U N times, one after another; a line per fetch (status or error) |
 //! | `/meta`           | what the node said of the request: `client= protocol= tls= node= region= id=`, one line each (`-` if unset) |
+//! | `/tick?ns=N`      | a cron trigger's path: adds 1 to `tick-<scheduled time>` in N (400 unless a trigger sent it) |
 //! | `/wasi`           | tries every capability the host links but withholds (files, sockets, name lookup, stdin) and reports what WASI answered, one line each |
 //! | `/kv/OP?ns=N&key=K` | the KV: OP is get, set (body is the value; `ttl=S`), delete, exists, incr (`by=D`), cas (`expect=V`, body), list (`prefix=P`), get-many (`keys=a,b`), set-many (`keys=a,b`, body is each value) |
 
@@ -136,6 +137,14 @@ impl Handler for Probe {
                 )))
             }
             "/wasi" => Ok(Response::text(withheld_capabilities())),
+            "/tick" => {
+                let (Some(_), Some(at)) = (request.trigger(), request.scheduled_time()) else {
+                    return Err(Error::bad_request("not a trigger's request"));
+                };
+                let namespace = request.query_param("ns").ok_or_else(|| Error::bad_request("give ?ns=N"))?;
+                let fired = kv::Store::open(&namespace)?.increment(&format!("tick-{at}"), 1)?;
+                Ok(Response::text(fired.to_string()))
+            }
             "/meta" => {
                 let or_dash = |value: Option<&str>| value.unwrap_or("-").to_string();
                 Ok(Response::text(format!(
