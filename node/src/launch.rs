@@ -38,6 +38,7 @@ use outpost_edge::tail_tap::TailTap;
 use outpost_edge::triggers::{self, LocalClaims, OriginClaims, TickClaims};
 use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
 use outpost_net::head_proof::head_check;
+use outpost_net::http3;
 use outpost_net::listener::{ShutdownSignal, serve};
 use outpost_net::tls::server_config;
 use outpost_origin::kv::KvAuthority;
@@ -51,6 +52,8 @@ pub struct LaunchSpec {
     pub http_redirect: Option<SocketAddr>,
     /// Serve the apps over plain HTTP here too.
     pub plain: Option<SocketAddr>,
+    /// Serve HTTP/3 on the HTTPS address's UDP port too, advertised by `alt-svc`.
+    pub http3: bool,
     /// The certificates for the HTTPS listener, by host; reloaded when their files change.
     pub certs: Vec<TlsCertSpec>,
     /// Apps deployed at start and always served, ahead of any fleet apps.
@@ -232,6 +235,16 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
     let plain_listener = bind_optional(&mut inherited, "plain", spec.plain).await?;
     let admin_listener = bind_optional(&mut inherited, "admin", spec.admin).await?;
     let https = https_listener.local_addr()?;
+    // HTTP/3 on the same port over UDP: bound now (a port taken is an error at start), or, in
+    // a takeover, once the old process lets go of it after its drain (which waits for this
+    // one to serve), in the background (`Some(None)`).
+    let quic = match spec.http3 {
+        false => None,
+        true if inherited.is_takeover() => Some(None),
+        true => Some(Some(
+            http3::endpoint(https, resolver.clone(), &spec.http, Duration::ZERO).await?,
+        )),
+    };
     let address = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
     let (http_redirect, plain, admin) = (
         address(&redirect_listener)?,
@@ -286,7 +299,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         handoff_signal,
         stop_listeners,
     ));
-    tokio::spawn(watch_certificates(resolver, listeners_stop.clone()));
+    tokio::spawn(watch_certificates(resolver.clone(), listeners_stop.clone()));
 
     let mut serving = Vec::new();
     let edge = Arc::new(Edge::new(
@@ -306,8 +319,29 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
                 spec.http.trusted_proxies.clone(),
             ),
             previews: spec.preview_domain.as_deref().map(PreviewHosts::new),
+            alt_svc: quic.as_ref().map(|_| {
+                http::HeaderValue::try_from(format!("h3=\":{}\"; ma=86400", https.port()))
+                    .expect("a port is a valid header value")
+            }),
         },
     ));
+    if let Some(bound) = quic {
+        let (edge, settings, stop) = (edge.clone(), spec.http.clone(), listeners_stop.clone());
+        let resolver = resolver.clone();
+        serving.push(tokio::spawn(async move {
+            let endpoint = match bound {
+                Some(endpoint) => endpoint,
+                None => {
+                    let wait = settings.drain_timeout + Duration::from_secs(5);
+                    match http3::endpoint(https, resolver, &settings, wait).await {
+                        Ok(endpoint) => endpoint,
+                        Err(err) => return tracing::error!("HTTP/3 not served: {err:#}"),
+                    }
+                }
+            };
+            http3::serve(endpoint, edge, settings, stop).await;
+        }));
+    }
     // Ticks stop with the listeners: a draining node fires no new ones.
     tokio::spawn(triggers::run(
         edge.clone(),

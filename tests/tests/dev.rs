@@ -351,12 +351,19 @@ async fn several_apps_on_plain_http_by_name_with_metrics_and_kv_seeded_from_the_
         out.stdout
     };
     kv(&["put", "greeting", "hi there"]);
-    assert_eq!(
-        on(&mut conn, "shop.localhost", "/kv/get?ns=data&key=greeting")
+    // The put is acknowledged by the KV's authority; the node's replica applies it a moment
+    // later (the CLI is not the handler, so no read-your-writes).
+    let mut read = String::new();
+    for _ in 0..100 {
+        read = on(&mut conn, "shop.localhost", "/kv/get?ns=data&key=greeting")
             .await
-            .text(),
-        "hi there"
-    );
+            .text();
+        if read == "hi there" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read, "hi there");
     assert_eq!(kv(&["get", "greeting"]), "hi there");
     assert_eq!(kv(&["list"]), "greeting\n");
     let listed: outpost_core::api::KvKeys = serde_json::from_str(&kv(&["list", "--json"])).unwrap();

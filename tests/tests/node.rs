@@ -417,3 +417,109 @@ async fn behind_a_trusted_proxy_the_client_is_the_address_it_forwarded() {
         assert_eq!(meta(&reply)["client"], client_ip, "{name}: {value}");
     }
 }
+
+/// One request through ngtcp2's HTTP/3 client (Debian's `ngtcp2-client`, not this project's
+/// code) to `path` on `host` at `port`, with `body` as the request body if given: its status
+/// and the body it downloaded.
+fn http3_request(port: u16, host: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+    let dir = outpost_tests::TempDir::new("h3-client");
+    let mut args = vec![
+        "--exit-on-all-streams-close".to_string(),
+        "--no-quic-dump".to_string(),
+        "--no-http-dump".to_string(),
+        "--timeout=5s".to_string(),
+        format!("--sni={host}"),
+        format!("--download={}", dir.path().display()),
+    ];
+    if let Some(body) = body {
+        let file = dir.write("request-body", body);
+        args.push(format!("--data={}", file.display()));
+    }
+    args.extend([
+        "127.0.0.1".to_string(),
+        port.to_string(),
+        format!("https://{host}:{port}{path}"),
+    ]);
+    let out = std::process::Command::new("gtlsclient")
+        .args(&args)
+        .output()
+        .expect("gtlsclient (Debian's ngtcp2-client; .ci/run installs it)");
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let status = log
+        .lines()
+        .find_map(|line| line.split("[:status: ").nth(1))
+        .and_then(|s| s.trim_end().trim_end_matches(']').parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP/3 response from the node:\n{log}"));
+    let name = path
+        .trim_start_matches('/')
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    let name = if name.is_empty() { "index.html" } else { name };
+    let downloaded = std::fs::read(dir.path().join(name)).unwrap_or_default();
+    (status, downloaded)
+}
+
+/// HTTP/3 on the HTTPS port, through a real HTTP/3 client that is not this project's: the
+/// same routes and limits, the handler told the protocol, bodies both ways, and `alt-svc` on
+/// HTTP/1.1 and HTTP/2 responses.
+#[tokio::test(flavor = "multi_thread")]
+async fn http3_serves_the_same_routes_and_limits_to_a_real_http3_client() {
+    let node = NodeDir::new("http3");
+    let apps = [node.app("probe", "probe", &["a.test"], "[limits]\nbody_kb = 256\n")];
+    let config = node.config_listening("node.toml", &apps, "http3 = true", "");
+    let (server, client) = node.start(&config);
+    let port = server.addr.port();
+
+    let advertised = format!("h3=\":{port}\"; ma=86400");
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = client
+            .send("a.test", proto, outpost_tests::client::get("/ok"))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.header("alt-svc"),
+            Some(advertised.as_str()),
+            "{proto:?}"
+        );
+    }
+
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http3_request(port, "a.test", "/meta", None))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let meta = String::from_utf8(body).unwrap();
+    for line in [
+        "protocol=HTTP/3",
+        "tls=TLSv1.3",
+        "client=127.0.0.1",
+        "node=test-node",
+    ] {
+        assert!(meta.contains(line), "{line} in {meta}");
+    }
+
+    // A body in and out, under the app's limit; over it, 413.
+    let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let echoed = sent.clone();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http3_request(port, "a.test", "/echo", Some(&echoed)))
+            .await
+            .unwrap();
+    assert_eq!((status, body.len()), (200, sent.len()));
+    assert!(body == sent, "the echoed body differs");
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        http3_request(port, "a.test", "/echo", Some(&vec![b'x'; 300 << 10]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 413);
+
+    // Routing is the same: no app at b.test.
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http3_request(port, "b.test", "/ok", None))
+            .await
+            .unwrap();
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+}

@@ -375,8 +375,8 @@ pub fn status_class(status: u16) -> &'static str {
 
 /// An app's request-path metrics, resolved once per deployment.
 pub struct AppMetrics {
-    /// By status class, then HTTP/1 or HTTP/2, then plain or TLS.
-    requests: [[[IntCounter; 2]; 2]; 5],
+    /// By status class, then HTTP version (h1, h2, h3), then plain or TLS.
+    requests: [[[IntCounter; 2]; 3]; 5],
     /// This app's `outpost_request_duration_seconds`.
     pub request_seconds: Histogram,
     /// This app's `outpost_guest_cpu_seconds`.
@@ -390,12 +390,23 @@ pub struct AppMetrics {
     app: String,
 }
 
+/// The HTTP version a request came over, as the `protocol` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpProtocol {
+    /// HTTP/1.0 or HTTP/1.1 (`h1`).
+    H1,
+    /// HTTP/2 (`h2`).
+    H2,
+    /// HTTP/3 (`h3`).
+    H3,
+}
+
 impl AppMetrics {
     /// Resolve `app`'s request-path series; done once per deployment, not per request.
     pub fn new(app: &str) -> Self {
         let m = metrics();
         let requests = CLASSES.map(|class| {
-            ["h1", "h2"].map(|protocol| {
+            ["h1", "h2", "h3"].map(|protocol| {
                 ["false", "true"]
                     .map(|tls| m.requests.with_label_values(&[app, class, protocol, tls]))
             })
@@ -411,9 +422,9 @@ impl AppMetrics {
         }
     }
 
-    /// Count one answered request by its status class, HTTP/1 or HTTP/2, and plain or TLS.
-    pub fn request(&self, status: u16, http2: bool, tls: bool) {
-        self.requests[class_index(status)][usize::from(http2)][usize::from(tls)].inc();
+    /// Count one answered request by its status class, its HTTP version, and plain or TLS.
+    pub fn request(&self, status: u16, protocol: HttpProtocol, tls: bool) {
+        self.requests[class_index(status)][protocol as usize][usize::from(tls)].inc();
     }
 
     /// Failures are rare: the label lookup happens only then.
@@ -432,8 +443,9 @@ mod tests {
     #[test]
     fn renders_what_was_counted() {
         let app = AppMetrics::new("metrics-test");
-        app.request(204, true, true);
-        app.request(503, false, false);
+        app.request(204, HttpProtocol::H2, true);
+        app.request(503, HttpProtocol::H1, false);
+        app.request(200, HttpProtocol::H3, true);
         app.failure("trap");
         app.request_seconds.observe(0.0002);
         let text = metrics().render();
@@ -442,6 +454,9 @@ mod tests {
         ));
         assert!(text.contains(
             r#"outpost_requests_total{app="metrics-test",protocol="h1",status="5xx",tls="false"} 1"#
+        ));
+        assert!(text.contains(
+            r#"outpost_requests_total{app="metrics-test",protocol="h3",status="2xx",tls="true"} 1"#
         ));
         assert!(text.contains(r#"outpost_guest_failures_total{app="metrics-test",kind="trap"} 1"#));
         assert!(text.contains(

@@ -43,6 +43,7 @@ fn edge(dir: &std::path::Path) -> Edge {
             front: FrontBuffering::new(64 << 10, 1 << 20),
             metadata: RequestMetadata::new("test-node", None, Vec::new()),
             previews: None,
+            alt_svc: None,
         },
     )
 }

@@ -126,10 +126,10 @@ fn builder(settings: &HttpSettings, protocol: Protocol) -> auto::Builder<TokioEx
 }
 
 /// One open connection in `outpost_connections_open`, until dropped (however its task ends).
-struct OpenConnection;
+pub(crate) struct OpenConnection;
 
 impl OpenConnection {
-    fn counted() -> OpenConnection {
+    pub(crate) fn counted() -> OpenConnection {
         metrics().connections_open.inc();
         OpenConnection
     }

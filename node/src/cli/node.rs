@@ -69,6 +69,7 @@ fn launch_spec(config: &NodeConfig, inherited: Inherited) -> LaunchSpec {
         https: config.https,
         http_redirect: config.http_redirect,
         plain: config.plain,
+        http3: config.http3,
         certs: config.certs,
         apps: config.apps,
         pool: config.pool,

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub http_redirect: Option<SocketAddr>,
     /// Plain-HTTP listener that serves the apps (behind a TLS-terminating load balancer).
     pub plain: Option<SocketAddr>,
+    /// Serve HTTP/3 on the HTTPS address's UDP port too, and advertise it (`[listen] http3`).
+    pub http3: bool,
     /// The TLS certificates and the hosts each serves (`[[tls.certs]]`, at least one).
     pub certs: Vec<TlsCertSpec>,
     /// The apps loaded from the local app directories listed in `apps`.
@@ -143,6 +145,8 @@ struct ListenFile {
     https: String,
     http: Option<String>,
     plain: Option<String>,
+    #[serde(default)]
+    http3: bool,
 }
 
 impl NodeConfig {
@@ -209,6 +213,7 @@ impl NodeConfig {
             https,
             http_redirect,
             plain,
+            http3: parsed.listen.http3,
             certs,
             apps,
             pool,

@@ -14,6 +14,7 @@ use super::routes::LiveRoutes;
 use super::split;
 use crate::tail_tap::TailTap;
 use outpost_core::cron::Trigger;
+use outpost_core::metrics::HttpProtocol;
 use outpost_core::wire::RequestRecord;
 use outpost_net::listener::Connection;
 use outpost_runtime::body::{LimitedBody, ResponseBody, host_response};
@@ -41,6 +42,9 @@ pub struct EdgeSettings {
     pub metadata: RequestMetadata,
     /// Where versions are reached by preview host, if anywhere.
     pub previews: Option<PreviewHosts>,
+    /// The `alt-svc` value HTTPS responses over HTTP/1.1 and HTTP/2 carry when the node
+    /// serves HTTP/3 too (`h3=":443"; ma=86400`).
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl Edge {
@@ -68,6 +72,11 @@ impl Edge {
     /// The runtime that runs the apps.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// What HTTPS responses advertise of HTTP/3, if the node serves it.
+    pub fn alt_svc(&self) -> Option<&http::HeaderValue> {
+        self.settings.alt_svc.as_ref()
     }
 
     /// Answer one request that came on `connection`: route it by host and path, tell the
@@ -215,7 +224,11 @@ impl Edge {
     {
         let limits = &deployment.app.limits;
         let tripped = || seen.tripped.is_some_and(|t| t.load(Ordering::Acquire));
-        let http2 = request.version() == http::Version::HTTP_2;
+        let protocol = match request.version() {
+            http::Version::HTTP_2 => HttpProtocol::H2,
+            http::Version::HTTP_3 => HttpProtocol::H3,
+            _ => HttpProtocol::H1,
+        };
         let tls = seen.tls;
         let tailed = self.tap.wants(&deployment.app.name);
         let access_log = self.settings.access_log;
@@ -242,7 +255,7 @@ impl Edge {
         let status = response.status().as_u16();
         let elapsed = seen.started.elapsed();
         let metrics = &deployment.app.metrics;
-        metrics.request(status, http2, tls);
+        metrics.request(status, protocol, tls);
         metrics.request_seconds.observe(elapsed.as_secs_f64());
         if let Some((method, path)) = method_path {
             let guest_us = response

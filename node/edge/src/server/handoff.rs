@@ -59,6 +59,11 @@ impl Inherited {
         })
     }
 
+    /// Whether this process is taking over from another, which still holds its sockets.
+    pub fn is_takeover(&self) -> bool {
+        self.predecessor.is_some()
+    }
+
     /// This process serves: let the one it replaces exit. (Listeners not taken are closed.)
     pub fn confirm_serving(self) {
         if let Some(mut stream) = self.predecessor {

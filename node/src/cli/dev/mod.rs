@@ -94,6 +94,7 @@ pub(super) async fn run(args: DevArgs, shutdown: ShutdownSignal) -> anyhow::Resu
             https: args.listen,
             http_redirect,
             plain,
+            http3: false,
             certs: vec![certs.cert],
             apps: placed,
             // One author's apps on their own machine: no tenant to shield from another, and a
