@@ -1,5 +1,5 @@
-//! Opening one client connection (TCP, then TLS if asked) and an HTTP/1.1 or HTTP/2 sender
-//! on it.
+//! Opening one client connection (TCP, then TLS if asked, or QUIC) and an HTTP/1.1, HTTP/2
+//! or HTTP/3 sender on it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,11 +24,33 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 (ALPN `h2` over TLS, prior knowledge over plain HTTP): many streams per connection.
     Http2,
+    /// HTTP/3 (QUIC to the target's port over UDP, ALPN `h3`; HTTPS only): many streams per
+    /// connection.
+    Http3,
+}
+
+impl Protocol {
+    /// Whether one connection carries many requests at once.
+    pub(crate) fn multiplexed(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Http3)
+    }
 }
 
 pub(crate) enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
+    H3(h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>),
+}
+
+impl Sender {
+    /// Another handle on the same connection, for one more lane (HTTP/2 and HTTP/3).
+    pub(crate) fn share(&self) -> Option<Sender> {
+        match self {
+            Sender::H1(_) => None,
+            Sender::H2(sender) => Some(Sender::H2(sender.clone())),
+            Sender::H3(sender) => Some(Sender::H3(sender.clone())),
+        }
+    }
 }
 
 /// How to check the server's certificate.
@@ -58,6 +80,7 @@ pub(crate) fn tls_config(
     config.alpn_protocols = vec![match protocol {
         Protocol::Http1 => b"http/1.1".to_vec(),
         Protocol::Http2 => b"h2".to_vec(),
+        Protocol::Http3 => b"h3".to_vec(),
     }];
     Ok(Arc::new(config))
 }
@@ -67,6 +90,9 @@ pub(crate) async fn connect(
     protocol: Protocol,
     tls: &Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Sender> {
+    if protocol == Protocol::Http3 {
+        return connect_quic(target, tls).await;
+    }
     let tcp = TcpStream::connect(target.addr)
         .await
         .map_err(|e| anyhow!("connect: {e}"))?;
@@ -84,6 +110,37 @@ pub(crate) async fn connect(
     }
 }
 
+/// A QUIC connection of its own (its own UDP socket, as a separate client's would be) and an
+/// HTTP/3 sender on it.
+async fn connect_quic(target: &Target, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<Sender> {
+    if target.scheme != Scheme::Https {
+        anyhow::bail!("tls: HTTP/3 needs an https:// target");
+    }
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.clone())
+        .map_err(|e| anyhow!("tls: {e}"))?;
+    let bind = if target.addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind.parse()?).map_err(|e| anyhow!("connect: {e}"))?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = endpoint
+        .connect(target.addr, &target.host)
+        .map_err(|e| anyhow!("connect: {e}"))?
+        .await
+        .map_err(|e| anyhow!("tls: {e}"))?;
+    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .map_err(|e| anyhow!("connect: {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _closed = driver.wait_idle().await;
+        drop(endpoint);
+    });
+    Ok(Sender::H3(sender))
+}
+
 async fn handshake<I>(io: I, protocol: Protocol) -> anyhow::Result<Sender>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -94,7 +151,7 @@ where
             tokio::spawn(connection);
             Sender::H1(sender)
         }
-        Protocol::Http2 => {
+        Protocol::Http2 | Protocol::Http3 => {
             let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(connection);
             Sender::H2(sender)

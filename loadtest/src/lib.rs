@@ -186,7 +186,7 @@ fn pace(rate: f64, start: Instant, end: Instant, queues: Vec<mpsc::UnboundedSend
 fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
     let uri = match spec.protocol {
         Protocol::Http1 => spec.target.path_and_query.clone(),
-        Protocol::Http2 => {
+        Protocol::Http2 | Protocol::Http3 => {
             let scheme = match spec.target.scheme {
                 Scheme::Http => "http",
                 Scheme::Https => "https",
@@ -220,7 +220,7 @@ async fn connection(
     stats: &Rc<RefCell<report::Stats>>,
     tickets: Option<&Tickets>,
 ) {
-    let streams = if spec.protocol == Protocol::Http2 && spec.rate.is_none() {
+    let streams = if spec.protocol.multiplexed() && spec.rate.is_none() {
         spec.streams.max(1)
     } else {
         1
@@ -234,11 +234,12 @@ async fn connection(
                 continue;
             }
         };
-        let broken = match sender {
-            Sender::H1(sender) => lane_loop(spec, shared, Sender::H1(sender), stats, tickets).await,
-            Sender::H2(sender) => {
+        let broken = match sender.share() {
+            None => lane_loop(spec, shared, sender, stats, tickets).await,
+            Some(_) => {
                 let lane_futures = (0..streams)
-                    .map(|_| lane_loop(spec, shared, Sender::H2(sender.clone()), stats, tickets));
+                    .filter_map(|_| sender.share())
+                    .map(|lane| lane_loop(spec, shared, lane, stats, tickets));
                 futures::future::join_all(lane_futures)
                     .await
                     .into_iter()
@@ -304,6 +305,13 @@ async fn send(sender: &mut Sender, request: http::Request<Empty<Bytes>>) -> anyh
         Sender::H2(sender) => {
             sender.ready().await?;
             sender.send_request(request).await?
+        }
+        Sender::H3(sender) => {
+            let mut stream = sender.send_request(request.map(|_| ())).await?;
+            stream.finish().await?;
+            let status = stream.recv_response().await?.status().as_u16();
+            while stream.recv_data().await?.is_some() {}
+            return Ok(status);
         }
     };
     let status = response.status().as_u16();

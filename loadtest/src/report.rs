@@ -119,6 +119,7 @@ impl Report {
             protocol: match spec.protocol {
                 Protocol::Http1 => "http/1.1",
                 Protocol::Http2 => "h2",
+                Protocol::Http3 => "h3",
             },
             tls: spec.target.scheme == Scheme::Https,
             connections: spec.connections,

@@ -19,9 +19,12 @@ struct Args {
     #[arg(short, long, default_value_t = 64)]
     connections: usize,
     /// Use HTTP/2 (ALPN h2 over TLS, prior knowledge over plain HTTP).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http3")]
     http2: bool,
-    /// Requests in flight per HTTP/2 connection.
+    /// Use HTTP/3 (QUIC to the URL's port over UDP; https:// only).
+    #[arg(long)]
+    http3: bool,
+    /// Requests in flight per HTTP/2 or HTTP/3 connection.
     #[arg(long, default_value_t = 1)]
     streams: usize,
     /// Generator threads.
@@ -55,10 +58,10 @@ fn main() -> ExitCode {
     let result = Target::parse(&args.url).and_then(|target| {
         run(&LoadSpec {
             target,
-            protocol: if args.http2 {
-                Protocol::Http2
-            } else {
-                Protocol::Http1
+            protocol: match (args.http2, args.http3) {
+                (true, _) => Protocol::Http2,
+                (_, true) => Protocol::Http3,
+                _ => Protocol::Http1,
             },
             connections: args.connections.max(1),
             streams: args.streams,

@@ -64,6 +64,9 @@ pub enum Subject {
     OutpostHttps,
     /// The same Outpost setup, loaded on its plain HTTP listener.
     OutpostHttp,
+    /// The same Outpost setup (every Outpost row runs with `[listen] http3 = true`), loaded
+    /// over HTTP/3 (QUIC).
+    OutpostHttp3,
     /// Outpost over HTTPS with `keep_resident_kb = 0`, so slots are reset with madvise.
     OutpostHttpsMadvise,
     /// `wasmtime serve` on hello, pooling allocator with a decommit batch of 64, plain HTTP.
@@ -88,9 +91,10 @@ pub enum Subject {
 impl Subject {
     /// Every subject, in the order each round measures them and the throughput table lists them.
     /// The first, `OutpostHttps`, gives the peak the half-rate run is paced from.
-    pub const ALL: [Subject; 11] = [
+    pub const ALL: [Subject; 12] = [
         Subject::OutpostHttps,
         Subject::OutpostHttp,
+        Subject::OutpostHttp3,
         Subject::OutpostHttpsMadvise,
         Subject::WasmtimeReference,
         Subject::WasmtimeTuned,
@@ -107,6 +111,7 @@ impl Subject {
         match self {
             Subject::OutpostHttps => "Outpost, HTTPS",
             Subject::OutpostHttp => "Outpost, plain HTTP",
+            Subject::OutpostHttp3 => "Outpost, HTTP/3 (QUIC, TLS 1.3)",
             Subject::OutpostHttpsMadvise => "Outpost, HTTPS, madvise resets (keep_resident_kb = 0)",
             Subject::WasmtimeReference => {
                 "wasmtime serve, plain HTTP (-O pooling-allocator,pooling-decommit-batch-size=64)"
@@ -127,6 +132,14 @@ impl Subject {
         }
     }
 
+    /// What `outpost-load` is told beyond the URL: the protocol, where it is not HTTP/1.1.
+    fn load_args(self) -> Vec<String> {
+        match self {
+            Subject::OutpostHttp3 => vec!["--http3".into()],
+            _ => Vec::new(),
+        }
+    }
+
     fn start(self, tools: &Tools) -> anyhow::Result<(Server, String)> {
         let data = tools.work.join(format!("data-{self:?}"));
         let (server, https) = match self {
@@ -137,6 +150,10 @@ impl Subject {
             Subject::OutpostHttp => (
                 systems::outpost(tools, "outpost", Hello, 4096, &data)?,
                 false,
+            ),
+            Subject::OutpostHttp3 => (
+                systems::outpost(tools, "outpost-h3", Hello, 4096, &data)?,
+                true,
             ),
             Subject::OutpostHttpsMadvise => (
                 systems::outpost(tools, "outpost-madvise", Hello, 0, &data)?,
@@ -377,10 +394,10 @@ fn run_load(
 fn report_from_json(value: &serde_json::Value) -> anyhow::Result<Report> {
     Ok(Report {
         target: value["target"].as_str().unwrap_or_default().to_string(),
-        protocol: if value["protocol"] == "h2" {
-            "h2"
-        } else {
-            "http/1.1"
+        protocol: match value["protocol"].as_str() {
+            Some("h2") => "h2",
+            Some("h3") => "h3",
+            _ => "http/1.1",
         },
         tls: value["tls"].as_bool().unwrap_or(false),
         connections: value["connections"].as_u64().unwrap_or(0) as usize,
@@ -480,7 +497,8 @@ fn main() -> anyhow::Result<()> {
     for round in 0..args.rounds {
         for row in throughput.iter_mut() {
             let (server, url) = row.subject.start(&tools)?;
-            let measured = measure(&tools, &args, &server, &url, args.connections, &[])?;
+            let load_args = row.subject.load_args();
+            let measured = measure(&tools, &args, &server, &url, args.connections, &load_args)?;
             eprintln!(
                 "round {} {:<70} {:>9.0} req/s  p99 {:>6} us  cpu {:>6.1} us/req  errors {}",
                 round + 1,

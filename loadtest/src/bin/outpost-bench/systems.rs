@@ -305,7 +305,7 @@ pub(crate) fn outpost(
         &config,
         format!(
             "name = \"bench\"\ndata_dir = {:?}\napps = [{:?}]\n\
-             [listen]\nhttps = \"127.0.0.1:0\"\nplain = \"127.0.0.1:0\"\n\
+             [listen]\nhttps = \"127.0.0.1:0\"\nplain = \"127.0.0.1:0\"\nhttp3 = true\n\
              [[tls.certs]]\nhosts = [\"localhost\"]\ncert = {:?}\nkey = {:?}\n\
              [pool]\nkeep_resident_kb = {keep_resident_kb}\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
