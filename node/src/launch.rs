@@ -35,7 +35,7 @@ use outpost_edge::server::metadata::RequestMetadata;
 use outpost_edge::server::preview::PreviewHosts;
 use outpost_edge::server::{Edge, EdgeSettings, LiveRoutes, RedirectToHttps, Routes, routes};
 use outpost_edge::tail_tap::TailTap;
-use outpost_edge::triggers::{self, LocalClaims, OriginClaims, TickClaims};
+use outpost_edge::triggers::{self, OriginClaims, TickClaims};
 use outpost_net::cert_reload::{ReloadingResolver, watch_certificates};
 use outpost_net::head_proof::head_check;
 use outpost_net::http3;
@@ -203,7 +203,8 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             )));
         }
         let claims = Arc::new(OriginClaims::new(&node));
-        tick_claims = Arc::new(TickClaims::Origin(claims.clone()));
+        let own = apps.iter().map(|a| a.spec.settings.name.clone());
+        tick_claims = Arc::new(TickClaims::fleet(claims.clone(), own));
         link_tasks.push(tokio::spawn(node_link::run(
             link,
             node,
@@ -216,7 +217,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             links_stop.clone(),
         )));
     } else {
-        tick_claims = Arc::new(TickClaims::Local(LocalClaims::default()));
+        tick_claims = Arc::new(TickClaims::alone());
         let authority = KvAuthority::start(&spec.data_dir.join("kv").join("authority.redb"))?;
         local_kv_api = spec.local_kv_api.then(|| authority.clone());
         embedded = Some(embedded_kv::embed(&kv, authority, "local"));

@@ -1,8 +1,9 @@
-//! Who decides which node fires a tick: in a fleet, the origin (each node that runs the app
-//! claims the tick over its link, and the origin's registry grants it to one); under
-//! `outpost dev`, the one node itself.
+//! Who decides which node fires a tick: for a fleet app, the origin (each node that runs the
+//! app claims the tick over its link, and the origin's registry grants it to one); for an app
+//! the node serves of its own (node.toml's `apps`, every app under `outpost dev`), the node
+//! itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,19 +15,38 @@ use outpost_core::wire::{Open, TickReply, read_frame, write_frame};
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a node's claims of ticks are decided.
-pub enum TickClaims {
-    /// By the origin, over the node's link.
-    Origin(Arc<OriginClaims>),
-    /// By this node alone: it runs without a fleet.
-    Local(LocalClaims),
+pub struct TickClaims {
+    /// The fleet's apps' claims, sent to the origin; `None` for a node without a fleet.
+    origin: Option<Arc<OriginClaims>>,
+    /// The apps the node serves of its own, beside the fleet's: their ticks are its alone.
+    own: HashSet<String>,
+    local: LocalClaims,
 }
 
 impl TickClaims {
+    /// For a node without a fleet: it decides every claim.
+    pub fn alone() -> Self {
+        TickClaims {
+            origin: None,
+            own: HashSet::new(),
+            local: LocalClaims::default(),
+        }
+    }
+
+    /// For a fleet node: the origin decides, except for the apps in `own` (its node.toml's).
+    pub fn fleet(origin: Arc<OriginClaims>, own: impl IntoIterator<Item = String>) -> Self {
+        TickClaims {
+            origin: Some(origin),
+            own: own.into_iter().collect(),
+            local: LocalClaims::default(),
+        }
+    }
+
     /// Claim `tick` of the trigger `key` of `app`.
     pub(crate) async fn claim(&self, app: &str, key: &str, tick: u64) -> anyhow::Result<TickReply> {
-        match self {
-            TickClaims::Origin(origin) => origin.claim(app, key, tick).await,
-            TickClaims::Local(local) => Ok(local.claim(app, key, tick)),
+        match &self.origin {
+            Some(origin) if !self.own.contains(app) => origin.claim(app, key, tick).await,
+            _ => Ok(self.local.claim(app, key, tick)),
         }
     }
 }
@@ -83,10 +103,10 @@ impl OriginClaims {
     }
 }
 
-/// Claims decided in memory: the same rule as the origin's (a trigger's ticks move forward
-/// only), for a node that is the whole fleet.
+/// Claims decided in memory, by the same rule as the origin's (a trigger's ticks move forward
+/// only).
 #[derive(Default)]
-pub struct LocalClaims {
+struct LocalClaims {
     last: Mutex<HashMap<(String, String), u64>>,
 }
 
@@ -108,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_claims_fire_each_tick_once_and_in_order() {
-        let claims = TickClaims::Local(LocalClaims::default());
+        let claims = TickClaims::alone();
         let claim = |tick| claims.claim("shop", "* * * * * * /", tick);
         assert_eq!(claim(10).await.unwrap(), TickReply::Fire { previous: None });
         assert_eq!(claim(10).await.unwrap(), TickReply::Taken);
@@ -122,9 +142,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_link_a_claim_fails_at_once() {
-        let claims = TickClaims::Origin(Arc::new(OriginClaims::new("edge-1")));
+    async fn without_a_link_a_fleet_claim_fails_at_once_and_an_own_app_claims_itself() {
+        let origin = Arc::new(OriginClaims::new("edge-1"));
+        let claims = TickClaims::fleet(origin, ["local".to_string()]);
         let err = claims.claim("shop", "k", 1).await.unwrap_err();
         assert!(err.to_string().contains("no link to the origin"), "{err}");
+        let own = claims.claim("local", "k", 1).await.unwrap();
+        assert_eq!(own, TickReply::Fire { previous: None });
     }
 }

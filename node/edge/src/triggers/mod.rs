@@ -14,7 +14,7 @@
 mod claims;
 mod plan;
 
-pub use claims::{LocalClaims, OriginClaims, TickClaims};
+pub use claims::{OriginClaims, TickClaims};
 
 use std::sync::Arc;
 use std::time::Duration;
