@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -177,30 +176,29 @@ async fn serve_connection<H: Http3Handler>(
             return;
         }
     };
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    // The connection's requests in flight, each its own task.
+    let mut requests = tokio::task::JoinSet::new();
     // The first request must come within the header timeout; later, a connection with no
     // request in flight may wait the idle timeout for the next.
     let mut wait = settings.header_timeout;
     loop {
+        while requests.try_join_next().is_some() {}
         let accepted = tokio::select! {
             accepted = tokio::time::timeout(wait, connection.accept()) => accepted,
             _ = wait_for_shutdown(&mut shutdown) => {
                 // GOAWAY: no new requests; those in flight finish (the drain bounds them).
                 let _ = connection.shutdown(0).await;
-                while in_flight.load(Ordering::Acquire) > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                return;
+                break;
             }
         };
         let resolver = match accepted {
             Ok(Ok(Some(resolver))) => resolver,
-            Ok(Ok(None)) => return,
+            Ok(Ok(None)) => break,
             Ok(Err(err)) => {
                 tracing::debug!("HTTP/3 connection ended: {err}");
-                return;
+                break;
             }
-            Err(_) if in_flight.load(Ordering::Acquire) > 0 => continue,
+            Err(_) if !requests.is_empty() => continue,
             Err(_) => {
                 let reason = if wait == settings.header_timeout {
                     "no_first_request"
@@ -212,22 +210,22 @@ async fn serve_connection<H: Http3Handler>(
                     .with_label_values(&[reason])
                     .inc();
                 quic.close(0u32.into(), b"idle");
-                return;
+                break;
             }
         };
         wait = settings.idle_timeout;
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        let (handler, in_flight, header_timeout) =
-            (handler.clone(), in_flight.clone(), settings.header_timeout);
-        tokio::spawn(async move {
+        let (handler, header_timeout) = (handler.clone(), settings.header_timeout);
+        requests.spawn(async move {
             match tokio::time::timeout(header_timeout, resolver.resolve_request()).await {
                 Ok(Ok((request, stream))) => answer(&*handler, request, stream, about).await,
                 Ok(Err(err)) => tracing::debug!("HTTP/3 request refused: {err}"),
                 Err(_) => tracing::debug!("HTTP/3 request headers did not arrive in time"),
             }
-            in_flight.fetch_sub(1, Ordering::AcqRel);
         });
     }
+    // What is in flight finishes: each request within its app's limits, and on shutdown
+    // within the drain.
+    while requests.join_next().await.is_some() {}
 }
 
 fn handshake_failed(reason: &str) {

@@ -173,9 +173,9 @@ impl Edge {
     }
 
     /// Send `deployment` the request of one tick of `trigger` (the edge's marker headers on
-    /// it, the client's address not) and wait for its whole answer. Returns the status, or
-    /// why the handler failed; the request is recorded as a client's is (metrics, access log,
-    /// tail).
+    /// it, the client's address not) and wait for its whole answer. Returns its status (the
+    /// failure's, if the handler failed); the request is recorded as a client's is (metrics,
+    /// access log, tail).
     pub async fn fire(&self, deployment: &Arc<Deployment>, trigger: &Trigger, tick: u64) -> u16 {
         use http_body_util::BodyExt;
         let started = Instant::now();
