@@ -410,4 +410,45 @@ mod tests {
             assert!(bound_namespace(&state, refused).is_err(), "{refused}");
         }
     }
+
+    /// A node's claims: refused for an app or trigger the fleet does not run and for a tick
+    /// ahead of the origin's clock; otherwise each tick to one claim.
+    #[tokio::test]
+    async fn tick_claims_are_refused_unless_the_fleet_runs_the_trigger_now() {
+        use crate::registry::Rollout;
+        use outpost_core::config::TriggerManifest;
+        let path = outpost_core::test_support::temp_dir("link-ticks").join("registry.redb");
+        let registry = Registry::open(&path, None).unwrap();
+        let manifest = AppManifest {
+            name: "shop".into(),
+            triggers: vec![TriggerManifest {
+                cron: "*  * * * * *".into(),
+                path: "/cron".into(),
+            }],
+            ..Default::default()
+        };
+        let sha = "a".repeat(64);
+        registry
+            .create_version("shop", &sha, manifest, None, Rollout::Activate)
+            .await
+            .unwrap();
+        let key = "* * * * * * /cron";
+        let now = unix_secs();
+        let refused = |reply: TickReply| matches!(reply, TickReply::Refused { .. });
+        assert!(refused(claim_tick(&registry, "blog", key, now).await));
+        assert!(refused(
+            claim_tick(&registry, "shop", "* * * * * * /other", now).await
+        ));
+        assert!(refused(
+            claim_tick(&registry, "shop", key, now + 3600).await
+        ));
+        assert_eq!(
+            claim_tick(&registry, "shop", key, now).await,
+            TickReply::Fire { previous: None }
+        );
+        assert_eq!(
+            claim_tick(&registry, "shop", key, now).await,
+            TickReply::Taken
+        );
+    }
 }

@@ -18,7 +18,7 @@ mod tls;
 
 pub use app::{
     AppLimits, AppManifest, AppSettings, AppSpec, BuildSettings, DeployTarget, Language,
-    LimitsManifest, OutboundManifest, validate_name, validate_namespace_name,
+    LimitsManifest, OutboundManifest, TriggerManifest, validate_name, validate_namespace_name,
 };
 pub use cluster::{ClusterIdentity, OriginLink, Peer, RemoteAddr};
 pub use egress::EgressPolicy;
