@@ -21,7 +21,7 @@ use rustls::server::ResolvesServerCert;
 use tokio::sync::Semaphore;
 
 use crate::client_cap::ClientCap;
-use crate::listener::{Connection, OpenConnection, ShutdownSignal, wait_for_shutdown};
+use crate::listener::{Connection, OpenConnection, ShutdownSignal, drain, wait_for_shutdown};
 use outpost_core::config::HttpSettings;
 use outpost_core::metrics::metrics;
 
@@ -132,13 +132,7 @@ pub async fn serve<H: Http3Handler>(
         });
     }
     // New connections are refused from here; those open finish their requests.
-    let all = settings.max_connections as u32;
-    if tokio::time::timeout(settings.drain_timeout, connections.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!("HTTP/3 drain timeout reached; closing the remaining connections");
-    }
+    drain(&connections, &settings).await;
     endpoint.close(0u32.into(), b"shutting down");
     endpoint.wait_idle().await;
 }

@@ -179,6 +179,12 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     // Connections still in their TLS handshake hold a permit too, and are waited for alike.
+    drain(&connections, &settings).await;
+}
+
+/// Wait until every connection has given its permit of `connections` back, for at most the
+/// drain timeout.
+pub(crate) async fn drain(connections: &Semaphore, settings: &HttpSettings) {
     let all = settings.max_connections as u32;
     if tokio::time::timeout(settings.drain_timeout, connections.acquire_many(all))
         .await

@@ -1,4 +1,5 @@
-//! Helpers for unit tests: fresh directories, and a throwaway PostgreSQL server.
+//! Helpers for unit tests: fresh directories, releases to put in a desired state, and a
+//! throwaway PostgreSQL server.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,4 +16,20 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("creating a test directory");
     dir
 }
+
+/// A release of `app` at `version` taking `percent` of its traffic, with a default manifest
+/// and a component hash made from the version.
+pub fn release(app: &str, version: u64, percent: u8) -> crate::wire::Release {
+    crate::wire::Release {
+        app: app.into(),
+        version,
+        sha256: format!("{version:064x}"),
+        manifest: crate::config::AppManifest {
+            name: app.into(),
+            ..crate::config::AppManifest::default()
+        },
+        percent,
+    }
+}
+
 pub mod postgres;

@@ -151,19 +151,7 @@ pub struct NodeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn release(app: &str, version: u64, percent: u8) -> Release {
-        Release {
-            app: app.into(),
-            version,
-            sha256: format!("{version:064x}"),
-            manifest: AppManifest {
-                name: app.into(),
-                ..AppManifest::default()
-            },
-            percent,
-        }
-    }
+    use crate::test_support::release;
 
     #[test]
     fn a_split_lists_the_active_share_first_then_the_others_of_the_app() {

@@ -43,20 +43,7 @@ pub(super) fn to_deploy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_core::config::AppManifest;
-
-    fn release(app: &str, version: u64, percent: u8) -> Release {
-        Release {
-            app: app.into(),
-            version,
-            sha256: format!("{version:064x}"),
-            manifest: AppManifest {
-                name: app.into(),
-                ..AppManifest::default()
-            },
-            percent,
-        }
-    }
+    use outpost_core::test_support::release;
 
     fn running(releases: &[Release]) -> BTreeMap<VersionKey, Release> {
         releases.iter().map(|r| (key(r), r.clone())).collect()

@@ -49,6 +49,19 @@ fn manifest(name: &str) -> AppManifest {
     }
 }
 
+/// A new version of `app` (component `sha` repeated), active at once.
+async fn activate_new(reg: &Registry, app: &str, sha: char) {
+    reg.create_version(
+        app,
+        &sha.to_string().repeat(64),
+        manifest(app),
+        None,
+        Rollout::Activate,
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn versions_activation_and_desired_state() {
     for store in Store::all("registry-versions").await {
@@ -253,24 +266,8 @@ async fn rollback_walks_history_back_and_to_a_named_version() {
 async fn delete_removes_the_app_and_survives_reopen() {
     for store in Store::all("registry-delete").await {
         let reg = store.open().await;
-        reg.create_version(
-            "keep",
-            &"a".repeat(64),
-            manifest("keep"),
-            None,
-            Rollout::Activate,
-        )
-        .await
-        .unwrap();
-        reg.create_version(
-            "drop",
-            &"b".repeat(64),
-            manifest("drop"),
-            None,
-            Rollout::Activate,
-        )
-        .await
-        .unwrap();
+        activate_new(&reg, "keep", 'a').await;
+        activate_new(&reg, "drop", 'b').await;
         reg.delete_app("drop").await.unwrap();
         assert!(matches!(
             reg.app("drop").await,
@@ -344,15 +341,7 @@ async fn a_lost_database_is_unavailable_then_used_again() {
     let mut server = TestPostgres::start("registry-lost");
     let db = Arc::new(Database::connect(&server.url()).await.unwrap());
     let reg = Registry::connect(db, None).await.unwrap();
-    reg.create_version(
-        "shop",
-        &"a".repeat(64),
-        manifest("shop"),
-        None,
-        Rollout::Activate,
-    )
-    .await
-    .unwrap();
+    activate_new(&reg, "shop", 'a').await;
     server.kill();
     match reg.apps().await {
         Err(RegistryError::Unavailable(message)) => {
@@ -394,15 +383,7 @@ async fn secrets_are_sealed_at_rest_and_reach_the_desired_state_only() {
             reg.put_secret("shop", "API_KEY", "v").await,
             Err(RegistryError::NotFound(_))
         ));
-        reg.create_version(
-            "shop",
-            &"a".repeat(64),
-            manifest("shop"),
-            None,
-            Rollout::Activate,
-        )
-        .await
-        .unwrap();
+        activate_new(&reg, "shop", 'a').await;
         let before = reg.current_state().revision;
         assert!(
             !reg.put_secret("shop", "API_KEY", "hunter2-secret")
@@ -486,15 +467,7 @@ async fn secrets_are_sealed_at_rest_and_reach_the_desired_state_only() {
 async fn an_origin_without_a_key_takes_no_secrets() {
     let path = temp_dir("registry-no-key").join("registry.redb");
     let reg = Registry::open(&path, None).unwrap();
-    reg.create_version(
-        "shop",
-        &"a".repeat(64),
-        manifest("shop"),
-        None,
-        Rollout::Activate,
-    )
-    .await
-    .unwrap();
+    activate_new(&reg, "shop", 'a').await;
     assert!(matches!(
         reg.put_secret("shop", "API_KEY", "v").await,
         Err(RegistryError::Invalid(_))
@@ -521,15 +494,7 @@ async fn an_origin_without_a_key_takes_no_secrets() {
 async fn each_tick_of_a_trigger_is_won_once_and_never_out_of_order() {
     for store in Store::all("registry-ticks").await {
         let reg = store.open().await;
-        reg.create_version(
-            "shop",
-            &"a".repeat(64),
-            manifest("shop"),
-            None,
-            Rollout::Activate,
-        )
-        .await
-        .unwrap();
+        activate_new(&reg, "shop", 'a').await;
         let key = "* * * * * * /cron";
         assert_eq!(
             reg.claim_tick("shop", key, 100).await.unwrap(),
@@ -603,15 +568,7 @@ async fn two_origins_claiming_the_same_ticks_fire_each_once() {
         .await
         .unwrap(),
     );
-    a.create_version(
-        "shop",
-        &"a".repeat(64),
-        manifest("shop"),
-        None,
-        Rollout::Activate,
-    )
-    .await
-    .unwrap();
+    activate_new(&a, "shop", 'a').await;
     let claims = (0..4).flat_map(|claimant| {
         let registry = if claimant % 2 == 0 {
             a.clone()
