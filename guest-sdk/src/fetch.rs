@@ -1,87 +1,134 @@
-//! Outbound HTTP through `wasi:http/outgoing-handler`. On Outpost only the app's allow-listed
-//! origins can be reached; any other host fails with 502 and the host's reason.
+//! Outbound HTTP through `wasi:http/outgoing-handler`, async: several fetches can be in flight
+//! at once ([`crate::join_all`], [`crate::spawn`]), the request body is sent as it is produced,
+//! and the response comes back as soon as its head arrives, its body streamed.
+//!
+//! On Outpost only the app's allow-listed origins can be reached; any other host fails with 502
+//! and the host's reason. Off wasm (a handler's unit tests) requests go to the stub set with
+//! [`crate::testing::on_fetch`].
 
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{ErrorCode, OutgoingRequest, Scheme};
+use std::time::Duration;
 
-use crate::request::OutgoingParts;
-use crate::{Error, Headers, Request, Response, Result};
+use http::header::{self, HeaderName};
 
-/// The largest response body `fetch` reads into memory.
-const MAX_RESPONSE_BODY: usize = 32 * 1024 * 1024;
+use crate::{Error, Request, Response, Result};
 
-/// Send `request` and wait for the whole response.
-pub fn fetch(request: Request) -> Result<Response> {
-    let OutgoingParts {
-        method,
-        scheme,
-        authority,
-        path_with_query,
-        mut headers,
-        body,
-    } = request.into_outgoing_parts()?;
-    headers.remove_hop_by_hop();
-    let outgoing = OutgoingRequest::new(crate::streams::to_fields(&headers.into_entries())?);
-    let invalid = |what: &str| Error::internal(format!("invalid outgoing request {what}"));
-    outgoing
-        .set_method(&(&method).into())
-        .map_err(|()| invalid("method"))?;
-    let scheme = match scheme.as_str() {
-        "http" => Scheme::Http,
-        "https" => Scheme::Https,
-        other => Scheme::Other(other.to_string()),
-    };
-    outgoing
-        .set_scheme(Some(&scheme))
-        .map_err(|()| invalid("scheme"))?;
-    outgoing
-        .set_authority(Some(&authority))
-        .map_err(|()| invalid("authority"))?;
-    outgoing
-        .set_path_with_query(Some(&path_with_query))
-        .map_err(|()| invalid("path"))?;
-    let outgoing_body = outgoing
-        .body()
-        .map_err(|()| Error::internal("the outgoing body was already taken"))?;
-
-    // Hand the request over first: the host consumes the body while we write it.
-    let future =
-        outgoing_handler::handle(outgoing, None).map_err(|code| fetch_failed(&authority, &code))?;
-    crate::streams::write_all(outgoing_body, &body)?;
-
-    let incoming = loop {
-        match future.get() {
-            Some(result) => break result,
-            None => future.subscribe().block(),
-        }
-    };
-    let incoming = incoming
-        .map_err(|()| Error::internal("the fetch response was already taken"))?
-        .map_err(|code| fetch_failed(&authority, &code))?;
-    let status = incoming.status();
-    let mut headers = Headers::from_entries(incoming.headers().entries());
-    // So the response can be returned from a handler as it is.
-    headers.remove_hop_by_hop();
-    let body = incoming
-        .consume()
-        .map_err(|()| Error::internal("the fetch response body was already taken"))?;
-    let body = crate::streams::read_to_end(body, MAX_RESPONSE_BODY).map_err(|err| {
-        Error::bad_gateway(format!(
-            "reading the response of {authority} failed: {}",
-            err.message()
-        ))
-    })?;
-    drop(incoming);
-    Ok(Response::from_parts(status, headers, body))
+/// Timeouts for one fetch, passed to the host as `wasi:http`'s `request-options`. Unset ones
+/// take the node's defaults (connect 10 s, first byte 30 s, between bytes 30 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// How long to wait for the connection (DNS, TCP and TLS) to the origin.
+    pub connect_timeout: Option<Duration>,
+    /// How long to wait, once connected, for the head of the response.
+    pub first_byte_timeout: Option<Duration>,
+    /// How long the response body may pause between two pieces.
+    pub between_bytes_timeout: Option<Duration>,
 }
 
-fn fetch_failed(authority: &str, code: &ErrorCode) -> Error {
-    let reason = match code {
-        ErrorCode::HttpRequestDenied => {
-            "denied: the host is not in this app's outbound allow-list".to_string()
-        }
-        ErrorCode::InternalError(Some(message)) => message.clone(),
-        other => format!("{other:?}"),
-    };
-    Error::bad_gateway(format!("fetch to {authority} failed: {reason}"))
+impl FetchOptions {
+    /// Wait at most `timeout` for the connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Wait at most `timeout` for the response head once connected.
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.first_byte_timeout = Some(timeout);
+        self
+    }
+
+    /// Let the response body pause at most `timeout` between pieces.
+    pub fn between_bytes_timeout(mut self, timeout: Duration) -> Self {
+        self.between_bytes_timeout = Some(timeout);
+        self
+    }
+}
+
+/// Send `request` (an absolute `http(s)://` URI) and return the response once its head
+/// arrives; read its body as a stream or whole. Failures are errors that say what failed: 502
+/// for a refused or broken exchange, 504 for a timeout, naming which one.
+pub async fn fetch(request: Request) -> Result<Response> {
+    fetch_with(request, FetchOptions::default()).await
+}
+
+/// [`fetch`] with timeouts.
+pub async fn fetch_with(request: Request, options: FetchOptions) -> Result<Response> {
+    let mut request = request;
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "fetch needs an absolute http(s):// URL, not {:?}",
+                request.uri().to_string()
+            ))
+        })?;
+    remove_hop_by_hop(request.headers_mut());
+    #[cfg(target_arch = "wasm32")]
+    let mut response = crate::wasi::fetch(request, options, &authority).await?;
+    #[cfg(not(target_arch = "wasm32"))]
+    let mut response = crate::testing::fetch_stub(request, options, &authority).await?;
+    // So a fetched response can be returned from a handler as it is.
+    remove_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// Headers that describe one connection, not the message: never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What a timeout while waiting for `stage` says.
+pub(crate) fn timed_out(authority: &str, stage: &str) -> Error {
+    Error::gateway_timeout(format!("fetch to {authority} timed out: {stage}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Body;
+    use crate::prelude::*;
+    use crate::testing::{block_on, on_fetch};
+
+    #[test]
+    fn fetch_goes_to_the_stub_without_hop_by_hop_headers() {
+        on_fetch(|request| async move {
+            assert!(request.headers().get("connection").is_none());
+            let name = request.uri().path().to_string();
+            Ok(Response::text(format!("stub saw {name}"))
+                .with_header("connection", "close")
+                .unwrap())
+        });
+        let request = Request::get("https://api.test/thing")
+            .header("connection", "keep-alive")
+            .body(Body::empty())
+            .unwrap();
+        let response = block_on(fetch(request)).unwrap();
+        assert!(response.headers().get("connection").is_none());
+        assert_eq!(
+            block_on(response.into_body().text()).unwrap(),
+            "stub saw /thing"
+        );
+    }
+
+    #[test]
+    fn a_relative_url_is_refused() {
+        let request = Request::get("/relative").body(Body::empty()).unwrap();
+        let err = block_on(fetch(request)).unwrap_err();
+        assert!(err.message().contains("absolute"), "{err}");
+    }
 }

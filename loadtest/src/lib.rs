@@ -14,6 +14,7 @@
 
 mod connect;
 mod report;
+pub mod server;
 mod target;
 
 use std::cell::RefCell;
@@ -183,29 +184,29 @@ fn pace(rate: f64, start: Instant, end: Instant, queues: Vec<mpsc::UnboundedSend
     }
 }
 
-fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
-    let uri = match spec.protocol {
-        Protocol::Http1 => spec.target.path_and_query.clone(),
+fn request(target: &Target, protocol: Protocol) -> http::Request<Empty<Bytes>> {
+    let uri = match protocol {
+        Protocol::Http1 => target.path_and_query.clone(),
         Protocol::Http2 | Protocol::Http3 => {
-            let scheme = match spec.target.scheme {
+            let scheme = match target.scheme {
                 Scheme::Http => "http",
                 Scheme::Https => "https",
             };
             format!(
                 "{scheme}://{}:{}{}",
-                spec.target.host,
-                spec.target.addr.port(),
-                spec.target.path_and_query
+                target.host,
+                target.addr.port(),
+                target.path_and_query
             )
         }
     };
     let mut builder = http::Request::builder()
         .uri(uri)
         .header("user-agent", "outpost-load");
-    if spec.protocol == Protocol::Http1 {
+    if protocol == Protocol::Http1 {
         builder = builder.header(
             http::header::HOST,
-            format!("{}:{}", spec.target.host, spec.target.addr.port()),
+            format!("{}:{}", target.host, target.addr.port()),
         );
     }
     builder.body(Empty::new()).expect("valid request")
@@ -271,7 +272,11 @@ async fn lane_loop(
         if !shared.may_send() {
             return false;
         }
-        let outcome = tokio::time::timeout(spec.timeout, send(&mut sender, request(spec))).await;
+        let outcome = tokio::time::timeout(
+            spec.timeout,
+            send(&mut sender, request(&spec.target, spec.protocol)),
+        )
+        .await;
         let done = Instant::now();
         let counted = done >= shared.measure_from && done <= shared.end;
         let mut stats = stats.borrow_mut();
@@ -327,5 +332,27 @@ fn error_kind(err: &anyhow::Error) -> &'static str {
         "tls"
     } else {
         "io"
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection sending GET requests one after another: what the
+/// instruction gauge drives (the same requests as a load run's, on one connection whose
+/// handshake is behind it).
+pub struct Session {
+    target: Target,
+    sender: Sender,
+}
+
+impl Session {
+    /// Connect to `target` (TLS verified with `ca` if given); runs on a Tokio runtime.
+    pub async fn open(target: Target, ca: Option<&std::path::Path>) -> anyhow::Result<Session> {
+        let tls = tls_config(ca, Protocol::Http1)?;
+        let sender = connect(&target, Protocol::Http1, &tls).await?;
+        Ok(Session { target, sender })
+    }
+
+    /// Send one request and read its whole response; its status.
+    pub async fn get(&mut self) -> anyhow::Result<u16> {
+        send(&mut self.sender, request(&self.target, Protocol::Http1)).await
     }
 }

@@ -237,19 +237,20 @@ impl Client {
 }
 
 impl Conn {
-    /// Send a request whose URI is a path; host and scheme are filled in per protocol.
-    pub async fn send(
+    /// Send a request as [`Conn::send`] does, and return the response as soon as its head
+    /// arrives, its body still to be read (for streamed bodies).
+    pub async fn open(
         &mut self,
         host: &str,
         request: http::Request<Full<Bytes>>,
-    ) -> anyhow::Result<Reply> {
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let response = match self {
+        Ok(match self {
             Conn::H1(sender) => {
                 parts.uri = path.parse()?;
                 if !parts.headers.contains_key(http::header::HOST) {
@@ -268,7 +269,16 @@ impl Conn {
                     .send_request(http::Request::from_parts(parts, body))
                     .await?
             }
-        };
+        })
+    }
+
+    /// Send a request whose URI is a path; host and scheme are filled in per protocol.
+    pub async fn send(
+        &mut self,
+        host: &str,
+        request: http::Request<Full<Bytes>>,
+    ) -> anyhow::Result<Reply> {
+        let response = self.open(host, request).await?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()

@@ -70,9 +70,16 @@ impl Drop for WasmtimeServe {
     }
 }
 
+/// What `wasmtime serve` needs for a component built with the Rust SDK beyond the proxy world:
+/// `-S cli`, for `wasi:random/insecure-seed`, which std on wasm32-wasip2 seeds `HashMap`
+/// hashing from (the `http` crate's `HeaderMap` links it).
+fn rust_sdk_flags() -> Vec<String> {
+    vec!["-Scli".into()]
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_examples_run_unmodified_under_wasmtime_serve() {
-    let hello = WasmtimeServe::start(&wasm("hello"), &[]);
+    let hello = WasmtimeServe::start(&wasm("hello"), &rust_sdk_flags());
     let reply = plain(
         hello.addr,
         http::Request::builder()
@@ -89,7 +96,7 @@ async fn the_examples_run_unmodified_under_wasmtime_serve() {
         "hello from outpost\npath: /under/wasmtime\nuser-agent: compat\n"
     );
 
-    let csv = WasmtimeServe::start(&wasm("json-to-csv"), &[]);
+    let csv = WasmtimeServe::start(&wasm("json-to-csv"), &rust_sdk_flags());
     let converted = plain(
         csv.addr,
         request(
@@ -111,9 +118,13 @@ async fn the_examples_run_unmodified_under_wasmtime_serve() {
     let proxy = WasmtimeServe::start(
         &wasm("fetch-origin"),
         &[
-            "-Sconfig".into(),
-            format!("-Sconfig-var=ORIGIN_URL={}", origin.url()),
-        ],
+            rust_sdk_flags(),
+            vec![
+                "-Sconfig".into(),
+                format!("-Sconfig-var=ORIGIN_URL={}", origin.url()),
+            ],
+        ]
+        .concat(),
     );
     let forwarded = plain(proxy.addr, get("/via/wasmtime")).await.unwrap();
     assert_eq!(forwarded.status, 200, "{}", forwarded.text());

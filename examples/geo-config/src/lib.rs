@@ -13,7 +13,8 @@
 //! GeoIP-aware load balancer in front), or from `?country=` to try rules out.
 
 use outpost_sdk::kv::Store;
-use outpost_sdk::{Error, Handler, Request, Response, Result, config};
+use outpost_sdk::prelude::*;
+use outpost_sdk::{Error, Handler, Request, Response, Result, StatusCode, config};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -35,28 +36,95 @@ fn country(request: &Request) -> Result<Option<String>> {
         return Ok(Some(country));
     }
     let header = config::get("country_header")?.unwrap_or_else(|| "x-client-country".into());
-    Ok(request.header(&header).map(str::to_string))
+    Ok(request.header_str(&header).map(str::to_string))
 }
 
 impl Handler for GeoConfig {
-    fn handle(request: Request) -> Result<Response> {
+    async fn handle(request: Request) -> Result<Response> {
         let rules = Store::open("rules")?;
         let country = country(&request)?
             .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
             .map(|c| c.to_ascii_uppercase());
-        let keys = country.iter().map(|c| format!("country/{c}")).chain(["country/default".into()]);
+        let keys = country
+            .iter()
+            .map(|c| format!("country/{c}"))
+            .chain(["country/default".into()]);
         for key in keys {
             let Some(rule) = rules.get_json::<Rule>(&key)? else {
                 continue;
             };
-            if !matches!(rule.status, 301 | 302 | 303 | 307 | 308) {
-                return Err(Error::internal(format!("rule {key}: status {} is not a redirect", rule.status)));
-            }
-            return Ok(Response::redirect(rule.status, &rule.location).with_header("x-geo-rule", key));
+            let status = StatusCode::from_u16(rule.status)
+                .ok()
+                .filter(|s| matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308))
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "rule {key}: status {} is not a redirect",
+                        rule.status
+                    ))
+                })?;
+            return Response::redirect(status, &rule.location)?.with_header("x-geo-rule", key);
         }
         let who = country.unwrap_or_else(|| "unknown".into());
-        Ok(Response::text(format!("no redirect rule for country {who}\n")))
+        Ok(Response::text(format!(
+            "no redirect rule for country {who}\n"
+        )))
     }
 }
 
 outpost_sdk::export!(GeoConfig);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_sdk::testing;
+
+    fn visit(path: &str, country: Option<&str>) -> Response {
+        let mut request = Request::get(path);
+        if let Some(country) = country {
+            request = request.header("x-client-country", country);
+        }
+        testing::call::<GeoConfig>(request.body(().into()).unwrap())
+    }
+
+    #[test]
+    fn a_country_rule_wins_over_the_default() {
+        testing::reset();
+        let rules = Store::open("rules").unwrap();
+        rules
+            .set(
+                "country/DE",
+                r#"{"location": "https://example.de/", "status": 307}"#,
+            )
+            .unwrap();
+        rules
+            .set("country/default", r#"{"location": "https://example.com/"}"#)
+            .unwrap();
+
+        let german = visit("/", Some("de"));
+        assert_eq!(german.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(german.headers()["location"], "https://example.de/");
+        assert_eq!(german.headers()["x-geo-rule"], "country/DE");
+
+        let other = visit("/?country=fr", None);
+        assert_eq!(other.status(), StatusCode::FOUND);
+        assert_eq!(other.headers()["location"], "https://example.com/");
+    }
+
+    #[test]
+    fn without_rules_it_says_so_and_a_bad_rule_is_a_500() {
+        testing::reset();
+        let none = visit("/", Some("NL"));
+        assert_eq!(
+            testing::block_on(none.into_body().text()).unwrap(),
+            "no redirect rule for country NL\n"
+        );
+        Store::open("rules")
+            .unwrap()
+            .set("country/NL", r#"{"location": "/", "status": 200}"#)
+            .unwrap();
+        assert_eq!(
+            visit("/", Some("NL")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

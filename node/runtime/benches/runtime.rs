@@ -1,7 +1,9 @@
 //! The runtime's hot path without the network: instantiating `examples/hello` from its
 //! pre-linked component in the pooling allocator, and a whole in-process handler call.
 //!
-//!     scripts/guest-toolchain build examples && cargo bench -p outpost-node --bench runtime
+//!     scripts/guest-toolchain build examples && cargo bench -p outpost-runtime --bench runtime
+//!
+//! `OUTPOST_BENCH_HELLO=path/to/hello.wasm` measures another build of the hello component.
 
 // `criterion_group!` writes a public `benches` function and takes no doc comment for it.
 #![allow(missing_docs)]
@@ -15,8 +17,13 @@ use outpost_core::config::{AppSpec, PoolSettings};
 use outpost_runtime::request_id::RequestId;
 use outpost_runtime::{Runtime, Scheme};
 
+/// `examples/hello`, or the component `OUTPOST_BENCH_HELLO` names (to compare two builds of
+/// it side by side, e.g. before and after an SDK change).
 fn hello_component() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let Some(path) = std::env::var_os("OUTPOST_BENCH_HELLO") {
+        return PathBuf::from(path);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = root.join("target/guests/wasm32-wasip2/release/hello.wasm");
     if !wasm.exists() {
         let status = std::process::Command::new(root.join("scripts/guest-toolchain"))

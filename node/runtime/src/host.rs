@@ -110,6 +110,8 @@ pub struct HostState {
     pub(crate) kv_cursors: Vec<String>,
     /// KV operations this request has made (see `kv_host`).
     pub(crate) kv_ops: u32,
+    /// Keeps the epoch advancing while the store lives (set by `Runtime::new_store`).
+    pub(super) ticking: Option<super::engine::TickerHold>,
 }
 
 impl HostState {
@@ -168,6 +170,7 @@ impl HostState {
             app: app.clone(),
             kv_cursors: Vec::new(),
             kv_ops: 0,
+            ticking: None,
         }
     }
 

@@ -45,7 +45,10 @@ impl Runtime {
         request_id: RequestId,
         capture: Option<StderrCapture>,
     ) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(app, request_id, capture));
+        let mut state = HostState::new(app, request_id, capture);
+        // Guest code runs only in a store: while one exists, the epoch must advance.
+        state.ticking = Some(self.ticker.hold());
+        let mut store = Store::new(&self.engine, state);
         // What one host call may carry from the guest: the largest KV batch and then some,
         // rather than wasmtime's 128 MiB.
         store.set_hostcall_fuel(HOSTCALL_BYTES);
@@ -194,23 +197,30 @@ impl Runtime {
         // its own, its body buffered up to a bound, so it finishes at its own pace and gives
         // its instance back whether or not the client reads (see `response`).
         let mut receiver = receiver;
-        let (sent, still_running) = tokio::select! {
+        let (sent, finished) = tokio::select! {
             biased;
-            sent = &mut receiver => (sent, true),
+            sent = &mut receiver => (sent, None),
             outcome = guest.as_mut() => match receiver.await {
-                Ok(sent) => (Ok(sent), false),
+                Ok(sent) => (Ok(sent), Some(outcome)),
                 // Finished without a response: the outcome says why.
                 Err(_) => return Err(outcome.err().unwrap_or(GuestFailure::NoResponse)),
             },
         };
         let cpu_at_head = head_cpu.used(false);
-        let mut response = match sent {
-            Ok(Ok(response)) if still_running => {
+        let mut response = match (sent, finished) {
+            (Ok(Ok(response)), None) => {
                 response.map(|body| BufferedBody::spawn(guest, body).boxed_unsync())
             }
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => return Err(GuestFailure::ErrorCode(format!("{code:?}"))),
-            Err(_) => return Err(guest.await.err().unwrap_or(GuestFailure::NoResponse)),
+            // It sent a head and then failed (a trap mid-body) before the head was taken: its
+            // body must end broken, as it does when the failure comes later.
+            (Ok(Ok(response)), Some(Err(failure))) => response.map(|body| {
+                BufferedBody::spawn(std::future::ready(Err(failure)), body).boxed_unsync()
+            }),
+            (sent, _) => match sent {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => return Err(GuestFailure::ErrorCode(format!("{code:?}"))),
+                Err(_) => return Err(guest.await.err().unwrap_or(GuestFailure::NoResponse)),
+            },
         };
         response.extensions_mut().insert(GuestCpu(cpu_at_head));
         Ok(response)

@@ -429,12 +429,14 @@ mod tests {
     #[test]
     fn every_sdk_turns_every_kv_advice_into_its_status() {
         let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk");
-        for source in ["src/kv.rs", "js/src/errors.js", "python/outpost/kv.py"] {
+        for source in ["src/kv/wasi.rs", "js/src/errors.js", "python/outpost/kv.py"] {
             let text = std::fs::read_to_string(sdk.join(source)).unwrap();
             for advice in Advice::ALL {
-                // The Rust SDK says 413 by name.
+                // The Rust SDK names its statuses.
                 let status = match (source, advice) {
-                    ("src/kv.rs", Advice::Limit) => "payload_too_large",
+                    ("src/kv/wasi.rs", Advice::Unavailable) => "SERVICE_UNAVAILABLE",
+                    ("src/kv/wasi.rs", Advice::RateLimited) => "TOO_MANY_REQUESTS",
+                    ("src/kv/wasi.rs", Advice::Limit) => "payload_too_large",
                     _ => advice.status(),
                 };
                 assert!(

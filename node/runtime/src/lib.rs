@@ -94,7 +94,8 @@ pub struct Runtime {
     /// Worker threads long-running guests may occupy: all apps together, and one app.
     node_lanes: cpu_share::NodeLanes,
     app_lanes: usize,
-    _ticker: EpochTicker,
+    /// Advances the epoch while stores exist (see [`EpochTicker`]).
+    ticker: EpochTicker,
     _sweeper: reuse::Sweeper,
 }
 
@@ -152,7 +153,7 @@ impl Runtime {
             "memory for instances"
         );
         Ok(Arc::new(Runtime {
-            _ticker: EpochTicker::start(engine.clone()),
+            ticker: EpochTicker::start(engine.clone()),
             _sweeper: reuse::Sweeper::start(idle.clone()),
             engine,
             linker,

@@ -29,9 +29,23 @@ impl RequestId {
     }
 }
 
+impl RequestId {
+    /// The id as 16 lowercase hex digits (what `Display` writes), without the formatting
+    /// machinery: it is written on every request.
+    pub fn hex(&self) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (at, digit) in out.iter_mut().enumerate() {
+            *digit = DIGITS[(self.0 >> (60 - 4 * at) & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let hex = self.hex();
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 
@@ -45,5 +59,10 @@ mod tests {
         let b = RequestId::next();
         assert_ne!(a, b);
         assert_eq!(a.to_string().len(), 16);
+        assert_eq!(
+            RequestId(0x0123_4567_89ab_cdef).to_string(),
+            "0123456789abcdef"
+        );
+        assert_eq!(RequestId(0xff).to_string(), "00000000000000ff");
     }
 }

@@ -46,7 +46,15 @@ impl BufferedBody {
             async move {
                 // The guest's outcome is logged by the guest future itself. The sender lives
                 // until both are done, so the body ends only after the guest has returned.
-                let _ = tokio::join!(guest, pump(body, sender.clone(), room));
+                let (outcome, ()) = tokio::join!(guest, pump(body, sender.clone(), room));
+                if outcome.is_err() {
+                    // A guest that failed after its head (a trap mid-body): end the body with
+                    // an error, so the client sees a broken response, not a complete short one.
+                    let broken = wasmtime_wasi_http::Error::InternalError(Some(
+                        "the handler failed while sending its response body".into(),
+                    ));
+                    let _ = sender.send((Err(broken), 0));
+                }
                 drop(sender);
             }
         });

@@ -108,7 +108,8 @@ crate-type = ["cdylib"]
 [dependencies]
 {sdk}
 
-# Its own workspace: it compiles to a wasm32-wasip2 component, not for the host.
+# Its own workspace. `outpost build` compiles it to a wasm32-wasip2 component; `cargo test`
+# runs its unit tests on this machine.
 [workspace]
 
 [profile.release]
@@ -120,27 +121,62 @@ panic = "abort"
 "#
             ),
         ),
-        (
-            ".cargo/config.toml",
-            "[build]\ntarget = \"wasm32-wasip2\"\n".to_string(),
-        ),
         (".gitignore", "/target\n".to_string()),
         (
             "src/lib.rs",
             format!(
                 r#"//! The {name} handler.
 
-use outpost_sdk::{{Handler, Request, Response, Result}};
+use outpost_sdk::prelude::*;
+use outpost_sdk::{{Handler, Request, Response, Result, Router}};
 
 struct App;
 
 impl Handler for App {{
-    fn handle(request: Request) -> Result<Response> {{
-        Ok(Response::text(format!("hello from {name} at {{}}\n", request.path())))
+    async fn handle(request: Request) -> Result<Response> {{
+        Router::new()
+            .get("/greet/{{name}}", greet)
+            .get("/", home)
+            .get("/{{*path}}", home)
+            .handle(request)
+            .await
     }}
 }}
 
+async fn home(request: Request) -> Result<Response> {{
+    Ok(Response::text(format!("hello from {name} at {{}}\n", request.uri().path())))
+}}
+
+async fn greet(request: Request) -> Result<Response> {{
+    let who = request.param("name").unwrap_or_default();
+    Ok(Response::text(format!("hello, {{who}}\n")))
+}}
+
 outpost_sdk::export!(App);
+
+// `cargo test` runs these on this machine: off wasm the SDK's KV is in memory, config values
+// come from `testing::set_config` and fetches go to `testing::on_fetch`.
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use outpost_sdk::testing;
+
+    fn get(path: &str) -> String {{
+        let response = testing::call::<App>(Request::get(path).body(().into()).unwrap());
+        assert_eq!(response.status(), 200);
+        testing::block_on(response.into_body().text()).unwrap()
+    }}
+
+    #[test]
+    fn answers_every_path() {{
+        assert_eq!(get("/some/where"), "hello from {name} at /some/where\n");
+    }}
+
+    #[test]
+    fn greets_by_name_percent_decoded() {{
+        assert_eq!(get("/greet/Ada%20L"), "hello, Ada L\n");
+    }}
+}}
 "#
             ),
         ),

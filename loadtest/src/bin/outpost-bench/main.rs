@@ -444,6 +444,19 @@ impl<S> Row<S> {
     }
 }
 
+/// Open-loop latency at half of Outpost's peak: Outpost over HTTPS and the bare hyper+rustls
+/// server at the same rate, taking turns, one run each per round.
+pub struct HalfRate {
+    /// Requests per second, sent on schedule whatever the answers do.
+    pub rate: f64,
+    /// Outpost's reports, one per round.
+    pub outpost: Vec<Report>,
+    /// The bare server's, one per round.
+    pub bare: Vec<Report>,
+    /// Outpost's command line.
+    pub shown: String,
+}
+
 /// Everything measured in one run of the harness.
 pub struct Results {
     /// The throughput table: one row per [`Subject`], in `Subject::ALL` order.
@@ -455,9 +468,9 @@ pub struct Results {
     /// `(subject, command line)` for each row's first-round run, listed in the report's commands
     /// section.
     pub commands: Vec<(String, String)>,
-    /// The open-loop run at half of `OutpostHttps`'s median peak: (rate in req/s, report, command
-    /// line); `None` when that peak was 0.
-    pub half_rate: Option<(f64, Report, String)>,
+    /// The open-loop runs at half of `OutpostHttps`'s median peak, Outpost and the bare server
+    /// at the same rate; `None` when that peak was 0.
+    pub half_rate: Option<HalfRate>,
     /// First start on an empty data directory, compiling the component: deploy ms from the node's
     /// log.
     pub cold_compiled_ms: u64,
@@ -546,25 +559,40 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    // Latency at half of Outpost's peak, open loop.
+    // Latency at half of Outpost's peak, open loop, beside the bare server at the same rate.
     let peak = median(throughput[0].reports.iter().map(|r| r.rps).collect());
     let half_rate = if peak > 0.0 {
-        let (server, url) = Subject::OutpostHttps.start(&tools)?;
         let rate = (peak / 2.0).round();
-        let Measured { report, shown, .. } = measure(
-            &tools,
-            &args,
-            &server,
-            &url,
-            args.connections,
-            &["--rate".into(), rate.to_string()],
-        )?;
-        eprintln!(
-            "open loop at {rate} req/s: p50 {} p99 {} us",
-            report.latency_us.p50, report.latency_us.p99
-        );
-        drop(server);
-        Some((rate, report, shown))
+        let paced = ["--rate".to_string(), rate.to_string()];
+        let mut half = HalfRate {
+            rate,
+            outpost: Vec::new(),
+            bare: Vec::new(),
+            shown: String::new(),
+        };
+        for _ in 0..args.rounds {
+            for subject in [Subject::OutpostHttps, Subject::BareHttps] {
+                let (server, url) = subject.start(&tools)?;
+                let Measured { report, shown, .. } =
+                    measure(&tools, &args, &server, &url, args.connections, &paced)?;
+                eprintln!(
+                    "open loop at {rate} req/s, {}: p50 {} p99 {} p99.9 {} us",
+                    subject.label(),
+                    report.latency_us.p50,
+                    report.latency_us.p99,
+                    report.latency_us.p999
+                );
+                drop(server);
+                match subject {
+                    Subject::OutpostHttps => {
+                        half.shown = shown;
+                        half.outpost.push(report);
+                    }
+                    _ => half.bare.push(report),
+                }
+            }
+        }
+        Some(half)
     } else {
         None
     };

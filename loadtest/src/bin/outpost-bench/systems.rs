@@ -1,128 +1,12 @@
-//! The systems under test, each started on loopback as a child process and stopped on drop.
+//! The systems under test beyond what `outpost_load::server` starts: the node on each bench
+//! app, `wasmtime serve`, nginx, and the JavaScript and Python guests they serve.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
-
-/// A running server and the URLs to load it at.
-pub struct Server {
-    child: Child,
-    pub https: Option<String>,
-    pub http: Option<String>,
-    output: Arc<Mutex<String>>,
-}
-
-impl Server {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Resident memory now, in KiB.
-    pub fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.child.id())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM first: nginx's master takes its workers down with it only then.
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// A free TCP port on loopback (for servers that cannot be told to pick one).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Start `command`, collecting its output, until `ready` finds what it needs in it.
-fn start(
-    name: &str,
-    mut command: Command,
-    ready: impl Fn(&str) -> Option<(Option<String>, Option<String>)>,
-) -> anyhow::Result<Server> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let output = Arc::new(Mutex::new(String::new()));
-    for stream in [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ] {
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let mut sink = sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
-            }
-        });
-    }
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            std::thread::sleep(Duration::from_millis(100));
-            bail!(
-                "{name} exited ({status}) before it was ready:\n{}",
-                output.lock().unwrap()
-            );
-        }
-        let found = ready(&output.lock().unwrap());
-        if let Some((https, http)) = found {
-            return Ok(Server {
-                child,
-                https,
-                http,
-                output,
-            });
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            bail!("{name} was not ready in 120 s:\n{}", output.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
-    text.find(marker).map(|at| &text[at + marker.len()..])
-}
-
-fn word(text: &str) -> Option<&str> {
-    text.split(|c: char| c.is_whitespace() || c == ')').next()
-}
+use outpost_load::server::{NodeSpec, admin_addr, after, free_port, outpost_node, port, start};
+pub(crate) use outpost_load::server::{Server, rss_kib};
 
 /// Paths everything needs.
 pub struct Tools {
@@ -287,8 +171,8 @@ impl BenchApp {
     }
 }
 
-/// `outpost node` serving `app` on HTTPS and plain HTTP; `keep_resident_kb` picks how slots are
-/// reset (0 is the madvise path).
+/// `outpost node` serving `app` on HTTPS, plain HTTP and HTTP/3; `keep_resident_kb` picks how
+/// slots are reset (0 is the madvise path).
 pub(crate) fn outpost(
     tools: &Tools,
     label: &str,
@@ -297,46 +181,19 @@ pub(crate) fn outpost(
     data_dir: &Path,
 ) -> anyhow::Result<Server> {
     let (name, manifest) = app.manifest(tools);
-    let app_dir = tools.work.join(format!("{name}-app"));
-    std::fs::create_dir_all(&app_dir)?;
-    std::fs::write(app_dir.join("outpost.toml"), manifest)?;
-    let config = tools.work.join(format!("{label}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"bench\"\ndata_dir = {:?}\napps = [{:?}]\n\
-             [listen]\nhttps = \"127.0.0.1:0\"\nplain = \"127.0.0.1:0\"\nhttp3 = true\n\
-             [[tls.certs]]\nhosts = [\"localhost\"]\ncert = {:?}\nkey = {:?}\n\
-             [pool]\nkeep_resident_kb = {keep_resident_kb}\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\
-             [log]\nrequests = false\n",
-            data_dir.display().to_string(),
-            app_dir.display().to_string(),
-            tools.cert.display().to_string(),
-            tools.key.display().to_string()
-        ),
-    )?;
-    let mut command = Command::new(tools.bin_dir.join("outpost"));
-    command
-        .args(["node", "--config"])
-        .arg(&config)
-        .env("OUTPOST_LOG", "info");
-    start(label, command, |out| {
-        let line = out.lines().find(|l| l.contains(" serving "))?;
-        let https = word(after(line, "https=")?)?;
-        let plain = word(after(line, "plain=Some(")?)?;
-        Some((
-            Some(format!("https://localhost:{}/", port(https)?)),
-            Some(format!("http://127.0.0.1:{}/", port(plain)?)),
-        ))
+    outpost_node(&NodeSpec {
+        bin_dir: &tools.bin_dir,
+        label,
+        work: &tools.work,
+        data_dir,
+        app: (&name, manifest),
+        cert: &tools.cert,
+        key: &tools.key,
+        pool: format!("keep_resident_kb = {keep_resident_kb}"),
+        http3: true,
+        access_log: false,
+        wrapper: &[],
     })
-}
-
-/// Outpost's admin address (for /metrics), from its start-up line.
-pub(crate) fn admin_addr(server: &Server) -> Option<SocketAddr> {
-    let output = server.output();
-    let line = output.lines().find(|l| l.contains(" serving "))?;
-    word(after(line, "admin=Some(")?)?.parse().ok()
 }
 
 /// The node's instantiation histogram from its /metrics: (instances created, seconds in all).
@@ -360,30 +217,15 @@ pub(crate) fn instantiations(server: &Server) -> Option<(f64, f64)> {
     ))
 }
 
-fn port(addr: &str) -> Option<u16> {
-    addr.parse::<SocketAddr>().ok().map(|a| a.port())
-}
-
 pub(crate) fn bare(tools: &Tools) -> anyhow::Result<Server> {
-    let mut command = Command::new(tools.bin_dir.join("bare-hello"));
-    command
-        .args(["--https", "127.0.0.1:0", "--http", "127.0.0.1:0", "--cert"])
-        .arg(&tools.cert)
-        .arg("--key")
-        .arg(&tools.key);
-    start("bare hyper+rustls", command, |out| {
-        let https = port(word(after(out, "https ")?)?)?;
-        let http = port(word(after(out, "http ")?)?)?;
-        Some((
-            Some(format!("https://localhost:{https}/")),
-            Some(format!("http://127.0.0.1:{http}/")),
-        ))
-    })
+    outpost_load::server::bare_hello(&tools.bin_dir, &tools.cert, &tools.key, &[])
 }
 
 /// `wasmtime serve` on `examples/hello` with the given `-O` options.
 pub(crate) fn wasmtime(tools: &Tools, label: &str, options: &[&str]) -> anyhow::Result<Server> {
-    wasmtime_serving(tools, label, options, &[], &tools.hello)
+    // `-S cli`: a component built with the Rust SDK imports wasi:random/insecure-seed (std's
+    // HashMap seed), which the proxy world alone lacks.
+    wasmtime_serving(tools, label, options, &["cli"], &tools.hello)
 }
 
 /// `wasmtime serve` on `component` with the given `-O` and `-S` options.

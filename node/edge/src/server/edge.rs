@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::Body;
 
-use super::front::FrontBuffering;
+use super::front::{FrontBuffered, FrontBuffering};
 use super::metadata::RequestMetadata;
 use super::preview::PreviewHosts;
 use super::routes::LiveRoutes;
@@ -135,29 +135,36 @@ impl Edge {
             client,
             &connection,
             parts.version,
-            request_id.to_string(),
+            std::str::from_utf8(&request_id.hex()).expect("hex digits"),
         );
         let (body, tripped) = LimitedBody::new(body, limits.body_bytes);
         // The body's front arrives before the request takes an instance: a slow client holds
-        // its connection, not a guest.
-        let read_ahead = self.settings.front.read(body, limits.body_bytes);
-        let body = match tokio::time::timeout(limits.timeout, read_ahead).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) if tripped.load(Ordering::Acquire) => return too_large(limits.body_bytes),
-            Ok(Err(err)) => {
-                return host_response(
-                    400,
-                    &format!("outpost: reading the request body failed: {err}"),
-                );
-            }
-            Err(_) => {
-                return host_response(
-                    408,
-                    &format!(
-                        "outpost: the request body did not arrive within this app's {} ms",
-                        limits.timeout.as_millis()
-                    ),
-                );
+        // its connection, not a guest. A request without a body (most GETs) has nothing to
+        // wait for, and takes no timer.
+        let body = if body.is_end_stream() {
+            FrontBuffered::streaming(body)
+        } else {
+            let read_ahead = self.settings.front.read(body, limits.body_bytes);
+            match tokio::time::timeout(limits.timeout, read_ahead).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(_)) if tripped.load(Ordering::Acquire) => {
+                    return too_large(limits.body_bytes);
+                }
+                Ok(Err(err)) => {
+                    return host_response(
+                        400,
+                        &format!("outpost: reading the request body failed: {err}"),
+                    );
+                }
+                Err(_) => {
+                    return host_response(
+                        408,
+                        &format!(
+                            "outpost: the request body did not arrive within this app's {} ms",
+                            limits.timeout.as_millis()
+                        ),
+                    );
+                }
             }
         };
         let request = http::Request::from_parts(parts, body);
@@ -188,7 +195,7 @@ impl Edge {
             request.headers_mut(),
             trigger.schedule.as_str(),
             tick,
-            request_id.to_string(),
+            &request_id.to_string(),
         );
         let seen = Seen {
             started,

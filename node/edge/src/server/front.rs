@@ -89,7 +89,8 @@ pub struct FrontBuffered<B> {
 }
 
 impl<B> FrontBuffered<B> {
-    fn streaming(body: B) -> Self {
+    /// `body` with nothing read ahead: it streams as it arrives (or it has nothing to send).
+    pub fn streaming(body: B) -> Self {
         FrontBuffered {
             front: VecDeque::new(),
             rest: Some(body),

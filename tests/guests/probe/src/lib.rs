@@ -15,6 +15,8 @@
 //! | `/config?key=K`   | K from wasi:config and from wasi:cli/environment             |
 //! | `/fetch?url=U`    | fetches U, returns its status and body (or the error)        |
 //! | `/fetch-many?url=U&n=N` | fetches U N times, one after another; a line per fetch (status or error) |
+//! | `/fetch-all?url=U&n=N` | fetches U N times at once (`join_all`); a line per fetch, in order |
+//! | `/fetch-timed?url=U&connect_ms=&first_byte_ms=&between_ms=` | fetches U with those timeouts and reads the whole body: `STATUS LENGTH` or the error |
 //! | `/meta`           | what the node said of the request: `client= protocol= tls= node= region= id=`, one line each (`-` if unset) |
 //! | `/tick?ns=N`      | a cron trigger's path: adds 1 to `tick-<scheduled time>` in N (400 unless a trigger sent it) |
 //! | `/wasi`           | tries every capability the host links but withholds (files, sockets, name lookup, stdin) and reports what WASI answered, one line each |
@@ -23,27 +25,35 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use outpost_sdk::{Error, Handler, Request, Response, Result, config, fetch, kv};
+use futures_lite::StreamExt;
+use outpost_sdk::prelude::*;
+use outpost_sdk::{
+    Body, Error, FetchOptions, Handler, Request, Response, Result, config, fetch, fetch_with,
+    join_all, kv, sleep,
+};
 
 static COUNT: AtomicU32 = AtomicU32::new(0);
 
 struct Probe;
 
 impl Handler for Probe {
-    fn handle(mut request: Request) -> Result<Response> {
+    async fn handle(request: Request) -> Result<Response> {
         let millis = || -> Result<u64> {
             request
                 .query_param("ms")
                 .and_then(|ms| ms.parse().ok())
                 .ok_or_else(|| Error::bad_request("give ?ms=N"))
         };
-        match request.path() {
+        let path = request.uri().path().to_string();
+        match path.as_str() {
             "/ok" => Ok(Response::text("ok")),
             "/count" => Ok(Response::text(
                 (COUNT.fetch_add(1, Ordering::Relaxed) + 1).to_string(),
             )),
+            // Read whole before answering, so a body cut off for its size is a 413, not a
+            // truncated 200.
             "/echo" => {
-                let body = request.take_body()?;
+                let body = request.into_body().bytes().await?;
                 Ok(Response::bytes("application/octet-stream", body))
             }
             "/bytes" => {
@@ -51,9 +61,19 @@ impl Handler for Probe {
                     .query_param("kb")
                     .and_then(|kb| kb.parse().ok())
                     .ok_or_else(|| Error::bad_request("give ?kb=N"))?;
-                Ok(Response::bytes("application/octet-stream", vec![b'x'; kb << 10]))
+                Ok(Response::bytes(
+                    "application/octet-stream",
+                    vec![b'x'; kb << 10],
+                ))
             }
             "/panic" => panic!("the probe was asked to panic"),
+            // A streamed body whose second piece panics: the head and a piece are already out.
+            "/panic-mid-body" => Ok(Response::new(Body::from_stream(
+                futures_lite::stream::iter(0..2).map(|n| {
+                    assert!(n == 0, "the probe was asked to panic mid-body");
+                    "first piece\n"
+                }),
+            ))),
             "/loop" => {
                 let mut x: u64 = 0;
                 loop {
@@ -69,14 +89,13 @@ impl Handler for Probe {
                 Ok(Response::text(format!("spun {spins}")))
             }
             "/sleep" => {
-                let nanos = millis()? * 1_000_000;
-                wasip2::clocks::monotonic_clock::subscribe_duration(nanos).block();
+                sleep(Duration::from_millis(millis()?)).await;
                 Ok(Response::text("slept"))
             }
             // Which node answered (its `node` config value), after `ms` milliseconds if given.
             "/whoami" => {
                 if let Ok(ms) = millis() {
-                    wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                    sleep(Duration::from_millis(ms)).await;
                 }
                 Ok(Response::text(config::get("node")?.unwrap_or_default()))
             }
@@ -95,15 +114,21 @@ impl Handler for Probe {
             }
             // `mb` MiB of memory written, then held for `ms` milliseconds.
             "/hold" => {
-                let mb: usize = request.query_param("mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let mb: usize = request
+                    .query_param("mb")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
                 let held = std::hint::black_box(vec![1u8; mb << 20]);
-                wasip2::clocks::monotonic_clock::subscribe_duration(millis()? * 1_000_000).block();
+                sleep(Duration::from_millis(millis()?)).await;
                 Ok(Response::text(format!("held {} MiB", held.len() >> 20)))
             }
             // `n` lines of `size` bytes to stderr, as fast as the guest can write them.
             "/log-flood" => {
                 let number = |name: &str, default: usize| {
-                    request.query_param(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+                    request
+                        .query_param(name)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(default)
                 };
                 let (n, size) = (number("n", 1000), number("size", 64));
                 let line = format!("flood line {}", "x".repeat(size.saturating_sub(11)));
@@ -123,17 +148,19 @@ impl Handler for Probe {
                     .into_iter()
                     .find(|(k, _)| *k == key)
                     .map_or_else(|| "(unset)".into(), |(_, v)| v);
-                Ok(Response::text(format!("config={from_config} env={from_env}")))
+                Ok(Response::text(format!(
+                    "config={from_config} env={from_env}"
+                )))
             }
             "/fetch" => {
                 let url = request
                     .query_param("url")
                     .ok_or_else(|| Error::bad_request("give ?url=U"))?;
-                let response = fetch(Request::get(&url)?)?;
+                let response = fetch(Request::get(&url).body(Body::empty())?).await?;
+                let status = response.status().as_u16();
                 Ok(Response::text(format!(
-                    "{} {}",
-                    response.status(),
-                    response.text_body()?
+                    "{status} {}",
+                    response.into_body().text().await?
                 )))
             }
             "/wasi" => Ok(Response::text(withheld_capabilities())),
@@ -141,7 +168,9 @@ impl Handler for Probe {
                 let (Some(_), Some(at)) = (request.trigger(), request.scheduled_time()) else {
                     return Err(Error::bad_request("not a trigger's request"));
                 };
-                let namespace = request.query_param("ns").ok_or_else(|| Error::bad_request("give ?ns=N"))?;
+                let namespace = request
+                    .query_param("ns")
+                    .ok_or_else(|| Error::bad_request("give ?ns=N"))?;
                 let fired = kv::Store::open(&namespace)?.increment(&format!("tick-{at}"), 1)?;
                 Ok(Response::text(fired.to_string()))
             }
@@ -149,7 +178,9 @@ impl Handler for Probe {
                 let or_dash = |value: Option<&str>| value.unwrap_or("-").to_string();
                 Ok(Response::text(format!(
                     "client={}\nprotocol={}\ntls={}\nnode={}\nregion={}\nid={}\n",
-                    request.client_ip().map_or_else(|| "-".into(), |ip| ip.to_string()),
+                    request
+                        .client_ip()
+                        .map_or_else(|| "-".into(), |ip| ip.to_string()),
                     or_dash(request.protocol()),
                     or_dash(request.tls_version()),
                     or_dash(request.node()),
@@ -158,19 +189,50 @@ impl Handler for Probe {
                 )))
             }
             "/fetch-many" => {
+                let (url, n) = url_and_count(&request)?;
+                let mut lines = Vec::new();
+                for _ in 0..n {
+                    lines.push(status_line(fetch_get(&url).await));
+                }
+                Ok(Response::text(lines.join("\n")))
+            }
+            "/fetch-all" => {
+                let (url, n) = url_and_count(&request)?;
+                let results = join_all((0..n).map(|_| fetch_get(&url))).await;
+                let lines: Vec<String> = results.into_iter().map(status_line).collect();
+                Ok(Response::text(lines.join("\n")))
+            }
+            "/fetch-timed" => {
                 let url = request
                     .query_param("url")
                     .ok_or_else(|| Error::bad_request("give ?url=U"))?;
-                let n: usize = request.query_param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
-                let lines: Vec<String> = (0..n)
-                    .map(|_| match Request::get(&url).and_then(fetch) {
-                        Ok(response) => response.status().to_string(),
-                        Err(err) => format!("error: {}", err.message()),
-                    })
-                    .collect();
-                Ok(Response::text(lines.join("\n")))
+                let ms = |name: &str| {
+                    request
+                        .query_param(name)
+                        .and_then(|v| v.parse().ok())
+                        .map(Duration::from_millis)
+                };
+                let options = FetchOptions {
+                    connect_timeout: ms("connect_ms"),
+                    first_byte_timeout: ms("first_byte_ms"),
+                    between_bytes_timeout: ms("between_ms"),
+                };
+                let outcome = async {
+                    let response =
+                        fetch_with(Request::get(&url).body(Body::empty())?, options).await?;
+                    let status = response.status().as_u16();
+                    let mut body = response.into_body();
+                    let mut length = 0;
+                    while let Some(chunk) = body.chunk().await? {
+                        length += chunk.len();
+                    }
+                    Ok::<_, Error>(format!("{status} {length}"))
+                };
+                Ok(Response::text(
+                    outcome.await.unwrap_or_else(|err| format!("error: {err}")),
+                ))
             }
-            path if path.starts_with("/kv/") => kv(&path["/kv/".len()..].to_string(), &mut request),
+            path if path.starts_with("/kv/") => kv(&path["/kv/".len()..], request).await,
             other => Err(Error::not_found(format!("the probe has no {other}"))),
         }
     }
@@ -179,9 +241,7 @@ impl Handler for Probe {
 /// What the guest gets when it reaches for what the host links but does not grant. Each line is
 /// `capability: outcome`; the node must answer with WASI's own error codes, never trap.
 fn withheld_capabilities() -> String {
-    use wasip2::sockets::network::{
-        IpAddressFamily, IpSocketAddress, Ipv4SocketAddress,
-    };
+    use wasip2::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
     use wasip2::sockets::{instance_network, ip_name_lookup, tcp_create_socket, udp_create_socket};
     let mut lines = Vec::new();
     let directories = wasip2::filesystem::preopens::get_directories();
@@ -214,19 +274,49 @@ fn withheld_capabilities() -> String {
     ));
     // If a socket could be made, it must not reach anything: connect to the loopback admin port.
     if let Ok(socket) = tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
-        let address = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 9901, address: (127, 0, 0, 1) });
-        lines.push(format!("tcp-connect: {}", outcome(socket.start_connect(&network, address))));
+        let address = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+            port: 9901,
+            address: (127, 0, 0, 1),
+        });
+        lines.push(format!(
+            "tcp-connect: {}",
+            outcome(socket.start_connect(&network, address))
+        ));
     }
     lines.join("\n")
 }
 
-fn kv(op: &str, request: &mut Request) -> Result<Response> {
+/// `?url=U&n=N` (N defaults to 1).
+fn url_and_count(request: &Request) -> Result<(String, usize)> {
+    let url = request
+        .query_param("url")
+        .ok_or_else(|| Error::bad_request("give ?url=U"))?;
+    let n = request
+        .query_param("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    Ok((url, n))
+}
+
+async fn fetch_get(url: &str) -> Result<Response> {
+    fetch(Request::get(url).body(Body::empty())?).await
+}
+
+fn status_line(outcome: Result<Response>) -> String {
+    match outcome {
+        Ok(response) => response.status().as_u16().to_string(),
+        Err(err) => format!("error: {}", err.message()),
+    }
+}
+
+async fn kv(op: &str, request: Request) -> Result<Response> {
     let param = |name: &str| request.query_param(name);
     let namespace = param("ns").ok_or_else(|| Error::bad_request("give ?ns=N"))?;
     let key = param("key").unwrap_or_default();
     let store = kv::Store::open(&namespace)?;
     let list = |text: Option<String>| -> Vec<String> {
-        text.map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default()
+        text.map(|t| t.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
     };
     match op {
         "get" => match store.get(&key)? {
@@ -238,17 +328,30 @@ fn kv(op: &str, request: &mut Request) -> Result<Response> {
                 "value={} version={} metadata={} expires={}",
                 String::from_utf8_lossy(&entry.value),
                 entry.version,
-                entry.metadata.map(|m| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default(),
-                entry.expires_at_ms.map(|e| e.to_string()).unwrap_or_default(),
+                entry
+                    .metadata
+                    .map(|m| String::from_utf8_lossy(&m).into_owned())
+                    .unwrap_or_default(),
+                entry
+                    .expires_at_ms
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
             ))),
             None => Err(Error::not_found(format!("no key {key:?}"))),
         },
         "set" => {
             let ttl = param("ttl").and_then(|t| t.parse().ok());
             let metadata = param("meta").map(String::into_bytes);
-            let value = request.take_body()?;
+            let value = request.into_body().bytes().await?;
             if ttl.is_some() || metadata.is_some() {
-                store.set_with(&key, value, kv::SetOptions { metadata, ttl_seconds: ttl })?;
+                store.set_with(
+                    &key,
+                    value,
+                    kv::SetOptions {
+                        metadata,
+                        ttl_seconds: ttl,
+                    },
+                )?;
             } else {
                 store.set(&key, value)?;
             }
@@ -265,8 +368,12 @@ fn kv(op: &str, request: &mut Request) -> Result<Response> {
         }
         "cas" => {
             let expected = param("expect").map(String::into_bytes);
-            let value = request.take_body()?;
-            Ok(Response::text(store.compare_and_swap(&key, expected.as_deref(), value)?.to_string()))
+            let value = request.into_body().bytes().await?;
+            Ok(Response::text(
+                store
+                    .compare_and_swap(&key, expected.as_deref(), value)?
+                    .to_string(),
+            ))
         }
         "list" => {
             let prefix = param("prefix").unwrap_or_default();
@@ -292,14 +399,19 @@ fn kv(op: &str, request: &mut Request) -> Result<Response> {
             let found = store.get_many(&list(param("keys")))?;
             let shown: Vec<String> = found
                 .into_iter()
-                .map(|pair| pair.map_or("-".into(), |(k, v)| format!("{k}={}", String::from_utf8_lossy(&v))))
+                .map(|pair| {
+                    pair.map_or("-".into(), |(k, v)| {
+                        format!("{k}={}", String::from_utf8_lossy(&v))
+                    })
+                })
                 .collect();
             Ok(Response::text(shown.join(",")))
         }
         "set-many" => {
             let keys = list(param("keys"));
-            let value = request.take_body()?;
-            let items: Vec<(String, Vec<u8>)> = keys.into_iter().map(|k| (k, value.clone())).collect();
+            let value = request.into_body().bytes().await?.to_vec();
+            let items: Vec<(String, Vec<u8>)> =
+                keys.into_iter().map(|k| (k, value.clone())).collect();
             store.set_many(&items)?;
             Ok(Response::text("stored"))
         }
@@ -324,7 +436,11 @@ fn kv(op: &str, request: &mut Request) -> Result<Response> {
                 let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
                 format!("p50={} p99={} max={}", at(0.5), at(0.99), at(1.0))
             };
-            Ok(Response::text(format!("get_ns {} clock_ns {}", summary(gets), summary(empty))))
+            Ok(Response::text(format!(
+                "get_ns {} clock_ns {}",
+                summary(gets),
+                summary(empty)
+            )))
         }
         other => Err(Error::not_found(format!("no KV op {other}"))),
     }

@@ -6,12 +6,30 @@
 //! and the writing node sees its own writes at once. With the origin out of reach, reads keep
 //! working and writes fail with a 503 error.
 //!
-//! ```ignore
-//! let views = outpost_sdk::kv::Store::open("stats")?.increment("page-views", 1)?;
+//! The calls are synchronous: a read is a lookup in the node's memory, a write one round trip
+//! to the origin.
+//!
+//! Off wasm (a handler's unit tests) the same API works on an in-memory store of the test's own
+//! thread, with the same semantics (versions, expiry, prefix paging), so a handler that uses KV
+//! can be tested with `cargo test`; [`crate::testing::reset`] empties it.
+//!
+//! ```
+//! # use outpost_sdk::kv::Store;
+//! let views = Store::open("stats")?.increment("page-views", 1)?;
+//! assert_eq!(views, 1);
+//! # Ok::<(), outpost_sdk::Error>(())
 //! ```
 
-use crate::bindings::outpost::kv::extras;
-use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod memory;
+#[cfg(target_arch = "wasm32")]
+mod wasi;
+
+#[cfg(not(target_arch = "wasm32"))]
+use memory as backend;
+#[cfg(target_arch = "wasm32")]
+use wasi as backend;
+
 use crate::{Error, Result};
 
 /// A key and its value.
@@ -19,7 +37,7 @@ pub type KeyValue = (String, Vec<u8>);
 
 /// An open namespace.
 pub struct Store {
-    bucket: store::Bucket,
+    bucket: backend::Bucket,
 }
 
 /// One page of [`Store::list`].
@@ -53,51 +71,16 @@ pub struct SetOptions {
     pub ttl_seconds: Option<u64>,
 }
 
-/// Turn a KV error into the response it deserves: 503 when the origin is out of reach and 429
-/// when the app is over its write rate (both with Retry-After), 413 for a key, value or
-/// metadata over its limit or an app over its storage quota, 500 otherwise.
-fn kv_error(err: store::Error) -> Error {
-    match err {
-        store::Error::NoSuchStore => Error::internal("no such KV namespace"),
-        store::Error::AccessDenied => Error::internal(
-            "this KV namespace is not bound to the app (add it to [kv] namespaces in outpost.toml)",
-        ),
-        store::Error::Other(message) => {
-            if let Some(reason) = message.strip_prefix("unavailable: ") {
-                Error::new(
-                    503,
-                    format!("the KV store cannot take writes right now: {reason}"),
-                )
-                .with_header("retry-after", "1")
-            } else if let Some(reason) = message.strip_prefix("rate-limited: ") {
-                Error::new(429, format!("too many KV writes: {reason}"))
-                    .with_header("retry-after", "1")
-            } else if let Some(reason) = message.strip_prefix("limit: ") {
-                Error::payload_too_large(reason.to_string())
-            } else {
-                Error::internal(format!("KV error: {message}"))
-            }
-        }
-    }
-}
-
 impl Store {
     /// Open a namespace bound to this app.
     pub fn open(namespace: &str) -> Result<Store> {
-        store::open(namespace)
-            .map(|bucket| Store { bucket })
-            .map_err(|err| match err {
-                store::Error::AccessDenied => Error::internal(format!(
-                    "KV namespace {namespace:?} is not bound to this app (add it to [kv] namespaces in outpost.toml)"
-                )),
-                other => kv_error(other),
-            })
+        backend::Bucket::open(namespace).map(|bucket| Store { bucket })
     }
 
     /// The value at `key` as bytes, or `None` if it is absent or expired. Read from the node's
     /// replica, so it works while the origin is out of reach.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.bucket.get(key).map_err(kv_error)
+        self.bucket.get(key)
     }
 
     /// The value as UTF-8 text.
@@ -123,37 +106,28 @@ impl Store {
 
     /// The value at `key` with its metadata, expiry and version, or `None` if it is absent.
     pub fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
-        Ok(extras::get_entry(&self.bucket, key)
-            .map_err(kv_error)?
-            .map(|e| Entry {
-                value: e.value,
-                metadata: e.metadata,
-                expires_at_ms: e.expires_at_ms,
-                version: e.version,
-            }))
+        self.bucket.get_entry(key)
     }
 
     /// Whether `key` holds a value, without returning the value.
     pub fn exists(&self, key: &str) -> Result<bool> {
-        self.bucket.exists(key).map_err(kv_error)
+        self.bucket.exists(key)
     }
 
     /// Store `value` at `key` with no metadata or expiry (see [`Store::set_with`]), replacing what
     /// was there. Sent to the origin; fails with 503 while it is out of reach.
     pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        self.bucket.set(key, value.as_ref()).map_err(kv_error)
+        self.bucket.set(key, value.as_ref())
     }
 
     /// Set with metadata and/or an expiration.
     pub fn set_with(&self, key: &str, value: impl AsRef<[u8]>, options: SetOptions) -> Result<()> {
-        extras::set_with_options(
-            &self.bucket,
+        self.bucket.set_with(
             key,
             value.as_ref(),
             options.metadata.as_deref(),
             options.ttl_seconds,
         )
-        .map_err(kv_error)
     }
 
     /// Store `value` at `key` serialized as JSON; read it back with [`Store::get_json`].
@@ -166,13 +140,13 @@ impl Store {
 
     /// Remove `key`; removing an absent key succeeds.
     pub fn delete(&self, key: &str) -> Result<()> {
-        self.bucket.delete(key).map_err(kv_error)
+        self.bucket.delete(key)
     }
 
     /// Add `delta` to the counter at `key` (absent counts as 0) and return the new value.
     /// Decided at the origin: increments from every node add up.
     pub fn increment(&self, key: &str, delta: u64) -> Result<u64> {
-        atomics::increment(&self.bucket, key, delta).map_err(kv_error)
+        self.bucket.increment(key, delta)
     }
 
     /// Set `value` only if the current value is `expected` (`None`: only if absent); returns
@@ -183,22 +157,22 @@ impl Store {
         expected: Option<&[u8]>,
         value: impl AsRef<[u8]>,
     ) -> Result<bool> {
-        extras::compare_and_swap(&self.bucket, key, expected, value.as_ref()).map_err(kv_error)
+        self.bucket.compare_and_swap(key, expected, value.as_ref())
     }
 
     /// Each key's value, in order (`None` where absent).
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>> {
-        batch::get_many(&self.bucket, keys).map_err(kv_error)
+        self.bucket.get_many(keys)
     }
 
     /// Store every `(key, value)` pair in one write to the origin, as [`Store::set`] does for one.
     pub fn set_many(&self, items: &[KeyValue]) -> Result<()> {
-        batch::set_many(&self.bucket, items).map_err(kv_error)
+        self.bucket.set_many(items)
     }
 
     /// Remove every key in `keys` in one write to the origin; absent keys are not an error.
     pub fn delete_many(&self, keys: &[String]) -> Result<()> {
-        batch::delete_many(&self.bucket, keys).map_err(kv_error)
+        self.bucket.delete_many(keys)
     }
 
     /// Every key in the namespace, in order, through the standard `list-keys` paging.
@@ -206,19 +180,17 @@ impl Store {
         let mut keys = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.bucket.list_keys(cursor).map_err(kv_error)?;
-            keys.extend(page.keys);
-            match page.cursor {
+            let (page, next) = self.bucket.list_keys(cursor)?;
+            keys.extend(page);
+            match next {
                 Some(next) => cursor = Some(next),
                 None => return Ok(keys),
             }
         }
     }
 
-    /// Keys starting with `prefix`, in order, a page at a time.
+    /// Keys starting with `prefix`, in order, a page of at most `limit` at a time.
     pub fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page> {
-        let (keys, cursor) =
-            extras::list_prefix(&self.bucket, prefix, cursor, limit).map_err(kv_error)?;
-        Ok(Page { keys, cursor })
+        self.bucket.list(prefix, cursor, limit)
     }
 }
