@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use outpost_tests::client::request;
 use outpost_tests::kv::{deploy_probe, kv, kv_at, wait_for_keys, wait_for_value, writer};
-use outpost_tests::{Client, Fleet, Outpost, TempDir};
+use outpost_tests::{Client, Fleet, Outpost, Proto, TempDir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handlers_read_locally_write_through_the_origin_and_see_every_node() {
@@ -336,8 +336,43 @@ async fn propagation_on_postgres_at_a_thousand_writes_per_second() {
     propagation_figures(Fleet::start_on_postgres("kv-figure-pg", 1, 4)).await;
 }
 
-/// Write at 1,000 a second through the first of `fleet`'s four nodes for 10 s, then print
-/// what each node measured.
+/// The origin's CPU per write as the fleet grows, with no relays: the same 1,000 writes/s
+/// through one node, to 1 and to 8 nodes (the 4-node run is the test above):
+///     cargo test --release -p outpost-tests --test kv origin_cost -- --ignored --nocapture --test-threads 1
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn origin_cost_with_one_node() {
+    propagation_figures(Fleet::start("kv-cost-1", 1)).await;
+}
+
+/// See [`origin_cost_with_one_node`].
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn origin_cost_with_eight_nodes() {
+    propagation_figures(Fleet::start("kv-cost-8", 8)).await;
+}
+
+/// CPU time (user + system) a process has used, from `/proc`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Write at 1,000 a second through the first of `fleet`'s nodes for 10 s, then print what each
+/// node measured, and the origin's CPU time per write.
 async fn propagation_figures(fleet: Fleet) {
     const RATE: u64 = 1000;
     const SECONDS: u64 = 10;
@@ -345,6 +380,9 @@ async fn propagation_figures(fleet: Fleet) {
     fleet
         .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
         .await;
+    let nodes = fleet.nodes.len();
+    let origin_pid = fleet.origin.as_ref().expect("the origin").pid();
+    let origin_cpu = cpu_time(origin_pid);
     let writer = fleet.client(0);
     // Open loop: write i is sent at i ms whatever the others are doing, on its own task.
     let started = tokio::time::Instant::now();
@@ -353,13 +391,30 @@ async fn propagation_figures(fleet: Fleet) {
         tokio::time::sleep_until(started + Duration::from_micros(i * 1_000_000 / RATE)).await;
         let writer = writer.clone();
         tasks.push(tokio::spawn(async move {
-            let reply = kv(&writer, "set", &format!("key=b{i}"), "value").await;
-            (reply.status == 200).then(|| format!("b{i}"))
+            // A failed connection counts as an unacknowledged write, not a failed run.
+            let path = format!("/kv/set?ns=data&key=b{i}");
+            match writer
+                .send("localhost", Proto::H1, request("POST", &path, "value"))
+                .await
+            {
+                Ok(reply) if reply.status == 200 => Ok(format!("b{i}")),
+                Ok(reply) => Err((reply.status, reply.text())),
+                Err(err) => Err((0, format!("no answer: {err:#}"))),
+            }
         }));
     }
     let mut acked = BTreeSet::new();
+    let mut refused: std::collections::BTreeMap<(u16, String), usize> = Default::default();
     for task in tasks {
-        acked.extend(task.await.unwrap());
+        match task.await.unwrap() {
+            Ok(key) => {
+                acked.insert(key);
+            }
+            Err(answer) => *refused.entry(answer).or_default() += 1,
+        }
+    }
+    for ((status, text), count) in &refused {
+        println!("{count} writes answered {status}: {}", text.trim());
     }
     println!(
         "{} of {} writes acknowledged in {:?}",
@@ -367,10 +422,17 @@ async fn propagation_figures(fleet: Fleet) {
         RATE * SECONDS,
         started.elapsed()
     );
-    for i in 0..4 {
+    for i in 0..nodes {
         wait_for_keys(&fleet.client(i), "b", &acked, Duration::from_secs(10)).await;
     }
-    println!("every acknowledged write is on all 4 nodes");
+    println!("every acknowledged write is on all {nodes} nodes");
+    let origin_cpu = cpu_time(origin_pid) - origin_cpu;
+    println!(
+        "origin CPU: {} ms for {} writes to {nodes} node(s): {:.0} us per write",
+        origin_cpu.as_millis(),
+        acked.len(),
+        origin_cpu.as_secs_f64() * 1e6 / acked.len().max(1) as f64
+    );
     for (i, node) in fleet.nodes.iter().enumerate() {
         let node = node.as_ref().unwrap();
         node.signal_terminate();
