@@ -9,10 +9,56 @@
 //! started at. That claim holds: every key as it stood at that version was either sent or
 //! superseded by a newer entry that was sent, and anything committed since comes after it, from
 //! the log or as it commits. The steps go on from there until the node has everything.
+//!
+//! What a catch-up reads is a [`CatchUpSource`]: the origin's [`Authority`], or a relay's
+//! replica ([`crate::replica::ReplicaFeed`]) serving the nodes that follow the relay.
 
 use crate::authority::{Authority, AuthorityStore};
 use crate::error::StorageError;
+use crate::model::Entry;
 use crate::protocol::{Batch, FromOrigin, SnapshotPart};
+
+/// What a catch-up reads from: everything committed up to [`CatchUpSource::last_version`],
+/// as batches while it reaches back far enough and as a snapshot in key order past that.
+pub trait CatchUpSource {
+    /// Everything up to this version can be served.
+    fn last_version(&self) -> u64;
+    /// A batch from `from` (below [`CatchUpSource::last_version`]) of about `max_bytes` of
+    /// entries (at least one), or `None` when the source no longer reaches back to `from`.
+    fn batch_after(&self, from: u64, max_bytes: usize) -> Result<Option<Batch>, StorageError>;
+    /// Every key's latest entry, tombstones included, in key order after the key `after`,
+    /// stopping after about `max_bytes` (at least one entry); and whether keys remain past
+    /// them.
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError>;
+}
+
+/// The origin's log: batches of consecutive versions.
+impl<S: AuthorityStore> CatchUpSource for Authority<S> {
+    fn last_version(&self) -> u64 {
+        Authority::last_version(self)
+    }
+
+    fn batch_after(&self, from: u64, max_bytes: usize) -> Result<Option<Batch>, StorageError> {
+        let last = Authority::last_version(self);
+        Ok(self.log_after(from, max_bytes)?.map(|entries| Batch {
+            from,
+            through: entries.last().map_or(last, |e| e.version),
+            entries,
+        }))
+    }
+
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
+        Authority::snapshot_after(self, after, max_bytes)
+    }
+}
 
 /// One node's catch-up under way: how far it has been sent everything, and the snapshot being
 /// read when the log does not reach back far enough.
@@ -51,24 +97,18 @@ impl CatchUp {
     }
 
     /// The next message for the node, or `None` once it has everything committed so far.
-    pub fn next<S: AuthorityStore>(
+    pub fn next(
         &mut self,
-        authority: &Authority<S>,
+        source: &(impl CatchUpSource + ?Sized),
         max_bytes: usize,
     ) -> Result<Option<FromOrigin>, StorageError> {
         if self.snapshot.is_none() {
-            let last = authority.last_version();
+            let last = source.last_version();
             if self.from >= last {
                 return Ok(None);
             }
-            if let Some(entries) = authority.log_after(self.from, max_bytes)? {
-                let through = entries.last().map_or(last, |e| e.version);
-                let batch = Batch {
-                    from: self.from,
-                    through,
-                    entries,
-                };
-                self.from = through;
+            if let Some(batch) = source.batch_after(self.from, max_bytes)? {
+                self.from = batch.through;
                 return Ok(Some(FromOrigin::Batch(batch)));
             }
             self.snapshot = Some(SnapshotCursor {
@@ -77,7 +117,7 @@ impl CatchUp {
             });
         }
         let cursor = self.snapshot.as_mut().expect("set above");
-        let (entries, more) = authority.snapshot_after(cursor.after.as_ref(), max_bytes)?;
+        let (entries, more) = source.snapshot_after(cursor.after.as_ref(), max_bytes)?;
         let part = SnapshotPart {
             started_at: cursor.started_at,
             after: cursor.after.take(),

@@ -17,6 +17,13 @@
 //!   make nodes think they are behind;
 //! * writes need the origin: without it they fail at once, and a write whose connection breaks
 //!   before an answer is reported as unavailable (it may or may not have been applied).
+//!
+//! The node's upstream, where it subscribes and sends its writes, is the origin or a relay
+//! (another node that serves its replica to the nodes that follow it, see [`crate::Relay`]).
+//! The origin's link vouches for what it carries; a relay's does not: the node believes a relay
+//! as it believes a peer, only as far as a head the origin signed, which the relay sends ahead
+//! of what it covers. A relay that lies can then hold a node back (and the node can fail over
+//! to another relay or the origin), but never make it apply what the origin never committed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -121,6 +128,11 @@ pub struct Follower {
     /// A snapshot's run broke: it must be asked for again.
     lost_snapshot: bool,
     origin_up: bool,
+    /// Whether the upstream is the origin, whose link vouches for what it carries (a relay's
+    /// does not).
+    upstream_vouches: bool,
+    /// When a head from the upstream last failed its check (see [`PeerState`]).
+    upstream_refused_head_at: Option<u64>,
     pending: BTreeMap<u64, u64>,
     next_id: u64,
     peers: BTreeMap<PeerId, PeerState>,
@@ -156,6 +168,8 @@ impl Follower {
             snapshot: None,
             lost_snapshot: false,
             origin_up: false,
+            upstream_vouches: true,
+            upstream_refused_head_at: None,
             pending: BTreeMap::new(),
             next_id: id_base,
             peers: BTreeMap::new(),
@@ -195,6 +209,12 @@ impl Follower {
         self.origin_up
     }
 
+    /// The newest head the origin signed that this node holds: a relay passes it on to its
+    /// followers ahead of what it serves them.
+    pub fn head(&self) -> Option<&Head> {
+        self.head.as_ref()
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -202,14 +222,27 @@ impl Follower {
 
     /// The link to the origin came up at `now_ms`: subscribe from `applied`.
     pub fn origin_connected(&mut self, now_ms: u64) {
+        self.upstream_connected(true, now_ms);
+    }
+
+    /// The link to a relay came up at `now_ms`, as this node's upstream in place of the origin:
+    /// subscribe from `applied`, send writes through it, and believe it only as far as the
+    /// origin's signed heads. [`Follower::origin_disconnected`] ends it as it ends the origin's.
+    pub fn relay_connected(&mut self, now_ms: u64) {
+        self.upstream_connected(false, now_ms);
+    }
+
+    fn upstream_connected(&mut self, vouches: bool, now_ms: u64) {
         self.origin_up = true;
+        self.upstream_vouches = vouches;
+        self.upstream_refused_head_at = None;
         self.fed_at = now_ms;
         self.out
             .push_back(Output::ToOrigin(ToOrigin::Subscribe { from: self.applied }));
     }
 
-    /// The link to the origin went down: every write still awaiting an answer is reported
-    /// unavailable, since it may or may not have been applied.
+    /// The link to the upstream (the origin or a relay) went down: every write still awaiting
+    /// an answer is reported unavailable, since it may or may not have been applied.
     pub fn origin_disconnected(&mut self, _now_ms: u64) {
         self.origin_up = false;
         for id in std::mem::take(&mut self.pending).into_keys() {
@@ -239,10 +272,13 @@ impl Follower {
         Ok(id)
     }
 
-    /// A message from the origin arrived at `now_ms`.
+    /// A message from the upstream (the origin, or a relay) arrived at `now_ms`.
     pub fn on_origin(&mut self, message: FromOrigin, now_ms: u64) {
         if !matches!(message, FromOrigin::WriteResult { .. }) {
             self.fed_at = now_ms;
+        }
+        if !self.upstream_vouches {
+            return self.on_relay(message, now_ms);
         }
         match message {
             FromOrigin::Batch(batch) => {
@@ -250,7 +286,9 @@ impl Follower {
                 self.receive(batch, now_ms)
             }
             FromOrigin::SnapshotPart(part) => {
-                self.vouched(part.started_at);
+                // Its entries may be newer than its start (read after the snapshot began).
+                let newest = part.entries.iter().map(|e| e.version).max().unwrap_or(0);
+                self.vouched(part.started_at.max(newest));
                 self.receive_snapshot_part(part, now_ms)
             }
             FromOrigin::Head(head) => self.keep_head(head),
@@ -263,10 +301,76 @@ impl Follower {
                     }
                     self.out.push_back(Output::ApplyEarly(ack.entries.clone()));
                 }
-                if self.pending.remove(&id).is_some() {
-                    self.out.push_back(Output::WriteDone { id, outcome });
+                self.write_done(id, outcome);
+            }
+        }
+    }
+
+    /// A message from a relay: believed as a peer's is, only as far as a signed head.
+    fn on_relay(&mut self, message: FromOrigin, now_ms: u64) {
+        match message {
+            FromOrigin::Batch(batch) => {
+                if let Some(batch) = self.believable(batch) {
+                    self.receive(batch, now_ms);
                 }
             }
+            FromOrigin::SnapshotPart(part) => {
+                let head = self.origin_head;
+                if part.started_at > head || part.entries.iter().any(|e| e.version > head) {
+                    // A part claiming more than the origin signed cannot speak for its key
+                    // range: the run is broken, and asked for again.
+                    self.snapshot_broken(part.entries, now_ms);
+                } else {
+                    self.receive_snapshot_part(part, now_ms);
+                }
+            }
+            FromOrigin::Head(head) => {
+                let mut refused_at = self.upstream_refused_head_at;
+                if self.checked_head(head, &mut refused_at, now_ms) {
+                    self.maybe_pull(now_ms);
+                }
+                self.upstream_refused_head_at = refused_at;
+            }
+            FromOrigin::WriteResult { id, outcome } => {
+                if let Ok(ack) = &outcome {
+                    let head = self.origin_head;
+                    let entries: Vec<Entry> = ack
+                        .entries
+                        .iter()
+                        .filter(|e| e.version <= head)
+                        .cloned()
+                        .collect();
+                    if !entries.is_empty() {
+                        self.out.push_back(Output::ApplyEarly(entries));
+                    }
+                }
+                self.write_done(id, outcome);
+            }
+        }
+    }
+
+    fn write_done(&mut self, id: u64, outcome: WriteOutcome) {
+        if self.pending.remove(&id).is_some() {
+            self.out.push_back(Output::WriteDone { id, outcome });
+        }
+    }
+
+    /// Keep `head` if it is newer than the one held and its proof holds. A head that fails
+    /// costs a signature check, so after one its sender's heads are ignored for a
+    /// `gap_timeout` (`refused_at` is when that sender's last one failed). Whether it was kept.
+    fn checked_head(&mut self, head: Head, refused_at: &mut Option<u64>, now_ms: u64) -> bool {
+        let newer = self.head.as_ref().is_none_or(|h| h.version < head.version);
+        let refused_lately =
+            refused_at.is_some_and(|at| now_ms.saturating_sub(at) < ms(self.config.gap_timeout));
+        if !newer || refused_lately {
+            return false;
+        }
+        if (self.head_check)(&head) {
+            self.keep_head(head);
+            true
+        } else {
+            *refused_at = Some(now_ms);
+            false
         }
     }
 
@@ -378,21 +482,14 @@ impl Follower {
                 }
             }
             PeerMsg::Head(head) => {
-                let newer = self.head.as_ref().is_none_or(|h| h.version < head.version);
-                let gap_timeout = ms(self.config.gap_timeout);
-                let state = self.peers.entry(peer.to_string()).or_default();
-                let refused_lately = state
-                    .refused_head_at
-                    .is_some_and(|at| now_ms.saturating_sub(at) < gap_timeout);
-                if !newer || refused_lately {
-                    return;
-                }
-                if (self.head_check)(&head) {
-                    self.keep_head(head);
+                let mut refused_at = self.peers.get(peer).and_then(|s| s.refused_head_at);
+                if self.checked_head(head, &mut refused_at, now_ms) {
                     self.maybe_pull(now_ms);
-                } else {
-                    state.refused_head_at = Some(now_ms);
                 }
+                self.peers
+                    .entry(peer.to_string())
+                    .or_default()
+                    .refused_head_at = refused_at;
             }
         }
     }
@@ -410,15 +507,9 @@ impl Follower {
             (Some(_), None) => false,
         };
         if !joins {
-            self.snapshot = None;
-            self.lost_snapshot = true;
-            self.gap_since.get_or_insert(now_ms);
             // Its entries are still each key as the origin held it, but only a whole run may
             // raise the replica's floor (see `crate::replica`): apply them as plain entries.
-            if !part.entries.is_empty() {
-                self.out.push_back(Output::ApplyEarly(part.entries));
-            }
-            return;
+            return self.snapshot_broken(part.entries, now_ms);
         }
         if part.last {
             self.snapshot = None;
@@ -433,6 +524,18 @@ impl Follower {
         } else {
             self.snapshot = Some((part.started_at, part.last_key()));
             self.out.push_back(Output::ApplyPart(part));
+        }
+    }
+
+    /// A snapshot's run broke (a part lost, repeated, or not believable): ask for it again, and
+    /// apply what of `entries` the origin has vouched for as plain entries.
+    fn snapshot_broken(&mut self, mut entries: Vec<Entry>, now_ms: u64) {
+        self.snapshot = None;
+        self.lost_snapshot = true;
+        self.gap_since.get_or_insert(now_ms);
+        entries.retain(|e| e.version <= self.origin_head);
+        if !entries.is_empty() {
+            self.out.push_back(Output::ApplyEarly(entries));
         }
     }
 

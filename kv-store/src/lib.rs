@@ -15,7 +15,10 @@
 //!   snapshot, in bounded steps;
 //! * [`session`]: the origin's half of one node's session (subscribe, catch up, then pass on
 //!   each commit), as a sans-IO state machine;
-//! * [`replica`]: a node's durable copy (redb) with an in-memory layer for hot reads;
+//! * [`replica`]: a node's durable copy (redb) with an in-memory layer for hot reads, and the
+//!   feed a relay serves its followers from;
+//! * [`relay`]: a relay's side of the nodes that follow it instead of the origin (fleets in
+//!   tiers), as a sans-IO state machine;
 //! * [`follower`]: the replication protocol on a node, as a sans-IO state machine. It is fed
 //!   messages and clock ticks and answers with messages to send and batches to apply; it
 //!   tolerates duplicates, reordering, gaps and restarts, and falls back to peers (anti-entropy)
@@ -36,16 +39,18 @@ pub mod ops;
 pub mod paging;
 pub mod protocol;
 pub mod quota;
+pub mod relay;
 pub mod replica;
 mod scan;
 pub mod scope;
 pub mod session;
 
 pub use authority::{Authority, AuthorityStore, MemoryAuthorityStore, RedbAuthorityStore};
-pub use catch_up::CatchUp;
+pub use catch_up::{CatchUp, CatchUpSource};
 pub use follower::{Follower, FollowerConfig, HeadCheck, Output, PeerId};
 pub use model::{Entry, KeyInfo, LimitError, Sweep, validate_key, validate_namespace};
 pub use ops::{OpResult, WriteAck, WriteError, WriteOp, WriteOutcome};
 pub use protocol::{Batch, FromOrigin, Head, PeerMsg, SnapshotPart, ToOrigin};
-pub use replica::{MemoryReplica, RedbReplica, ReplicaStore};
+pub use relay::Relay;
+pub use replica::{MemoryReplica, RedbReplica, ReplicaFeed, ReplicaStore};
 pub use session::{LinkProtocol, OriginSession};

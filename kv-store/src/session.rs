@@ -9,14 +9,18 @@
 //! commit heard during the catch-up is then covered by it (the catch-up ends only when it has
 //! reached the authority's last version), so the session drops it; one heard after is new.
 //!
+//! The origin's signed head goes before what it covers, and again whenever it is newer than the
+//! last one sent: a node that follows a relay believes only what a signed head covers (see
+//! [`crate::Follower`]), and the same session serves a relay's followers from its replica
+//! ([`crate::ReplicaFeed`], [`crate::Relay`]).
+//!
 //! Whatever carries the session (a QUIC stream and the authority's thread on the origin, a
 //! simulated network in `tests/simulation.rs`) calls [`OriginSession::subscribe`],
 //! [`OriginSession::step`] while [`OriginSession::catching_up`], [`OriginSession::committed`]
 //! for each commit, and [`OriginSession::lagged`] if it missed some, and sends the messages
 //! they return in order.
 
-use crate::authority::{Authority, AuthorityStore};
-use crate::catch_up::CatchUp;
+use crate::catch_up::{CatchUp, CatchUpSource};
 use crate::error::StorageError;
 use crate::model::Entry;
 use crate::ops::{WriteError, WriteOutcome};
@@ -58,6 +62,8 @@ pub struct OriginSession {
     gathered: Vec<Entry>,
     /// The node has been sent everything up to here.
     sent_through: u64,
+    /// The newest head sent.
+    head_sent: u64,
 }
 
 impl OriginSession {
@@ -70,6 +76,7 @@ impl OriginSession {
             catch_up: None,
             gathered: Vec::new(),
             sent_through: 0,
+            head_sent: 0,
         }
     }
 
@@ -99,37 +106,54 @@ impl OriginSession {
         }
     }
 
-    /// One bounded step of the catch-up, on the authority's thread: the messages for the node.
-    /// `head` is the origin's newest signed head, sent when the catch-up is done (protocol 2).
-    pub fn step<S: AuthorityStore>(
+    /// `head`, as a message for the node, if it is newer than every head sent so far
+    /// (protocol 2; protocol 1 has no heads). A relay sends one ahead of a write's answer so
+    /// its follower believes the write's entries.
+    pub fn pass_head(&mut self, head: Option<&Head>) -> Option<FromOrigin> {
+        let head = head.filter(|h| h.version > self.head_sent)?;
+        if self.protocol == LinkProtocol::V1 {
+            return None;
+        }
+        self.head_sent = head.version;
+        Some(FromOrigin::Head(head.clone()))
+    }
+
+    /// The newest head sent to the node (0 before any).
+    pub fn head_sent(&self) -> u64 {
+        self.head_sent
+    }
+
+    /// One bounded step of the catch-up from `source` (on the authority's thread, at the
+    /// origin): the messages for the node. `head` is the newest signed head, covering
+    /// everything `source` serves: it goes first when it is newer than the last one sent.
+    pub fn step(
         &mut self,
-        authority: &Authority<S>,
+        source: &(impl CatchUpSource + ?Sized),
         head: Option<Head>,
     ) -> Result<Vec<FromOrigin>, StorageError> {
         let Some(catch_up) = self.catch_up.as_mut() else {
             return Ok(Vec::new());
         };
-        let Some(message) = catch_up.next(authority, self.max_bytes)? else {
-            self.sent_through = self.sent_through.max(catch_up.through());
+        let next = catch_up.next(source, self.max_bytes)?;
+        let through = catch_up.through();
+        let mut messages: Vec<FromOrigin> = self.pass_head(head.as_ref()).into_iter().collect();
+        let Some(message) = next else {
+            self.sent_through = self.sent_through.max(through);
             self.catch_up = None;
-            return Ok(match (self.protocol, head) {
-                (LinkProtocol::V2, Some(head)) => vec![FromOrigin::Head(head)],
-                _ => Vec::new(),
-            });
+            return Ok(messages);
         };
-        Ok(match (message, self.protocol) {
+        match (message, self.protocol) {
             (FromOrigin::SnapshotPart(part), LinkProtocol::V1) => {
                 self.gathered.extend(part.entries);
                 if part.last {
                     let entries = std::mem::take(&mut self.gathered);
-                    self.parts(whole_snapshot(entries, part.started_at))
-                } else {
-                    Vec::new()
+                    messages.extend(self.parts(whole_snapshot(entries, part.started_at)));
                 }
             }
-            (FromOrigin::Batch(batch), _) => self.parts(batch),
-            (message, _) => vec![message],
-        })
+            (FromOrigin::Batch(batch), _) => messages.extend(self.parts(batch)),
+            (message, _) => messages.push(message),
+        }
+        Ok(messages)
     }
 
     /// The authority committed `batch` (signed as `head`, if the origin signs): what to send
@@ -146,10 +170,8 @@ impl OriginSession {
             return Vec::new();
         }
         self.sent_through = batch.through;
-        let mut messages = self.parts(batch.clone());
-        if let (LinkProtocol::V2, Some(head)) = (self.protocol, head) {
-            messages.push(FromOrigin::Head(head.clone()));
-        }
+        let mut messages: Vec<FromOrigin> = self.pass_head(head).into_iter().collect();
+        messages.extend(self.parts(batch.clone()));
         messages
     }
 
@@ -179,7 +201,7 @@ fn whole_snapshot(mut entries: Vec<Entry>, started_at: u64) -> Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::{IncomingWrite, MemoryAuthorityStore};
+    use crate::authority::{Authority, IncomingWrite, MemoryAuthorityStore};
     use crate::ops::WriteOp;
 
     fn authority_with(keys: usize) -> Authority<MemoryAuthorityStore> {
@@ -248,7 +270,7 @@ mod tests {
         assert!(session.committed(&batch, None).is_empty(), "catching up");
         let sent = catch_up(&mut session, &authority);
         assert_eq!(through(&sent), 10);
-        assert_eq!(sent.last(), Some(&FromOrigin::Head(head(10))));
+        assert_eq!(sent.first(), Some(&FromOrigin::Head(head(10))));
         assert_eq!(session.sent_through(), 10);
         // Old news once caught up; a new commit goes out with its head.
         assert!(session.committed(&batch, Some(&head(10))).is_empty());
@@ -260,7 +282,7 @@ mod tests {
         let sent = session.committed(&next, Some(&head(11)));
         assert_eq!(
             sent,
-            vec![FromOrigin::Batch(next), FromOrigin::Head(head(11))]
+            vec![FromOrigin::Head(head(11)), FromOrigin::Batch(next)]
         );
     }
 
@@ -312,8 +334,10 @@ mod tests {
         session.lagged();
         let sent = catch_up(&mut session, &authority);
         assert_eq!(through(&sent), 8);
-        match &sent[0] {
-            FromOrigin::Batch(batch) => assert_eq!(batch.from, 5),
+        match &sent[..2] {
+            [FromOrigin::Head(h), FromOrigin::Batch(batch)] => {
+                assert_eq!((h.version, batch.from), (8, 5))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -345,8 +369,10 @@ mod tests {
         assert!(session.committed(&skipping, None).is_empty());
         assert!(session.catching_up());
         let sent = catch_up(&mut session, &authority);
-        match &sent[0] {
-            FromOrigin::Batch(batch) => assert_eq!((batch.from, batch.through), (5, 8)),
+        match &sent[..] {
+            [FromOrigin::Head(_), FromOrigin::Batch(batch)] => {
+                assert_eq!((batch.from, batch.through), (5, 8))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(session.sent_through(), 8);

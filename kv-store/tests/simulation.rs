@@ -21,36 +21,16 @@
 //! `SIM_SEEDS=N` sets how many seeds run (default 2000); `SIM_SEED=S` replays one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
+mod common;
+
+use common::{Rng, check_acked, head_check, live, proof_for, random_op, signed_head};
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::{
     Authority, AuthorityStore, Batch, Follower, FollowerConfig, FromOrigin, Head, LinkProtocol,
-    MemoryAuthorityStore, MemoryReplica, OpResult, OriginSession, Output, PeerMsg, ReplicaStore,
-    ToOrigin, WriteError, WriteOp, WriteOutcome,
+    MemoryAuthorityStore, MemoryReplica, OriginSession, Output, PeerMsg, ReplicaStore, ToOrigin,
+    WriteError, WriteOp, WriteOutcome,
 };
-
-/// A small, fast, seedable generator (splitmix64): the simulation must not depend on a crate's
-/// idea of randomness across versions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, per_thousand: u64) -> bool {
-        self.below(1000) < per_thousand
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Addr {
@@ -63,19 +43,6 @@ enum Payload {
     ToOrigin(ToOrigin),
     FromOrigin(FromOrigin),
     Peer(PeerMsg),
-}
-
-/// The simulated origin's signature on a head: nodes check it, the Byzantine peer cannot make
-/// it.
-fn proof_for(version: u64) -> Vec<u8> {
-    (version ^ 0x0123_4567_89ab_cdef).to_le_bytes().to_vec()
-}
-
-fn signed_head(version: u64) -> Head {
-    Head {
-        version,
-        proof: proof_for(version),
-    }
 }
 
 const MALLORY: &str = "mallory";
@@ -202,9 +169,9 @@ impl Sim {
             node.applied_high
         );
         node.applying.clear();
-        let check = Arc::new(|head: &Head| head.proof == proof_for(head.version));
-        node.follower =
-            Some(Follower::new(Sim::config(), applied, node.boots << 40).with_head_check(check));
+        node.follower = Some(
+            Follower::new(Sim::config(), applied, node.boots << 40).with_head_check(head_check()),
+        );
         node.follower.as_mut().unwrap().peer_connected(MALLORY);
         self.connect_links(i);
     }
@@ -349,46 +316,6 @@ impl Sim {
         }
     }
 
-    fn random_op(&mut self, node: usize) -> WriteOp {
-        let namespace = "app/ns".to_string();
-        let key = format!("k{}", self.rng.below(KEYS));
-        match self.rng.below(7) {
-            0 => WriteOp::Delete { namespace, key },
-            6 => WriteOp::Put {
-                namespace,
-                key,
-                value: self.rng.next().to_le_bytes().to_vec(),
-                metadata: None,
-                ttl_secs: Some(1),
-            },
-            1 | 2 => WriteOp::Increment {
-                namespace,
-                key: format!("counter{}", self.rng.below(2)),
-                delta: 1 + self.rng.below(5) as i64,
-            },
-            3 => {
-                let expected = self.nodes[node]
-                    .replica
-                    .get(&namespace, &key)
-                    .unwrap()
-                    .and_then(|e| e.value.clone());
-                WriteOp::CompareAndSwap {
-                    namespace,
-                    key,
-                    expected,
-                    value: self.rng.next().to_le_bytes().to_vec(),
-                }
-            }
-            _ => WriteOp::Put {
-                namespace,
-                key,
-                value: self.rng.next().to_le_bytes().to_vec(),
-                metadata: None,
-                ttl_secs: None,
-            },
-        }
-    }
-
     fn step(&mut self) {
         self.now += 1;
 
@@ -465,7 +392,7 @@ impl Sim {
         if self.faults && self.rng.chance(150) {
             let i = self.rng.below(NODES as u64) as usize;
             if self.nodes[i].follower.is_some() {
-                let op = self.random_op(i);
+                let op = random_op(&mut self.rng, KEYS, &self.nodes[i].replica);
                 let now = self.now;
                 if let Ok(id) = self.nodes[i]
                     .follower
@@ -773,7 +700,11 @@ impl Sim {
                     return;
                 };
                 // Below its floor the replica may lack deletes: it serves nothing.
-                let Some(entries) = self.nodes[i].replica.entries_after(from).unwrap() else {
+                let Some((entries, _)) = self.nodes[i]
+                    .replica
+                    .entries_after(from, usize::MAX)
+                    .unwrap()
+                else {
                     return;
                 };
                 self.send(
@@ -837,85 +768,19 @@ impl Sim {
                 .into_iter()
                 .map(|e| ((e.namespace.clone(), e.key.clone()), e))
                 .collect();
-        // What reads see: the stores may differ in the dead entries each has yet to reclaim.
-        let live = |state: &BTreeMap<(String, String), outpost_kv::Entry>| {
-            state
-                .iter()
-                .filter(|(_, e)| e.is_live(self.now))
-                .map(|(k, e)| (k.clone(), e.clone()))
-                .collect::<BTreeMap<_, _>>()
-        };
         for (i, node) in self.nodes.iter().enumerate() {
             assert_eq!(
-                live(&node.replica.dump()),
-                live(&truth),
+                live(&node.replica.dump(), self.now),
+                live(&truth, self.now),
                 "node {i} did not converge to the origin's state"
             );
         }
-        // No acknowledged write lost.
-        let mut acked_sum: BTreeMap<String, i64> = BTreeMap::new();
-        let mut unknown_sum: BTreeMap<String, i64> = BTreeMap::new();
-        for (key, op) in &self.submitted {
-            match self.outcomes.get(key) {
-                Some(Ok(ack)) => {
-                    for entry in &ack.entries {
-                        let key = (entry.namespace.clone(), entry.key.clone());
-                        let Some(now) = truth.get(&key) else {
-                            // Gone only if reclaimed, dead, at or after the acked version.
-                            assert!(
-                                self.reclaimed_at_origin
-                                    .get(&key)
-                                    .is_some_and(|v| *v >= entry.version),
-                                "acked write {key:?} lost: {entry:?}"
-                            );
-                            continue;
-                        };
-                        assert!(
-                            now.version >= entry.version,
-                            "acked write {key:?} lost: {entry:?} vs {now:?}"
-                        );
-                        if now.version == entry.version {
-                            assert_eq!(now, entry, "acked entry changed");
-                        }
-                    }
-                    if let (
-                        WriteOp::Increment {
-                            key: counter,
-                            delta,
-                            ..
-                        },
-                        OpResult::Counter(_),
-                    ) = (op, &ack.result)
-                    {
-                        *acked_sum.entry(counter.clone()).or_default() += delta;
-                    }
-                }
-                Some(Err(WriteError::Unavailable(_))) | None => {
-                    if let WriteOp::Increment {
-                        key: counter,
-                        delta,
-                        ..
-                    } = op
-                    {
-                        *unknown_sum.entry(counter.clone()).or_default() += delta;
-                    }
-                }
-                Some(Err(_)) => {}
-            }
-        }
-        for counter in ["counter0", "counter1"] {
-            let value: i64 = truth
-                .get(&("app/ns".to_string(), counter.to_string()))
-                .and_then(|e| e.value.as_ref())
-                .map(|v| String::from_utf8_lossy(v).parse().unwrap())
-                .unwrap_or(0);
-            let acked = acked_sum.get(counter).copied().unwrap_or(0);
-            let unknown = unknown_sum.get(counter).copied().unwrap_or(0);
-            assert!(
-                acked <= value && value <= acked + unknown,
-                "{counter}: value {value}, acked increments {acked}, unknown {unknown}"
-            );
-        }
+        check_acked(
+            &truth,
+            &self.reclaimed_at_origin,
+            &self.submitted,
+            &self.outcomes,
+        );
     }
 }
 

@@ -1,9 +1,11 @@
 //! A replica in memory, for the simulation and tests.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use super::ReplicaStore;
+use crate::authority::within_budget;
 use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::protocol::SnapshotPart;
@@ -112,19 +114,38 @@ impl ReplicaStore for MemoryReplica {
             .cloned())
     }
 
-    fn entries_after(&self, from: u64) -> Result<Option<Vec<Entry>>, StorageError> {
+    fn entries_after(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<Entry>, bool)>, StorageError> {
         let state = self.state.lock().unwrap();
         if from < state.floor {
             return Ok(None);
         }
-        let mut entries: Vec<Entry> = state
+        let mut entries: Vec<&Arc<Entry>> = state
             .entries
             .values()
             .filter(|e| e.version > from)
-            .map(|e| (**e).clone())
             .collect();
         entries.sort_by_key(|e| e.version);
-        Ok(Some(entries))
+        within_budget(entries.into_iter().map(|e| Ok((**e).clone())), max_bytes).map(Some)
+    }
+
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
+        let state = self.state.lock().unwrap();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        within_budget(
+            state
+                .entries
+                .range::<(String, String), _>((start, Bound::Unbounded))
+                .map(|(_, e)| Ok((**e).clone())),
+            max_bytes,
+        )
     }
 
     fn list(

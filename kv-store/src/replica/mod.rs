@@ -44,9 +44,22 @@ pub trait ReplicaStore: Send + Sync {
     ) -> Result<Sweep, StorageError>;
     /// A key's latest entry, tombstones and expired entries included.
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Arc<Entry>>, StorageError>;
-    /// Each key's latest entry with a version above `from`, in version order; `None` if `from`
-    /// is below the floor.
-    fn entries_after(&self, from: u64) -> Result<Option<Vec<Entry>>, StorageError>;
+    /// Each key's latest entry with a version above `from`, in version order, stopping after
+    /// about `max_bytes` (at least one entry), and whether more follow; `None` if `from` is
+    /// below the floor.
+    fn entries_after(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<Entry>, bool)>, StorageError>;
+    /// Every key's latest entry, tombstones included, in key order after the key `after`,
+    /// stopping after about `max_bytes` (at least one entry); and whether keys remain past
+    /// them. A relay serves its followers' snapshots from here.
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError>;
     /// Entries of a namespace with keys starting with `prefix`, after `after`, in key order.
     fn list(
         &self,
@@ -65,9 +78,11 @@ pub trait ReplicaStore: Send + Sync {
     ) -> Result<Vec<KeyInfo>, StorageError>;
 }
 
+mod feed;
 mod memory_store;
 mod redb_store;
 
+pub use feed::ReplicaFeed;
 pub use memory_store::MemoryReplica;
 pub use redb_store::RedbReplica;
 

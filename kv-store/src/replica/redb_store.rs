@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::ReplicaStore;
+use crate::authority::within_budget;
 use crate::error::StorageError;
 use crate::model::{Entry, KeyInfo, Sweep, reclaimable};
 use crate::protocol::{SnapshotPart, decode, encode};
@@ -305,21 +306,48 @@ impl ReplicaStore for RedbReplica {
         Ok(entry)
     }
 
-    fn entries_after(&self, from: u64) -> Result<Option<Vec<Entry>>, StorageError> {
+    fn entries_after(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<Entry>, bool)>, StorageError> {
         if from < self.floor() {
             return Ok(None);
         }
         let txn = self.db.begin_read()?;
         let by_version = txn.open_table(BY_VERSION)?;
         let table = txn.open_table(ENTRIES)?;
-        let mut entries = Vec::new();
-        for item in by_version.range(from + 1..)? {
-            let (_, key) = item?;
-            if let Some(bytes) = table.get(key.value())? {
-                entries.push(decode_entry(bytes.value())?);
-            }
-        }
-        Ok(Some(entries))
+        let entries = by_version.range(from + 1..)?.filter_map(|item| {
+            let read = || -> Result<Option<Entry>, StorageError> {
+                let (_, key) = item?;
+                match table.get(key.value())? {
+                    Some(bytes) => Ok(Some(decode_entry(bytes.value())?)),
+                    None => Ok(None),
+                }
+            };
+            read().transpose()
+        });
+        within_budget(entries, max_bytes).map(Some)
+    }
+
+    fn snapshot_after(
+        &self,
+        after: Option<&(String, String)>,
+        max_bytes: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENTRIES)?;
+        let start = match after {
+            Some((namespace, key)) => Bound::Excluded((namespace.as_str(), key.as_str())),
+            None => Bound::Unbounded,
+        };
+        let entries = table
+            .range::<(&str, &str)>((start, Bound::Unbounded))?
+            .map(|item| {
+                item.map_err(StorageError::from)
+                    .and_then(|(_, v)| decode_entry(v.value()))
+            });
+        within_budget(entries, max_bytes)
     }
 
     fn list(

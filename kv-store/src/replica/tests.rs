@@ -33,9 +33,10 @@ fn check(replica: &dyn ReplicaStore) {
     replica.apply(&[entry("c", Some("3"), 9)], None).unwrap();
     assert_eq!(replica.applied(), 3);
     let after: Vec<u64> = replica
-        .entries_after(1)
+        .entries_after(1, usize::MAX)
         .unwrap()
         .unwrap()
+        .0
         .iter()
         .map(|e| e.version)
         .collect();
@@ -89,7 +90,7 @@ fn reclaim_and_snapshot_parts(replica: &dyn ReplicaStore) {
     let sweep = replica.reclaim(sweep.next.as_ref(), 10, 4, 100).unwrap();
     assert_eq!((sweep.removed, sweep.next), (1, None), "d went");
     // Below the floor a peer's pull is refused, and an old entry brings back nothing.
-    assert_eq!(replica.entries_after(2).unwrap(), None);
+    assert_eq!(replica.entries_after(2, usize::MAX).unwrap(), None);
     replica.apply(&[entry("b", Some("old"), 2)], None).unwrap();
     assert!(replica.get("ns", "b").unwrap().is_none());
     // A snapshot part speaks for its key range: after "a" through "e", the origin holds

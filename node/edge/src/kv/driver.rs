@@ -361,12 +361,13 @@ impl Driver {
         };
         let replica = self.replica.clone();
         tokio::spawn(async move {
-            match tokio::task::spawn_blocking(move || replica.entries_after(from)).await {
+            let read = move || replica.entries_after(from, usize::MAX);
+            match tokio::task::spawn_blocking(read).await {
                 // The replica may lack deletes that far back: the peer waits for the origin.
                 Ok(Ok(None)) => {
                     tracing::debug!("peer {peer} pulled from {from}, below this replica's floor")
                 }
-                Ok(Ok(Some(entries))) => {
+                Ok(Ok(Some((entries, _)))) => {
                     for part in (Batch {
                         from,
                         through,
