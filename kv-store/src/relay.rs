@@ -124,10 +124,15 @@ impl Relay {
 
     /// The relay's own write `id` is decided ([`crate::Output::WriteDone`]): if it was a
     /// follower's, its answer goes back (once `head` covers its entries) and this returns
-    /// true; false for the relay's own writes.
-    pub fn write_done(&mut self, id: u64, outcome: WriteOutcome, head: Option<&Head>) -> bool {
+    /// `None`; a write the relay made itself gets its outcome back.
+    pub fn write_done(
+        &mut self,
+        id: u64,
+        outcome: WriteOutcome,
+        head: Option<&Head>,
+    ) -> Option<WriteOutcome> {
         let Some((follower, id)) = self.forwarded.remove(&id) else {
-            return false;
+            return Some(outcome);
         };
         let newest = outcome
             .as_ref()
@@ -141,7 +146,7 @@ impl Relay {
             newest,
         });
         self.release(head);
-        true
+        None
     }
 
     /// The relay applied a snapshot part.
@@ -341,7 +346,10 @@ mod tests {
             result: OpResult::Done,
         });
         // The relay's head is at 4: the answer waits.
-        assert!(relay.write_done(forwarded, ack.clone(), Some(&signed(4))));
+        assert_eq!(
+            relay.write_done(forwarded, ack.clone(), Some(&signed(4))),
+            None
+        );
         assert!(sent(&mut relay).is_empty());
         relay.applied(&batch(4, 5), Some(&signed(5)));
         let to_leaf: Vec<FromOrigin> = sent(&mut relay).into_iter().map(|(_, m)| m).collect();
@@ -357,7 +365,10 @@ mod tests {
         );
         // The relay's own writes are not its followers'.
         let done = Err(crate::ops::WriteError::Unavailable("no".into()));
-        assert!(!relay.write_done(forwarded + 1, done, None));
+        assert_eq!(
+            relay.write_done(forwarded + 1, done.clone(), None),
+            Some(done)
+        );
     }
 
     #[test]

@@ -531,11 +531,11 @@ impl Sim {
             Output::WriteDone { id, outcome } => {
                 let node = &mut self.nodes[i];
                 let head = node.follower.as_ref().and_then(Follower::head).cloned();
-                let forwarded = node
-                    .relay
-                    .as_mut()
-                    .is_some_and(|relay| relay.write_done(id, outcome.clone(), head.as_ref()));
-                if !forwarded {
+                let own = match node.relay.as_mut() {
+                    Some(relay) => relay.write_done(id, outcome, head.as_ref()),
+                    None => Some(outcome),
+                };
+                if let Some(outcome) = own {
                     self.outcomes.entry((i, id)).or_insert(outcome);
                 }
             }

@@ -27,6 +27,7 @@ use outpost_core::sealed::SealKey;
 use outpost_edge::admin::{AdminHandler, Health, Lifecycle, run_lifecycle};
 use outpost_edge::cluster::node_link::{self, NodeServices};
 use outpost_edge::cluster::peer_link;
+use outpost_edge::cluster::relay_link::RelayServices;
 use outpost_edge::fleet::Deployer;
 use outpost_edge::kv::NodeKv;
 use outpost_edge::server::front::FrontBuffering;
@@ -193,16 +194,25 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
             revision = restored.revision,
             "fleet apps restored from disk"
         );
+        let claims = Arc::new(OriginClaims::new(&node));
+        // What this node applied, with every component stored: a relay serves it on.
+        let (desired, desired_now) = watch::channel(None);
         if let Some(peering) = peering {
+            let relay = peering.relay.then(|| RelayServices {
+                kv: kv.links.clone(),
+                desired: desired_now,
+                deployer: deployer.clone(),
+                tick_claims: claims.clone(),
+            });
             link_tasks.push(tokio::spawn(peer_link::run(
                 node.clone(),
                 peering,
                 link.identity.clone(),
                 kv.links.clone(),
+                relay,
                 links_stop.clone(),
             )));
         }
-        let claims = Arc::new(OriginClaims::new(&node));
         let own = apps.iter().map(|a| a.spec.settings.name.clone());
         tick_claims = Arc::new(TickClaims::fleet(claims.clone(), own));
         link_tasks.push(tokio::spawn(node_link::run(
@@ -213,6 +223,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
                 kv: kv.links.clone(),
                 tap: tap.clone(),
                 tick_claims: claims,
+                desired,
             },
             links_stop.clone(),
         )));

@@ -34,8 +34,11 @@ pub struct Fleet {
     pub nodes: Vec<Option<Outpost>>,
     /// Each node's UDP address for its peers' KV links.
     pub peer_addrs: Vec<SocketAddr>,
-    /// For nodes that reach the origin through a relay the test can cut.
+    /// For nodes that reach the origin through a UDP proxy the test can cut.
     pub proxies: Vec<Option<UdpProxy>>,
+    /// In a fleet in tiers ([`Fleet::start_tiered`]), how many of the nodes (the first ones)
+    /// are relays the others follow.
+    relays: Option<usize>,
     /// The origins after the first of a fleet on PostgreSQL ([`Fleet::start_on_postgres`]),
     /// origin-2 on, each configured in `origin-N.toml`; `None` while one is killed.
     pub more_origins: Vec<Option<Outpost>>,
@@ -101,19 +104,26 @@ impl Fleet {
     /// A cluster CA, an origin and `nodes` nodes named edge-1, edge-2, ..., each peering
     /// with all the others.
     pub fn start(label: &str, nodes: usize) -> Fleet {
-        Self::start_with_relays(label, nodes, &[])
+        Self::start_with_proxies(label, nodes, &[])
+    }
+
+    /// A fleet in two tiers: `relays` relay nodes (edge-1 on) that follow the origin and peer
+    /// with each other, and `followers` nodes after them that follow a relay (their home relay
+    /// first, then the next, then the origin) and have no peers.
+    pub fn start_tiered(label: &str, relays: usize, followers: usize) -> Fleet {
+        Self::start_fleet(label, relays + followers, &[], 1, None, false, Some(relays))
     }
 
     /// As [`Fleet::start`], with every node serving previews under `preview.localhost`
     /// (`v{VERSION}--{APP}.preview.localhost`), so each also runs versions only uploaded.
     pub fn start_previewing(label: &str, nodes: usize) -> Fleet {
-        Self::start_fleet(label, nodes, &[], 1, None, true)
+        Self::start_fleet(label, nodes, &[], 1, None, true, None)
     }
 
-    /// As [`Fleet::start`], with the nodes numbered (0-based) in `relayed` reaching the origin
+    /// As [`Fleet::start`], with the nodes numbered (0-based) in `proxied` reaching the origin
     /// through a [`UdpProxy`] the test can cut.
-    pub fn start_with_relays(label: &str, nodes: usize, relayed: &[usize]) -> Fleet {
-        Self::start_fleet(label, nodes, relayed, 1, None, false)
+    pub fn start_with_proxies(label: &str, nodes: usize, proxied: &[usize]) -> Fleet {
+        Self::start_fleet(label, nodes, proxied, 1, None, false, None)
     }
 
     /// `origins` origins sharing one PostgreSQL database (started for the fleet), all active,
@@ -122,7 +132,15 @@ impl Fleet {
     pub fn start_on_postgres(label: &str, origins: usize, nodes: usize) -> Fleet {
         let database = TestPostgres::start(label);
         let url = database.url();
-        Self::start_fleet(label, nodes, &[], origins, Some((database, url)), false)
+        Self::start_fleet(
+            label,
+            nodes,
+            &[],
+            origins,
+            Some((database, url)),
+            false,
+            None,
+        )
     }
 
     /// As [`Fleet::start_on_postgres`], on `database` reached as `url` (which may name several
@@ -134,16 +152,25 @@ impl Fleet {
         database: TestPostgres,
         url: String,
     ) -> Fleet {
-        Self::start_fleet(label, nodes, &[], origins, Some((database, url)), false)
+        Self::start_fleet(
+            label,
+            nodes,
+            &[],
+            origins,
+            Some((database, url)),
+            false,
+            None,
+        )
     }
 
     fn start_fleet(
         label: &str,
         nodes: usize,
-        relayed: &[usize],
+        proxied: &[usize],
         origins: usize,
         database: Option<(TestPostgres, String)>,
         previews: bool,
+        relays: Option<usize>,
     ) -> Fleet {
         let (database, database_url) = database.unzip();
         let dir = TempDir::new(label);
@@ -206,6 +233,7 @@ impl Fleet {
             nodes: Vec::new(),
             peer_addrs: (0..nodes).map(|_| free_udp_addr()).collect(),
             proxies: Vec::new(),
+            relays,
             more_origins: more_origins.into_iter().map(Some).collect(),
             more_addrs,
             database,
@@ -232,7 +260,7 @@ impl Fleet {
                 ),
                 "outpost ca issue node",
             );
-            let proxy = relayed
+            let proxy = proxied
                 .contains(&(i - 1))
                 .then(|| UdpProxy::start(fleet.cluster));
             fleet.proxies.push(proxy);
@@ -291,13 +319,30 @@ impl Fleet {
             true => "[preview]\ndomain = \"preview.localhost\"\n",
             false => "",
         };
-        let peers: Vec<String> = self
-            .peer_addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != index)
-            .map(|(j, addr)| format!("\"edge-{}@{addr}\"", j + 1))
-            .collect();
+        let node_at = |j: usize| format!("\"edge-{}@{}\"", j + 1, self.peer_addrs[j]);
+        // Every node peers with all the others, or, in tiers, relays with relays; a follower
+        // lists its home relay and the next, and no peers.
+        let (peers, links): (Vec<String>, String) = match self.relays {
+            None => (
+                (0..self.nodes_planned())
+                    .filter(|j| *j != index)
+                    .map(node_at)
+                    .collect(),
+                format!("listen = \"{listen}\"\n"),
+            ),
+            Some(relays) if index < relays => (
+                (0..relays).filter(|j| *j != index).map(node_at).collect(),
+                format!("listen = \"{listen}\"\nrelay = true\n"),
+            ),
+            Some(relays) => {
+                let home = (index - relays) % relays;
+                let mut list = vec![node_at(home)];
+                if relays > 1 {
+                    list.push(node_at((home + 1) % relays));
+                }
+                (Vec::new(), format!("relays = [{}]\n", list.join(", ")))
+            }
+        };
         self.dir.write(
             &format!("{name}.toml"),
             format!(
@@ -308,7 +353,7 @@ impl Fleet {
                  [admin]\nlisten = \"127.0.0.1:0\"\n{preview}\
                  [cluster]\n{origins}\norigin_name = \"origin\"\nca = \"cluster/ca.pem\"\n\
                  cert = \"cluster/{name}.pem\"\nkey = \"cluster/{name}-key.pem\"\n\
-                 listen = \"{listen}\"\npeers = [{}]\n",
+                 {links}peers = [{}]\n",
                 peers.join(", ")
             ),
         )
@@ -334,9 +379,14 @@ impl Fleet {
         self.database = Some(database);
     }
 
-    /// The relay between node `i` and the origin (see [`Fleet::start_with_relays`]).
-    pub fn relay(&self, i: usize) -> &UdpProxy {
-        self.proxies[i].as_ref().expect("node has a relay")
+    /// The proxy between node `i` and the origin (see [`Fleet::start_with_proxies`]).
+    pub fn proxy(&self, i: usize) -> &UdpProxy {
+        self.proxies[i].as_ref().expect("node has a proxy")
+    }
+
+    /// How many nodes the fleet has (or will have, while it starts).
+    fn nodes_planned(&self) -> usize {
+        self.peer_addrs.len()
     }
 
     /// (Re)start node `i` (0-based) from its config and data directory.

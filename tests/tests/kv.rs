@@ -242,7 +242,7 @@ async fn acked_writes_survive_killed_nodes_and_a_killed_origin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_cut_from_the_origin_catches_up_through_its_peers() {
-    let fleet = Fleet::start_with_relays("kv-peers", 3, &[2]);
+    let fleet = Fleet::start_with_proxies("kv-peers", 3, &[2]);
     deploy_probe(&fleet, "shop", &["*"]).await;
     fleet
         .wait_for_everywhere("/ok", "ok", Duration::from_secs(10))
@@ -251,7 +251,7 @@ async fn a_node_cut_from_the_origin_catches_up_through_its_peers() {
     let reply = kv(&cut_off, "set", "key=before", "1").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 
-    fleet.relay(2).cut();
+    fleet.proxy(2).cut();
     let mut written = BTreeSet::new();
     for i in 0..20 {
         let reply = kv(&fleet.client(i % 2), "set", &format!("key=p{i}"), "v").await;
@@ -269,7 +269,7 @@ async fn a_node_cut_from_the_origin_catches_up_through_its_peers() {
     let reply = kv(&cut_off, "set", "key=while-cut", "x").await;
     assert_eq!(reply.status, 503, "{}", reply.text());
 
-    fleet.relay(2).restore();
+    fleet.proxy(2).restore();
     let started = Instant::now();
     while kv(&cut_off, "set", "key=after-cut", "y").await.status != 200 {
         assert!(

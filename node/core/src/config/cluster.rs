@@ -88,9 +88,12 @@ impl fmt::Display for RemoteAddr {
     }
 }
 
-/// How a node reaches its origins.
+/// How a node reaches its origins, directly or through relays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginLink {
+    /// Relays (other nodes that serve what they have from the origin) this node follows
+    /// instead of the origin, tried in order before the origins (`[cluster] relays`).
+    pub relays: Vec<Peer>,
     /// The cluster addresses (QUIC, UDP) of the fleet's origins, in the order they are tried;
     /// the node holds a link to one at a time and moves to the next when it is lost.
     pub origins: Vec<RemoteAddr>,
@@ -98,6 +101,34 @@ pub struct OriginLink {
     pub server_name: String,
     /// The credentials the node presents to the origin and checks the origin's certificate with.
     pub identity: ClusterIdentity,
+}
+
+/// Where a node holds its link: a relay, or an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// A relay node, whose certificate is issued for its name.
+    Relay(Peer),
+    /// An origin, whose certificate is issued for [`OriginLink::server_name`].
+    Origin(RemoteAddr),
+}
+
+impl OriginLink {
+    /// Every place the node may hold its link, in the order tried: relays, then origins.
+    pub fn upstreams(&self) -> Vec<Upstream> {
+        let relays = self.relays.iter().cloned().map(Upstream::Relay);
+        relays
+            .chain(self.origins.iter().cloned().map(Upstream::Origin))
+            .collect()
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Relay(relay) => write!(f, "relay {} at {}", relay.name, relay.addr),
+            Upstream::Origin(origin) => write!(f, "origin {origin}"),
+        }
+    }
 }
 
 /// A peer this node knows of: its name (its certificate's) and its cluster address.

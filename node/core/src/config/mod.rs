@@ -20,7 +20,7 @@ pub use app::{
     AppLimits, AppManifest, AppSettings, AppSpec, BuildSettings, DeployTarget, Language,
     LimitsManifest, OutboundManifest, TriggerManifest, validate_name, validate_namespace_name,
 };
-pub use cluster::{ClusterIdentity, OriginLink, Peer, RemoteAddr};
+pub use cluster::{ClusterIdentity, OriginLink, Peer, RemoteAddr, Upstream};
 pub use egress::EgressPolicy;
 pub use error::{ConfigError, FieldError};
 pub use health::HealthSettings;

@@ -62,13 +62,17 @@ pub struct NodeConfig {
     pub source: PathBuf,
 }
 
-/// `[cluster] listen` and `peers`: where this node accepts its peers' links, and who they are.
+/// `[cluster] listen`, `peers` and `relay`: where this node accepts its peers' links (and, as a
+/// relay, its followers'), and who its peers are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peering {
     /// The UDP address this node accepts its peers' links on.
     pub listen: SocketAddr,
     /// The other nodes this node links to, each `NAME@ADDRESS` in node.toml.
     pub peers: Vec<Peer>,
+    /// Whether other nodes may follow this one (`[cluster] relay = true`): it serves them the
+    /// KV, the desired state and the components it has from its own upstream.
+    pub relay: bool,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +141,12 @@ struct ClusterFile {
     /// Peer nodes as `NAME@ADDRESS`, each with a cluster certificate issued for NAME.
     #[serde(default)]
     peers: Vec<String>,
+    /// Relays to follow instead of the origin, as `NAME@ADDRESS`, tried in order.
+    #[serde(default)]
+    relays: Vec<String>,
+    /// Whether other nodes may follow this one (it listens on `listen`).
+    #[serde(default)]
+    relay: bool,
 }
 
 #[derive(Deserialize)]
@@ -340,33 +350,18 @@ impl ClusterFile {
     /// The link to the origin, and the peer links if `listen` is set; `node` is this node's
     /// own name, which no peer may have.
     fn link(self, base: &Path, node: &str) -> Result<(OriginLink, Option<Peering>), FieldError> {
-        let mut peers: Vec<Peer> = Vec::new();
-        for (i, text) in self.peers.iter().enumerate() {
-            let field = format!("cluster.peers[{i}]");
-            let peer = Peer::parse(text).map_err(|m| FieldError::new(&field, m))?;
-            if peer.name == node {
-                return Err(FieldError::new(
-                    field,
-                    format!("{:?} is this node itself", peer.name),
-                ));
-            }
-            if peers.iter().any(|p| p.name == peer.name) {
-                return Err(FieldError::new(
-                    field,
-                    format!("{:?} is listed twice", peer.name),
-                ));
-            }
-            peers.push(peer);
-        }
+        let peers = other_nodes(&self.peers, "cluster.peers", node)?;
+        let relays = other_nodes(&self.relays, "cluster.relays", node)?;
         let peering = match self.listen {
             Some(listen) => Some(Peering {
                 listen: parse_addr(&listen).map_err(|m| FieldError::new("cluster.listen", m))?,
                 peers,
+                relay: self.relay,
             }),
-            None if !peers.is_empty() => {
+            None if !peers.is_empty() || self.relay => {
                 return Err(FieldError::new(
                     "cluster.listen",
-                    "is needed with `peers`: the UDP address this node accepts its peers on, e.g. \"0.0.0.0:7444\"",
+                    "is needed with `peers` or `relay`: the UDP address this node accepts its peers (and followers) on, e.g. \"0.0.0.0:7444\"",
                 ));
             }
             None => None,
@@ -409,6 +404,7 @@ impl ClusterFile {
             }
         }
         let link = OriginLink {
+            relays,
             origins,
             server_name: self.origin_name,
             identity: ClusterIdentity {
@@ -419,6 +415,29 @@ impl ClusterFile {
         };
         Ok((link, peering))
     }
+}
+
+/// Other nodes named as `NAME@ADDRESS` in the list `field`: none twice, and not this `node`.
+fn other_nodes(list: &[String], field: &str, node: &str) -> Result<Vec<Peer>, FieldError> {
+    let mut nodes: Vec<Peer> = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let peer = Peer::parse(text).map_err(|m| FieldError::new(&field, m))?;
+        if peer.name == node {
+            return Err(FieldError::new(
+                field,
+                format!("{:?} is this node itself", peer.name),
+            ));
+        }
+        if nodes.iter().any(|p| p.name == peer.name) {
+            return Err(FieldError::new(
+                field,
+                format!("{:?} is listed twice", peer.name),
+            ));
+        }
+        nodes.push(peer);
+    }
+    Ok(nodes)
 }
 
 impl HealthFile {
@@ -565,6 +584,10 @@ mod tests {
             (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"), "`cluster.origin`: name the origin"),
             (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigins = [\"a.internal:7443\", \"b:\"]\n"), "`cluster.origins[1]`"),
             (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"no port\"\n"), "`cluster.origin`: \"no port\" is not an address"),
+            // Relays: named like peers, never this node, and a relay listens for followers.
+            (format!("name = \"edge-1\"\n{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"a:1\"\nrelays = [\"edge-1@b:1\"]\n"), "`cluster.relays[0]`: \"edge-1\" is this node itself"),
+            (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"a:1\"\nrelays = [\"b:1\"]\n"), "`cluster.relays[0]`: \"b:1\" should be NAME@ADDRESS"),
+            (format!("{base}[cluster]\norigin_name = \"origin\"\nca = \"cert.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\norigin = \"a:1\"\nrelay = true\n"), "`cluster.listen`: is needed with `peers` or `relay`"),
             // What handlers are told, and where previews are.
             (format!("region = \"eu west\"\n{base}"), "`region`: \"eu west\" is not a region name"),
             (format!("{base}[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n"), "`http.trusted_proxies[1]`"),

@@ -1,12 +1,14 @@
-//! A node's end of the cluster link: stay connected to the origin (reconnecting with backoff),
-//! receive desired states, apply them, report back, and carry the KV session between the
-//! node's driver and the origin's authority. Serving never waits on any of this.
+//! A node's end of the cluster link: stay connected to the origin, or to a relay that serves
+//! what it has from the origin (reconnecting with backoff, and moving to the next relay or
+//! origin at once when one is lost), receive desired states, apply them, report back, and
+//! carry the KV session between the node's driver and its upstream. Serving never waits on any
+//! of this.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::fleet::{BlobSource, Deployer};
 use crate::kv::LinkEvent;
@@ -15,7 +17,7 @@ use crate::triggers::OriginClaims;
 use anyhow::{Context, anyhow, bail};
 use outpost_core::backoff::{Backoff, BackoffPolicy};
 use outpost_core::blobs::BlobWriter;
-use outpost_core::config::OriginLink;
+use outpost_core::config::{OriginLink, Upstream};
 use outpost_core::wire::DesiredState;
 use outpost_core::wire::kv_frames::{self as frames, Backlog};
 use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
@@ -38,6 +40,9 @@ pub struct NodeServices {
     pub tap: Arc<TailTap>,
     /// Trigger ticks claimed from the origin, on the connection held now.
     pub tick_claims: Arc<OriginClaims>,
+    /// Each desired state once applied and every component it names is stored here: what a
+    /// relay serves its followers.
+    pub desired: watch::Sender<Option<Arc<DesiredState>>>,
 }
 
 /// Keep a subscription to the origin, a KV session and the logs stream alive until shutdown,
@@ -53,30 +58,36 @@ pub async fn run(
         kv,
         tap,
         tick_claims,
+        desired,
     } = services;
     let mut endpoints = Endpoints::new(&link);
     let mut backoff = Backoff::new(BackoffPolicy::LINKS);
-    // Which origin to try: after any failure or lost link, the next in the list.
+    let upstreams = link.upstreams();
+    // Which upstream to try: after any failure or lost link, the next in the list.
     let mut next = 0;
-    // Origins that failed in a row since the last one that served; the node waits (backoff)
-    // only once every origin has failed, so losing one means moving to another at once.
+    // Upstreams that failed in a row since the last one that served; the node waits (backoff)
+    // only once every one has failed, so losing one means moving to another at once.
     let mut failed_in_a_row = 0;
     loop {
         let started = Instant::now();
-        let origin = &link.origins[next % link.origins.len()];
+        let upstream = &upstreams[next % upstreams.len()];
         let session = async {
-            let found = origin
+            let (addr, server_name, relay) = match upstream {
+                Upstream::Relay(relay) => (&relay.addr, relay.name.as_str(), true),
+                Upstream::Origin(origin) => (origin, link.server_name.as_str(), false),
+            };
+            let found = addr
                 .resolve()
                 .await
-                .with_context(|| format!("resolving the origin {origin}"))?;
+                .with_context(|| format!("resolving the {upstream}"))?;
             let (connection, addr) =
-                connect_any(&mut endpoints, &found, &link.server_name, origin).await?;
-            tracing::info!(origin = %origin, %addr, "connected to the origin");
+                connect_any(&mut endpoints, &found, server_name, upstream).await?;
+            tracing::info!(upstream = %upstream, %addr, "connected");
             tick_claims.connected(&connection);
             // Any ending ends the connection's session; the next one starts them all afresh.
             let result = tokio::select! {
-                result = subscribe(&connection, &node, &deployer) => result,
-                result = kv_session(&connection, &node, &kv) => result,
+                result = subscribe(&connection, &node, &deployer, &desired) => result,
+                result = kv_session(&connection, &node, &kv, relay) => result,
                 result = logs_session(&connection, &node, &tap) => result,
             };
             tick_claims.disconnected();
@@ -93,7 +104,7 @@ pub async fn run(
         }
         failed_in_a_row += 1;
         next += 1;
-        let wait = if failed_in_a_row < link.origins.len() {
+        let wait = if failed_in_a_row < upstreams.len() {
             Duration::ZERO
         } else {
             failed_in_a_row = 0;
@@ -101,9 +112,9 @@ pub async fn run(
         };
         if let Err(err) = outcome {
             tracing::warn!(
-                origin = %origin,
-                "origin link down: {err:#}; trying {} in {} ms",
-                link.origins[next % link.origins.len()],
+                upstream = %upstream,
+                "cluster link down: {err:#}; trying the {} in {} ms",
+                upstreams[next % upstreams.len()],
                 wait.as_millis()
             );
         }
@@ -115,12 +126,12 @@ pub async fn run(
     endpoints.close();
 }
 
-/// Connect to the first of `found` (the addresses `origin` resolved to) that answers.
+/// Connect to the first of `found` (the addresses `upstream` resolved to) that answers.
 async fn connect_any(
     endpoints: &mut Endpoints<'_>,
     found: &[SocketAddr],
     server_name: &str,
-    origin: &outpost_core::config::RemoteAddr,
+    upstream: &Upstream,
 ) -> anyhow::Result<(quinn::Connection, SocketAddr)> {
     let mut errors = Vec::new();
     for &addr in found {
@@ -136,10 +147,7 @@ async fn connect_any(
             Err(err) => errors.push(format!("{addr}: {err:#}")),
         }
     }
-    bail!(
-        "connecting to the origin at {origin}: {}",
-        errors.join("; ")
-    )
+    bail!("connecting to the {upstream}: {}", errors.join("; "))
 }
 
 /// The node's QUIC endpoints towards its origins, one per address family, made when first
@@ -185,6 +193,7 @@ async fn subscribe(
     connection: &quinn::Connection,
     node: &str,
     deployer: &Deployer,
+    desired: &watch::Sender<Option<Arc<DesiredState>>>,
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = connection.open_bi().await?;
     write_frame(
@@ -205,6 +214,18 @@ async fn subscribe(
                 tracing::debug!(revision = state.revision, "desired state received");
                 let report = deployer.apply(&state, &source).await;
                 write_frame(&mut send, &report).await?;
+                if desired.receiver_count() > 0 {
+                    // A relay passes the state on once it holds every component it names.
+                    match deployer.store_components(&state, &source).await {
+                        Ok(()) => {
+                            desired.send_replace(Some(Arc::new(state)));
+                        }
+                        Err(err) => tracing::warn!(
+                            revision = state.revision,
+                            "not passing the desired state on to followers: {err:#}"
+                        ),
+                    }
+                }
             }
             _ = heartbeat.tick() => {
                 write_frame(&mut send, &deployer.report().await).await?;
@@ -283,11 +304,13 @@ impl Drop for OriginDownOnDrop<'_> {
     }
 }
 
-/// Carry the KV session: the driver's messages to the origin, the origin's to the driver.
+/// Carry the KV session: the driver's messages to the origin (or the relay followed), and its
+/// messages to the driver.
 async fn kv_session(
     connection: &quinn::Connection,
     node: &str,
     links: &mpsc::UnboundedSender<LinkEvent>,
+    relay: bool,
 ) -> anyhow::Result<()> {
     let (mut send, recv) = connection.open_bi().await?;
     write_frame(
@@ -298,8 +321,13 @@ async fn kv_session(
     )
     .await?;
     let (to_origin, outbox) = mpsc::unbounded_channel();
+    let up = if relay {
+        LinkEvent::RelayUp(to_origin)
+    } else {
+        LinkEvent::OriginUp(to_origin)
+    };
     links
-        .send(LinkEvent::OriginUp(to_origin))
+        .send(up)
         .map_err(|_| anyhow!("the KV driver has stopped"))?;
     let _down = OriginDownOnDrop(links);
     frames::pump(
@@ -310,7 +338,7 @@ async fn kv_session(
         |message, queued| links.send(LinkEvent::FromOrigin(message, queued)).is_ok(),
     )
     .await?;
-    bail!("the origin ended the KV session")
+    bail!("the upstream ended the KV session")
 }
 
 /// Fetches components from the origin, one stream each.

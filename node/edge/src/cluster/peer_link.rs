@@ -2,14 +2,17 @@
 //!
 //! Each node listens for its peers and dials those whose name sorts after its own, so every
 //! pair of nodes shares exactly one link. A link is one stream of `PeerMsg`s each way; both ends
-//! hand it to their KV driver.
+//! hand it to their KV driver. On a relay the same listener takes its followers' connections,
+//! told apart by their first stream (see [`super::relay_link`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use outpost_kv::PeerMsg;
 use tokio::sync::mpsc;
 
+use super::relay_link::{self, RelayServices};
 use crate::kv::LinkEvent;
 use outpost_core::backoff::{Backoff, BackoffPolicy};
 use outpost_core::config::{ClusterIdentity, Peer, Peering};
@@ -19,12 +22,13 @@ use outpost_net::cluster_tls::{client_config, protocol_version, server_config, v
 use outpost_net::listener::ShutdownSignal;
 use outpost_net::listener::wait_for_shutdown;
 
-/// Listen for peers and keep links to them until shutdown.
+/// Listen for peers (and, with `relay`, for followers) and keep links to them until shutdown.
 pub async fn run(
     node: String,
     peering: Peering,
     identity: ClusterIdentity,
     links: mpsc::UnboundedSender<LinkEvent>,
+    relay: Option<RelayServices>,
     shutdown: ShutdownSignal,
 ) {
     let endpoint = match endpoint(&peering, &identity) {
@@ -34,7 +38,12 @@ pub async fn run(
             return;
         }
     };
-    tracing::info!(listen = ?endpoint.local_addr().ok(), peers = peering.peers.len(), "KV peer links");
+    tracing::info!(
+        listen = ?endpoint.local_addr().ok(),
+        peers = peering.peers.len(),
+        relay = relay.is_some(),
+        "KV peer links"
+    );
     // Peers whose names sort before ours dial us; only they may. Any other holder of a cluster
     // certificate (a node not in `peers`, or one of those we dial) is turned away.
     let callers: Vec<String> = peering
@@ -52,7 +61,7 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    accept(endpoint, callers, links, shutdown).await;
+    accept(endpoint, callers, links, relay.map(Arc::new), shutdown).await;
 }
 
 fn endpoint(peering: &Peering, identity: &ClusterIdentity) -> anyhow::Result<quinn::Endpoint> {
@@ -66,24 +75,33 @@ async fn accept(
     endpoint: quinn::Endpoint,
     callers: Vec<String>,
     links: mpsc::UnboundedSender<LinkEvent>,
+    relay: Option<Arc<RelayServices>>,
     mut shutdown: ShutdownSignal,
 ) {
-    let callers = std::sync::Arc::new(callers);
+    let callers = Arc::new(callers);
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = wait_for_shutdown(&mut shutdown) => break,
         };
         let Some(incoming) = incoming else { break };
-        let (links, callers) = (links.clone(), callers.clone());
+        let (links, callers, relay) = (links.clone(), callers.clone(), relay.clone());
         let remote = incoming.remote_address();
         tokio::spawn(async move {
             let result = async {
                 let connection = incoming.await?;
                 let (send, mut recv) = connection.accept_bi().await?;
-                let Some(Open::Peer { node: peer }) = read_frame::<_, Open>(&mut recv).await?
-                else {
-                    bail!("a peer stream must open with Open::Peer");
+                let peer = match read_frame::<_, Open>(&mut recv).await? {
+                    Some(Open::Peer { node }) => node,
+                    Some(open) => {
+                        let Some(relay) = relay else {
+                            connection.close(1u32.into(), b"this node is not a relay");
+                            bail!("a node tried to follow this one, which is not a relay");
+                        };
+                        relay_link::serve(connection, (send, recv, open), relay).await;
+                        return Ok(());
+                    }
+                    None => bail!("the connection closed its first stream at once"),
                 };
                 verify_peer_name(&connection, &peer)?;
                 if !callers.contains(&peer) {

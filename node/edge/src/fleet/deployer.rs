@@ -366,11 +366,7 @@ impl Deployer {
         let bytes = match self.blobs.read_verified(&release.sha256) {
             Ok(bytes) => bytes,
             Err(_) => {
-                let writer = self.blobs.writer(&release.sha256)?;
-                source
-                    .fetch(&release.sha256, writer)
-                    .await
-                    .with_context(|| format!("fetching component {}", release.sha256))?;
+                self.fetch(&release.sha256, source).await?;
                 self.blobs.read_verified(&release.sha256)?
             }
         };
@@ -379,6 +375,35 @@ impl Deployer {
         tokio::task::spawn_blocking(move || runtime.deploy_bytes(app, &bytes))
             .await
             .context("the compile task failed")?
+    }
+
+    /// Fetch component `sha256` from `source` into the blob store (checked against its name).
+    async fn fetch(&self, sha256: &str, source: &impl BlobSource) -> anyhow::Result<()> {
+        let writer = self.blobs.writer(sha256)?;
+        source
+            .fetch(sha256, writer)
+            .await
+            .with_context(|| format!("fetching component {sha256}"))
+    }
+
+    /// Make sure every component `desired` names is in the blob store, whether this node runs
+    /// it or not: a relay serves them all to its followers.
+    pub async fn store_components(
+        &self,
+        desired: &DesiredState,
+        source: &impl BlobSource,
+    ) -> anyhow::Result<()> {
+        for release in desired.all_releases() {
+            if !self.blobs.contains(&release.sha256) {
+                self.fetch(&release.sha256, source).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The components this node holds, by hash.
+    pub fn blob_store(&self) -> &BlobStore {
+        &self.blobs
     }
 
     /// Keep the apps' secrets for a restart without the origin: sealed, or not at all.

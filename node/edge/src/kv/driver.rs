@@ -1,7 +1,9 @@
 //! The node's KV driver: the one task that owns the replication state machine. It turns link
 //! events, handler writes and clock ticks into calls on the `Follower`, and carries out what the
-//! follower asks: send to the origin or a peer, make batches durable in the replica, answer
-//! writes.
+//! follower asks: send to the origin (or the relay it follows) or a peer, make batches durable
+//! in the replica, answer writes. On a relay it also owns the `Relay`, the side of the nodes
+//! that follow this one: it serves them from the replica what it has made durable, and passes
+//! their writes on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use outpost_kv::protocol::CHUNK_BYTES;
 use outpost_kv::{
-    Batch, Entry, Follower, FollowerConfig, FromOrigin, HeadCheck, Output, PeerMsg, ReplicaStore,
-    SnapshotPart, ToOrigin, WriteOutcome,
+    Batch, Entry, Follower, FollowerConfig, FromOrigin, HeadCheck, Output, PeerMsg, Relay,
+    ReplicaFeed, ReplicaStore, SnapshotPart, ToOrigin, WriteOutcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,8 +26,18 @@ use outpost_runtime::kv_client::Command;
 pub enum LinkEvent {
     /// A session with the origin is up; messages for it go into this channel.
     OriginUp(mpsc::UnboundedSender<ToOrigin>),
-    /// The session with the origin has ended, however it ended.
+    /// A session with a relay, followed in place of the origin, is up; messages for it go
+    /// into this channel (it is believed only as far as the origin's signed heads).
+    RelayUp(mpsc::UnboundedSender<ToOrigin>),
+    /// The session with the origin (or the relay) has ended, however it ended.
     OriginDown,
+    /// A node that follows this one (a relay) is up, in its session numbered as given;
+    /// messages for it go into this channel, and dropping it ends the session.
+    FollowerUp(String, u64, mpsc::UnboundedSender<FromOrigin>),
+    /// That follower's session with that number has ended.
+    FollowerDown(String, u64),
+    /// A message from a follower, holding its place in that link's backlog until handled.
+    FromFollower(String, ToOrigin, Queued),
     /// A message, holding its place in its link's backlog until handled.
     FromOrigin(FromOrigin, Queued),
     /// A session with the named peer is up; messages for it go into this channel.
@@ -48,6 +60,9 @@ const KEEP_DEAD_VERSIONS: u64 = 100_000;
 /// Most messages of each kind taken into one round.
 const DRAIN: usize = 1024;
 const MAX_SAMPLES: usize = 1 << 20;
+/// Bytes of entries per message, and per catch-up step, to a follower: a step reads the
+/// replica on the driver's task, so it stays short.
+const RELAY_STEP_BYTES: usize = 256 << 10;
 
 /// Latencies the driver observed, in microseconds.
 #[derive(Default)]
@@ -95,6 +110,9 @@ struct Driver {
     replica: Arc<dyn ReplicaStore>,
     origin: Option<mpsc::UnboundedSender<ToOrigin>>,
     peers: HashMap<String, mpsc::UnboundedSender<PeerMsg>>,
+    /// The nodes following this one, and this node's side of their sessions.
+    followers: HashMap<String, (u64, mpsc::UnboundedSender<FromOrigin>)>,
+    relay: Relay,
     waiting: HashMap<u64, (oneshot::Sender<WriteOutcome>, Instant)>,
     started: Instant,
     stats: Arc<Mutex<KvStats>>,
@@ -125,6 +143,8 @@ pub(super) async fn run_driver(
         replica,
         origin: None,
         peers: HashMap::new(),
+        followers: HashMap::new(),
+        relay: Relay::new(RELAY_STEP_BYTES),
         waiting: HashMap::new(),
         started: Instant::now(),
         stats,
@@ -150,6 +170,8 @@ pub(super) async fn run_driver(
                 driver.follower.tick(now);
                 driver.reclaim().await;
             }
+            // A follower's catch-up goes on a step per round, between the other work.
+            _ = std::future::ready(()), if driver.relay.catching_up() => {}
         }
         // Take in everything else already waiting, so one round (and one fsync) serves it all:
         // under load, the replica commits in groups instead of once per message.
@@ -166,6 +188,7 @@ pub(super) async fn run_driver(
             }
         }
         driver.carry_out().await;
+        driver.serve_followers();
         driver.progress.update(
             driver.follower.applied_version(),
             driver.follower.known_version(),
@@ -197,12 +220,43 @@ impl Driver {
                 self.follower.origin_connected(now);
                 link_up("origin", true);
             }
+            LinkEvent::RelayUp(sender) => {
+                self.origin = Some(sender);
+                self.follower.relay_connected(now);
+                link_up("origin", true);
+            }
             LinkEvent::OriginDown => {
                 self.origin = None;
                 self.follower.origin_disconnected(now);
                 link_up("origin", false);
+                // A relay without its own upstream sends its followers elsewhere.
+                for (name, _) in self.followers.drain() {
+                    self.relay.follower_disconnected(&name);
+                }
             }
             LinkEvent::FromOrigin(message, _queued) => self.follower.on_origin(message, now),
+            LinkEvent::FollowerUp(name, session, sender) => {
+                // Without an upstream, the sender is dropped: the follower's session ends and
+                // it moves on to another relay or the origin.
+                if self.follower.origin_up() {
+                    self.relay.follower_connected(&name);
+                    self.followers.insert(name, (session, sender));
+                }
+            }
+            LinkEvent::FollowerDown(name, session) => {
+                if self
+                    .followers
+                    .get(&name)
+                    .is_some_and(|(s, _)| *s == session)
+                {
+                    self.followers.remove(&name);
+                    self.relay.follower_disconnected(&name);
+                }
+            }
+            LinkEvent::FromFollower(name, message, _queued) => {
+                self.relay
+                    .on_follower(&name, message, &mut self.follower, now)
+            }
             LinkEvent::PeerUp(peer, sender) => {
                 self.peers.insert(peer.clone(), sender);
                 self.follower.peer_connected(&peer);
@@ -228,6 +282,7 @@ impl Driver {
             let mut parts: Vec<SnapshotPart> = Vec::new();
             let mut batch: Option<Batch> = None;
             let mut answers = Vec::new();
+            let head = self.follower.head().cloned();
             while let Some(output) = self.follower.poll_output() {
                 match output {
                     Output::ToOrigin(message) => {
@@ -249,13 +304,27 @@ impl Driver {
                         from,
                         through,
                     } => self.serve_pull(peer, from, through),
-                    Output::WriteDone { id, outcome } => answers.push((id, outcome)),
+                    Output::WriteDone { id, outcome } => {
+                        // A follower's write, passed on, is answered to the follower.
+                        if let Some(outcome) = self.relay.write_done(id, outcome, head.as_ref()) {
+                            answers.push((id, outcome));
+                        }
+                    }
                 }
             }
             if early.is_empty() && parts.is_empty() && batch.is_none() && answers.is_empty() {
                 return;
             }
-            self.make_durable(parts, early, batch).await;
+            let had_parts = !parts.is_empty();
+            let relayed = batch.clone().filter(|_| !self.followers.is_empty());
+            if self.make_durable(parts, early, batch).await {
+                if had_parts {
+                    self.relay.part_applied();
+                }
+                if let Some(batch) = relayed {
+                    self.relay.applied(&batch, self.follower.head());
+                }
+            }
             for (id, outcome) in answers {
                 if let Some((reply, sent)) = self.waiting.remove(&id) {
                     if outcome.is_ok() {
@@ -275,9 +344,9 @@ impl Driver {
         parts: Vec<SnapshotPart>,
         mut entries: Vec<Entry>,
         batch: Option<Batch>,
-    ) {
+    ) -> bool {
         if parts.is_empty() && entries.is_empty() && batch.is_none() {
-            return;
+            return true;
         }
         let through = batch.as_ref().map(|b| b.through);
         let from_batch = batch.map_or(0, |b| {
@@ -312,14 +381,37 @@ impl Driver {
                 }
                 drop(stats);
                 self.follower.applied(through, now);
+                true
             }
-            (Ok(()), None) => {}
+            (Ok(()), None) => true,
             (Err(err), through) => {
                 tracing::error!("making KV entries durable failed: {err}");
                 if let Some(through) = through {
                     // Not durable: do not move on; the batch is asked for again.
                     self.follower.apply_failed(through, now);
                 }
+                false
+            }
+        }
+    }
+
+    /// A relay's side: one catch-up step for each follower catching up, from the replica up to
+    /// what this node's signed head covers, then everything the relay has for its followers.
+    fn serve_followers(&mut self) {
+        if self.relay.catching_up() {
+            let head = self.follower.head().cloned();
+            let feed = ReplicaFeed::new(
+                &*self.replica,
+                self.follower.applied_version(),
+                head.as_ref().map_or(0, |h| h.version),
+            );
+            if let Err(err) = self.relay.step(&feed, head.as_ref()) {
+                tracing::error!("reading the KV replica for a follower failed: {err}");
+            }
+        }
+        while let Some((name, message)) = self.relay.poll_output() {
+            if let Some((_, sender)) = self.followers.get(&name) {
+                let _ = sender.send(message);
             }
         }
     }

@@ -76,7 +76,9 @@ impl OriginClaims {
         self.connection.store(None);
     }
 
-    async fn claim(&self, app: &str, key: &str, tick: u64) -> anyhow::Result<TickReply> {
+    /// Claim `tick` of trigger `key` of `app` from the origin (a relay claims its followers'
+    /// ticks this way too).
+    pub(crate) async fn claim(&self, app: &str, key: &str, tick: u64) -> anyhow::Result<TickReply> {
         let connection = self
             .connection
             .load_full()

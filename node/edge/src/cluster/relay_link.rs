@@ -1,0 +1,208 @@
+//! A relay's side of the cluster link: nodes that follow this one instead of the origin
+//! (`[cluster] relays` on theirs, `relay = true` on this one) open here the same streams they
+//! would open to the origin, on the peer listener, with the same mutual TLS (a follower's
+//! certificate must be issued for the name it claims). The relay serves what it has made its
+//! own: the desired state once every component it names is stored here, the components from
+//! its blob store, and the KV from its replica through the driver (`outpost_kv::Relay`,
+//! believed by followers only as far as the origin's signed heads). Writes and trigger claims
+//! go on to the origin through this node's own link. Logs are not relayed: a follower's tail
+//! stream is held open and its records dropped (`outpost tail` shows the nodes that hold their
+//! link to an origin).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::fleet::Deployer;
+use crate::kv::LinkEvent;
+use crate::triggers::OriginClaims;
+use outpost_core::wire::kv_frames::{self as frames, Backlog};
+use outpost_core::wire::{BlobReply, DesiredState, LogBatch, NodeReport, Open};
+use outpost_core::wire::{read_frame, write_frame};
+use outpost_net::cluster_tls::verify_peer_name;
+
+/// What a relay serves its followers from.
+pub struct RelayServices {
+    /// The KV driver, which runs the relay's side of each follower's session.
+    pub kv: mpsc::UnboundedSender<LinkEvent>,
+    /// The desired state this node applied and holds every component of.
+    pub desired: watch::Receiver<Option<Arc<DesiredState>>>,
+    /// The blob store components are served from.
+    pub deployer: Arc<Deployer>,
+    /// Where followers' trigger claims go on to the origin.
+    pub tick_claims: Arc<OriginClaims>,
+}
+
+/// Serve a follower's connection, whose first stream opened with `open`, until it closes.
+pub(crate) async fn serve(
+    connection: quinn::Connection,
+    first: (quinn::SendStream, quinn::RecvStream, Open),
+    services: Arc<RelayServices>,
+) {
+    let remote = connection.remote_address();
+    let (send, recv, open) = first;
+    tokio::spawn(stream_logged(
+        connection.clone(),
+        send,
+        recv,
+        open,
+        services.clone(),
+    ));
+    while let Ok((send, mut recv)) = connection.accept_bi().await {
+        let open = match read_frame::<_, Open>(&mut recv).await {
+            Ok(Some(open)) => open,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::debug!(%remote, "a follower's stream opened badly: {err:#}");
+                continue;
+            }
+        };
+        tokio::spawn(stream_logged(
+            connection.clone(),
+            send,
+            recv,
+            open,
+            services.clone(),
+        ));
+    }
+}
+
+async fn stream_logged(
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    open: Open,
+    services: Arc<RelayServices>,
+) {
+    if let Err(err) = stream(&connection, send, recv, open, &services).await {
+        tracing::debug!(remote = %connection.remote_address(), "a follower's stream ended: {err:#}");
+    }
+}
+
+async fn stream(
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    open: Open,
+    services: &RelayServices,
+) -> anyhow::Result<()> {
+    let verify = |node: &str| {
+        verify_peer_name(connection, node)
+            .inspect_err(|_| {
+                connection.close(1u32.into(), b"certificate does not match the node name");
+            })
+            .with_context(|| format!("follower {node:?} refused"))
+    };
+    match open {
+        Open::Subscribe { node } => {
+            verify(&node)?;
+            tracing::info!(node, remote = %connection.remote_address(), "follower subscribed");
+            subscription(&mut send, &mut recv, services.desired.clone()).await
+        }
+        Open::Kv { node } => {
+            verify(&node)?;
+            kv_session(node, send, recv, &services.kv).await
+        }
+        Open::Blob { sha256 } => send_blob(&mut send, &services.deployer, &sha256).await,
+        Open::Logs { node } => {
+            verify(&node)?;
+            // Held open (a follower's link ends when any of its streams does), records dropped.
+            while read_frame::<_, LogBatch>(&mut recv).await?.is_some() {}
+            Ok(())
+        }
+        Open::Tick {
+            node,
+            app,
+            trigger,
+            tick,
+        } => {
+            verify(&node)?;
+            let reply = services.tick_claims.claim(&app, &trigger, tick).await?;
+            write_frame(&mut send, &reply).await?;
+            send.finish()?;
+            Ok(())
+        }
+        Open::Peer { node } => bail!("node {node:?} opened a peer stream on a follower's link"),
+    }
+}
+
+/// The desired state, now and on every change, once this node holds all of it.
+async fn subscription(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
+) -> anyhow::Result<()> {
+    desired.mark_changed();
+    loop {
+        tokio::select! {
+            changed = desired.changed() => {
+                changed.context("the relay is shutting down")?;
+                let state = desired.borrow_and_update().clone();
+                if let Some(state) = state {
+                    write_frame(send, &*state).await?;
+                }
+            }
+            // The follower's reports stay here: the origin lists the nodes linked to it.
+            report = read_frame::<_, NodeReport>(recv) => if report?.is_none() {
+                return Ok(());
+            },
+        }
+    }
+}
+
+/// Number of each follower KV session, so the driver tells an ended one from its successor.
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Carry a follower's KV session between its stream and the driver.
+async fn kv_session(
+    node: String,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    kv: &mpsc::UnboundedSender<LinkEvent>,
+) -> anyhow::Result<()> {
+    let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    let (to_follower, outbox) = mpsc::unbounded_channel();
+    kv.send(LinkEvent::FollowerUp(node.clone(), session, to_follower))
+        .map_err(|_| anyhow::anyhow!("the KV driver has stopped"))?;
+    let deliver = |message, queued| {
+        kv.send(LinkEvent::FromFollower(node.clone(), message, queued))
+            .is_ok()
+    };
+    let result = frames::pump(send, recv, outbox, Some(Backlog::default()), deliver).await;
+    let _ = kv.send(LinkEvent::FollowerDown(node, session));
+    result
+}
+
+/// A component from this node's blob store.
+async fn send_blob(
+    send: &mut quinn::SendStream,
+    deployer: &Deployer,
+    sha256: &str,
+) -> anyhow::Result<()> {
+    let store = deployer.blob_store();
+    let file = match store.contains(sha256) {
+        true => tokio::fs::File::open(store.path(sha256)).await.ok(),
+        false => None,
+    };
+    let Some(mut file) = file else {
+        let message = format!("the relay holds no component {sha256}");
+        write_frame(send, &BlobReply::Missing { message }).await?;
+        send.finish()?;
+        return Ok(());
+    };
+    let size = file.metadata().await?.len();
+    write_frame(send, &BlobReply::Found { size }).await?;
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        send.write_all(&buffer[..n]).await?;
+    }
+    send.finish()?;
+    Ok(())
+}
