@@ -109,7 +109,8 @@ impl Fleet {
 
     /// A fleet in two tiers: `relays` relay nodes (edge-1 on) that follow the origin and peer
     /// with each other, and `followers` nodes after them that follow a relay (their home relay
-    /// first, then the next, then the origin) and have no peers.
+    /// first, then the next, then the origin) and have no peers. With no relays, every node
+    /// links to the origin and none has peers.
     pub fn start_tiered(label: &str, relays: usize, followers: usize) -> Fleet {
         Self::start_fleet(label, relays + followers, &[], 1, None, false, Some(relays))
     }
@@ -330,6 +331,8 @@ impl Fleet {
                     .collect(),
                 format!("listen = \"{listen}\"\n"),
             ),
+            // Nodes on the origin itself, without peers (the baseline for tiers).
+            Some(0) => (Vec::new(), String::new()),
             Some(relays) if index < relays => (
                 (0..relays).filter(|j| *j != index).map(node_at).collect(),
                 format!("listen = \"{listen}\"\nrelay = true\n"),

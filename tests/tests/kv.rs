@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use outpost_tests::client::request;
 use outpost_tests::kv::{deploy_probe, kv, kv_at, wait_for_keys, wait_for_value, writer};
+use outpost_tests::process::cpu_time;
 use outpost_tests::{Client, Fleet, Outpost, Proto, TempDir};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -350,25 +351,6 @@ async fn origin_cost_with_one_node() {
 #[ignore = "a measurement, not a check; run by hand"]
 async fn origin_cost_with_eight_nodes() {
     propagation_figures(Fleet::start("kv-cost-8", 8)).await;
-}
-
-/// CPU time (user + system) a process has used, from `/proc`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
 }
 
 /// Write at 1,000 a second through the first of `fleet`'s nodes for 10 s, then print what each

@@ -94,6 +94,9 @@ pub struct Metrics {
     /// `outpost_kv_propagation_seconds`: from the origin committing a KV entry to this node making
     /// it durable.
     pub kv_propagation_seconds: Histogram,
+    /// `outpost_kv_link_bytes_total`: bytes of KV messages on cluster links (the replication
+    /// feed, writes and their answers, peers' messages), by direction (`sent`, `received`).
+    pub kv_link_bytes: IntCounterVec,
     /// `outpost_link_up`: 1 while a cluster link is connected, 0 while not, by link
     /// (`origin`, `peer/NAME`).
     pub link_up: IntGaugeVec,
@@ -293,6 +296,11 @@ impl Metrics {
             kv_propagation_seconds: r.histogram("outpost_kv_propagation_seconds",
                 "From the origin committing a KV entry to this node making it durable",
                 LATENCY_BUCKETS,
+            ),
+            kv_link_bytes: r.counter_vec(
+                "outpost_kv_link_bytes_total",
+                "Bytes of KV messages on cluster links (the feed, writes, answers, peers'), by direction",
+                &["direction"],
             ),
             link_up: r.gauge_vec("outpost_link_up",
                 "Cluster links: 1 connected, 0 not (link=\"origin\" or \"peer/NAME\")",

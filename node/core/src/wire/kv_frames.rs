@@ -23,7 +23,16 @@ pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
     }
     writer.write_all(&(body.len() as u32).to_be_bytes()).await?;
     writer.write_all(&body).await?;
+    count_bytes("sent", body.len());
     Ok(())
+}
+
+/// Count a message of `len` bytes (and its length prefix) in `outpost_kv_link_bytes_total`.
+fn count_bytes(direction: &str, len: usize) {
+    crate::metrics::metrics()
+        .kv_link_bytes
+        .with_label_values(&[direction])
+        .inc_by(len as u64 + 4);
 }
 
 /// The next message's length, or `None` when the stream ended cleanly between messages.
@@ -54,6 +63,7 @@ async fn read_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
     if body.len() != len {
         bail!("stream ended inside a KV message");
     }
+    count_bytes("received", len);
     decode(&body).context("malformed KV message")
 }
 
