@@ -197,12 +197,18 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
         let claims = Arc::new(OriginClaims::new(&node));
         // What this node applied, with every component stored: a relay serves it on.
         let (desired, desired_now) = watch::channel(None);
+        let mut follower_reports = None;
         if let Some(peering) = peering {
-            let relay = peering.relay.then(|| RelayServices {
-                kv: kv.links.clone(),
-                desired: desired_now,
-                deployer: deployer.clone(),
-                tick_claims: claims.clone(),
+            let relay = peering.relay.then(|| {
+                let (reports, reported) = watch::channel(Default::default());
+                follower_reports = Some(reported);
+                RelayServices {
+                    kv: kv.links.clone(),
+                    desired: desired_now,
+                    deployer: deployer.clone(),
+                    tick_claims: claims.clone(),
+                    reports,
+                }
             });
             link_tasks.push(tokio::spawn(peer_link::run(
                 node.clone(),
@@ -224,6 +230,7 @@ pub async fn launch(spec: LaunchSpec, shutdown: ShutdownSignal) -> anyhow::Resul
                 tap: tap.clone(),
                 tick_claims: claims,
                 desired,
+                follower_reports,
             },
             links_stop.clone(),
         )));

@@ -12,8 +12,9 @@ use outpost_tests::kv::{deploy_probe, kv, wait_for_keys, wait_for_value};
 use outpost_tests::process::cpu_time;
 use outpost_tests::{Client, Fleet, Proto};
 
-/// The nodes linked to the origin now, by name.
-fn linked_to_origin(fleet: &Fleet) -> BTreeSet<String> {
+/// The nodes the origin lists as linked now, each with where: its address, or "via RELAY"
+/// for a relay's follower.
+fn linked(fleet: &Fleet) -> BTreeMap<String, String> {
     let out = fleet.cli(fleet.dir.path(), &["status", "--json"]);
     assert!(out.status.success(), "{}", out.stderr);
     let status: api::FleetStatus = serde_json::from_str(&out.stdout).unwrap();
@@ -21,8 +22,32 @@ fn linked_to_origin(fleet: &Fleet) -> BTreeSet<String> {
         .nodes
         .into_iter()
         .filter(|n| n.connected)
-        .map(|n| n.name)
+        .map(|n| (n.name, n.address))
         .collect()
+}
+
+/// Wait until the origin lists exactly `expected` as linked: each node's name, and its relay
+/// (`Some`) or `None` for a node linked to the origin itself.
+async fn wait_for_links(fleet: &Fleet, expected: &[(&str, Option<&str>)]) {
+    let want: BTreeMap<String, Option<String>> = expected
+        .iter()
+        .map(|(n, via)| (n.to_string(), via.map(|r| format!("via {r}"))))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let now: BTreeMap<String, Option<String>> = linked(fleet)
+            .into_iter()
+            .map(|(n, at)| (n, at.starts_with("via ").then_some(at)))
+            .collect();
+        if now == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "linked: {now:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Write `key` = `value` through node `writer` (retrying while its link moves), and wait until
@@ -70,12 +95,18 @@ async fn nodes_follow_relays_and_fail_over_to_the_next_relay_then_the_origin() {
     fleet
         .wait_for_everywhere("/ok", "ok", Duration::from_secs(60))
         .await;
-    let relays: BTreeSet<String> = ["edge-1", "edge-2"].map(String::from).into();
-    assert_eq!(
-        linked_to_origin(&fleet),
-        relays,
-        "followers hold their link to a relay"
-    );
+    // The followers hold their link to a relay, which reports them to the origin.
+    wait_for_links(
+        &fleet,
+        &[
+            ("edge-1", None),
+            ("edge-2", None),
+            ("edge-3", Some("edge-1")),
+            ("edge-4", Some("edge-2")),
+            ("edge-5", Some("edge-1")),
+        ],
+    )
+    .await;
 
     // A follower's write goes through its relay to the origin, and back out to everyone.
     let took = write_and_see(&fleet, 2, &[0, 1, 2, 3, 4], "through-relay", "1").await;
@@ -91,27 +122,26 @@ async fn nodes_follow_relays_and_fail_over_to_the_next_relay_then_the_origin() {
     let took = write_and_see(&fleet, 3, &[1, 2, 3, 4], "after-edge-1", "2").await;
     println!("with edge-1 dead, a write reached every node left after {took:?}");
     write_and_see(&fleet, 2, &[1, 3, 4], "from-moved-follower", "3").await;
-    assert_eq!(
-        linked_to_origin(&fleet),
-        ["edge-2"].map(String::from).into(),
-        "the followers moved to the other relay, not to the origin"
-    );
+    // They moved to the other relay, not to the origin.
+    wait_for_links(
+        &fleet,
+        &[
+            ("edge-2", None),
+            ("edge-3", Some("edge-2")),
+            ("edge-4", Some("edge-2")),
+            ("edge-5", Some("edge-2")),
+        ],
+    )
+    .await;
 
     // edge-2 dies too: the followers fall back to the origin itself.
     fleet.kill_node(1);
     write_and_see(&fleet, 4, &[2, 3, 4], "no-relays-left", "4").await;
-    let started = Instant::now();
-    loop {
-        let linked = linked_to_origin(&fleet);
-        if linked == ["edge-3", "edge-4", "edge-5"].map(String::from).into() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "linked to the origin: {linked:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_links(
+        &fleet,
+        &[("edge-3", None), ("edge-4", None), ("edge-5", None)],
+    )
+    .await;
 
     // A relay restarted from its data serves again what it had, and what came meanwhile.
     fleet.start_node(0);

@@ -2,8 +2,7 @@
 //! to each subscriber, serve component blobs and KV sessions, and keep a directory of who is
 //! connected and what each node says it runs.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -19,7 +18,7 @@ use outpost_core::api::NodeStatus;
 use outpost_core::clock::{unix_millis, unix_secs};
 use outpost_core::wire::kv_frames as frames;
 use outpost_core::wire::{BlobReply, Open, TickReply, read_frame, write_frame};
-use outpost_core::wire::{DesiredState, NodeReport};
+use outpost_core::wire::{DesiredState, NodeReport, RelayedReport};
 use outpost_core::wire::{LogBatch, TailSet};
 use outpost_net::cluster_tls::{protocol_version, verify_peer_name};
 use outpost_net::listener::ShutdownSignal;
@@ -51,11 +50,12 @@ impl NodeDirectory {
         change(entry)
     }
 
-    fn connected(&self, name: &str, address: SocketAddr) {
+    /// `name` linked, at `address` (a socket address, or "via RELAY" for a relay's follower).
+    fn connected(&self, name: &str, address: String) {
         self.with(name, |e| {
             e.connections += 1;
             e.status.connected = true;
-            e.status.address = address.to_string();
+            e.status.address = address;
             e.status.last_contact_ms = unix_millis();
         });
     }
@@ -160,7 +160,7 @@ async fn stream(
     match open {
         Open::Subscribe { node } => {
             verify(&node).with_context(|| format!("node {node:?} refused"))?;
-            directory.connected(&node, connection.remote_address());
+            directory.connected(&node, connection.remote_address().to_string());
             tracing::info!(node, remote = %connection.remote_address(), "node subscribed");
             let result = subscription(&node, &mut send, &mut recv, registry, directory).await;
             directory.disconnected(&node);
@@ -185,6 +185,10 @@ async fn stream(
         Open::Logs { node } => {
             verify(&node).with_context(|| format!("node {node:?} refused"))?;
             logs_session(&node, send, recv, tail, registry).await
+        }
+        Open::Reports { relay } => {
+            verify(&relay).with_context(|| format!("relay {relay:?} refused"))?;
+            relayed_reports(&relay, &mut recv, directory).await
         }
         Open::Tick {
             node,
@@ -354,6 +358,38 @@ async fn subscription(
             },
         }
     }
+}
+
+/// A relay's followers: listed as linked (via the relay) while it reports them.
+async fn relayed_reports(
+    relay: &str,
+    recv: &mut quinn::RecvStream,
+    directory: &NodeDirectory,
+) -> anyhow::Result<()> {
+    let mut followers = BTreeSet::new();
+    let result = loop {
+        match read_frame::<_, RelayedReport>(recv).await {
+            Ok(Some(RelayedReport { node, report })) => match report {
+                Some(report) => {
+                    if followers.insert(node.clone()) {
+                        directory.connected(&node, format!("via {relay}"));
+                    }
+                    directory.reported(&node, report);
+                }
+                None => {
+                    if followers.remove(&node) {
+                        directory.disconnected(&node);
+                    }
+                }
+            },
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(err),
+        }
+    };
+    for node in followers {
+        directory.disconnected(&node);
+    }
+    result
 }
 
 async fn send_blob(

@@ -65,6 +65,11 @@ pub enum Open {
         /// The node's name, which must match its cluster certificate.
         node: String,
     },
+    /// A relay passes on the reports of the nodes that follow it, as [`RelayedReport`]s.
+    Reports {
+        /// The relay's name, which must match its cluster certificate.
+        relay: String,
+    },
     /// Claim one tick of a cron trigger: the node that wins it fires it.
     Tick {
         /// The node's name, which must match its cluster certificate.
@@ -76,6 +81,16 @@ pub enum Open {
         /// The tick: its scheduled time, in seconds since the Unix epoch.
         tick: u64,
     },
+}
+
+/// On a relay's `reports` stream: a follower's newest report, or `None` once it is no longer
+/// linked to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedReport {
+    /// The follower's name, as its certificate proved to the relay.
+    pub node: String,
+    /// Its report, or `None` when its link to the relay ended.
+    pub report: Option<NodeReport>,
 }
 
 /// The origin's answer on a `tick` stream.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::relay_link::FollowerReports;
 use crate::fleet::{BlobSource, Deployer};
 use crate::kv::LinkEvent;
 use crate::tail_tap::TailTap;
@@ -21,7 +22,7 @@ use outpost_core::config::{OriginLink, Upstream};
 use outpost_core::wire::DesiredState;
 use outpost_core::wire::kv_frames::{self as frames, Backlog};
 use outpost_core::wire::{BlobReply, Open, read_frame, write_frame};
-use outpost_core::wire::{LogBatch, TailSet};
+use outpost_core::wire::{LogBatch, RelayedReport, TailSet};
 use outpost_net::cluster_tls::client_config;
 use outpost_net::listener::ShutdownSignal;
 use outpost_net::listener::wait_for_shutdown;
@@ -43,6 +44,8 @@ pub struct NodeServices {
     /// Each desired state once applied and every component it names is stored here: what a
     /// relay serves its followers.
     pub desired: watch::Sender<Option<Arc<DesiredState>>>,
+    /// On a relay, its followers' reports, passed on to the origin.
+    pub follower_reports: Option<watch::Receiver<FollowerReports>>,
 }
 
 /// Keep a subscription to the origin, a KV session and the logs stream alive until shutdown,
@@ -59,6 +62,7 @@ pub async fn run(
         tap,
         tick_claims,
         desired,
+        follower_reports,
     } = services;
     let mut endpoints = Endpoints::new(&link);
     let mut backoff = Backoff::new(BackoffPolicy::LINKS);
@@ -89,6 +93,7 @@ pub async fn run(
                 result = subscribe(&connection, &node, &deployer, &desired) => result,
                 result = kv_session(&connection, &node, &kv, relay) => result,
                 result = logs_session(&connection, &node, &tap) => result,
+                result = reports_session(&connection, &node, follower_reports.clone()) => result,
             };
             tick_claims.disconnected();
             result
@@ -293,6 +298,60 @@ async fn logs_session(
     // Nobody can be told about records any more: stop collecting them.
     tap.set_apps(Vec::new());
     result
+}
+
+/// How often a relay passes on a follower's report that has not changed, so the origin sees
+/// it in contact.
+const REPORTS_REFRESH: Duration = Duration::from_secs(15);
+
+/// On a relay: pass the followers' reports on to the upstream as they change (and each again
+/// every [`REPORTS_REFRESH`]), and say when a follower is gone. Elsewhere: nothing, forever.
+async fn reports_session(
+    connection: &quinn::Connection,
+    node: &str,
+    reports: Option<watch::Receiver<FollowerReports>>,
+) -> anyhow::Result<()> {
+    let Some(mut reports) = reports else {
+        return std::future::pending().await;
+    };
+    let (mut send, _recv) = connection.open_bi().await?;
+    write_frame(
+        &mut send,
+        &Open::Reports {
+            relay: node.to_string(),
+        },
+    )
+    .await?;
+    let mut sent = FollowerReports::new();
+    let mut refresh = tokio::time::interval(REPORTS_REFRESH);
+    reports.mark_changed();
+    loop {
+        let everything = tokio::select! {
+            changed = reports.changed() => {
+                changed.context("the relay is shutting down")?;
+                false
+            }
+            _ = refresh.tick() => true,
+        };
+        let now = reports.borrow_and_update().clone();
+        for (follower, report) in &now {
+            if everything || sent.get(follower) != Some(report) {
+                let relayed = RelayedReport {
+                    node: follower.clone(),
+                    report: Some(report.clone()),
+                };
+                write_frame(&mut send, &relayed).await?;
+            }
+        }
+        for gone in sent.keys().filter(|f| !now.contains_key(*f)) {
+            let relayed = RelayedReport {
+                node: gone.clone(),
+                report: None,
+            };
+            write_frame(&mut send, &relayed).await?;
+        }
+        sent = now;
+    }
 }
 
 /// Tells the driver the origin is gone when the session ends, however it ends.

@@ -5,10 +5,12 @@
 //! own: the desired state once every component it names is stored here, the components from
 //! its blob store, and the KV from its replica through the driver (`outpost_kv::Relay`,
 //! believed by followers only as far as the origin's signed heads). Writes and trigger claims
-//! go on to the origin through this node's own link. Logs are not relayed: a follower's tail
+//! go on to the origin through this node's own link, and so do the followers' reports, so
+//! the origin lists them (linked "via" this relay). Logs are not relayed: a follower's tail
 //! stream is held open and its records dropped (`outpost tail` shows the nodes that hold their
 //! link to an origin).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,7 +22,7 @@ use crate::fleet::Deployer;
 use crate::kv::LinkEvent;
 use crate::triggers::OriginClaims;
 use outpost_core::wire::kv_frames::{self as frames, Backlog};
-use outpost_core::wire::{BlobReply, DesiredState, LogBatch, NodeReport, Open};
+use outpost_core::wire::{BlobReply, DesiredState, LogBatch, NodeReport, Open, RelayedReport};
 use outpost_core::wire::{read_frame, write_frame};
 use outpost_net::cluster_tls::verify_peer_name;
 
@@ -34,7 +36,12 @@ pub struct RelayServices {
     pub deployer: Arc<Deployer>,
     /// Where followers' trigger claims go on to the origin.
     pub tick_claims: Arc<OriginClaims>,
+    /// Each subscribed follower's newest report, which this node's link passes on.
+    pub reports: watch::Sender<FollowerReports>,
 }
+
+/// The newest report of each follower subscribed to a relay, by name.
+pub type FollowerReports = BTreeMap<String, NodeReport>;
 
 /// Serve a follower's connection, whose first stream opened with `open`, until it closes.
 pub(crate) async fn serve(
@@ -100,7 +107,12 @@ async fn stream(
         Open::Subscribe { node } => {
             verify(&node)?;
             tracing::info!(node, remote = %connection.remote_address(), "follower subscribed");
-            subscription(&mut send, &mut recv, services.desired.clone()).await
+            let result = subscription(&node, &mut send, &mut recv, services).await;
+            services.reports.send_modify(|reports| {
+                reports.remove(&node);
+            });
+            tracing::info!(node, "follower unsubscribed");
+            result
         }
         Open::Kv { node } => {
             verify(&node)?;
@@ -125,16 +137,24 @@ async fn stream(
             send.finish()?;
             Ok(())
         }
+        Open::Reports { relay } => {
+            // A follower that is a relay too: its followers' reports go on with this one's.
+            verify(&relay)?;
+            nested_reports(&mut recv, &services.reports).await
+        }
         Open::Peer { node } => bail!("node {node:?} opened a peer stream on a follower's link"),
     }
 }
 
-/// The desired state, now and on every change, once this node holds all of it.
+/// The desired state, now and on every change, once this node holds all of it; the
+/// follower's reports kept for the origin.
 async fn subscription(
+    node: &str,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
-    mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
+    services: &RelayServices,
 ) -> anyhow::Result<()> {
+    let mut desired = services.desired.clone();
     desired.mark_changed();
     loop {
         tokio::select! {
@@ -145,12 +165,46 @@ async fn subscription(
                     write_frame(send, &*state).await?;
                 }
             }
-            // The follower's reports stay here: the origin lists the nodes linked to it.
-            report = read_frame::<_, NodeReport>(recv) => if report?.is_none() {
-                return Ok(());
+            report = read_frame::<_, NodeReport>(recv) => match report? {
+                Some(report) => {
+                    services.reports.send_modify(|reports| {
+                        reports.insert(node.to_string(), report);
+                    });
+                }
+                None => return Ok(()),
             },
         }
     }
+}
+
+/// Reports a follower relay passes on, kept with this relay's own followers' until its
+/// stream ends.
+async fn nested_reports(
+    recv: &mut quinn::RecvStream,
+    reports: &watch::Sender<FollowerReports>,
+) -> anyhow::Result<()> {
+    let mut seen = Vec::new();
+    let result = loop {
+        match read_frame::<_, RelayedReport>(recv).await {
+            Ok(Some(RelayedReport { node, report })) => reports.send_modify(|all| match report {
+                Some(report) => {
+                    seen.push(node.clone());
+                    all.insert(node, report);
+                }
+                None => {
+                    all.remove(&node);
+                }
+            }),
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(err),
+        }
+    };
+    reports.send_modify(|all| {
+        for node in &seen {
+            all.remove(node);
+        }
+    });
+    result
 }
 
 /// Number of each follower KV session, so the driver tells an ended one from its successor.
