@@ -86,7 +86,7 @@ pub async fn run(
                 .with_context(|| format!("resolving the {upstream}"))?;
             let (connection, addr) =
                 connect_any(&mut endpoints, &found, server_name, upstream).await?;
-            tracing::info!(upstream = %upstream, %addr, "connected");
+            tracing::info!(%addr, "connected to the {upstream}");
             tick_claims.connected(&connection);
             // Any ending ends the connection's session; the next one starts them all afresh.
             let result = tokio::select! {
@@ -116,9 +116,13 @@ pub async fn run(
             wait
         };
         if let Err(err) = outcome {
+            let kind = match upstream {
+                Upstream::Relay(_) => "relay",
+                Upstream::Origin(_) => "origin",
+            };
             tracing::warn!(
                 upstream = %upstream,
-                "cluster link down: {err:#}; trying the {} in {} ms",
+                "{kind} link down: {err:#}; trying the {} in {} ms",
                 upstreams[next % upstreams.len()],
                 wait.as_millis()
             );
