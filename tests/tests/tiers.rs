@@ -143,7 +143,8 @@ async fn nodes_follow_relays_and_fail_over_to_the_next_relay_then_the_origin() {
     )
     .await;
 
-    // A relay restarted from its data serves again what it had, and what came meanwhile.
+    // A relay restarted from its data serves again what it had, and what came meanwhile, and
+    // its followers come back to it from the origin.
     fleet.start_node(0);
     wait_for_value(
         &fleet.client(0),
@@ -152,6 +153,17 @@ async fn nodes_follow_relays_and_fail_over_to_the_next_relay_then_the_origin() {
         Duration::from_secs(20),
     )
     .await;
+    wait_for_links(
+        &fleet,
+        &[
+            ("edge-1", None),
+            ("edge-3", Some("edge-1")),
+            ("edge-4", None),
+            ("edge-5", Some("edge-1")),
+        ],
+    )
+    .await;
+    write_and_see(&fleet, 3, &[0, 2, 3, 4], "home-again", "5").await;
 }
 
 /// The figures for docs/operators.md#fleets-in-tiers: an origin, 5 relays and 50 nodes that

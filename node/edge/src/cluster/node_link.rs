@@ -88,12 +88,21 @@ pub async fn run(
                 connect_any(&mut endpoints, &found, server_name, upstream).await?;
             tracing::info!(%addr, "connected to the {upstream}");
             tick_claims.connected(&connection);
+            // Away from its first relay (which failed), a node goes back once it answers, so
+            // a restarted relay gets its followers back instead of leaving them on the origin.
+            // (Between origins a node stays where it is: they serve alike.)
+            let home =
+                (next % upstreams.len() != 0 && !link.relays.is_empty()).then(|| &upstreams[0]);
             // Any ending ends the connection's session; the next one starts them all afresh.
             let result = tokio::select! {
                 result = subscribe(&connection, &node, &deployer, &desired) => result,
                 result = kv_session(&connection, &node, &kv, relay) => result,
                 result = logs_session(&connection, &node, &tap) => result,
                 result = reports_session(&connection, &node, follower_reports.clone()) => result,
+                home = answers_again(&mut endpoints, home, &link.server_name) => {
+                    connection.close(0u32.into(), b"going back to the first upstream");
+                    Err(HomeAgain(home).into())
+                }
             };
             tick_claims.disconnected();
             result
@@ -102,6 +111,14 @@ pub async fn run(
             outcome = session => outcome,
             _ = wait_for_shutdown(&mut shutdown) => break,
         };
+        if let Err(err) = &outcome
+            && let Some(HomeAgain(home)) = err.downcast_ref::<HomeAgain>()
+        {
+            tracing::info!("the {home} answers again: linking to it instead of the {upstream}");
+            next = 0;
+            failed_in_a_row = 0;
+            continue;
+        }
         let wait = backoff.next_wait(started.elapsed());
         if started.elapsed() >= HEARTBEAT {
             // It served a while: the next failure starts a new round of origins.
@@ -133,6 +150,48 @@ pub async fn run(
         }
     }
     endpoints.close();
+}
+
+/// How often a node linked elsewhere than its first relay checks whether that one answers
+/// again.
+const HOME_PROBE: Duration = Duration::from_secs(10);
+
+/// The first upstream answers again: the session ends so the node links to it.
+#[derive(Debug)]
+struct HomeAgain(String);
+
+impl std::fmt::Display for HomeAgain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} answers again", self.0)
+    }
+}
+
+impl std::error::Error for HomeAgain {}
+
+/// Resolves once `home` (when given) takes a connection, checked every [`HOME_PROBE`]; never
+/// without one. The probe's connection is closed at once.
+async fn answers_again(
+    endpoints: &mut Endpoints<'_>,
+    home: Option<&Upstream>,
+    origin_name: &str,
+) -> String {
+    let Some(home) = home else {
+        return std::future::pending().await;
+    };
+    let (addr, server_name) = match home {
+        Upstream::Relay(relay) => (&relay.addr, relay.name.as_str()),
+        Upstream::Origin(origin) => (origin, origin_name),
+    };
+    loop {
+        tokio::time::sleep(HOME_PROBE).await;
+        let Ok(found) = addr.resolve().await else {
+            continue;
+        };
+        if let Ok((probe, _)) = connect_any(endpoints, &found, server_name, home).await {
+            probe.close(0u32.into(), b"only checking that you answer");
+            return home.to_string();
+        }
+    }
 }
 
 /// Connect to the first of `found` (the addresses `upstream` resolved to) that answers.
