@@ -16,7 +16,8 @@
 //! `cargo test -p outpost-kv --test tiers` runs 1,000 nodes (20 relays) over a few seeds; the
 //! 10,000-node run (100 relays) is ignored by default, for a release build:
 //! `cargo test --release -p outpost-kv --test tiers -- --ignored --nocapture`.
-//! `TIER_SEED=S` replays one seed of the 1,000-node run.
+//! `TIER_SEEDS=N` sets how many seeds the 1,000-node run takes (default 2); `TIER_SEED=S`
+//! replays one.
 
 mod common;
 
@@ -927,7 +928,11 @@ fn a_thousand_nodes_in_two_tiers_converge_through_relay_crashes_and_partitions()
         let seed: u64 = seed.parse().expect("TIER_SEED must be a number");
         return run_seeds(seed..seed + 1, 20, 980, 1_000, 3_000);
     }
-    run_seeds(0..2, 20, 980, 1_000, 3_000);
+    let seeds: u64 = std::env::var("TIER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    run_seeds(0..seeds, 20, 980, 1_000, 3_000);
 }
 
 #[test]
