@@ -994,3 +994,53 @@ async fn each_cron_tick_fires_once_across_the_fleet_as_a_node_dies() {
         .sum();
     assert!(fired_lines > 0, "the nodes log each tick they fire");
 }
+
+/// A relay takes followers as the origin takes nodes: a cluster certificate from another CA,
+/// or a member claiming another member's name, is refused; a follower with its own name gets
+/// the desired state.
+#[tokio::test(flavor = "multi_thread")]
+async fn relays_refuse_followers_that_are_not_who_they_claim() {
+    let fleet = Fleet::start_tiered("relay-refuse", 1, 1);
+    let relay = fleet.peer_addrs[0];
+    let ca = fleet.dir.path().join("cluster/ca.pem");
+    let subscribe = |node: &str| format!("{{\"open\":\"subscribe\",\"node\":{node:?}}}");
+    let other = TestCa::new();
+    let (cert, key) = other.issue(fleet.dir.path(), "stranger", &["edge-2"]);
+    assert!(
+        quic_open(
+            relay,
+            "edge-1",
+            &ca,
+            Some((&cert, &key)),
+            &subscribe("edge-2")
+        )
+        .await
+        .is_err()
+    );
+    let own = (
+        fleet.dir.path().join("cluster/edge-2.pem"),
+        fleet.dir.path().join("cluster/edge-2-key.pem"),
+    );
+    assert!(
+        quic_open(
+            relay,
+            "edge-1",
+            &ca,
+            Some((&own.0, &own.1)),
+            &subscribe("edge-9")
+        )
+        .await
+        .is_err()
+    );
+    let state = quic_open(
+        relay,
+        "edge-1",
+        &ca,
+        Some((&own.0, &own.1)),
+        &subscribe("edge-2"),
+    )
+    .await
+    .unwrap();
+    // Still serving after the refusals: the real follower gets the desired state.
+    assert!(state.contains("\"revision\""), "{state}");
+}
