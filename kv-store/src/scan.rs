@@ -1,12 +1,13 @@
-//! Walking a redb table of entries keyed by (namespace, key): the listing and the reclaiming
-//! sweep the replica's and the authority's stores share.
+//! Walking a redb table of entries keyed by (namespace, key): the listing, the snapshot read
+//! and the reclaiming sweep the replica's and the authority's stores share.
 
 use std::ops::Bound;
 
 use redb::ReadableTable;
 
+use crate::authority::within_budget;
 use crate::error::StorageError;
-use crate::model::{KeyInfo, Sweep, decode_key_info};
+use crate::model::{Entry, KeyInfo, Sweep, decode_key_info};
 
 /// Up to `limit` rows of `table` in `namespace` whose keys start with `prefix`, after the key
 /// `after` if given, in key order, each read by `read` from its stored bytes.
@@ -35,6 +36,27 @@ pub(crate) fn scan_prefix<T>(
         }
     }
     Ok(found)
+}
+
+/// Rows of `table` in key order after the key `after`, each read by `read`, stopping after
+/// about `max_bytes` of entries (at least one); and whether rows remain past them.
+pub(crate) fn snapshot_after(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    after: Option<&(String, String)>,
+    max_bytes: usize,
+    read: impl Fn(&[u8]) -> Result<Entry, StorageError>,
+) -> Result<(Vec<Entry>, bool), StorageError> {
+    let start = match after {
+        Some((namespace, key)) => Bound::Excluded((namespace.as_str(), key.as_str())),
+        None => Bound::Unbounded,
+    };
+    let entries = table
+        .range::<(&str, &str)>((start, Bound::Unbounded))?
+        .map(|item| {
+            item.map_err(StorageError::from)
+                .and_then(|(_, v)| read(v.value()))
+        });
+    within_budget(entries, max_bytes)
 }
 
 /// A key removed by [`sweep`], with the version its entry had and the bytes it took.

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod common;
 
-use common::{Rng, check_acked, head_check, live, proof_for, random_op, signed_head};
+use common::{Rng, check_acked, head_check, live, proof_for, random_op, seeded, signed_head};
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::{
     Authority, AuthorityStore, Batch, Follower, FollowerConfig, FromOrigin, Head, LinkProtocol,
@@ -835,24 +835,12 @@ fn replication_converges_and_loses_nothing_under_faults() {
         .unwrap_or(2000);
     let mut total = Coverage::default();
     for seed in 0..seeds {
-        match std::panic::catch_unwind(|| run(seed)) {
-            Ok(run) => {
-                total.snapshot_parts += run.snapshot_parts;
-                total.reclaimed_at_origin += run.reclaimed_at_origin;
-                total.reclaimed_by_replicas += run.reclaimed_by_replicas;
-                total.vacated += run.vacated;
-            }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!(
-                    "seed {seed} failed: {message}\nreplay: SIM_SEED={seed} cargo test -p outpost-kv --test simulation"
-                );
-            }
-        }
+        let replay = format!("SIM_SEED={seed} cargo test -p outpost-kv --test simulation");
+        let run = seeded(seed, &replay, || run(seed));
+        total.snapshot_parts += run.snapshot_parts;
+        total.reclaimed_at_origin += run.reclaimed_at_origin;
+        total.reclaimed_by_replicas += run.reclaimed_by_replicas;
+        total.vacated += run.vacated;
     }
     eprintln!(
         "{seeds} seeds: the origin sent {} snapshot parts and reclaimed {} dead keys; replicas \

@@ -23,7 +23,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use common::{Rng, check_acked, head_check, live, random_op, signed_head};
+use common::{Rng, check_acked, head_check, live, random_op, seeded, signed_head};
 use outpost_kv::authority::IncomingWrite;
 use outpost_kv::{
     Authority, AuthorityStore, Follower, FollowerConfig, FromOrigin, LinkProtocol,
@@ -889,21 +889,10 @@ fn run_seeds(
     fault_ms: u64,
 ) {
     for seed in seeds {
-        let report = match std::panic::catch_unwind(|| {
+        let replay = format!("TIER_SEED={seed} cargo test -p outpost-kv --test tiers");
+        let report = seeded(seed, &replay, || {
             run(seed, relays, leaves, steady_ms, fault_ms)
-        }) {
-            Ok(report) => report,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!(
-                    "seed {seed} failed: {message}\nreplay: TIER_SEED={seed} cargo test -p outpost-kv --test tiers"
-                );
-            }
-        };
+        });
         eprintln!(
             "seed {seed}: {} nodes ({relays} relays, {leaves} leaves): steady propagation per \
              node {}; to every node {}; origin messages per commit {:.1} over {} commits; \

@@ -1,7 +1,6 @@
 //! The authority's state in redb, on the origin's disk.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -202,18 +201,8 @@ impl AuthorityStore for RedbAuthorityStore {
         max_bytes: usize,
     ) -> Result<(Vec<Entry>, bool), StorageError> {
         let txn = self.db.begin_read()?;
-        let current = txn.open_table(CURRENT)?;
-        let start = match after {
-            Some((namespace, key)) => Bound::Excluded((namespace.as_str(), key.as_str())),
-            None => Bound::Unbounded,
-        };
-        let entries = current
-            .range::<(&str, &str)>((start, Bound::Unbounded))?
-            .map(|item| {
-                item.map_err(StorageError::from)
-                    .and_then(|(_, v)| decode_entry(v.value()))
-            });
-        within_budget(entries, max_bytes)
+        let table = txn.open_table(CURRENT)?;
+        crate::scan::snapshot_after(&table, after, max_bytes, decode_entry)
     }
 
     fn compact(&mut self, through: u64) -> Result<(), StorageError> {

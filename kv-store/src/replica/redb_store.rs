@@ -337,17 +337,7 @@ impl ReplicaStore for RedbReplica {
     ) -> Result<(Vec<Entry>, bool), StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ENTRIES)?;
-        let start = match after {
-            Some((namespace, key)) => Bound::Excluded((namespace.as_str(), key.as_str())),
-            None => Bound::Unbounded,
-        };
-        let entries = table
-            .range::<(&str, &str)>((start, Bound::Unbounded))?
-            .map(|item| {
-                item.map_err(StorageError::from)
-                    .and_then(|(_, v)| decode_entry(v.value()))
-            });
-        within_budget(entries, max_bytes)
+        crate::scan::snapshot_after(&table, after, max_bytes, decode_entry)
     }
 
     fn list(

@@ -35,6 +35,22 @@ impl Rng {
     }
 }
 
+/// Run seed `seed` with `run`; a panic fails the test naming the seed and how to replay it
+/// (`replay`: the command, with the seed variable set).
+pub fn seeded<T>(seed: u64, replay: &str, run: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
+    match std::panic::catch_unwind(run) {
+        Ok(value) => value,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed: {message}\nreplay: {replay}");
+        }
+    }
+}
+
 /// The simulated origin's signature on a head: nodes check it, a Byzantine peer or relay
 /// cannot make it.
 pub fn proof_for(version: u64) -> Vec<u8> {

@@ -50,21 +50,22 @@ pub(crate) async fn serve(
     services: Arc<RelayServices>,
 ) {
     let remote = connection.remote_address();
-    let (send, recv, open) = first;
-    tokio::spawn(stream_logged(
-        connection.clone(),
-        send,
-        recv,
-        open,
-        services.clone(),
-    ));
-    while let Ok((send, mut recv)) = connection.accept_bi().await {
-        let open = match read_frame::<_, Open>(&mut recv).await {
-            Ok(Some(open)) => open,
-            Ok(None) => continue,
-            Err(err) => {
-                tracing::debug!(%remote, "a follower's stream opened badly: {err:#}");
-                continue;
+    let mut next = Some(first);
+    loop {
+        let (send, recv, open) = match next.take() {
+            Some(stream) => stream,
+            None => {
+                let Ok((send, mut recv)) = connection.accept_bi().await else {
+                    return;
+                };
+                match read_frame::<_, Open>(&mut recv).await {
+                    Ok(Some(open)) => (send, recv, open),
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::debug!(%remote, "a follower's stream opened badly: {err:#}");
+                        continue;
+                    }
+                }
             }
         };
         tokio::spawn(stream_logged(
